@@ -1,0 +1,1 @@
+"""Pure churn detectors: per-subscriber River models, risk, zones, reasons."""

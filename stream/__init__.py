@@ -1,0 +1,1 @@
+"""churnwatch service: Faust app, topics, agents, CLI, embedded broker."""
