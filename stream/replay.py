@@ -56,11 +56,13 @@ def replay_directory(
     on_dead_letter: DeadLetterSink | None = None,
     counters: Counter[str] | None = None,
     validator: Validator | None = None,
+    stores: list[dict[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the alerts (without ``emitted_at``) the engine raises over ``directory``.
 
     ``counters`` (if given) receives ``read.<kind>``, ``accepted.<kind>``,
     ``rejected.<reason>`` and the engine's own counters under ``engine.<name>``.
+    ``stores`` (if given) receives each partition's subscriber state store.
     """
     from detectors import Engine, EngineConfig
     from stream.partitioning import partition_of
@@ -69,7 +71,10 @@ def replay_directory(
     validator = validator or Validator()
     config = engine_config if engine_config is not None else EngineConfig()
     # One engine per partition, as in the service: each has its own population baseline.
-    engines = [Engine(config, subscribers={}, population={}) for _ in range(partitions)]
+    subscriber_stores: list[dict[str, Any]] = [{} for _ in range(partitions)]
+    if stores is not None:
+        stores.extend(subscriber_stores)
+    engines = [Engine(config, subscribers=s, population={}) for s in subscriber_stores]
     part_cache: dict[str, int] = {}
 
     def engine_for(subscriber_id: str) -> Any:

@@ -1,0 +1,279 @@
+"""`churnwatch bench`: throughput, latency, state size and recovery, measured in one run.
+
+Every figure is measured here, on the embedded broker unless ``KAFKA_BOOTSTRAP`` names a
+Kafka, over the same pre-produced messages:
+
+``raw``       a bare aiokafka consumer + orjson decode (the client's limit);
+``ceiling``   a bare Faust agent that only counts (Faust's per-message limit);
+``pipeline``  the full worker (validation, detectors, tables, alerts) from a fresh
+              consumer group, with its ratio to both;
+``replay``    ``churnwatch replay`` events/s on one core;
+``state``     bytes per subscriber in memory and serialized, every model in place.
+
+Rates are taken from the first message to the last, so consumer-group joins are not
+counted. Each figure is the median of ``--repeat`` runs; the machine is noisy, so the
+ratios (measured in the same run) are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+TARGETS = {
+    "pipeline_vs_ceiling": 0.5,
+    "pipeline_events_per_s": 20_000,
+    "replay_events_per_s": 50_000,
+    "state_bytes_serialized": 512,
+    "state_bytes_memory": 2048,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subscribers", type=int, default=1000, help="world size")
+    parser.add_argument("--days", type=int, default=30, help="days simulated")
+    parser.add_argument("--seed", type=int, default=3, help="simulation seed")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--only", default="raw,ceiling,pipeline,replay,state",
+                        help="comma-separated figures to measure")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+
+
+# -- the figures ---------------------------------------------------------------------------
+
+
+async def _raw_rate(settings: Any, topics: list[str], expected: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=settings.bootstrap, group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+        fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        n, first = 0, 0.0
+        while n < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batches.values():
+                if n == 0:
+                    first = time.perf_counter()
+                for record in records:
+                    orjson.loads(record.value)
+                n += len(records)
+        return n / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+def raw_rate(settings: Any, topics: list[str], expected: int) -> float:
+    return asyncio.run(_raw_rate(settings, topics, expected))
+
+
+def ceiling_rate(settings: Any, topics: list[str], expected: int) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "stream.bench_ceiling", settings.bootstrap, str(expected),
+         *topics],
+        capture_output=True, timeout=600, text=True,
+    )
+    found = re.search(r'\{"events".*?\}', out.stdout + out.stderr)
+    if not found:
+        raise RuntimeError(f"the Faust ceiling run printed no figure:\n{out.stderr[-2000:]}")
+    return float(orjson.loads(found.group(0))["rate"])
+
+
+def pipeline_rate(settings: Any, prefix: str, expected: int, workdir: Path,
+                  workers: int = 1) -> float:
+    """Events/s of ``workers`` worker processes draining the topics from a fresh group."""
+    from stream.broker import free_port
+    from stream.demo import _consumed, _stop
+
+    app_id = f"bench-{uuid.uuid4().hex[:8]}"
+    procs, ports = [], []
+    for i in range(workers):
+        port = free_port()
+        env = dict(os.environ, KAFKA_BOOTSTRAP=settings.bootstrap, CHURNWATCH_APP_ID=app_id,
+                   CHURNWATCH_TOPIC_PREFIX=prefix, CHURNWATCH_METRICS_PORT=str(port),
+                   CHURNWATCH_DATADIR=str(workdir / f"{app_id}-{i}"))
+        log = (workdir / f"{app_id}-{i}.log").open("wb")
+        procs.append(subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT))
+        ports.append(port)
+    try:
+        first: float | None = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = sum(_consumed(p) or 0.0 for p in ports)
+            now = time.perf_counter()
+            if first is None and done > 0:
+                first, first_done = now, done
+            if done >= expected and first is not None:
+                return (done - first_done) / max(now - first, 1e-9)
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a bench worker exited; see {workdir}")
+            time.sleep(0.05)
+        raise RuntimeError("the pipeline did not drain the topics in 10 minutes")
+    finally:
+        for p in procs:
+            _stop(p)
+
+
+def replay_rate(world: Path) -> tuple[float, int]:
+    from collections import Counter
+
+    from stream.replay import replay_directory
+
+    counts: Counter[str] = Counter()
+    started = time.perf_counter()
+    for _ in replay_directory(world, counters=counts):
+        pass
+    elapsed = time.perf_counter() - started
+    read = sum(v for k, v in counts.items() if k.startswith("read."))
+    return read / elapsed, read
+
+
+def state_sizes(world: Path) -> dict[str, float]:
+    """Mean bytes per subscriber state: serialized (orjson) and in memory (deep size)."""
+    from stream.replay import replay_directory
+
+    stores: list[dict[str, Any]] = []
+    for _ in replay_directory(world, stores=stores):
+        pass
+    states = [state for store in stores for state in store.values()]
+    serialized = [len(orjson.dumps(s)) for s in states]
+    memory = [_deep_size(s) for s in states]
+    return {
+        "subscribers": len(states),
+        "serialized_mean": statistics.fmean(serialized),
+        "serialized_max": max(serialized),
+        "memory_mean": statistics.fmean(memory),
+        "memory_max": max(memory),
+    }
+
+
+def _deep_size(obj: Any, seen: set[int] | None = None) -> int:
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, list | tuple | set | frozenset):
+        size += sum(_deep_size(v, seen) for v in obj)
+    return size
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def _median(fn: Callable[[], float], repeat: int) -> tuple[float, list[float]]:
+    runs = [fn() for _ in range(repeat)]
+    return statistics.median(runs), runs
+
+
+def run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from stream.broker import EmbeddedBroker, create_topics
+    from stream.produce import count_lines, produce_directory
+    from stream.settings import Settings
+
+    only = set(args.only.split(","))
+    figures: dict[str, Any] = {"world": {"subscribers": args.subscribers, "days": args.days,
+                                         "seed": args.seed}, "repeat": args.repeat}
+    settings = Settings.from_env()
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cw-bench-")))
+        world = workdir / "world"
+        _say(f"simulating {args.subscribers} x {args.days} days")
+        subprocess.run([sys.executable, "-m", "stream", "simulate", "--subscribers",
+                        str(args.subscribers), "--days", str(args.days), "--seed",
+                        str(args.seed), "--out", str(world)], check=True,
+                       stderr=subprocess.DEVNULL)
+        total = count_lines(world)
+        figures["events"] = total
+
+        if only & {"replay"}:
+            rate, _ = _median(lambda: replay_rate(world)[0], args.repeat)
+            figures["replay_events_per_s"] = rate
+            _say(f"replay: {rate:,.0f} events/s")
+        if only & {"state"}:
+            figures["state"] = state_sizes(world)
+            _say(f"state: {figures['state']}")
+
+        if only & {"raw", "ceiling", "pipeline"}:
+            if settings.embedded:
+                broker = stack.enter_context(EmbeddedBroker())
+                settings = settings.with_bootstrap(broker.bootstrap)
+            prefix = f"bench-{uuid.uuid4().hex[:6]}."
+            settings = settings.replace(topic_prefix=prefix)
+            create_topics(settings.bootstrap, settings.all_topics, settings.partitions,
+                          client_kwargs=settings.kafka_client_kwargs())
+            _say(f"producing {total:,} events to {settings.bootstrap}")
+            produce_directory(world, settings)
+            topics = list(settings.input_topics)
+            if "raw" in only:
+                rate, runs = _median(lambda: raw_rate(settings, topics, total), args.repeat)
+                figures["raw_events_per_s"] = rate
+                _say(f"raw aiokafka+orjson: {rate:,.0f} events/s {runs}")
+            if "ceiling" in only:
+                rate, runs = _median(lambda: ceiling_rate(settings, topics, total),
+                                     args.repeat)
+                figures["ceiling_events_per_s"] = rate
+                _say(f"bare Faust agent: {rate:,.0f} events/s {runs}")
+            if "pipeline" in only:
+                rate, runs = _median(
+                    lambda: pipeline_rate(settings, prefix, total, workdir), args.repeat)
+                figures["pipeline_events_per_s"] = rate
+                _say(f"pipeline (1 worker): {rate:,.0f} events/s {runs}")
+    _print_table(figures)
+    if args.json:
+        args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def _say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def _print_table(f: dict[str, Any]) -> None:
+    rows: list[tuple[str, str, str]] = []
+    raw, ceiling, pipe = (f.get(k) for k in ("raw_events_per_s", "ceiling_events_per_s",
+                                             "pipeline_events_per_s"))
+    if raw:
+        rows.append(("raw aiokafka + orjson", f"{raw:,.0f} ev/s", ""))
+    if ceiling:
+        rows.append(("bare Faust agent (ceiling)", f"{ceiling:,.0f} ev/s",
+                     f"{ceiling / raw:.3f} of raw" if raw else ""))
+    if pipe:
+        ratio = f"{pipe / ceiling:.2f} of ceiling (target >= 0.5)" if ceiling else ""
+        rows.append(("pipeline, 1 worker", f"{pipe:,.0f} ev/s (target >= 20,000)", ratio))
+    if f.get("replay_events_per_s"):
+        rows.append(("replay, one core", f"{f['replay_events_per_s']:,.0f} ev/s",
+                     "target >= 50,000"))
+    if f.get("state"):
+        s = f["state"]
+        rows.append(("state serialized / subscriber",
+                     f"{s['serialized_mean']:.0f} B mean, {s['serialized_max']} B max",
+                     "target <= 512 B"))
+        rows.append(("state in memory / subscriber",
+                     f"{s['memory_mean']:.0f} B mean, {s['memory_max']} B max",
+                     "target <= 2 KiB"))
+    print(f"churnwatch bench: {f['events']:,} events, world {f['world']}, "
+          f"median of {f['repeat']}")
+    for name, value, note in rows:
+        print(f"  {name:<32} {value:<40} {note}")
