@@ -1,0 +1,122 @@
+"""Engine configuration: every threshold in one frozen, documented place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["EngineConfig", "MODEL_VERSION"]
+
+#: Written into every alert; bump when thresholds or features change meaning.
+MODEL_VERSION = "detectors-1.0"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Configuration of the detectors engine.
+
+    Parameters
+    ----------
+    tz_offset_hours
+        Offset of the operator's time zone from UTC; days run midnight to midnight there.
+    allowed_lateness_s
+        A subscriber's day closes once event time passes its end by this much. Events for
+        a closed day are counted as ``late`` (their spend still lands in the recent window).
+    our_operator
+        The operator whose subscribers we watch; forwarding elsewhere is off-net.
+    ported_numbers
+        Number -> operator overrides for ported numbers (digits as in the contract).
+    sweep
+        Close every subscriber's days when the engine's event time crosses a day, so silent
+        subscribers are judged too (the store must then be iterable).
+    baseline_days
+        Horizon of the spend baseline (exponential weights, effective window).
+    recent_days
+        Recent window compared with the baseline (a whole number of weeks cancels the
+        weekly rhythm).
+    warmup_days
+        Days of history before any spend or silence judgement.
+    min_daily_spend
+        Baselines below this (per day) are too small to judge a spend drop.
+    min_daily_calls
+        Baselines below this many outgoing calls a day are too small to judge.
+    drop_ratio_start, drop_ratio_full
+        Recent/baseline ratio (fortnight) at which a drop signal starts, and reaches 1.
+    week_ratio_start, week_ratio_full
+        The same for the last week alone (faster, so stricter).
+    bill_ratio
+        A monthly bill below this share of the usual ones is a (weak) signal.
+    cusum_rho
+        The drop in outgoing calls the CUSUM is tuned to (0.5: half the usual rate).
+    cusum_yellow, cusum_red
+        CUSUM levels (log-likelihood, dispersion-scaled) for a yellow and a red usage drop.
+    usage_red_strength
+        Strength of a usage drop past ``cusum_red``.
+    absent_ratio
+        Outgoing *and* incoming calls of the last week both below this share of usual:
+        the subscriber is away or unreachable (a trip), not drifting to another SIM,
+        whose contacts still call the old number.
+    drop_z
+        Minimum significance (standard errors below the baseline) of the recent sum.
+    silent_days
+        Days without own activity after which an active subscriber is white.
+    fwd_min_calls
+        Forwarded calls to a new off-net target needed to flag forwarding intra-day.
+    fwd_min_share
+        Share of the day's incoming calls they must be.
+    fwd_habit_share
+        A usual off-net forwarded share above this makes forwarding habitual.
+    yellow, red
+        Risk score thresholds of the zones (green starts at ``green``).
+    resolve_days
+        Consecutive judged days at green/blue that resolve an episode.
+    cooldown_days
+        Days after a resolution before a new episode may open (flapping guard).
+    dedupe_ring
+        How many recent event-id fingerprints each subscriber remembers.
+    segment_weights, tier_weights
+        Value weights for ``value_at_risk``.
+
+    """
+
+    tz_offset_hours: float = 8.0
+    allowed_lateness_s: float = 3600.0
+    our_operator: str = "China Mobile"
+    ported_numbers: dict[str, str] = field(default_factory=dict)
+    sweep: bool = True
+    baseline_days: int = 90
+    recent_days: int = 14
+    warmup_days: int = 28
+    min_daily_spend: float = 0.5
+    min_daily_calls: float = 0.3
+    drop_ratio_start: float = 0.75
+    drop_ratio_full: float = 0.3
+    week_ratio_start: float = 0.6
+    week_ratio_full: float = 0.2
+    bill_ratio: float = 0.7
+    cusum_rho: float = 0.5
+    cusum_yellow: float = 6.0
+    cusum_red: float = 9.0
+    usage_red_strength: float = 0.72
+    absent_ratio: float = 0.35
+    drop_z: float = 3.0
+    silent_days: int = 21
+    fwd_min_calls: int = 4
+    fwd_min_share: float = 0.5
+    fwd_habit_share: float = 0.2
+    green: float = 0.2
+    yellow: float = 0.45
+    red: float = 0.7
+    resolve_days: int = 3
+    cooldown_days: int = 7
+    dedupe_ring: int = 16
+    segment_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "key_account": 1.5,
+            "government": 1.4,
+            "sme": 1.2,
+            "consumer": 1.0,
+        }
+    )
+    tier_weights: dict[str, float] = field(
+        default_factory=lambda: {"diamond": 1.5, "gold": 1.3, "silver": 1.1}
+    )

@@ -1,0 +1,717 @@
+"""The engine: events in, per-subscriber state in a store, alerts out. Pure and event-time."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import zlib
+from collections import Counter
+from collections.abc import MutableMapping
+from typing import Any
+
+from detectors.config import MODEL_VERSION, EngineConfig
+from detectors.days import Clock, parse_ts
+from detectors.forwarding import Forwarding, is_familiar, see_contact
+from detectors.numbers import OperatorLookup, normalise
+from detectors.policy import AlertPolicy
+from detectors.population import Population
+from detectors.risk import Assessment, Signal, combine, drop_score
+from detectors.spend import SpendDrop
+from detectors.state import STATE_VERSION, fingerprint, remember
+
+__all__ = ["Engine"]
+
+State = dict[str, Any]
+
+# Open-day counters: [day, call_charge_milli, bill_charge_milli, n_in, n_fwd, n_fwd_off,
+# n_new_off, n_out, n_located, n_away, operator_index]
+DAY, CALL_CH, BILL_CH, N_IN, N_FWD, N_OFF, N_NEW, N_OUT, N_LOC, N_AWAY, OP = range(11)
+UNKNOWN_PROFILE = [None, None, None, "unknown", None, None]
+HOME_CAP = 50  # votes the home cell can bank, so a long trip does not move home
+AWAY_RUN = 3  # located calls in a row away from the home cell that make a trip
+FAMILIAR_SIZE = 3
+FAMILIAR_MIN = 3
+CARRY_FWD_STRENGTH = {0.6: 0.55, 1.0: 0.75}
+
+
+def _milli(amount: Any) -> int:
+    return round(float(amount) * 1000) if amount else 0
+
+
+class Engine:
+    """Turn calls, billing events and profiles into churn alerts, one event at a time.
+
+    Per subscriber the engine adds each event to the counters of its (operator time zone)
+    day; when event time passes a day's end plus the allowed lateness the day closes: the
+    spend and usage models (:class:`~detectors.spend.SpendDrop`), the forwarding model
+    (:class:`~detectors.forwarding.Forwarding`) and the segment's population totals
+    (:class:`~detectors.population.Population`) learn from it, the subscriber is judged
+    (:func:`~detectors.risk.combine`) and the alert policy
+    (:class:`~detectors.policy.AlertPolicy`) decides what to publish. A switch of call
+    forwarding to an off-net number is judged as the calls come, not at day end.
+
+    Days spent away from home (calls from cells other than the usual one) are left out of
+    the spend and usage windows and of forwarding evidence: a trip is not churn.
+
+    Parameters
+    ----------
+    config
+        Thresholds and settings.
+    subscribers
+        Store of per-subscriber state (plain dicts), keyed by ``subscriber_id``.
+    population
+        Store of per-segment population state.
+
+    Examples
+    --------
+    A subscriber calling a few times a day for ten weeks, then less and less; the engine
+    opens an episode when calls fall well below the baseline and escalates later:
+
+    >>> import random
+    >>> from datetime import date, timedelta
+    >>> rng = random.Random(12345)
+    >>> engine = Engine()
+    >>> _ = engine.process("subscribers", {"subscriber_id": "s1", "msisdn": "13800000001",
+    ...     "account_id": "A1", "segment": "consumer"})
+    >>> n = 0
+    >>> for d in range(110):
+    ...     day = (date(2026, 1, 5) + timedelta(days=d)).isoformat()
+    ...     level = 1.0 if d < 70 else max(0.1, 1 - (d - 70) / 25)
+    ...     for k in range(sum(rng.random() < 0.5 * level for _ in range(8))):
+    ...         n += 1
+    ...         call = {"event_id": f"c{n}", "ts": f"{day}T1{k}:00:00+08:00",
+    ...                 "subscriber_id": "s1", "direction": "out",
+    ...                 "other_party": "13900000000", "duration_s": 60, "charge": 0.3}
+    ...         for alert in engine.process("calls", call):
+    ...             print(alert["ts"][:10], alert["status"], alert["zone"],
+    ...                   alert["reasons"][0]["code"])
+    ...     charge = {"event_id": f"b{d}", "ts": f"{day}T23:59:30+08:00",
+    ...               "subscriber_id": "s1", "kind": "charge", "amount": 1.0}
+    ...     for alert in engine.process("billing", charge):
+    ...         print(alert["ts"][:10], alert["status"], alert["zone"],
+    ...               alert["reasons"][0]["code"])
+    2026-03-31 open yellow usage_drop
+    2026-04-01 escalated red usage_drop
+    >>> engine.counters["events"], engine.counters["duplicate"]
+    (461, 0)
+
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        subscribers: MutableMapping[str, State] | None = None,
+        population: MutableMapping[str, State] | None = None,
+    ):
+        self.config = cfg = config if config is not None else EngineConfig()
+        self.subscribers: MutableMapping[str, State] = (
+            subscribers if subscribers is not None else {}
+        )
+        self.population = Population(population if population is not None else {})
+        self.counters: Counter[str] = Counter()
+        self.clock = Clock(cfg.tz_offset_hours, cfg.allowed_lateness_s)
+        self.lookup = OperatorLookup(cfg.our_operator, cfg.ported_numbers)
+        self._operators: list[str] = []
+        self._operator_cache: dict[str, tuple[bool, int]] = {}
+        self._watermark = -math.inf
+        self._closed_to: int | None = None  # last day every subscriber was closed to
+        self._next_sweep = math.inf
+        self._fwd_params: dict[str, float] = {
+            "min_calls": cfg.fwd_min_calls,
+            "min_share": cfg.fwd_min_share,
+            "habit_share": cfg.fwd_habit_share,
+        }
+
+    # ------------------------------------------------------------------------------------
+    # Events
+    # ------------------------------------------------------------------------------------
+    def process(self, kind: str, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """Process one validated event; return the alerts it triggers (maybe none)."""
+        counters = self.counters
+        counters["events"] += 1
+        if kind == "subscribers":
+            self._profile(event)
+            return []
+        ts = parse_ts(event["ts"])
+        alerts: list[dict[str, Any]] = []
+        if ts > self._watermark:
+            self._watermark = ts
+            if ts >= self._next_sweep or self._closed_to is None:
+                alerts.extend(self._advance(ts))
+        sid: str = event["subscriber_id"]
+        store = self.subscribers
+        st = store.get(sid)
+        if st is None:
+            st = self._new_state()
+            counters["subscribers"] += 1
+        elif "x" in st:
+            counters["after_close"] += 1
+            return alerts
+        seen, ring = remember(st.get("e", ""), fingerprint(event["event_id"]), self.config.dedupe_ring)
+        if seen:
+            counters["duplicate"] += 1
+            return alerts
+        st["e"] = ring
+        if "p" not in st:
+            counters["unknown_profile"] += 1
+        clock = self.clock
+        day = clock.day(ts)
+        if st["c"] < 0 and not st["o"]:
+            st["c"] = min(day, clock.closable(self._watermark) + 1) - 1
+        if ts > st["w"]:
+            st["w"] = int(ts)
+            target = clock.closable(ts)
+            if target > st["c"] and st["o"]:
+                alerts.extend(self._close_until(sid, st, target))
+        if day <= st["c"]:
+            counters["late"] += 1
+            self._late(st, kind, event, day)
+        elif kind == "calls":
+            alerts.extend(self._call(sid, st, event, self._row(st, day), ts))
+        else:
+            # A port-out or deactivation closes the state here, with no alert after it.
+            self._billing(sid, st, event, self._row(st, day), day)
+        store[sid] = st
+        return alerts
+
+    def _new_state(self) -> State:
+        return {"v": STATE_VERSION, "w": 0, "c": -1, "n": 0, "l": -1, "o": []}
+
+    def _profile(self, event: dict[str, Any]) -> None:
+        sid = event["subscriber_id"]
+        st = self.subscribers.get(sid)
+        if st is None:
+            st = self._new_state()
+            self.counters["subscribers"] += 1
+        st["p"] = [
+            event.get("msisdn"),
+            event.get("account_id"),
+            event.get("group_id"),
+            event.get("segment") or "unknown",
+            event.get("tier"),
+            event.get("account_manager"),
+        ]
+        self.counters["profiles"] += 1
+        self.subscribers[sid] = st
+
+    @staticmethod
+    def _row(st: State, day: int) -> list[int]:
+        rows: list[list[int]] = st["o"]
+        for row in reversed(rows):
+            if row[DAY] == day:
+                return row
+        row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1]
+        rows.append(row)
+        rows.sort(key=lambda r: r[DAY])
+        return row
+
+    def _operator(self, number: str) -> tuple[bool, int]:
+        """(off-net, operator index) of a number, cached."""
+        found = self._operator_cache.get(number)
+        if found is None:
+            name = self.lookup.operator(number)
+            off = name is not None and name != self.lookup.ours
+            if off and name not in self._operators:
+                self._operators.append(name)  # type: ignore[arg-type]
+            index = self._operators.index(name) if off else -1  # type: ignore[arg-type]
+            found = (off, index)
+            if len(self._operator_cache) < 200_000:
+                self._operator_cache[number] = found
+        return found
+
+    def _call(
+        self, sid: str, st: State, event: dict[str, Any], row: list[int], ts: float
+    ) -> list[dict[str, Any]]:
+        charge = event.get("charge")
+        if charge:
+            row[CALL_CH] += _milli(charge)
+        cell = event.get("cell_id")
+        if cell:
+            row[N_LOC] += 1
+            fp = zlib.crc32(cell.encode())
+            home = st.get("h")
+            if home is None:
+                st["h"] = [fp, 1, 0, 0, 0]
+            elif home[0] == fp:
+                if home[1] < HOME_CAP:
+                    home[1] += 1
+                home[2] = home[4] = 0
+            else:
+                row[N_AWAY] += 1
+                # Twice in a row from the same other cell, or AWAY_RUN other cells in a
+                # row: staying elsewhere, not passing through.
+                if (home[2] >= 1 and home[3] == fp) or home[2] + 1 >= AWAY_RUN:
+                    home[4] = 1
+                home[2] += 1
+                home[3] = fp
+                home[1] -= 1
+                if home[1] <= 0:
+                    st["h"] = [fp, 1, 0, 0, 0]
+        if event["direction"] == "out":
+            row[N_OUT] += 1
+            day = row[DAY]
+            if day > st["l"]:
+                st["l"] = day
+            fp = zlib.crc32(normalise(event["other_party"]).encode())
+            st["k"] = see_contact(st.get("k", []), fp, FAMILIAR_SIZE)
+            return []
+        row[N_IN] += 1
+        target = event.get("forwarded_to")
+        if not target:
+            return []
+        row[N_FWD] += 1
+        off, index = self._operator(target)
+        if not off:
+            return []
+        row[N_OFF] += 1
+        fp = zlib.crc32(normalise(target).encode())
+        if is_familiar(st.get("k", []), fp, FAMILIAR_MIN):
+            return []
+        row[N_NEW] += 1
+        row[OP] = index
+        if "f" not in st or self._away(st, row):
+            return []
+        fwd = Forwarding.from_state(st["f"], **self._fwd_params)
+        before = fwd.evidence(row[N_IN] - 1, row[N_NEW] - 1)
+        now = fwd.evidence(row[N_IN], row[N_NEW])
+        if now <= before:
+            return []
+        self.counters["intraday_judgements"] += 1
+        return self._judge(sid, st, row[DAY], ts, self.clock.iso(ts), daily=False, today=row)
+
+    def _billing(
+        self, sid: str, st: State, event: dict[str, Any], row: list[int], day: int
+    ) -> bool:
+        kind = event["kind"]
+        amount = event.get("amount") or 0.0
+        if kind == "charge":
+            row[BILL_CH] += _milli(amount)
+        elif kind == "topup":
+            if day > st["l"]:
+                st["l"] = day
+        elif kind == "bill":
+            self._bill(st, float(amount), day)
+        elif kind == "plan_change":
+            previous = event.get("previous_amount")
+            if previous is not None and "s" in st:
+                spend = SpendDrop.from_state(st["s"], self.config.baseline_days,
+                                             self.config.recent_days)
+                spend.shift((float(amount) - float(previous)) / 30.0)
+                st["s"] = spend.to_state()
+            if previous is not None and float(amount) < float(previous):
+                st["r"] = day
+                self.counters["plan_downgrade"] += 1
+        elif kind in ("port_out", "deactivation"):
+            self.counters[kind] += 1
+            level = st["a"][0] if "a" in st else 0
+            closed: State = {"v": STATE_VERSION, "x": [kind, day, level], "e": st.get("e", "")}
+            if "p" in st:
+                closed["p"] = st["p"]
+            st.clear()
+            st.update(closed)
+            return True
+        return False
+
+    def _bill(self, st: State, amount: float, day: int) -> None:
+        n, mean, _, _ = st.get("b", [0, 0.0, 1.0, day])
+        ratio = amount / mean if n >= 2 and mean > 0 else 1.0
+        n += 1
+        mean = round(mean + max(1.0 / n, 0.5) * (amount - mean), 2)
+        st["b"] = [n, mean, round(ratio, 3), day]
+
+    def _late(self, st: State, kind: str, event: dict[str, Any], day: int) -> None:
+        """Use a late event where it still can be: spend, outgoing calls, activity."""
+        cfg = self.config
+        days_ago = st["c"] - day
+        if kind == "calls":
+            if event["direction"] == "out":
+                st["l"] = max(st["l"], day)
+                if "u" in st:
+                    usage = SpendDrop.from_state(st["u"], cfg.baseline_days, cfg.recent_days)
+                    if usage.add_late(days_ago, 100):
+                        st["u"] = usage.to_state()
+            cents = _milli(event.get("charge")) // 10
+        else:
+            kind_b = event["kind"]
+            if kind_b in ("port_out", "deactivation", "plan_change", "bill"):
+                self._billing("", st, event, [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1], day)
+                return
+            if kind_b == "topup":
+                st["l"] = max(st["l"], day)
+            # Billing and call charges are combined by max per day; a late charge is added
+            # as is (the day's call charges are gone), an overestimate at worst.
+            cents = _milli(event.get("amount")) // 10 if kind_b == "charge" else 0
+        if cents and "s" in st:
+            spend = SpendDrop.from_state(st["s"], cfg.baseline_days, cfg.recent_days)
+            if spend.add_late(days_ago, cents):
+                st["s"] = spend.to_state()
+            else:
+                self.counters["late_unused"] += 1
+
+    # ------------------------------------------------------------------------------------
+    # Days
+    # ------------------------------------------------------------------------------------
+    def _advance(self, ts: float) -> list[dict[str, Any]]:
+        """Event time moved on: sweep every subscriber to the last closable day."""
+        clock = self.clock
+        target = clock.closable(ts)
+        self._next_sweep = clock.close_time(target + 1)
+        if self._closed_to is None:
+            self._closed_to = target
+            return []
+        if target <= self._closed_to:
+            return []
+        self._closed_to = target
+        if not self.config.sweep:
+            return []
+        self.counters["sweeps"] += 1
+        alerts: list[dict[str, Any]] = []
+        store = self.subscribers
+        for sid in sorted(store):
+            st = store[sid]
+            if "x" in st or st["c"] < 0 or st["c"] >= target:
+                continue
+            alerts.extend(self._close_until(sid, st, target))
+            store[sid] = st
+        return alerts
+
+    def _close_until(self, sid: str, st: State, target: int) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = []
+        rows: list[list[int]] = st["o"]
+        day = st["c"] + 1
+        while day <= target:
+            row = rows.pop(0) if rows and rows[0][DAY] == day else None
+            alerts.extend(self._close_day(sid, st, day, row))
+            st["c"] = day
+            day += 1
+        return alerts
+
+    @staticmethod
+    def _away(st: State, row: list[int] | None) -> bool:
+        """Is the subscriber away from home (state ``"h"``: ``[home_cell, votes, run,
+        last_other_cell, away]``)?
+
+        One call from another cell is a commute; two in a row from the same other cell, or
+        ``AWAY_RUN`` other cells in a row, with no call from the home cell in between, is a
+        stay elsewhere (it holds until a call from home).
+        """
+        home = st.get("h")
+        return bool(home and home[4])
+
+    def _close_day(
+        self, sid: str, st: State, day: int, row: list[int] | None
+    ) -> list[dict[str, Any]]:
+        cfg = self.config
+        self.counters["closed_days"] += 1
+        st["n"] += 1
+        away = self._away(st, row)
+        if row is None:
+            row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1]
+        spend = SpendDrop.from_state(st["s"], cfg.baseline_days, cfg.recent_days) if "s" in st \
+            else SpendDrop(cfg.baseline_days, cfg.recent_days)
+        usage = SpendDrop.from_state(st["u"], cfg.baseline_days, cfg.recent_days) if "u" in st \
+            else SpendDrop(cfg.baseline_days, cfg.recent_days)
+        fwd = Forwarding.from_state(st["f"], **self._fwd_params) if "f" in st \
+            else Forwarding(**self._fwd_params)  # type: ignore[arg-type]
+        if away:
+            self.counters["away_days"] += 1
+            fwd.close_day(row[N_IN], row[N_FWD], 0)
+        else:
+            cents = max(row[CALL_CH], row[BILL_CH]) // 10
+            spend.update(cents)
+            usage.update(100 * row[N_OUT])
+            fwd.close_day(row[N_IN], row[N_FWD], row[N_NEW])
+            if spend.ready and usage.ready:
+                segment = st["p"][3] if "p" in st else "unknown"
+                self.population.add(
+                    segment,
+                    day,
+                    (cents, round(spend.mean * 100), 100 * row[N_OUT], round(usage.mean * 100)),
+                )
+        self._cusum(st, day, None if away else row[N_OUT], usage, away,
+                    row[N_LOC] > row[N_AWAY])
+        if not away:
+            inc = st.get("i")
+            if inc is None:
+                inc = st["i"] = [0, 0.0, 0.0]
+            inc[0] += 1
+            x = float(row[N_IN])
+            inc[1] = round(inc[1] + max(1.0 / inc[0], 2.0 / (cfg.baseline_days + 1)) * (x - inc[1]), 3)
+            inc[2] = round(inc[2] + max(1.0 / inc[0], 0.25) * (x - inc[2]), 3)
+        if row[OP] >= 0:
+            st["fo"] = row[OP]
+        st["s"] = spend.to_state()
+        st["u"] = usage.to_state()
+        st["f"] = fwd.to_state()
+        close = self.clock.close_time(day)
+        return self._judge(
+            sid, st, day, close, self.clock.iso(close), daily=True, today=None, away=away,
+            models=(spend, usage, fwd),
+        )
+
+    def _cusum(
+        self, st: State, day: int, count: int | None, usage: SpendDrop, away: bool,
+        seen_home: bool,
+    ) -> None:
+        """Poisson CUSUM (Page's test, as River's ``drift.PageHinkley(mode="down")`` but on
+        the log-likelihood ratio of a rate drop) on daily outgoing calls.
+
+        A day's count is judged one day late, against the baseline times its segment's
+        ratio for that same day (complete by then), so weekly rhythm and holidays that hit
+        the whole segment cancel out. The level at the last call from the home cell is
+        kept: when a stay elsewhere is recognised, the quiet days since then are put down
+        to the trip and the level goes back to it. State ``"q"``: ``[S, pending_day,
+        pending_count, S_at_last_home_call]``.
+        """
+        cfg = self.config
+        q = st.get("q")
+        if q is None:
+            q = st["q"] = [0.0, -1, 0, 0.0]
+        pending_day, pending = q[1], q[2]
+        if pending_day >= 0 and st["n"] > cfg.warmup_days and usage.mean >= cfg.min_daily_calls:
+            segment = st["p"][3] if "p" in st else "unknown"
+            factor = self.population.ratio(segment, pending_day, pending_day, 1, min_count=10)
+            lam = usage.mean * (factor if factor is not None else 1.0)
+            phi = min(3.0, max(1.0, usage.var / usage.mean))
+            llr = (lam * (1.0 - cfg.cusum_rho) + pending * math.log(cfg.cusum_rho)) / phi
+            q[0] = round(min(3.0 * cfg.cusum_red, max(0.0, q[0] + llr)), 3)
+        if away:
+            q[0] = min(q[0], q[3])
+        elif seen_home:
+            q[3] = q[0]
+        if count is None:
+            q[1], q[2] = -1, 0
+        else:
+            q[1], q[2] = day, count
+
+    # ------------------------------------------------------------------------------------
+    # Judgement
+    # ------------------------------------------------------------------------------------
+    def _judge(
+        self,
+        sid: str,
+        st: State,
+        day: int,
+        now: float,
+        ts_iso: str,
+        daily: bool,
+        today: list[int] | None,
+        away: bool = False,
+        models: tuple[SpendDrop, SpendDrop, Forwarding] | None = None,
+    ) -> list[dict[str, Any]]:
+        assessment = self.assess(st, day, today=today, away=away, models=models)
+        policy = AlertPolicy.from_state(
+            st["a"], self.config.resolve_days, self.config.cooldown_days * 86400.0
+        ) if "a" in st else AlertPolicy(self.config.resolve_days, self.config.cooldown_days * 86400.0)
+        status = policy.step(assessment.level, now, daily)
+        st["a"] = policy.to_state()
+        if status is None:
+            return []
+        self.counters[f"alerts_{status}"] += 1
+        return [self._alert(sid, st, status, assessment, ts_iso, policy.start, models)]
+
+    def assess(
+        self,
+        st: State,
+        day: int,
+        today: list[int] | None = None,
+        away: bool = False,
+        models: tuple[SpendDrop, SpendDrop, Forwarding] | None = None,
+    ) -> Assessment:
+        """Judge a subscriber's state as of ``day`` (``today``: the open day's counters)."""
+        cfg = self.config
+        if models is None:
+            spend = SpendDrop.from_state(st["s"], cfg.baseline_days, cfg.recent_days)
+            usage = SpendDrop.from_state(st["u"], cfg.baseline_days, cfg.recent_days)
+            fwd = Forwarding.from_state(st["f"], **self._fwd_params)
+        else:
+            spend, usage, fwd = models
+        signals: list[Signal] = []
+        segment = st["p"][3] if "p" in st else "unknown"
+        warm = st["n"] >= cfg.warmup_days
+        silent = False
+        if warm and not away:
+            first = day - cfg.recent_days + 1
+            rebased = "r" in st and day - st["r"] < cfg.recent_days
+            cusum = st["q"][0] if "q" in st else 0.0
+            inc = st.get("i")
+            absent = (
+                inc is not None and inc[1] >= 0.5 and inc[2] < cfg.absent_ratio * inc[1]
+                and usage.ratio_week < cfg.absent_ratio
+            )
+            if absent:
+                self.counters["absent_judgements"] += 1
+            elif (usage.ready and usage.mean >= cfg.min_daily_calls
+                  and cusum >= cfg.cusum_yellow):
+                pop = self.population.ratio(segment, first, day - 1, metric=1)
+                signals.append(self._usage_signal(usage, cusum, pop, segment))
+            if spend.ready and spend.mean >= cfg.min_daily_spend and not rebased:
+                pop = self.population.ratio(segment, first, day - 1, metric=0)
+                sig = self._drop("spend_drop", spend, pop, segment)
+                if sig is not None:
+                    signals.append(sig)
+            quiet = day - st["l"] if st["l"] >= 0 else 0
+            if usage.ready and usage.mean >= 0.05:
+                needed = max(cfg.silent_days, math.ceil(6.9 / usage.mean))
+                if quiet >= needed:
+                    silent = True
+                    signals.append(Signal(
+                        "silent", 0.9,
+                        f"no outgoing calls or top-ups for {quiet} days "
+                        f"(usually {usage.mean:.1f} calls a day), and no port-out",
+                        {"days_silent": quiet, "usual_calls_per_day": round(usage.mean, 2)},
+                    ))
+        if not away:
+            n_in = today[N_IN] if today is not None else 0
+            n_new = today[N_NEW] if today is not None else 0
+            strength = fwd.evidence(n_in, n_new) if today is not None else (
+                1.0 if fwd.streak >= 2 else 0.6 if fwd.streak == 1 else 0.0
+            )
+            if strength > 0:
+                signals.append(self._forward_signal(st, fwd, strength, today))
+        bill = st.get("b")
+        if bill is not None and bill[2] < cfg.bill_ratio and day - bill[3] <= 31:
+            signals.append(Signal(
+                "bill_drop", 0.3,
+                f"the last monthly bill is {bill[2]:.0%} of the usual {bill[1]:.2f}",
+                {"ratio": bill[2], "usual_bill": bill[1]},
+            ))
+        return combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
+
+    def _drop(
+        self, code: str, model: SpendDrop, pop: float | None, segment: str
+    ) -> Signal | None:
+        cfg = self.config
+        factor = min(1.0, pop) if pop is not None else 1.0
+        strengths: list[float] = []
+        for days, start, full in (
+            (cfg.recent_days, cfg.drop_ratio_start, cfg.drop_ratio_full),
+            (7, cfg.week_ratio_start, cfg.week_ratio_full),
+        ):
+            recent, expected, spread = model.window(days)
+            expected *= factor
+            if expected <= 0:
+                strengths.append(0.0)
+                continue
+            strengths.append(
+                drop_score(recent / expected, (recent - expected) / spread, start, full,
+                           cfg.drop_z)
+            )
+        # Both the fortnight and the last week must show it for full strength: a bad
+        # week alone, or a fortnight that has already recovered, is half the evidence.
+        best = round(sum(strengths) / len(strengths), 2)
+        best_days = cfg.recent_days if strengths[0] >= strengths[1] else 7
+        if best <= 0:
+            return None
+        recent, expected, _ = model.window(best_days)
+        ratio = recent / expected if expected > 0 else 1.0
+        what = "spend" if code == "spend_drop" else "outgoing calls"
+        period = "a fortnight" if best_days == 14 else "a week"
+        unit = "" if code == "spend_drop" else " calls"
+        if code == "spend_drop":
+            figures_text = f"({recent:.2f} vs {expected:.2f} {period})"
+        else:
+            figures_text = f"({recent:.0f}{unit} vs {expected:.1f}{unit} {period})"
+        summary = (
+            f"{what} over the last {best_days} days at home is {ratio:.0%} of the "
+            f"{cfg.baseline_days}-day baseline {figures_text}"
+        )
+        figures: dict[str, Any] = {
+            "days": best_days, "recent": round(recent, 2), "baseline": round(expected, 2),
+            "ratio": round(ratio, 3),
+        }
+        if factor < 0.95:
+            summary += f"; the {segment} segment as a whole is at {factor:.0%}, allowed for"
+            figures["segment_ratio"] = round(factor, 3)
+        return Signal(code, best, summary, figures)
+
+    def _usage_signal(
+        self, usage: SpendDrop, cusum: float, pop: float | None, segment: str
+    ) -> Signal:
+        cfg = self.config
+        strength = cfg.usage_red_strength if cusum >= cfg.cusum_red else 0.5
+        factor = min(1.0, pop) if pop is not None else 1.0
+        recent, expected, _ = usage.window(cfg.recent_days)
+        expected *= factor
+        ratio = recent / expected if expected > 0 else 1.0
+        summary = (
+            f"outgoing calls over the last {cfg.recent_days} days at home are {ratio:.0%} of "
+            f"the {cfg.baseline_days}-day baseline ({recent:.0f} vs {expected:.1f} a fortnight)"
+        )
+        figures: dict[str, Any] = {
+            "days": cfg.recent_days, "recent": round(recent, 2), "baseline": round(expected, 2),
+            "ratio": round(ratio, 3), "cusum": cusum,
+        }
+        if factor < 0.95:
+            summary += f"; the {segment} segment as a whole is at {factor:.0%}, allowed for"
+            figures["segment_ratio"] = round(factor, 3)
+        return Signal("usage_drop", strength, summary, figures)
+
+    def _forward_signal(
+        self, st: State, fwd: Forwarding, strength: float, today: list[int] | None
+    ) -> Signal:
+        value = CARRY_FWD_STRENGTH[strength] + (0.1 if fwd.streak >= 2 else 0.0)
+        op_index = today[OP] if today is not None and today[OP] >= 0 else st.get("fo", -1)
+        operator = self._operators[op_index] if 0 <= op_index < len(self._operators) else None
+        where = f"a {operator} number" if operator else "an off-net number"
+        usual = round(100 * fwd.usual_new_off)
+        if today is not None:
+            summary = (f"{today[N_NEW]} of {today[N_IN]} incoming calls today forwarded to "
+                       f"{where} not called before, usual {usual}%")
+            figures: dict[str, Any] = {"forwarded": today[N_NEW], "incoming": today[N_IN]}
+        else:
+            summary = (f"incoming calls forwarded to {where} on {fwd.streak} day"
+                       f"{'s' if fwd.streak != 1 else ''} running, usual {usual}%")
+            figures = {"days": fwd.streak}
+        figures.update({"usual_share": fwd.usual_new_off, "operator": operator,
+                        "carried_in": fwd.acc_in, "carried_forwarded": fwd.acc_new})
+        return Signal("forwarding_off_net", value, summary, figures)
+
+    def _alert(
+        self,
+        sid: str,
+        st: State,
+        status: str,
+        assessment: Assessment,
+        ts_iso: str,
+        start: int,
+        models: tuple[SpendDrop, SpendDrop, Forwarding] | None,
+    ) -> dict[str, Any]:
+        cfg = self.config
+        profile = st.get("p") or UNKNOWN_PROFILE
+        msisdn, account_id, group_id, segment, tier, manager = profile
+        spend = models[0] if models is not None else SpendDrop.from_state(st["s"])
+        daily = spend.mean if spend.n else (
+            spend.recent_total / len(spend.recent) if spend.recent else 0.0
+        )
+        weight = cfg.segment_weights.get(segment, 1.0) * cfg.tier_weights.get(tier or "", 1.0)
+        zone = assessment.zone
+        digest = hashlib.sha1(f"{sid}|{start}|{zone}|{status}".encode()).hexdigest()[:24]
+        reasons = assessment.reasons()
+        if status == "resolved":
+            reasons.insert(0, {
+                "code": "resolved",
+                "summary": f"no warning signal on the last {cfg.resolve_days} days; "
+                           f"risk now {assessment.score:.2f}",
+                "figures": {"days": cfg.resolve_days, "risk_score": assessment.score},
+            })
+        return {
+            "alert_id": digest,
+            "kind": "subscriber",
+            "status": status,
+            "subscriber_id": sid,
+            "msisdn": msisdn,
+            "account_id": account_id,
+            "group_id": group_id,
+            "segment": segment,
+            "tier": tier,
+            "account_manager": manager,
+            "zone": zone,
+            "risk_score": assessment.score,
+            "value_at_risk": round(30.0 * daily * weight, 2),
+            "reasons": reasons,
+            "ts": ts_iso,
+            "schema_version": 1,
+            "model_version": MODEL_VERSION,
+        }
+

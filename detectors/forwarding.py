@@ -1,0 +1,195 @@
+"""Call-forwarding model: learn each subscriber's usual forwarding, flag a switch off-net."""
+
+from __future__ import annotations
+
+__all__ = ["Forwarding", "is_familiar", "see_contact"]
+
+
+def see_contact(familiar: list[int], fp: int, size: int) -> list[int]:
+    """Count one call to ``fp`` in a flat Misra-Gries summary ``[fp, count, ...]``.
+
+    Returns the (possibly new) list. A number called often stays; a one-off is evicted.
+
+    Examples
+    --------
+    >>> fam: list[int] = []
+    >>> for fp in [7, 7, 7, 1, 2, 3, 7, 4]:
+    ...     fam = see_contact(fam, fp, size=2)
+    >>> fam, is_familiar(fam, 7, 2), is_familiar(fam, 4, 2)
+    ([7, 2], True, False)
+
+    """
+    for i in range(0, len(familiar), 2):
+        if familiar[i] == fp:
+            familiar[i + 1] += 1
+            return familiar
+    if len(familiar) < 2 * size:
+        familiar.extend((fp, 1))
+        return familiar
+    kept: list[int] = []
+    for i in range(0, len(familiar), 2):
+        if familiar[i + 1] > 1:
+            kept.extend((familiar[i], familiar[i + 1] - 1))
+    return kept
+
+
+def is_familiar(familiar: list[int], fp: int, min_count: int) -> bool:
+    """True when ``fp`` is in the summary with at least ``min_count`` calls."""
+    for i in range(0, len(familiar), 2):
+        if familiar[i] == fp:
+            return familiar[i + 1] >= min_count
+    return False
+
+
+class Forwarding:
+    """Daily forwarding of one subscriber, and how unusual the latest is.
+
+    Counted per day by the engine: incoming calls, forwarded calls, and forwarded to *new*
+    off-net numbers (another operator's, by prefix and the ported list, and not one of
+    the subscriber's familiar contacts, see :func:`see_contact`). Learned: exponentially
+    weighted shares of forwarded and of new-off-net-forwarded incoming calls (span
+    ``span_days``), so a habitual forwarder (voicemail, a colleague, even off-net) is
+    recognised. Evidence adds today's counts to a decayed sum of the last days' (factor
+    ``carry`` a day), so a low-volume subscriber's switch shows within a few days and a
+    busy one's within the hour.
+
+    After warm-up, learning pauses while a streak of suspicious days lasts, so a switch is
+    not absorbed into the habit before it is flagged (after ``absorb_days`` it becomes the
+    new habit).
+
+    Parameters
+    ----------
+    span_days
+        Span of the exponential averages of daily shares.
+    min_calls
+        Forwarded calls to new off-net numbers needed today for strong evidence.
+    min_carried
+        The same over the last days (carried, weaker evidence: a quiet subscriber's).
+    min_share
+        Share of the incoming calls they must be.
+    habit_share
+        A usual new-off-net share above this makes such forwarding habitual (no evidence).
+    carry
+        Daily factor by which earlier days' counts still count.
+    absorb_days
+        Length of a streak after which it is learned as the new habit.
+    warmup_days
+        Days learned from unconditionally (a new subscriber's normal).
+
+    Examples
+    --------
+    Thirty days with some forwarding to voicemail, then nearly every call forwarded to a
+    number on another operator; the evidence is there at the fourth call that day:
+
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> fwd = Forwarding()
+    >>> for day in range(30):
+    ...     fwd.close_day(rng.randint(3, 12), n_fwd=rng.randint(0, 2), n_new_off=0)
+    >>> n_in = n_new_off = 0
+    >>> for call in range(20):
+    ...     n_in += 1
+    ...     n_new_off += rng.random() < 0.95
+    ...     if fwd.evidence(n_in, n_new_off) > 0:
+    ...         break
+    >>> n_in, n_new_off, fwd.evidence(n_in, n_new_off)
+    (4, 4, 1.0)
+
+    A habitual forwarder is not flagged for doing what it always does:
+
+    >>> habit = Forwarding()
+    >>> for day in range(30):
+    ...     habit.close_day(10, n_fwd=9, n_new_off=9)
+    >>> habit.habitual, habit.evidence(10, 9)
+    (True, 0.0)
+    >>> Forwarding.from_state(fwd.to_state()).to_state() == fwd.to_state()
+    True
+
+    """
+
+    def __init__(
+        self,
+        span_days: int = 30,
+        min_calls: int = 4,
+        min_carried: float = 2.0,
+        min_share: float = 0.5,
+        habit_share: float = 0.2,
+        carry: float = 0.7,
+        absorb_days: int = 60,
+        warmup_days: int = 14,
+    ):
+        self.span_days = span_days
+        self.min_calls = min_calls
+        self.min_carried = min_carried
+        self.min_share = min_share
+        self.habit_share = habit_share
+        self.carry = carry
+        self.absorb_days = absorb_days
+        self.warmup_days = warmup_days
+        self.alpha = 2.0 / (span_days + 1)
+        self.days = 0
+        self.usual_fwd = 0.0
+        self.usual_new_off = 0.0
+        self.streak = 0
+        self.acc_in = 0.0
+        self.acc_new = 0.0
+
+    @property
+    def habitual(self) -> bool:
+        """Forwarding to new off-net numbers is this subscriber's normal."""
+        return self.usual_new_off >= self.habit_share
+
+    def evidence(self, n_in: int, n_new_off: int) -> float:
+        """Strength (0, 0.6 or 1.0) of today's counts, alone or with carried ones."""
+        if self.habitual or self.days < self.warmup_days or n_new_off + self.acc_new < 1:
+            return 0.0
+        today = self._strength(n_in, n_new_off, self.min_calls)
+        if today == 1.0:
+            return today
+        carried = self._strength(self.acc_in + n_in, self.acc_new + n_new_off, self.min_carried)
+        return max(today, min(carried, 0.6))
+
+    def _strength(self, n_in: float, n_new_off: float, min_calls: float) -> float:
+        if n_new_off < min_calls or n_in <= 0:
+            return 0.0
+        share = n_new_off / n_in
+        if share < self.min_share:
+            return 0.0
+        return 1.0 if share >= 0.8 else 0.6
+
+    def close_day(self, n_in: int, n_fwd: int, n_new_off: int) -> None:
+        """Learn from one closed day's counts."""
+        suspicious = self.evidence(n_in, n_new_off) > 0
+        self.days += 1
+        if suspicious:
+            self.streak += 1
+        elif n_in >= 2 or (n_in > 0 and n_new_off == 0):
+            self.streak = 0
+        self.acc_in = round((self.acc_in + n_in) * self.carry, 3)
+        self.acc_new = round((self.acc_new + n_new_off) * self.carry, 3)
+        if suspicious and self.days > self.warmup_days and self.streak < self.absorb_days:
+            return
+        if n_in > 0:
+            a = max(1.0 / self.days, self.alpha)
+            self.usual_fwd = round(self.usual_fwd + a * (n_fwd / n_in - self.usual_fwd), 4)
+            self.usual_new_off = round(
+                self.usual_new_off + a * (n_new_off / n_in - self.usual_new_off), 4
+            )
+
+    def to_state(self) -> list[float]:
+        """``[days, usual_fwd, usual_new_off, streak, acc_in, acc_new]``."""
+        return [
+            self.days, self.usual_fwd, self.usual_new_off, self.streak, self.acc_in, self.acc_new
+        ]
+
+    @classmethod
+    def from_state(cls, state: list[float], **params: float) -> Forwarding:
+        """Rebuild a model from :meth:`to_state` (``params`` as in the constructor)."""
+        model = cls(**params)  # type: ignore[arg-type]
+        model.days = int(state[0])
+        model.usual_fwd = state[1]
+        model.usual_new_off = state[2]
+        model.streak = int(state[3])
+        model.acc_in = state[4]
+        model.acc_new = state[5]
+        return model

@@ -1,0 +1,98 @@
+"""Alert policy: one alert per episode, escalations, resolution, and a cooldown."""
+
+from __future__ import annotations
+
+__all__ = ["ZONES", "AlertPolicy"]
+
+#: Zones in order of severity; the index is the zone's level.
+ZONES: tuple[str, ...] = ("blue", "green", "yellow", "red", "white")
+YELLOW = 2
+
+
+class AlertPolicy:
+    """Decide which zone changes deserve an alert.
+
+    An episode opens (``"open"``) when a subscriber enters yellow or worse, unless an
+    episode was resolved less than ``cooldown_s`` ago; within an episode only a worse zone
+    alerts again (``"escalated"``: yellow -> red -> white); ``resolve_days`` consecutive
+    daily judgements at green or blue close it (``"resolved"``). Intra-day judgements can
+    open or escalate but never count towards a resolution.
+
+    State: ``[level, episode_start, good_days, resolved_at]`` (level 0: no open episode;
+    times in epoch seconds).
+
+    Parameters
+    ----------
+    resolve_days
+        Consecutive calm days that resolve an episode.
+    cooldown_s
+        Quiet time after a resolution before a new episode may open.
+
+    Examples
+    --------
+    A subscriber whose daily zone wanders, one judgement a day:
+
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> policy = AlertPolicy(resolve_days=3, cooldown_s=7 * 86400)
+    >>> zones = ["blue"] * 3 + ["yellow", "green", "yellow", "red", "red"] + ["green"] * 4
+    >>> zones += [rng.choice(["green", "yellow"]) for _ in range(6)] + ["yellow"] * 3
+    >>> for day, zone in enumerate(zones):
+    ...     status = policy.step(ZONES.index(zone), day * 86400, daily=True)
+    ...     if status:
+    ...         print(day, zone, status)
+    3 yellow open
+    6 red escalated
+    10 green resolved
+    17 yellow open
+    >>> AlertPolicy.from_state(policy.to_state()).to_state() == policy.to_state()
+    True
+
+    """
+
+    def __init__(self, resolve_days: int = 3, cooldown_s: float = 7 * 86400):
+        self.resolve_days = resolve_days
+        self.cooldown_s = cooldown_s
+        self.level = 0
+        self.start = 0
+        self.good = 0
+        self.resolved_at = -(10**10)
+
+    def step(self, level: int, now: float, daily: bool) -> str | None:
+        """Judge one zone level at event time ``now``; return the alert status or None."""
+        if self.level == 0:
+            if level >= YELLOW and now - self.resolved_at >= self.cooldown_s:
+                self.level = level
+                self.start = int(now)
+                self.good = 0
+                return "open"
+            return None
+        if level > self.level:
+            self.level = level
+            self.good = 0
+            return "escalated"
+        if not daily:
+            return None
+        if level < YELLOW:
+            self.good += 1
+            if self.good >= self.resolve_days:
+                self.level = 0
+                self.good = 0
+                self.resolved_at = int(now)
+                return "resolved"
+        else:
+            self.good = 0
+        return None
+
+    def to_state(self) -> list[int]:
+        """``[level, episode_start, good_days, resolved_at]``."""
+        return [self.level, self.start, self.good, self.resolved_at]
+
+    @classmethod
+    def from_state(
+        cls, state: list[int], resolve_days: int = 3, cooldown_s: float = 7 * 86400
+    ) -> AlertPolicy:
+        """Rebuild a policy from :meth:`to_state`."""
+        policy = cls(resolve_days, cooldown_s)
+        policy.level, policy.start, policy.good, policy.resolved_at = (int(v) for v in state)
+        return policy

@@ -1,0 +1,105 @@
+"""Plain, versioned per-subscriber state: helpers for fingerprints, the dedupe ring and size.
+
+What the engine keeps per subscriber is a small dict of numbers and short strings, never a
+pickled object: a changelog of pickles is a remote-code risk and breaks on upgrades. Keys are
+short on purpose (the serialized budget is 512 bytes):
+
+=====  =====================================================================================
+key    meaning
+=====  =====================================================================================
+``v``  state version (:data:`STATE_VERSION`)
+``p``  profile ``[msisdn, account_id, group_id, segment, tier, account_manager]`` or absent
+``w``  the subscriber's event-time watermark (epoch seconds, int)
+``c``  last closed day (days since the epoch in the operator's time zone), -1 before any
+``n``  number of closed days (age, for warm-up)
+``l``  last day with own activity (outgoing call, charge or top-up), -1 before any
+``o``  open days ``[[day, spend_milli, n_in, n_fwd, n_fwd_off, n_new_off, n_out, op], ...]``
+``s``  spend model (:class:`detectors.spend.SpendDrop` state)
+``f``  forwarding model (:class:`detectors.forwarding.Forwarding` state)
+``b``  bill model ``[n_bills, mean, last_ratio]``
+``a``  alert policy (:class:`detectors.policy.AlertPolicy` state)
+``e``  dedupe ring: base64 of the last 32-bit event-id fingerprints
+``x``  set once the subscriber ported out or was deactivated: ``[kind, day]``
+=====  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "STATE_VERSION",
+    "deep_sizeof",
+    "fingerprint",
+    "remember",
+]
+
+STATE_VERSION = 1
+
+
+def fingerprint(text: str) -> bytes:
+    """A 32-bit fingerprint (CRC-32) of ``text`` as 4 bytes.
+
+    Examples
+    --------
+    >>> fingerprint("call-000001").hex()
+    '50256ef0'
+
+    """
+    return zlib.crc32(text.encode()).to_bytes(4, "little")
+
+
+def remember(ring: str, fp: bytes, size: int) -> tuple[bool, str]:
+    """Check ``fp`` against a base64 ring of fingerprints and push it if new.
+
+    Returns ``(seen, ring)``. The ring keeps the last ``size`` distinct fingerprints, so a
+    duplicate is recognised if it arrives within ``size`` events of the same subscriber
+    (redeliveries after a crash or a rebalance come right after the originals).
+
+    Examples
+    --------
+    >>> ring = ""
+    >>> for event_id in ["a", "b", "a", "c", "d", "b"]:
+    ...     seen, ring = remember(ring, fingerprint(event_id), size=2)
+    ...     print(event_id, seen)
+    a False
+    b False
+    a True
+    c False
+    d False
+    b False
+
+    """
+    raw = base64.b64decode(ring) if ring else b""
+    pos = raw.find(fp)
+    while pos != -1:
+        if pos % 4 == 0:
+            return True, ring
+        pos = raw.find(fp, pos + 1)
+    raw = (raw + fp)[-4 * size :]
+    return False, base64.b64encode(raw).decode("ascii")
+
+
+def deep_sizeof(obj: Any, _seen: set[int] | None = None) -> int:
+    """Bytes a plain structure of dicts, lists, strings and numbers takes in memory.
+
+    Examples
+    --------
+    >>> deep_sizeof({"a": [1.5, 2.5]}) > deep_sizeof({"a": []})
+    True
+
+    """
+    seen = _seen if _seen is not None else set()
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, Mapping):
+        size += sum(deep_sizeof(k, seen) + deep_sizeof(v, seen) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        size += sum(deep_sizeof(item, seen) for item in obj)
+    return size

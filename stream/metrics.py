@@ -1,0 +1,105 @@
+"""Prometheus metrics of a worker: ours (``churnwatch_*``) and Faust's sensor (``faust_*``).
+
+Labels never carry a subscriber id, a phone number or any other per-subscriber value:
+only topic names, outcomes, reasons, kinds, zones, reason codes and table names.
+The registry is passed in, so tests can build as many workers as they like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Metrics:
+    """Our metrics, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events = Counter(
+            "churnwatch_events_total",
+            "Input messages consumed, by topic and outcome (accepted, rejected).",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "churnwatch_dead_letters_total",
+            "Messages written to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "churnwatch_alerts_total",
+            "Alerts published, by kind (subscriber, group) and zone.",
+            ["kind", "zone"],
+            registry=registry,
+        )
+        self.alert_reasons = Counter(
+            "churnwatch_alert_reasons_total",
+            "Reason codes carried by published alerts.",
+            ["code"],
+            registry=registry,
+        )
+        self.engine_events = Counter(
+            "churnwatch_engine_events_total",
+            "Engine counters (late, duplicate, unknown_profile, ...), by name.",
+            ["counter"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "churnwatch_batch_seconds",
+            "Time to process one agent batch (validate, detect, write state, publish).",
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.batch_events = Histogram(
+            "churnwatch_batch_events",
+            "Messages per agent batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            registry=registry,
+        )
+        self.event_time_lag = Gauge(
+            "churnwatch_event_time_lag_seconds",
+            "Wall clock minus the newest event time this worker has processed.",
+            registry=registry,
+        )
+        self.subscribers_tracked = Gauge(
+            "churnwatch_subscribers_tracked",
+            "Subscribers with state in this worker's active partitions.",
+            registry=registry,
+        )
+        self.table_keys = Gauge(
+            "churnwatch_table_keys",
+            "Keys held in memory per table (active and standby partitions).",
+            ["table"],
+            registry=registry,
+        )
+        self.partitions_assigned = Gauge(
+            "churnwatch_partitions_assigned",
+            "Input partitions this worker processes.",
+            registry=registry,
+        )
+
+    def add_engine_counters(self, delta: Mapping[str, int]) -> None:
+        for name, value in delta.items():
+            if value:
+                self.engine_events.labels(counter=str(name)).inc(value)
+
+
+def install_faust_sensor(app: Any, registry: CollectorRegistry) -> None:
+    """Faust's Prometheus monitor (``faust_*`` metrics) on ``app``, into ``registry``."""
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+
+    app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> Any:
+    """Serve ``registry`` at ``http://host:port/metrics``; returns the server (``.shutdown()``)."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server

@@ -1,0 +1,74 @@
+"""A worker process for the integration tests: ``python -m tests.integration.worker_proc``.
+
+Settings come from the environment like ``churnwatch worker``. Test-only extras:
+``TEST_FAKE_ENGINE=1`` uses :mod:`tests.integration.fake_engine` instead of the detectors;
+``TEST_DUMP`` names a JSON file the worker rewrites every 0.3 s with its table contents,
+its assigned input partitions and whether recovery is done.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import orjson
+
+
+def main() -> int:
+    import faust
+
+    from stream.app import create_app
+    from stream.metrics import serve
+    from stream.settings import Settings
+
+    settings = Settings.from_env()
+    factory = None
+    if os.environ.get("TEST_FAKE_ENGINE") == "1":
+        from tests.integration.fake_engine import factory
+    app = create_app(settings, engine_factory=factory)
+    parts = app.churnwatch
+    dump = os.environ.get("TEST_DUMP")
+    if dump:
+        path = Path(dump)
+
+        @app.timer(0.3)
+        async def write_dump() -> None:
+            tables = parts.tables
+            assigned = sorted(
+                tp.partition for tp in app.consumer.assignment()
+                if tp.topic in parts.topics.kinds
+            )
+            snapshot = {
+                "recovered": not app.in_recovery and app.rebalancing is False,
+                "assigned": assigned,
+                "subscribers": dict(tables.subscribers.data),
+                "population": dict(tables.population.data),
+                "events": sum(
+                    s.value
+                    for m in parts.metrics.events.collect()
+                    for s in m.samples
+                    if s.name.endswith("_total")
+                ),
+            }
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps(snapshot))
+            tmp.replace(path)
+
+    server = serve(parts.registry, settings.metrics_host, settings.metrics_port) if (
+        settings.metrics_port
+    ) else None
+    worker = faust.Worker(app, loglevel=os.environ.get("TEST_LOGLEVEL", "WARNING"),
+                          quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    finally:
+        if server is not None:
+            server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

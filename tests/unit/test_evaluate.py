@@ -1,0 +1,167 @@
+"""Evaluation metrics, computed exactly on a tiny hand-made world and hand-made alerts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream import evaluate as ev
+
+TZ = "+08:00"
+START = f"2026-01-01T00:00:00{TZ}"
+END = f"2026-04-10T00:00:00{TZ}"  # 99 days
+SUBSCRIBER_DAYS = 59.5 + 59.5 + 78.5 + 73.5 + 6 * 99  # S1..S4 port out; six stay
+
+
+def _truth(sid: str, kind: str, port_out: str | None = None, churn_start: int | None = None,
+           group: str | None = None) -> dict[str, Any]:
+    return {"subscriber_id": sid, "kind": kind,
+            "churn": kind in ("individual_churn", "group_churn"), "group_id": group,
+            "join_ts": None, "churn_start_day": churn_start,
+            "port_out_ts": port_out and f"{port_out}T12:00:00{TZ}"}
+
+
+def _alert(kind: str, who: str, zone: str, ts: str, status: str = "open") -> dict[str, Any]:
+    return {"alert_id": f"{who}-{ts}", "kind": kind, "status": status,
+            "subscriber_id": who if kind == "subscriber" else None,
+            "group_id": who if kind == "group" else None, "zone": zone, "risk_score": 0.5,
+            "value_at_risk": 100.0, "reasons": [], "ts": f"{ts}:00{TZ}"}
+
+
+def _charges(sid: str, account: str | None, daily: dict[int, float]) -> list[dict[str, Any]]:
+    """Daily charges from Jan 1 through Mar 31: ``daily`` maps month -> amount per day."""
+    out = []
+    day = date(2026, 1, 1)
+    while day < date(2026, 4, 1):
+        out.append({"event_id": f"{sid}{day}", "ts": f"{day}T23:59:30{TZ}",
+                    "subscriber_id": sid, "account_id": account, "kind": "charge",
+                    "amount": daily[day.month], "previous_amount": None})
+        day += timedelta(days=1)
+    return out
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Path:
+    truth = [
+        _truth("S1", "individual_churn", "2026-03-01", 30),
+        _truth("S2", "individual_churn", "2026-03-01", 30),
+        _truth("S3", "group_churn", "2026-03-20", 31, group="G1"),
+        _truth("S4", "individual_churn", "2026-03-15", 40),
+        _truth("S5", "stable"),
+        _truth("S6", "trip"),
+        _truth("S7", "plan_downgrade"),
+        _truth("S8", "stable", group="G2"),
+        _truth("S9", "stable"),
+        _truth("S10", "individual_churn", None, 80),  # still leaving when the world ends
+    ]
+    groups = [
+        {"group_id": "G1", "account_id": "A1", "members": ["S3"], "collective": True,
+         "defection_ts": f"2026-02-01T00:00:00{TZ}", "half_gone_ts": f"2026-03-20T12:00:00{TZ}"},
+        {"group_id": "G2", "account_id": "A2", "members": ["S8"], "collective": False,
+         "defection_ts": None, "half_gone_ts": None},
+    ]
+    summary = {"start": START, "end": END, "params": {"seed": 0},
+               "holiday": {"start": f"2026-02-15T00:00:00{TZ}", "end": f"2026-02-22T00:00:00{TZ}"}}
+    billing = (_charges("S4", None, {1: 10.0, 2: 6.0, 3: 6.0})  # flagged Mar 1
+               + _charges("S7", "A7", {1: 10.0, 2: 10.0, 3: 5.0})  # flagged Apr 1
+               + _charges("S9", "A9", {1: 10.0, 2: 8.0, 3: 9.0}))  # never below 70%
+    billing.sort(key=lambda e: e["ts"])
+    (tmp_path / "truth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in truth))
+    (tmp_path / "groups.jsonl").write_text("".join(json.dumps(g) + "\n" for g in groups))
+    (tmp_path / "world.json").write_text(json.dumps(summary))
+    (tmp_path / "billing.jsonl").write_text("".join(json.dumps(b) + "\n" for b in billing))
+    alerts = [
+        _alert("subscriber", "S1", "yellow", "2026-01-05T10:00", status="resolved"),  # ignored
+        _alert("subscriber", "S1", "red", "2026-02-10T12:00"),  # lead 19 d
+        _alert("subscriber", "S2", "yellow", "2026-02-25T12:00"),  # lead 4 d
+        _alert("subscriber", "S3", "yellow", "2026-02-20T12:00"),  # lead 28 d
+        _alert("subscriber", "S3", "red", "2026-03-10T12:00", status="escalated"),  # 10 d
+        _alert("subscriber", "S5", "yellow", "2026-02-16T10:00"),  # false, in the holiday
+        _alert("subscriber", "S6", "red", "2026-03-05T00:00"),  # false
+        _alert("subscriber", "S8", "green", "2026-03-05T00:00"),  # below yellow: not counted
+        _alert("subscriber", "S10", "red", "2026-03-30T12:00"),  # true (churning), no recall
+        _alert("group", "G1", "yellow", "2026-03-01T12:00"),  # 19 d before half gone
+        _alert("group", "G1", "red", "2026-03-12T12:00"),  # 8 d before half gone
+        _alert("group", "G2", "yellow", "2026-02-01T12:00"),  # false group alert
+    ]
+    (tmp_path / "alerts.jsonl").write_text("".join(json.dumps(a) + "\n" for a in alerts))
+    return tmp_path
+
+
+def test_yellow_and_red_levels(world: Path) -> None:
+    report = ev.evaluate(ev.load_world(world), ev.read_alerts(world / "alerts.jsonl"))
+    weeks = SUBSCRIBER_DAYS / 7
+    y = report["levels"]["yellow+"]
+    assert y["churners_ported_out"] == 4
+    assert y["lead_days"] == [4.0, 19.0, 28.0]
+    assert (y["recall_7d"], y["recall_any"], y["median_lead_days"]) == (0.5, 0.75, 19.0)
+    assert y["missed_7d"] == ["S2", "S4"]
+    assert {k: (v["detected_7d"], v["churners"]) for k, v in y["recall_7d_by_type"].items()} \
+        == {"group_churn": (1, 1), "individual_silent": (1, 3)}
+    assert (y["alerted_subscribers"], y["true_alerted"], y["precision"]) == (6, 4, 0.6667)
+    assert y["false_by_kind"] == {"stable": 1, "trip": 1}
+    assert (y["holiday_false_subscribers"], y["holiday_false_pct"]) == (1, 10.0)
+    assert (y["alerts"], y["subscriber_alerts"], y["group_alerts"]) == (10, 7, 3)
+    assert y["alerts_per_1000_per_week"] == round(10 / (weeks / 1000), 3)
+    assert y["group_leads_days"] == {"G1": 19.0}
+    assert (y["groups_detected_10d_share"], y["false_group_alerts"]) == (1.0, 1)
+    assert y["groups_via_member_alerts"] == {"G1": 28.0}
+
+    r = report["levels"]["red+"]
+    assert r["lead_days"] == [10.0, 19.0]
+    assert (r["recall_7d"], r["median_lead_days"], r["precision"]) == (0.5, 14.5, 0.75)
+    assert r["false_by_kind"] == {"trip": 1}
+    assert r["holiday_false_pct"] == 0.0
+    assert r["alerts"] == 5 and r["alerts_per_1000_per_week"] == round(5 / (weeks / 1000), 3)
+    assert (r["group_leads_days"], r["groups_detected_10d_share"]) == ({"G1": 8.0}, 0.0)
+    assert r["false_group_alerts"] == 0
+
+    met = {(t["metric"], t["level"]): t["met"] for t in report["targets"]}
+    assert met[("recall_7d", "red+")] is False and met[("false_group_alerts", "red+")] is True
+
+
+def test_batch_baseline(world: Path) -> None:
+    w = ev.load_world(world)
+    flags = ev.baseline_alerts(w)
+    assert sorted((a["subscriber_id"], a["ts"]) for a in flags) == [
+        ("S4", f"2026-03-01T08:00:00{TZ}"), ("S7", f"2026-04-01T08:00:00{TZ}")]
+    b = ev.evaluate(w, [])["baseline"]
+    assert (b["recall_7d"], b["precision"], b["median_lead_days"]) == (0.25, 0.5, 14.17)
+    assert b["false_by_kind"] == {"plan_downgrade": 1}
+
+
+def test_command_prints_and_writes_json(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    ev.add_arguments(parser)
+    out = world / "report.json"
+    args = parser.parse_args([str(world), "--alerts", str(world / "alerts.jsonl"),
+                              "--json", str(out)])
+    assert ev.run(args) == 0
+    text = capsys.readouterr().out
+    assert "recall@7d" in text and "batch rule" in text and "MISS" in text
+    report = json.loads(out.read_text())
+    assert report["levels"]["yellow+"]["recall_7d"] == 0.5
+
+
+def test_simulated_world_round_trip(tmp_path: Path) -> None:
+    from stream.simulator import WorldParams, simulate
+
+    simulate(tmp_path, WorldParams(subscribers=40, days=30, seed=3))
+    w = ev.load_world(tmp_path)
+    assert len(w.subscribers) == 40 and w.holiday is not None
+    report = ev.evaluate(w, [])
+    assert report["levels"]["yellow+"]["alerts"] == 0
+    assert "recall@7d" in ev.format_report(report)
+
+
+def test_plot_png(world: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the optional `plot` extra is not installed")
+    report = ev.evaluate(ev.load_world(world), ev.read_alerts(world / "alerts.jsonl"))
+    png = tmp_path / "report.png"
+    assert ev.plot(report, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
