@@ -662,16 +662,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _replay(directory: Path) -> list[dict[str, Any]]:
-    from stream.replay import replay_directory
+    from stream.replay import replay_directory  # reads DIR/ported.jsonl itself
 
-    kwargs: dict[str, Any] = {}
-    ported = directory / "ported.jsonl"
-    if ported.exists():
-        from detectors import EngineConfig
-
-        numbers = {r["number"]: r["operator"] for r in _jsonl(ported)}
-        kwargs["engine_config"] = EngineConfig(ported_numbers=numbers)
-    return list(replay_directory(directory, **kwargs))
+    return list(replay_directory(directory))
 
 
 def run(args: argparse.Namespace) -> int:

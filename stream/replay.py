@@ -28,6 +28,10 @@ from stream.validation import Accepted, Validator, dead_letter
 DEFAULT_PARTITIONS = 4
 PROGRESS_EVERY = 500_000
 
+#: Optional file of ported numbers in a replay directory: ``{"number": ..., "operator": ...}``
+#: a line. The prefix of a ported number says nothing about its operator.
+PORTED_FILE = "ported.jsonl"
+
 DeadLetterSink = Callable[[dict[str, Any]], None]
 
 
@@ -48,6 +52,17 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
+def load_ported_numbers(path: Path) -> dict[str, str]:
+    """Number -> operator from a JSON Lines file of ``{"number", "operator"}`` objects."""
+    numbers: dict[str, str] = {}
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                record = orjson.loads(line)
+                numbers[str(record["number"])] = str(record["operator"])
+    return numbers
+
+
 def replay_directory(
     directory: Path,
     *,
@@ -62,14 +77,20 @@ def replay_directory(
 
     ``counters`` (if given) receives ``read.<kind>``, ``accepted.<kind>``,
     ``rejected.<reason>`` and the engine's own counters under ``engine.<name>``.
-    ``stores`` (if given) receives each partition's subscriber state store.
+    ``stores`` (if given) receives each partition's subscriber state store. Without an
+    ``engine_config``, the defaults are used, with ``DIR/ported.jsonl`` if present.
     """
     from detectors import Engine, EngineConfig
     from stream.partitioning import partition_of
 
     counts = counters if counters is not None else Counter()
     validator = validator or Validator()
-    config = engine_config if engine_config is not None else EngineConfig()
+    if engine_config is not None:
+        config = engine_config
+    elif (directory / PORTED_FILE).exists():
+        config = EngineConfig(ported_numbers=load_ported_numbers(directory / PORTED_FILE))
+    else:
+        config = EngineConfig()
     # One engine per partition, as in the service: each has its own population baseline.
     subscriber_stores: list[dict[str, Any]] = [{} for _ in range(partitions)]
     if stores is not None:

@@ -113,7 +113,7 @@ class WorldParams:
     group_forward_share: tuple[float, float] = (0.7, 0.95)
     group_activity_after: float = 0.15  # own activity once members use the new SIM
     group_portout_after: tuple[int, int] = (10, 40)  # days after defection start
-    group_keep_number_share: float = 0.6  # defecting groups cut plans to a keep-number fee
+    group_keep_number_share: float = 0.8  # defecting groups cut plans to a keep-number fee
     keep_number_fee: float = 8.0
     group_last_start_before_end: int = 45
     herd_follow_share: float = 0.3  # a defecting group is followed by one in its building
@@ -753,7 +753,8 @@ def _truth(w: World, s: Sub) -> dict[str, Any]:
 
     forwards = [
         {"start_day": a, "end_day": min(b, w.p.days), "to": to, "share": round(share, 3),
-         "why": why, "on_net": to in w.ported_set or _is_ours(to)}
+         "why": why,
+         "on_net": to in w.ported_set or to == w.p.voicemail_number or _is_ours(to)}
         for a, b, to, share, why in s.forwards if a < w.p.days
     ]
     pc = s.plan_change
@@ -991,6 +992,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     tty = sys.stderr.isatty()
     started = time.perf_counter()
+    if params.start + timedelta(days=params.days) > date.today() + timedelta(days=1):
+        print("simulate: note: the world runs past today; validators reject events "
+              "stamped in the future", file=sys.stderr)
 
     def progress(day: int, days: int, events: int) -> None:
         if args.quiet:
