@@ -94,7 +94,7 @@ class EngineConfig:
     week_ratio_full: float = 0.2
     bill_ratio: float = 0.7
     cusum_rho: float = 0.5
-    cusum_yellow: float = 6.0
+    cusum_yellow: float = 7.0
     cusum_red: float = 9.0
     usage_red_strength: float = 0.72
     absent_ratio: float = 0.35
@@ -108,7 +108,7 @@ class EngineConfig:
     red: float = 0.7
     resolve_days: int = 3
     cooldown_days: int = 7
-    dedupe_ring: int = 16
+    dedupe_ring: int = 12
     segment_weights: dict[str, float] = field(
         default_factory=lambda: {
             "key_account": 1.5,

@@ -12,7 +12,7 @@ from typing import Any
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.days import Clock, parse_ts
 from detectors.forwarding import Forwarding, is_familiar, see_contact
-from detectors.numbers import OperatorLookup, normalise
+from detectors.numbers import PREFIXES, OperatorLookup, normalise
 from detectors.policy import AlertPolicy
 from detectors.population import Population
 from detectors.risk import Assessment, Signal, combine, drop_score
@@ -24,13 +24,29 @@ __all__ = ["Engine"]
 State = dict[str, Any]
 
 # Open-day counters: [day, call_charge_milli, bill_charge_milli, n_in, n_fwd, n_fwd_off,
-# n_new_off, n_out, n_located, n_away, operator_index]
-DAY, CALL_CH, BILL_CH, N_IN, N_FWD, N_OFF, N_NEW, N_OUT, N_LOC, N_AWAY, OP = range(11)
+# n_new_off, n_out, n_located, n_away, operator_index, forwarding_evidence_judged (x10),
+# plan_fee_change_milli, plan_downgrades, bills, bill_total_cents]. Everything a day's
+# events change is a sum (or a max) here, applied when the day closes, so the order in
+# which the calls and billing streams interleave within the allowed lateness is moot.
+(DAY, CALL_CH, BILL_CH, N_IN, N_FWD, N_OFF, N_NEW, N_OUT, N_LOC, N_AWAY, OP, JUDGED,
+ PLAN, DOWN, BILLS, BILL_SUM) = range(16)
 UNKNOWN_PROFILE = [None, None, None, "unknown", None, None]
 HOME_CAP = 50  # votes the home cell can bank, so a long trip does not move home
 AWAY_RUN = 3  # located calls in a row away from the home cell that make a trip
-FAMILIAR_SIZE = 3
+FAMILIAR_SIZE = 2
 FAMILIAR_MIN = 3
+# Small engine-level numbers, in one list "m" (one list costs less memory than five):
+# home cell (16-bit fingerprint, -1 unknown), its votes, other-cell run, last other cell,
+# away flag; usage CUSUM, count pending (0/1), pending count, CUSUM at last home call;
+# incoming calls: days, baseline mean, last-week mean; operator index of the last
+# new off-net forward target.
+(M_CELL, M_VOTES, M_RUN, M_LAST, M_AWAY, M_CUSUM, M_PEND, M_PEND_N, M_CUSUM_HOME,
+ M_IN_N, M_IN_BASE, M_IN_FAST, M_FWD_OP) = range(13)
+NEW_MISC = (-1, 0, 0, -1, 0, 0.0, 0, 0, 0.0, 0, 0.0, 0.0, -1)
+ENGINE_KEY = "__engine__"  # the engine's own event-time position, in the population store
+NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
+SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise
+SPEND_MILLI = 1000 // SPEND_SCALE
 CARRY_FWD_STRENGTH = {0.6: 0.55, 1.0: 0.75}
 
 
@@ -90,8 +106,8 @@ class Engine:
     ...     for alert in engine.process("billing", charge):
     ...         print(alert["ts"][:10], alert["status"], alert["zone"],
     ...               alert["reasons"][0]["code"])
-    2026-03-31 open yellow usage_drop
-    2026-04-01 escalated red usage_drop
+    2026-04-03 open yellow usage_drop
+    2026-04-05 escalated red usage_drop
     >>> engine.counters["events"], engine.counters["duplicate"]
     (461, 0)
 
@@ -111,11 +127,20 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.clock = Clock(cfg.tz_offset_hours, cfg.allowed_lateness_s)
         self.lookup = OperatorLookup(cfg.our_operator, cfg.ported_numbers)
-        self._operators: list[str] = []
+        # Operators by a stable index (stored in state), whatever order they are met in.
+        self._operators: list[str] = sorted(
+            set(PREFIXES.values()) | set(cfg.ported_numbers.values())
+        )
         self._operator_cache: dict[str, tuple[bool, int]] = {}
         self._watermark = -math.inf
-        self._closed_to: int | None = None  # last day every subscriber was closed to
+        # The last day every subscriber is closed to: kept in the population store too, so
+        # an engine restored from its stores sweeps on exactly as the one before it.
+        self._closed_to: int | None = None
         self._next_sweep = math.inf
+        saved = self.population.store.get(ENGINE_KEY)
+        if saved is not None:
+            self._closed_to = int(saved["closed_to"])
+            self._next_sweep = self.clock.close_time(self._closed_to + 1)
         self._fwd_params: dict[str, float] = {
             "min_calls": cfg.fwd_min_calls,
             "min_share": cfg.fwd_min_share,
@@ -147,7 +172,9 @@ class Engine:
         elif "x" in st:
             counters["after_close"] += 1
             return alerts
-        seen, ring = remember(st.get("e", ""), fingerprint(event["event_id"]), self.config.dedupe_ring)
+        seen, ring = remember(
+            st.get("e", ""), fingerprint(event["event_id"]), self.config.dedupe_ring
+        )
         if seen:
             counters["duplicate"] += 1
             return alerts
@@ -157,12 +184,14 @@ class Engine:
         clock = self.clock
         day = clock.day(ts)
         if st["c"] < 0 and not st["o"]:
-            st["c"] = min(day, clock.closable(self._watermark) + 1) - 1
+            st["c"] = min(day, self._closed_to + 1) - 1  # type: ignore[operator]
         if ts > st["w"]:
             st["w"] = int(ts)
             target = clock.closable(ts)
             if target > st["c"] and st["o"]:
                 alerts.extend(self._close_until(sid, st, target))
+        if day <= st["c"] and st["n"] == 0 and day > self._closed_to:  # type: ignore[operator]
+            st["c"] = day - 1  # no day closed yet: an earlier first event from the other stream
         if day <= st["c"]:
             counters["late"] += 1
             self._late(st, kind, event, day)
@@ -174,8 +203,18 @@ class Engine:
         store[sid] = st
         return alerts
 
+    def _model(self, st: State, key: str) -> SpendDrop:
+        """The spend (``"s"``, in tenths of a yuan) or usage (``"u"``, in calls) model."""
+        cfg = self.config
+        scale = SPEND_SCALE if key == "s" else 1
+        if key in st:
+            return SpendDrop.from_state(st[key], cfg.baseline_days, cfg.recent_days, scale)
+        return SpendDrop(cfg.baseline_days, cfg.recent_days, scale)
+
     def _new_state(self) -> State:
-        return {"v": STATE_VERSION, "w": 0, "c": -1, "n": 0, "l": -1, "o": []}
+        return {
+            "v": STATE_VERSION, "w": 0, "c": -1, "n": 0, "l": -1, "o": [], "m": list(NEW_MISC)
+        }
 
     def _profile(self, event: dict[str, Any]) -> None:
         sid = event["subscriber_id"]
@@ -200,7 +239,7 @@ class Engine:
         for row in reversed(rows):
             if row[DAY] == day:
                 return row
-        row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1]
+        row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0]
         rows.append(row)
         rows.sort(key=lambda r: r[DAY])
         return row
@@ -211,9 +250,7 @@ class Engine:
         if found is None:
             name = self.lookup.operator(number)
             off = name is not None and name != self.lookup.ours
-            if off and name not in self._operators:
-                self._operators.append(name)  # type: ignore[arg-type]
-            index = self._operators.index(name) if off else -1  # type: ignore[arg-type]
+            index = self._operators.index(name) if off and name in self._operators else -1
             found = (off, index)
             if len(self._operator_cache) < 200_000:
                 self._operator_cache[number] = found
@@ -222,60 +259,75 @@ class Engine:
     def _call(
         self, sid: str, st: State, event: dict[str, Any], row: list[int], ts: float
     ) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = []
         charge = event.get("charge")
         if charge:
             row[CALL_CH] += _milli(charge)
         cell = event.get("cell_id")
         if cell:
             row[N_LOC] += 1
-            fp = zlib.crc32(cell.encode())
-            home = st.get("h")
-            if home is None:
-                st["h"] = [fp, 1, 0, 0, 0]
-            elif home[0] == fp:
-                if home[1] < HOME_CAP:
-                    home[1] += 1
-                home[2] = home[4] = 0
+            fp = zlib.crc32(cell.encode()) & 0xFFFF
+            m = st["m"]
+            if m[M_CELL] < 0:
+                m[M_CELL], m[M_VOTES] = fp, 1
+            elif m[M_CELL] == fp:
+                if m[M_VOTES] < HOME_CAP:
+                    m[M_VOTES] += 1
+                m[M_RUN] = m[M_AWAY] = 0
+                if row[N_NEW] > 0:
+                    checked = self._forward_check(sid, st, row, ts)
+                    if checked:
+                        alerts = checked
             else:
                 row[N_AWAY] += 1
                 # Twice in a row from the same other cell, or AWAY_RUN other cells in a
                 # row: staying elsewhere, not passing through.
-                if (home[2] >= 1 and home[3] == fp) or home[2] + 1 >= AWAY_RUN:
-                    home[4] = 1
-                home[2] += 1
-                home[3] = fp
-                home[1] -= 1
-                if home[1] <= 0:
-                    st["h"] = [fp, 1, 0, 0, 0]
+                if (m[M_RUN] >= 1 and m[M_LAST] == fp) or m[M_RUN] + 1 >= AWAY_RUN:
+                    m[M_AWAY] = 1
+                m[M_RUN] += 1
+                m[M_LAST] = fp
+                m[M_VOTES] -= 1
+                if m[M_VOTES] <= 0:
+                    m[M_CELL], m[M_VOTES], m[M_RUN], m[M_LAST], m[M_AWAY] = fp, 1, 0, -1, 0
         if event["direction"] == "out":
             row[N_OUT] += 1
             day = row[DAY]
             if day > st["l"]:
                 st["l"] = day
-            fp = zlib.crc32(normalise(event["other_party"]).encode())
+            fp = zlib.crc32(normalise(event["other_party"]).encode()) & 0xFFFF
             st["k"] = see_contact(st.get("k", []), fp, FAMILIAR_SIZE)
-            return []
+            return alerts
         row[N_IN] += 1
         target = event.get("forwarded_to")
         if not target:
-            return []
+            return alerts
         row[N_FWD] += 1
         off, index = self._operator(target)
         if not off:
-            return []
+            return alerts
         row[N_OFF] += 1
-        fp = zlib.crc32(normalise(target).encode())
+        fp = zlib.crc32(normalise(target).encode()) & 0xFFFF
         if is_familiar(st.get("k", []), fp, FAMILIAR_MIN):
-            return []
+            return alerts
         row[N_NEW] += 1
         row[OP] = index
-        if "f" not in st or self._away(st, row):
+        return self._forward_check(sid, st, row, ts)
+
+    def _forward_check(
+        self, sid: str, st: State, row: list[int], ts: float
+    ) -> list[dict[str, Any]]:
+        """Judge at once when today's forwarding evidence grows, if the subscriber is home.
+
+        Home: more of today's located calls from the home cell than elsewhere, and at least
+        one. A switch while at home is a new SIM; the same while travelling is a trip.
+        """
+        if "f" not in st or row[N_LOC] <= 2 * row[N_AWAY] or self._away(st, row):
             return []
         fwd = Forwarding.from_state(st["f"], **self._fwd_params)
-        before = fwd.evidence(row[N_IN] - 1, row[N_NEW] - 1)
-        now = fwd.evidence(row[N_IN], row[N_NEW])
-        if now <= before:
+        level = round(10 * fwd.evidence(row[N_IN], row[N_NEW]))
+        if level <= row[JUDGED]:
             return []
+        row[JUDGED] = level
         self.counters["intraday_judgements"] += 1
         return self._judge(sid, st, row[DAY], ts, self.clock.iso(ts), daily=False, today=row)
 
@@ -290,17 +342,14 @@ class Engine:
             if day > st["l"]:
                 st["l"] = day
         elif kind == "bill":
-            self._bill(st, float(amount), day)
+            row[BILLS] += 1
+            row[BILL_SUM] += round(float(amount) * 100)
         elif kind == "plan_change":
             previous = event.get("previous_amount")
-            if previous is not None and "s" in st:
-                spend = SpendDrop.from_state(st["s"], self.config.baseline_days,
-                                             self.config.recent_days)
-                spend.shift((float(amount) - float(previous)) / 30.0)
-                st["s"] = spend.to_state()
-            if previous is not None and float(amount) < float(previous):
-                st["r"] = day
-                self.counters["plan_downgrade"] += 1
+            if previous is not None:
+                row[PLAN] += _milli(amount) - _milli(previous)
+                if float(amount) < float(previous):
+                    row[DOWN] += 1
         elif kind in ("port_out", "deactivation"):
             self.counters[kind] += 1
             level = st["a"][0] if "a" in st else 0
@@ -312,6 +361,18 @@ class Engine:
             return True
         return False
 
+    def _apply_money(self, st: State, row: list[int], day: int) -> None:
+        """Apply a day's plan changes and bills (at close, or at once when late)."""
+        if row[PLAN] and "s" in st:
+            spend = self._model(st, "s")
+            spend.shift(row[PLAN] / 1000.0 / 30.0)
+            st["s"] = spend.to_state()
+        if row[DOWN]:
+            st["r"] = day
+            self.counters["plan_downgrade"] += row[DOWN]
+        if row[BILLS]:
+            self._bill(st, row[BILL_SUM] / 100.0, day)
+
     def _bill(self, st: State, amount: float, day: int) -> None:
         n, mean, _, _ = st.get("b", [0, 0.0, 1.0, day])
         ratio = amount / mean if n >= 2 and mean > 0 else 1.0
@@ -321,28 +382,30 @@ class Engine:
 
     def _late(self, st: State, kind: str, event: dict[str, Any], day: int) -> None:
         """Use a late event where it still can be: spend, outgoing calls, activity."""
-        cfg = self.config
         days_ago = st["c"] - day
         if kind == "calls":
             if event["direction"] == "out":
                 st["l"] = max(st["l"], day)
                 if "u" in st:
-                    usage = SpendDrop.from_state(st["u"], cfg.baseline_days, cfg.recent_days)
-                    if usage.add_late(days_ago, 100):
+                    usage = self._model(st, "u")
+                    if usage.add_late(days_ago, 1):
                         st["u"] = usage.to_state()
-            cents = _milli(event.get("charge")) // 10
+            cents = _milli(event.get("charge")) // SPEND_MILLI
         else:
             kind_b = event["kind"]
             if kind_b in ("port_out", "deactivation", "plan_change", "bill"):
-                self._billing("", st, event, [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1], day)
+                row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0]
+                self._billing("", st, event, row, day)
+                if "x" not in st:
+                    self._apply_money(st, row, day)
                 return
             if kind_b == "topup":
                 st["l"] = max(st["l"], day)
             # Billing and call charges are combined by max per day; a late charge is added
             # as is (the day's call charges are gone), an overestimate at worst.
-            cents = _milli(event.get("amount")) // 10 if kind_b == "charge" else 0
+            cents = _milli(event.get("amount")) // SPEND_MILLI if kind_b == "charge" else 0
         if cents and "s" in st:
-            spend = SpendDrop.from_state(st["s"], cfg.baseline_days, cfg.recent_days)
+            spend = self._model(st, "s")
             if spend.add_late(days_ago, cents):
                 st["s"] = spend.to_state()
             else:
@@ -356,13 +419,12 @@ class Engine:
         clock = self.clock
         target = clock.closable(ts)
         self._next_sweep = clock.close_time(target + 1)
-        if self._closed_to is None:
-            self._closed_to = target
+        if self._closed_to is not None and target <= self._closed_to:
             return []
-        if target <= self._closed_to:
-            return []
+        first = self._closed_to is None
         self._closed_to = target
-        if not self.config.sweep:
+        self.population.store[ENGINE_KEY] = {"v": STATE_VERSION, "closed_to": target}
+        if first or not self.config.sweep:
             return []
         self.counters["sweeps"] += 1
         alerts: list[dict[str, Any]] = []
@@ -388,15 +450,13 @@ class Engine:
 
     @staticmethod
     def _away(st: State, row: list[int] | None) -> bool:
-        """Is the subscriber away from home (state ``"h"``: ``[home_cell, votes, run,
-        last_other_cell, away]``)?
+        """Is the subscriber away from home (the home-cell numbers in ``"m"``)?
 
         One call from another cell is a commute; two in a row from the same other cell, or
         ``AWAY_RUN`` other cells in a row, with no call from the home cell in between, is a
         stay elsewhere (it holds until a call from home).
         """
-        home = st.get("h")
-        return bool(home and home[4])
+        return bool(st["m"][M_AWAY])
 
     def _close_day(
         self, sid: str, st: State, day: int, row: list[int] | None
@@ -406,40 +466,41 @@ class Engine:
         st["n"] += 1
         away = self._away(st, row)
         if row is None:
-            row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1]
-        spend = SpendDrop.from_state(st["s"], cfg.baseline_days, cfg.recent_days) if "s" in st \
-            else SpendDrop(cfg.baseline_days, cfg.recent_days)
-        usage = SpendDrop.from_state(st["u"], cfg.baseline_days, cfg.recent_days) if "u" in st \
-            else SpendDrop(cfg.baseline_days, cfg.recent_days)
+            row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0]
+        self._apply_money(st, row, day)
+        spend = self._model(st, "s")
+        usage = self._model(st, "u")
         fwd = Forwarding.from_state(st["f"], **self._fwd_params) if "f" in st \
             else Forwarding(**self._fwd_params)  # type: ignore[arg-type]
         if away:
             self.counters["away_days"] += 1
             fwd.close_day(row[N_IN], row[N_FWD], 0)
         else:
-            cents = max(row[CALL_CH], row[BILL_CH]) // 10
+            cents = max(row[CALL_CH], row[BILL_CH]) // SPEND_MILLI
             spend.update(cents)
-            usage.update(100 * row[N_OUT])
-            fwd.close_day(row[N_IN], row[N_FWD], row[N_NEW])
+            usage.update(row[N_OUT])
+            m = st["m"]
+            at_home = row[N_LOC] > 2 * row[N_AWAY] if row[N_LOC] else m[M_RUN] == 0
+            fwd.close_day(row[N_IN], row[N_FWD], row[N_NEW] if at_home else 0)
             if spend.ready and usage.ready:
                 segment = st["p"][3] if "p" in st else "unknown"
                 self.population.add(
                     segment,
                     day,
-                    (cents, round(spend.mean * 100), 100 * row[N_OUT], round(usage.mean * 100)),
+                    (cents, round(spend.mean * SPEND_SCALE), 100 * row[N_OUT],
+                     round(usage.mean * 100)),
                 )
         self._cusum(st, day, None if away else row[N_OUT], usage, away,
                     row[N_LOC] > row[N_AWAY])
         if not away:
-            inc = st.get("i")
-            if inc is None:
-                inc = st["i"] = [0, 0.0, 0.0]
-            inc[0] += 1
+            m = st["m"]
+            m[M_IN_N] += 1
             x = float(row[N_IN])
-            inc[1] = round(inc[1] + max(1.0 / inc[0], 2.0 / (cfg.baseline_days + 1)) * (x - inc[1]), 3)
-            inc[2] = round(inc[2] + max(1.0 / inc[0], 0.25) * (x - inc[2]), 3)
+            slow = max(1.0 / m[M_IN_N], 2.0 / (cfg.baseline_days + 1))
+            m[M_IN_BASE] = round(m[M_IN_BASE] + slow * (x - m[M_IN_BASE]), 2)
+            m[M_IN_FAST] = round(m[M_IN_FAST] + max(1.0 / m[M_IN_N], 0.25) * (x - m[M_IN_FAST]), 2)
         if row[OP] >= 0:
-            st["fo"] = row[OP]
+            st["m"][M_FWD_OP] = row[OP]
         st["s"] = spend.to_state()
         st["u"] = usage.to_state()
         st["f"] = fwd.to_state()
@@ -460,29 +521,28 @@ class Engine:
         ratio for that same day (complete by then), so weekly rhythm and holidays that hit
         the whole segment cancel out. The level at the last call from the home cell is
         kept: when a stay elsewhere is recognised, the quiet days since then are put down
-        to the trip and the level goes back to it. State ``"q"``: ``[S, pending_day,
-        pending_count, S_at_last_home_call]``.
+        to the trip and the level goes back to it. Kept in ``"m"``: the level, whether
+        yesterday's count is pending, that count, and the level at the last home call.
         """
         cfg = self.config
-        q = st.get("q")
-        if q is None:
-            q = st["q"] = [0.0, -1, 0, 0.0]
-        pending_day, pending = q[1], q[2]
-        if pending_day >= 0 and st["n"] > cfg.warmup_days and usage.mean >= cfg.min_daily_calls:
+        m = st["m"]
+        if m[M_PEND] and st["n"] > cfg.warmup_days and usage.mean >= cfg.min_daily_calls:
             segment = st["p"][3] if "p" in st else "unknown"
-            factor = self.population.ratio(segment, pending_day, pending_day, 1, min_count=10)
+            factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
             lam = usage.mean * (factor if factor is not None else 1.0)
-            phi = min(3.0, max(1.0, usage.var / usage.mean))
-            llr = (lam * (1.0 - cfg.cusum_rho) + pending * math.log(cfg.cusum_rho)) / phi
-            q[0] = round(min(3.0 * cfg.cusum_red, max(0.0, q[0] + llr)), 3)
+            # Dispersion of the daily counts, and the baseline's own uncertainty while it
+            # rests on few days (a young baseline is a noisy yardstick).
+            phi = min(3.0, max(1.0, usage.var / usage.mean)) * (1.0 + 7.0 / max(usage.n, 1))
+            llr = (lam * (1.0 - cfg.cusum_rho) + m[M_PEND_N] * math.log(cfg.cusum_rho)) / phi
+            m[M_CUSUM] = round(min(3.0 * cfg.cusum_red, max(0.0, m[M_CUSUM] + llr)), 3)
         if away:
-            q[0] = min(q[0], q[3])
+            m[M_CUSUM] = min(m[M_CUSUM], m[M_CUSUM_HOME])
         elif seen_home:
-            q[3] = q[0]
+            m[M_CUSUM_HOME] = m[M_CUSUM]
         if count is None:
-            q[1], q[2] = -1, 0
+            m[M_PEND], m[M_PEND_N] = 0, 0
         else:
-            q[1], q[2] = day, count
+            m[M_PEND], m[M_PEND_N] = 1, count
 
     # ------------------------------------------------------------------------------------
     # Judgement
@@ -500,11 +560,15 @@ class Engine:
         models: tuple[SpendDrop, SpendDrop, Forwarding] | None = None,
     ) -> list[dict[str, Any]]:
         assessment = self.assess(st, day, today=today, away=away, models=models)
-        policy = AlertPolicy.from_state(
-            st["a"], self.config.resolve_days, self.config.cooldown_days * 86400.0
-        ) if "a" in st else AlertPolicy(self.config.resolve_days, self.config.cooldown_days * 86400.0)
+        cooldown = self.config.cooldown_days * 86400.0
+        policy = (
+            AlertPolicy.from_state(st["a"], self.config.resolve_days, cooldown)
+            if "a" in st
+            else AlertPolicy(self.config.resolve_days, cooldown)
+        )
         status = policy.step(assessment.level, now, daily)
-        st["a"] = policy.to_state()
+        if policy.level or policy.resolved_at > NEVER:
+            st["a"] = policy.to_state()
         if status is None:
             return []
         self.counters[f"alerts_{status}"] += 1
@@ -521,8 +585,8 @@ class Engine:
         """Judge a subscriber's state as of ``day`` (``today``: the open day's counters)."""
         cfg = self.config
         if models is None:
-            spend = SpendDrop.from_state(st["s"], cfg.baseline_days, cfg.recent_days)
-            usage = SpendDrop.from_state(st["u"], cfg.baseline_days, cfg.recent_days)
+            spend = self._model(st, "s")
+            usage = self._model(st, "u")
             fwd = Forwarding.from_state(st["f"], **self._fwd_params)
         else:
             spend, usage, fwd = models
@@ -533,10 +597,10 @@ class Engine:
         if warm and not away:
             first = day - cfg.recent_days + 1
             rebased = "r" in st and day - st["r"] < cfg.recent_days
-            cusum = st["q"][0] if "q" in st else 0.0
-            inc = st.get("i")
+            m = st["m"]
+            cusum = m[M_CUSUM]
             absent = (
-                inc is not None and inc[1] >= 0.5 and inc[2] < cfg.absent_ratio * inc[1]
+                m[M_IN_BASE] >= 0.5 and m[M_IN_FAST] < cfg.absent_ratio * m[M_IN_BASE]
                 and usage.ratio_week < cfg.absent_ratio
             )
             if absent:
@@ -550,8 +614,8 @@ class Engine:
                 sig = self._drop("spend_drop", spend, pop, segment)
                 if sig is not None:
                     signals.append(sig)
-            quiet = day - st["l"] if st["l"] >= 0 else 0
-            if usage.ready and usage.mean >= 0.05:
+            quiet = day - st["l"] if st["l"] >= 0 and today is None else 0
+            if quiet and usage.ready and usage.mean >= 0.05:
                 needed = max(cfg.silent_days, math.ceil(6.9 / usage.mean))
                 if quiet >= needed:
                     silent = True
@@ -651,7 +715,7 @@ class Engine:
         self, st: State, fwd: Forwarding, strength: float, today: list[int] | None
     ) -> Signal:
         value = CARRY_FWD_STRENGTH[strength] + (0.1 if fwd.streak >= 2 else 0.0)
-        op_index = today[OP] if today is not None and today[OP] >= 0 else st.get("fo", -1)
+        op_index = today[OP] if today is not None and today[OP] >= 0 else st["m"][M_FWD_OP]
         operator = self._operators[op_index] if 0 <= op_index < len(self._operators) else None
         where = f"a {operator} number" if operator else "an off-net number"
         usual = round(100 * fwd.usual_new_off)
@@ -680,11 +744,13 @@ class Engine:
         cfg = self.config
         profile = st.get("p") or UNKNOWN_PROFILE
         msisdn, account_id, group_id, segment, tier, manager = profile
-        spend = models[0] if models is not None else SpendDrop.from_state(st["s"])
+        spend = models[0] if models is not None else self._model(st, "s")
         daily = spend.mean if spend.n else (
             spend.recent_total / len(spend.recent) if spend.recent else 0.0
         )
-        weight = cfg.segment_weights.get(segment, 1.0) * cfg.tier_weights.get(tier or "", 1.0)
+        weight = cfg.segment_weights.get(str(segment), 1.0) * cfg.tier_weights.get(
+            str(tier), 1.0
+        )
         zone = assessment.zone
         digest = hashlib.sha1(f"{sid}|{start}|{zone}|{status}".encode()).hexdigest()[:24]
         reasons = assessment.reasons()

@@ -165,8 +165,8 @@ class Forwarding:
             self.streak += 1
         elif n_in >= 2 or (n_in > 0 and n_new_off == 0):
             self.streak = 0
-        self.acc_in = round((self.acc_in + n_in) * self.carry, 3)
-        self.acc_new = round((self.acc_new + n_new_off) * self.carry, 3)
+        self.acc_in = round((self.acc_in + n_in) * self.carry, 2)
+        self.acc_new = round((self.acc_new + n_new_off) * self.carry, 2)
         if suspicious and self.days > self.warmup_days and self.streak < self.absorb_days:
             return
         if n_in > 0:

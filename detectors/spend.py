@@ -31,6 +31,9 @@ class SpendDrop:
         Span of the exponential baseline (about the operators' 3-month horizon).
     recent_days
         Length of the recent window, in days.
+    scale
+        Stored integers per unit (100: cents of a yuan; 1: whole calls). Coarser is
+        shorter in the store.
 
     Examples
     --------
@@ -57,9 +60,10 @@ class SpendDrop:
 
     """
 
-    def __init__(self, baseline_days: int = 90, recent_days: int = 14):
+    def __init__(self, baseline_days: int = 90, recent_days: int = 14, scale: int = 100):
         self.baseline_days = baseline_days
         self.recent_days = recent_days
+        self.scale = scale
         self.alpha = 2.0 / (baseline_days + 1)
         self.n = 0
         self.mean = 0.0
@@ -67,11 +71,11 @@ class SpendDrop:
         self.recent: list[int] = []
 
     def update(self, cents: int) -> None:
-        """Add one closed day's amount, in integer hundredths (cents)."""
+        """Add one closed day's amount, in integer units of ``1 / scale``."""
         recent = self.recent
         recent.append(cents)
         if len(recent) > self.recent_days:
-            self._learn(recent.pop(0) / 100.0)
+            self._learn(recent.pop(0) / self.scale)
 
     def _learn(self, x: float) -> None:
         self.n += 1
@@ -79,19 +83,19 @@ class SpendDrop:
         diff = x - self.mean
         incr = a * diff
         # Rounded so the stored state stays short; cents are the currency's resolution.
-        self.mean = round(self.mean + incr, 4)
-        self.var = round((1.0 - a) * (self.var + diff * incr), 4)
+        self.mean = round(self.mean + incr, 3)
+        self.var = round((1.0 - a) * (self.var + diff * incr), 2)
 
     def rebase(self, factor: float) -> None:
         """Scale the baseline and the recent window (a plan change the customer chose)."""
-        self.mean = round(self.mean * factor, 4)
-        self.var = round(self.var * factor * factor, 4)
+        self.mean = round(self.mean * factor, 3)
+        self.var = round(self.var * factor * factor, 2)
         self.recent = [round(c * factor) for c in self.recent]
 
     def shift(self, per_day: float) -> None:
         """Move the baseline and the recent window by ``per_day`` (a plan fee change)."""
-        self.mean = round(max(0.0, self.mean + per_day), 4)
-        cents = round(per_day * 100)
+        self.mean = round(max(0.0, self.mean + per_day), 3)
+        cents = round(per_day * self.scale)
         self.recent = [max(0, c + cents) for c in self.recent]
 
     def window(self, days: int) -> tuple[float, float, float]:
@@ -100,7 +104,7 @@ class SpendDrop:
         The spread counts the day-to-day noise of the recent days and the uncertainty of a
         baseline learned from few days (its effective sample size, at most half the span).
         """
-        recent = sum(self.recent[-days:]) / 100.0
+        recent = sum(self.recent[-days:]) / self.scale
         expected = self.mean * days
         n_eff = max(1.0, min(float(self.n), self.baseline_days / 2.0))
         spread = max(math.sqrt(days * self.var * (1.0 + days / n_eff)), 0.02 * expected, 0.01)
@@ -121,7 +125,7 @@ class SpendDrop:
     @property
     def recent_total(self) -> float:
         """Spend over the recent window."""
-        return sum(self.recent) / 100.0
+        return sum(self.recent) / self.scale
 
     @property
     def baseline_total(self) -> float:
@@ -138,7 +142,7 @@ class SpendDrop:
     def ratio_week(self) -> float:
         """The last 7 days' spend as a share of a baseline week."""
         base = self.mean * 7
-        return sum(self.recent[-7:]) / 100.0 / base if base > 0 else 1.0
+        return sum(self.recent[-7:]) / self.scale / base if base > 0 else 1.0
 
     @property
     def z(self) -> float:
@@ -157,10 +161,10 @@ class SpendDrop:
 
     @classmethod
     def from_state(
-        cls, state: list[float], baseline_days: int = 90, recent_days: int = 14
+        cls, state: list[float], baseline_days: int = 90, recent_days: int = 14, scale: int = 100
     ) -> SpendDrop:
         """Rebuild a model from :meth:`to_state`."""
-        model = cls(baseline_days, recent_days)
+        model = cls(baseline_days, recent_days, scale)
         model.n = int(state[0])
         model.mean = state[1]
         model.var = state[2]

@@ -13,13 +13,17 @@ key    meaning
 ``c``  last closed day (days since the epoch in the operator's time zone), -1 before any
 ``n``  number of closed days (age, for warm-up)
 ``l``  last day with own activity (outgoing call, charge or top-up), -1 before any
-``o``  open days ``[[day, spend_milli, n_in, n_fwd, n_fwd_off, n_new_off, n_out, op], ...]``
-``s``  spend model (:class:`detectors.spend.SpendDrop` state)
+``o``  open days: counters per day (see ``detectors.engine``), usually one or two
+``m``  small engine numbers: home cell, usage CUSUM, incoming-call means (``engine.M_*``)
+``s``  spend model (:class:`detectors.spend.SpendDrop` state, tenths of a yuan)
+``u``  usage model (:class:`detectors.spend.SpendDrop` state, outgoing calls a day)
 ``f``  forwarding model (:class:`detectors.forwarding.Forwarding` state)
-``b``  bill model ``[n_bills, mean, last_ratio]``
-``a``  alert policy (:class:`detectors.policy.AlertPolicy` state)
+``k``  familiar numbers: ``[fingerprint, count, ...]`` (Misra-Gries, 16-bit fingerprints)
+``b``  bill model ``[n_bills, mean, last_ratio, day]``, after the first bill
+``r``  day of the last plan downgrade, if any
+``a``  alert policy (:class:`detectors.policy.AlertPolicy` state), once it has alerted
 ``e``  dedupe ring: base64 of the last 32-bit event-id fingerprints
-``x``  set once the subscriber ported out or was deactivated: ``[kind, day]``
+``x``  set once the subscriber ported out or was deactivated: ``[kind, day, level]``
 =====  =====================================================================================
 """
 
@@ -85,11 +89,17 @@ def remember(ring: str, fp: bytes, size: int) -> tuple[bool, str]:
 
 
 def deep_sizeof(obj: Any, _seen: set[int] | None = None) -> int:
-    """Bytes a plain structure of dicts, lists, strings and numbers takes in memory.
+    """Bytes a plain structure of dicts, lists, strings and numbers adds to memory.
+
+    Objects the interpreter shares between all states are not counted: small integers
+    (-5..256, cached by CPython) and identifier-like short strings such as the state's
+    keys (interned).
 
     Examples
     --------
     >>> deep_sizeof({"a": [1.5, 2.5]}) > deep_sizeof({"a": []})
+    True
+    >>> deep_sizeof([7]) < deep_sizeof([7000])
     True
 
     """
@@ -97,6 +107,12 @@ def deep_sizeof(obj: Any, _seen: set[int] | None = None) -> int:
     if id(obj) in seen:
         return 0
     seen.add(id(obj))
+    if isinstance(obj, bool) or obj is None:
+        return 0
+    if isinstance(obj, int) and -5 <= obj <= 256:
+        return 0
+    if isinstance(obj, str) and len(obj) <= 2 and obj.isidentifier():
+        return 0
     size = sys.getsizeof(obj)
     if isinstance(obj, Mapping):
         size += sum(deep_sizeof(k, seen) + deep_sizeof(v, seen) for k, v in obj.items())

@@ -20,6 +20,7 @@ Per batch (``stream.take_events(batch_size, within=batch_within_s)``):
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from stream.ordering import CaughtUp, Reorder
 from stream.validation import Accepted, Validator, dead_letter
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class MessageLike(Protocol):
 class BatchResult:
     alerts: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)
     dead_letters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
+    #: the items passed in that are now fully processed (to ack), in processing order
+    done: list[Any] = field(default_factory=list)
     accepted: int = 0
     state_writes: int = 0
 
@@ -69,7 +73,12 @@ def alert_key(alert: dict[str, Any]) -> str | None:
 
 
 class BatchProcessor:
-    """Validate, detect and collect the output of one batch of raw messages."""
+    """Validate, order, detect and collect the output of batches of raw messages.
+
+    ``process(items, caught_up)`` takes Faust events (or bare messages) and returns a
+    :class:`BatchResult`; accepted events may be held back until their partition's
+    event-time order is settled (:mod:`stream.ordering`), and come out of a later call.
+    """
 
     def __init__(
         self,
@@ -79,6 +88,7 @@ class BatchProcessor:
         metrics: Any = None,
         validator: Validator | None = None,
         clock: Callable[[], float] = time.time,
+        max_held: int = 200_000,
     ) -> None:
         self.tables = tables
         self.kinds = kinds
@@ -89,6 +99,15 @@ class BatchProcessor:
         self.validator = validator or Validator()
         self.clock = clock
         self.newest_event_s = float("-inf")
+        self.reorder = Reorder(max_held=max_held)
+        #: (topic, partition) -> offset after the last message delivered to us
+        self.position: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> every offset below this one is reflected in the state
+        self.applied: dict[tuple[str, int], int] = {}
+        self._marks_loaded: set[int] = set()
+        self._held_offsets: dict[tuple[str, int], list[int]] = {}
+        self._released: dict[tuple[str, int], set[int]] = {}
+        self._touched: set[tuple[str, int]] = set()
 
     def engine(self, partition: int) -> EngineLike:
         engine = self.engines.get(partition)
@@ -97,49 +116,124 @@ class BatchProcessor:
             self._reported[partition] = Counter()
         return engine
 
-    def process(self, messages: Iterable[MessageLike]) -> BatchResult:
+    def reset(self) -> int:
+        """Forget held events, positions and engines (a rebalance: Faust re-delivers
+        everything after the committed offsets). Returns the number of events dropped."""
+        dropped = self.reorder.drop_partitions(list(self.reorder._heaps))
+        self.position.clear()
+        self.applied.clear()
+        self._marks_loaded.clear()
+        self._held_offsets.clear()
+        self._released.clear()
+        self._touched.clear()
+        self.engines.clear()
+        self._reported.clear()
+        self.tables.discard()
+        return len(dropped)
+
+    def _load_marks(self, partition: int) -> None:
+        self._marks_loaded.add(partition)
+        for topic, offset in self.tables.applied_marks(partition).items():
+            self.applied[(topic, partition)] = int(offset)
+
+    def process(self, items: Iterable[Any], caught_up: CaughtUp | None = None) -> BatchResult:
+        """Take ``items`` in; process what can be; ``caught_up=None`` releases everything.
+
+        State changes stay in the batch cache until :meth:`flush`, which the caller runs
+        once the alerts and dead letters of the result are delivered.
+        """
         result = BatchResult()
         kinds = self.kinds
         check = self.validator.check
-        metrics = self.metrics
+        reorder = self.reorder
+        position = self.position
+        applied = self.applied
+        touched = self._touched
         outcomes: Counter[tuple[str, str]] = Counter()
         reasons: Counter[str] = Counter()
         newest = self.newest_event_s
+        for item in items:
+            m = getattr(item, "message", item)
+            topic, partition, offset = m.topic, m.partition, m.offset
+            tp = (topic, partition)
+            if partition not in self._marks_loaded:
+                self._load_marks(partition)
+            position[tp] = offset + 1
+            mark = applied.get(tp)
+            if mark is not None and offset < mark:
+                # Already reflected in the recovered state (and its alerts delivered):
+                # delivered again after a crash or rebalance. Changes nothing.
+                outcomes[(topic, "redelivered")] += 1
+                result.done.append(item)
+                continue
+            touched.add(tp)
+            kind = kinds[topic]
+            raw = m.value if m.value is not None else b""
+            verdict = check(kind, raw)
+            if not isinstance(verdict, Accepted):
+                outcomes[(topic, "rejected")] += 1
+                reasons[verdict.reason] += 1
+                result.dead_letters.append(
+                    (m.key, dead_letter(raw, topic, partition, offset, verdict))
+                )
+                result.done.append(item)
+                reorder.delivered(topic, partition)
+                continue
+            reorder.push(topic, partition, offset, verdict.epoch_s, kind,
+                         (item, m, kind, verdict))
+            heapq.heappush(self._held_offsets.setdefault(tp, []), offset)
+        released = self._released
+        for item, m, kind, verdict in reorder.release(kinds, caught_up):
+            released.setdefault((m.topic, m.partition), set()).add(m.offset)
+            touched.add((m.topic, m.partition))  # its mark moves (maybe held since long)
+            if verdict.epoch_s > newest:
+                newest = verdict.epoch_s
+            try:
+                alerts = self.engine(m.partition).process(kind, verdict.event)
+            except Exception:  # a detector bug must not stop the partition: log, count
+                log.exception("engine failed on %s[%d]@%d", m.topic, m.partition, m.offset)
+                outcomes[(m.topic, "engine_error")] += 1
+                result.done.append(item)
+                continue
+            outcomes[(m.topic, "accepted")] += 1
+            result.done.append(item)
+            for alert in alerts:
+                result.alerts.append((alert_key(alert), alert))
+        self.newest_event_s = newest
+        result.accepted = sum(v for (_, o), v in outcomes.items() if o == "accepted")
+        if result.alerts:
+            stamp = datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
+            for _, alert in result.alerts:
+                alert["emitted_at"] = stamp
+        if self.metrics is not None:
+            self._record(self.metrics, outcomes, reasons, result)
+        return result
+
+    def flush(self) -> int:
+        """Write the batch's state, with each touched partition's applied-offset marks,
+        to the tables and changelogs (once per key); the number of keys written.
+
+        A mark says: every message of that topic-partition below this offset is in the
+        state. Held events keep the mark at the lowest offset still held.
+        """
+        marks: dict[int, dict[str, int]] = {}
+        for tp in self._touched:
+            heap = self._held_offsets.get(tp)
+            done = self._released.get(tp)
+            while heap and done and heap[0] in done:
+                done.discard(heapq.heappop(heap))
+            mark = heap[0] if heap else self.position[tp]
+            if self.applied.get(tp) != mark:
+                self.applied[tp] = mark
+                marks.setdefault(tp[1], {})[tp[0]] = mark
+        self._touched.clear()
+        for partition, new in marks.items():
+            self.tables.set_applied_marks(partition, new)
         try:
-            for m in messages:
-                kind = kinds[m.topic]
-                raw = m.value if m.value is not None else b""
-                verdict = check(kind, raw)
-                if not isinstance(verdict, Accepted):
-                    outcomes[(m.topic, "rejected")] += 1
-                    reasons[verdict.reason] += 1
-                    result.dead_letters.append(
-                        (m.key, dead_letter(raw, m.topic, m.partition, m.offset, verdict))
-                    )
-                    continue
-                if verdict.epoch_s > newest:
-                    newest = verdict.epoch_s
-                try:
-                    alerts = self.engine(m.partition).process(kind, verdict.event)
-                except Exception:  # a detector bug must not stop the partition: log, count
-                    log.exception("engine failed on %s[%d]@%d", m.topic, m.partition, m.offset)
-                    outcomes[(m.topic, "engine_error")] += 1
-                    continue
-                outcomes[(m.topic, "accepted")] += 1
-                for alert in alerts:
-                    result.alerts.append((alert_key(alert), alert))
-            result.state_writes = self.tables.flush()
+            return int(self.tables.flush())
         except BaseException:
             self.tables.discard()
             raise
-        self.newest_event_s = newest
-        result.accepted = sum(v for (_, o), v in outcomes.items() if o == "accepted")
-        stamp = datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
-        for _, alert in result.alerts:
-            alert["emitted_at"] = stamp
-        if metrics is not None:
-            self._record(metrics, outcomes, reasons, result)
-        return result
 
     def _record(
         self,
@@ -165,29 +259,74 @@ class BatchProcessor:
                 self._reported[partition] = now
         if self.newest_event_s > float("-inf"):
             metrics.event_time_lag.set(max(0.0, self.clock() - self.newest_event_s))
+        metrics.events_held.set(len(self.reorder))
         metrics.subscribers_tracked.set(len(self.tables.subscriber_index))
         metrics.table_keys.labels(table="subscribers").set(len(self.tables.subscribers.data))
         metrics.table_keys.labels(table="population").set(len(self.tables.population.data))
 
 
 def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) -> Any:
-    """Define the agent on ``app``; returns it."""
+    """Define the agent (and its release timer) on ``app``; returns the agent."""
+    import asyncio
+
+    from faust.types import TP
+
     batch_size = settings.batch_size
     within = settings.batch_within_s
     metrics = processor.metrics
     alerts_topic = topics.alerts
     dead_topic = topics.deadletter
+    lock = asyncio.Lock()
+
+    def caught_up(topic: str, partition: int) -> bool:
+        """Everything up to the high watermark (from the last fetch) was delivered to us."""
+        consumer = app.consumer
+        tp = TP(topic, partition)
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # not assigned (any more), or no fetch yet
+            return False
+        if highwater is None or highwater < 0:
+            return False
+        at = processor.position.get((topic, partition))
+        if at is None:  # nothing delivered yet: we start at the committed offset
+            at = consumer._committed_offset.get(tp) or 0
+        return at >= highwater
+
+    async def handle(items: list[Any]) -> None:
+        async with lock:
+            started = time.perf_counter()
+            result = processor.process(items, caught_up)
+            sent = [
+                await alerts_topic.send(key=None if key is None else key.encode(), value=alert)
+                for key, alert in result.alerts
+            ]
+            sent += [await dead_topic.send(key=key, value=letter)
+                     for key, letter in result.dead_letters]
+            if sent:  # delivered before the state (and its marks) that says they were
+                await asyncio.gather(*sent)
+            processor.flush()
+            for item in result.done:  # Faust commits only acked offsets, after a flush
+                item.ack()
+            if metrics is not None and (items or result.done):
+                metrics.batch_seconds.observe(time.perf_counter() - started)
+                metrics.batch_events.observe(len(result.done))
 
     async def detect(stream: Any) -> None:
-        async for events in stream.take_events(batch_size, within=within):
-            started = time.perf_counter()
-            result = processor.process(e.message for e in events)
-            for key, alert in result.alerts:
-                await alerts_topic.send(key=None if key is None else key.encode(), value=alert)
-            for key, letter in result.dead_letters:
-                await dead_topic.send(key=key, value=letter)
-            if metrics is not None:
-                metrics.batch_seconds.observe(time.perf_counter() - started)
-                metrics.batch_events.observe(len(events))
+        async for events in stream.noack_take(batch_size, within=within):
+            await handle(events)
 
+    async def release_held() -> None:
+        # Held events whose order settled without a new message (e.g. at the end of
+        # the input) would otherwise wait for the next batch.
+        if len(processor.reorder):
+            await handle([])
+
+    async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        dropped = processor.reset()
+        if dropped:
+            log.info("rebalance: %d held events dropped (they are delivered again)", dropped)
+
+    app.on_partitions_revoked.connect(on_partitions_revoked)
+    app.timer(within, name="churnwatch-release-held")(release_held)
     return app.agent(topics.inputs, name=AGENT_NAME, concurrency=1)(detect)

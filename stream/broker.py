@@ -77,6 +77,24 @@ def metadata_ok(host: str, port: int, timeout: float = 1.0) -> bool:
     return len(reply) >= 4 and struct.unpack(">i", reply[:4])[0] == 1
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> str:
+    """Wait for an exited process and return its stderr (closing the pipe)."""
+    proc.wait()
+    if proc.stderr is None:
+        return ""
+    with proc.stderr:
+        return proc.stderr.read().decode("utf-8", "replace")
+
+
 def _recv_exact(s: socket.socket, n: int) -> bytes:
     chunks = []
     while n:
@@ -91,10 +109,8 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
 class EmbeddedBroker:
     """Tansu on a free loopback port, for as long as the ``with`` block lasts.
 
-    >>> with EmbeddedBroker() as broker:            # doctest: +SKIP
-    ...     broker.create_topics(["telecom.calls"], partitions=4)
-    ...     print(broker.bootstrap)
-    127.0.0.1:40123
+    Usage: ``with EmbeddedBroker() as broker: broker.create_topics(names, partitions=4)``;
+    ``broker.bootstrap`` is the ``127.0.0.1:PORT`` address for clients.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
@@ -109,12 +125,14 @@ class EmbeddedBroker:
     def start(self, attempts: int = 5) -> EmbeddedBroker:
         binary = tansu_binary()
         fixed_port = self.port
+        if fixed_port and not _port_free(self.host, fixed_port):
+            raise BrokerError(f"port {self.host}:{fixed_port} is taken")
         last = ""
-        for _ in range(attempts):
+        for _ in range(1 if fixed_port else attempts):
             self.port = fixed_port or free_port(self.host)
             url = f"tcp://{self.host}:{self.port}"
             env = {**os.environ, "RUST_LOG": os.environ.get("TANSU_RUST_LOG", "warn")}
-            self.process = subprocess.Popen(
+            proc = self.process = subprocess.Popen(
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -123,35 +141,36 @@ class EmbeddedBroker:
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, not it
             )
             deadline = time.monotonic() + READY_TIMEOUT_S
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    last = (self.process.stderr.read() if self.process.stderr else b"").decode(
-                        "utf-8", "replace"
-                    )
-                    break
+            while time.monotonic() < deadline and proc.poll() is None:
                 if metadata_ok(self.host, self.port):
-                    return self
+                    # Lost a race for the port? Then the answer came from someone else
+                    # and our broker exits at once.
+                    time.sleep(0.05)
+                    if proc.poll() is None:
+                        return self
+                    break
                 time.sleep(0.02)
-            else:
+            if proc.poll() is None:
                 self.stop()
-                raise BrokerError(f"Tansu did not answer on {self.bootstrap} within "
-                                  f"{READY_TIMEOUT_S:.0f} s")
-            if fixed_port:
-                break
-        self.process = None
+                raise BrokerError(
+                    f"Tansu did not answer on {self.bootstrap} within {READY_TIMEOUT_S:.0f} s"
+                )
+            last = _drain(proc)
+            self.process = None
         raise BrokerError(f"Tansu exited on start (port {self.port}): {last.strip()[-500:]}")
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``grace_s``; by process id only."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(grace_s)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(grace_s)
         if proc.stderr:
             proc.stderr.close()
 
@@ -211,9 +230,10 @@ def create_topics(
             for topic in described:
                 count = len(topic.get("partitions") or [])
                 if count and count != partitions:
+                    name = topic.get("name") or topic.get("topic")
                     raise BrokerError(
-                        f"topic {topic.get('name') or topic.get('topic')} has {count} partitions, settings say "
-                        f"{partitions} (CHURNWATCH_PARTITIONS)"
+                        f"topic {name} has {count} partitions, settings say {partitions} "
+                        "(CHURNWATCH_PARTITIONS)"
                     )
         return missing
     finally:

@@ -67,6 +67,11 @@ class Metrics:
             "Wall clock minus the newest event time this worker has processed.",
             registry=registry,
         )
+        self.events_held = Gauge(
+            "churnwatch_events_held",
+            "Accepted events waiting for their partition's event-time order to settle.",
+            registry=registry,
+        )
         self.subscribers_tracked = Gauge(
             "churnwatch_subscribers_tracked",
             "Subscribers with state in this worker's active partitions.",

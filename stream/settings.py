@@ -37,6 +37,9 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     Consumer group timings (defaults 10, 1, 30 and 1 seconds).
 ``CHURNWATCH_TOPIC_PREFIX`` [topic_prefix]
     Prefix for every topic name of the contract (tests use it to share one broker).
+``CHURNWATCH_PORTED_FILE`` [ported_file]
+    JSON Lines of ``{"number": ..., "operator": ...}``: numbers ported between operators
+    (``ported.jsonl`` of a simulated world); they override the number-segment rule.
 ``CHURNWATCH_ENGINE__<FIELD>`` [table ``engine``]
     Any field of the detectors' ``EngineConfig`` (``CHURNWATCH_ENGINE__OUR_OPERATOR=...``);
     the value is converted to the type of the field's default.
@@ -100,6 +103,7 @@ class Settings:
     commit_interval_s: float = 1.0
 
     topic_prefix: str = ""
+    ported_file: str | None = None
     engine_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     # -- derived -------------------------------------------------------------------------
@@ -170,10 +174,20 @@ class Settings:
         return ctx
 
     def engine_config(self) -> Any:
-        """The detectors' ``EngineConfig`` with :attr:`engine_overrides` applied."""
+        """The detectors' ``EngineConfig`` with :attr:`engine_overrides` applied, and the
+        ported numbers of :attr:`ported_file` (JSON Lines of ``{"number", "operator"}``,
+        as ``churnwatch simulate`` writes and ``churnwatch replay`` reads)."""
         from detectors import EngineConfig
 
-        return build_engine_config(EngineConfig, self.engine_overrides)
+        overrides = dict(self.engine_overrides)
+        if self.ported_file:
+            from stream.replay import load_ported_numbers
+
+            try:
+                overrides["ported_numbers"] = load_ported_numbers(Path(self.ported_file))
+            except (OSError, ValueError, KeyError) as exc:
+                raise SettingsError(f"CHURNWATCH_PORTED_FILE: {exc}") from None
+        return build_engine_config(EngineConfig, overrides)
 
     # -- construction --------------------------------------------------------------------
 
@@ -237,6 +251,7 @@ class Settings:
         if self.ssl_keyfile and not self.ssl_certfile:
             raise bad("KAFKA_SSL_KEYFILE", "a key file needs KAFKA_SSL_CERTFILE too")
         for var, path in (
+            ("CHURNWATCH_PORTED_FILE", self.ported_file),
             ("KAFKA_SSL_CAFILE", self.ssl_cafile),
             ("KAFKA_SSL_CERTFILE", self.ssl_certfile),
             ("KAFKA_SSL_KEYFILE", self.ssl_keyfile),
@@ -309,6 +324,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "request_timeout_s": ("CHURNWATCH_REQUEST_TIMEOUT_S", "float"),
     "commit_interval_s": ("CHURNWATCH_COMMIT_INTERVAL_S", "float"),
     "topic_prefix": ("CHURNWATCH_TOPIC_PREFIX", "str"),
+    "ported_file": ("CHURNWATCH_PORTED_FILE", "str"),
 }
 # An empty KAFKA_BOOTSTRAP in the environment means "embedded", even over a TOML value.
 _EMPTY_MEANS_DEFAULT = frozenset({"bootstrap"})

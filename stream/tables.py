@@ -8,6 +8,10 @@ changelog partition of a key is the input partition its events arrive on):
 ``population``
     key ``"<partition>/<name>"``: each input partition keeps its own population baseline
     (as ``churnwatch replay`` does), so its entries live in that partition's changelog.
+    ``"<partition>/__applied__"`` holds, per input topic, the offset below which that
+    partition's messages are reflected in the state (see :meth:`BatchProcessor.flush
+    <stream.agents.BatchProcessor.flush>`): after a crash, messages delivered again below
+    it are skipped, so state and alerts change exactly once per message.
 
 The engine never touches a table directly: it gets a :class:`PartitionView` per input
 partition, over a :class:`BatchCache` per table. During a batch, reads come from the cache
@@ -27,6 +31,8 @@ from typing import Any
 
 SUBSCRIBERS_TABLE = "subscribers"
 POPULATION_TABLE = "population"
+#: Population-table key (after the partition prefix) of the applied-offset marks.
+APPLIED_KEY = "__applied__"
 _DELETED = object()
 
 
@@ -219,6 +225,18 @@ class StateTables:
 
     def population_view(self, partition: int) -> PartitionView:
         return PartitionView(self.population_cache, partition, prefix=f"{partition}/")
+
+    def applied_marks(self, partition: int) -> dict[str, int]:
+        """Per input topic, the offset below which partition ``partition`` is applied."""
+        try:
+            return dict(self.population_cache.get(f"{partition}/{APPLIED_KEY}"))
+        except KeyError:
+            return {}
+
+    def set_applied_marks(self, partition: int, marks: dict[str, int]) -> None:
+        current = self.applied_marks(partition)
+        current.update(marks)
+        self.population_cache.set(partition, f"{partition}/{APPLIED_KEY}", current)
 
     def flush(self) -> int:
         return self.subscriber_cache.flush() + self.population_cache.flush()

@@ -61,7 +61,13 @@ def main() -> int:
     worker = faust.Worker(app, loglevel=os.environ.get("TEST_LOGLEVEL", "WARNING"),
                           quiet=True, redirect_stdouts=False)
     try:
-        worker.execute_from_commandline()
+        if os.environ.get("TEST_PROFILE"):  # a cProfile of the main thread, for benchmarks
+            import cProfile
+
+            cProfile.runctx("worker.execute_from_commandline()", globals(), locals(),
+                            os.environ["TEST_PROFILE"])
+        else:
+            worker.execute_from_commandline()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     finally:

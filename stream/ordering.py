@@ -1,0 +1,117 @@
+"""Event-time order across the input topics of one partition.
+
+``churnwatch replay`` feeds each partition's engine the profiles first, then calls and
+billing merged by event time. A worker receives the three topics' partition ``p`` as
+separate streams, interleaved however the fetcher delivers them (thousands of calls may
+arrive before the billing events of the same hours). The engine's day closing and
+lateness depend on event time, so the worker restores the order before the engine:
+
+* every accepted event waits in a heap per input partition, keyed like replay's merge:
+  ``(event time, kind order, offset)`` (profiles carry time 0 and so come first);
+* an event is released once no input topic-partition of its partition can still deliver
+  an earlier one: each topic-partition that is *not caught up* (delivered position below
+  its high watermark) bounds the release at the newest event time it has delivered; a
+  caught-up one bounds nothing. A topic-partition that has delivered nothing yet, and is
+  not caught up, holds everything back (so profiles are read before the events).
+
+Events arriving later than what was already released (real lateness on a live stream)
+are still processed; the engine's allowed lateness deals with them. ``max_held`` bounds
+memory: beyond it the oldest events are released regardless (counted as ``forced``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+KIND_ORDER = {"subscribers": -1, "calls": 0, "billing": 1}
+NOTHING = float("-inf")
+
+TopicPartition = tuple[str, int]
+#: (topic, partition) -> True when everything up to the high watermark was delivered.
+CaughtUp = Callable[[str, int], bool]
+
+
+class Reorder:
+    """Per-partition heaps of held events, released in event-time order."""
+
+    def __init__(self, max_held: int = 200_000) -> None:
+        self.max_held = max_held
+        self._heaps: dict[int, list[tuple[float, int, int, int, Any]]] = defaultdict(list)
+        self._newest: dict[TopicPartition, float] = {}
+        self._seq = itertools.count()
+        self.held = 0
+        self.forced = 0
+
+    def push(self, topic: str, partition: int, offset: int, ts: float, kind: str,
+             item: Any) -> None:
+        """Hold ``item`` (an accepted event of ``kind`` at time ``ts``)."""
+        heapq.heappush(
+            self._heaps[partition], (ts, KIND_ORDER[kind], offset, next(self._seq), item)
+        )
+        tp = (topic, partition)
+        if ts > self._newest.get(tp, NOTHING):
+            self._newest[tp] = ts
+        self.held += 1
+
+    def delivered(self, topic: str, partition: int, ts: float | None = None) -> None:
+        """Note a delivery on ``(topic, partition)`` that holds nothing (e.g. a rejection)."""
+        tp = (topic, partition)
+        if tp not in self._newest:
+            self._newest[tp] = NOTHING if ts is None else ts
+
+    def bound(self, partition: int, topics: Iterable[str], caught_up: CaughtUp) -> float:
+        """The latest event time that may be released for ``partition``."""
+        limit = float("inf")
+        for topic in topics:
+            if not caught_up(topic, partition):
+                limit = min(limit, self._newest.get((topic, partition), NOTHING))
+        return limit
+
+    def release(self, topics: Iterable[str], caught_up: CaughtUp | None) -> list[Any]:
+        """Pop every item that can no longer be preceded, in order, partition by partition."""
+        topics = tuple(topics)
+        out: list[Any] = []
+        for partition, heap in self._heaps.items():
+            if not heap:
+                continue
+            limit = float("inf") if caught_up is None else self.bound(
+                partition, topics, caught_up
+            )
+            pop = heapq.heappop
+            while heap and heap[0][0] <= limit:
+                out.append(pop(heap)[4])
+        if self.held - len(out) > self.max_held:
+            out.extend(self._force(self.held - len(out) - self.max_held))
+        self.held -= len(out)
+        return out
+
+    def _force(self, n: int) -> list[Any]:
+        """Release the ``n`` oldest held items across partitions (memory bound)."""
+        merged = heapq.nsmallest(
+            n, ((entry, p) for p, heap in self._heaps.items() for entry in heap)
+        )
+        out = []
+        for entry, p in merged:
+            self._heaps[p].remove(entry)
+            out.append(entry[4])
+        for p in {p for _, p in merged}:
+            heapq.heapify(self._heaps[p])
+        self.forced += len(out)
+        return out
+
+    def drop_partitions(self, partitions: Iterable[int]) -> list[Any]:
+        """Forget the held items of ``partitions`` (revoked); they are returned, unprocessed."""
+        dropped: list[Any] = []
+        for p in partitions:
+            dropped.extend(entry[4] for entry in self._heaps.pop(p, ()))
+            for tp in [tp for tp in self._newest if tp[1] == p]:
+                del self._newest[tp]
+        self.held -= len(dropped)
+        return dropped
+
+    def __len__(self) -> int:
+        return self.held

@@ -1,0 +1,288 @@
+"""Scripted daily series through the engine: the exact day an alert fires, and none on the
+confounders (weekly rhythm, a holiday hitting everyone, a plan downgrade, a week's trip
+forwarding to a family number, a sparse user, a new subscriber in warm-up, a habitual
+on-net forwarder).
+
+Each test builds a small segment (the population context needs company) of subscribers
+whose days are scripted by a function, on a stream seeded with ``random.Random(12345)``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from detectors import Engine, EngineConfig
+
+START = date(2026, 1, 5)  # a Monday
+HOME = "C10001"
+UNICOM = "18611112222"  # China Unicom by prefix
+TELECOM_FAMILY = "18912345678"  # China Telecom by prefix
+ONNET_COLLEAGUE = "13900000001"  # China Mobile
+
+
+@dataclass
+class Day:
+    """What a subscriber does on one day."""
+
+    out_calls: float = 4.0  # expected outgoing calls
+    in_calls: float = 4.0  # expected incoming calls
+    charge: float = 3.0  # the daily billing charge
+    forward_to: str | None = None  # forwarding target, if set
+    forward_share: float = 0.0
+    cell: str = HOME
+    topup: float = 0.0
+    plan_change: tuple[float, float] | None = None  # (old fee, new fee)
+    port_out: bool = False
+    active: bool = True  # False: no events at all that day (not yet joined)
+
+
+Script = Callable[[int], Day]
+
+
+def stable(day: int) -> Day:
+    return Day()
+
+
+def business(day: int) -> Day:
+    """Busy on weekdays, quiet at weekends (weekly rhythm)."""
+    weekend = (START + timedelta(days=day)).weekday() >= 5
+    f = 0.3 if weekend else 1.0
+    return Day(out_calls=8 * f, in_calls=8 * f, charge=10.0 * (0.6 if weekend else 1.0))
+
+
+@dataclass
+class World:
+    """A segment of subscribers with scripted days, turned into contract events."""
+
+    scripts: dict[str, Script]
+    days: int = 110
+    segment: str = "sme"
+    seed: int = 12345
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        rng = random.Random(self.seed)
+        for sid in self.scripts:
+            yield "subscribers", {
+                "subscriber_id": sid, "msisdn": "1380000" + sid[-4:].rjust(4, "0"),
+                "account_id": "A-" + sid, "group_id": None, "segment": self.segment,
+                "tier": "gold", "account_manager": "AM1",
+            }
+        n = 0
+        for d in range(self.days):
+            today = (START + timedelta(days=d)).isoformat()
+            batch: list[tuple[str, str, dict[str, Any]]] = []
+            for sid, script in self.scripts.items():
+                day = script(d)
+                if not day.active:
+                    continue
+                for kind, minute in (("out", day.out_calls), ("in", day.in_calls)):
+                    count = sum(rng.random() < minute / 10 for _ in range(10)) if minute < 10 \
+                        else round(rng.gauss(minute, minute ** 0.5))
+                    for k in range(max(0, count)):
+                        n += 1
+                        second = 8 * 3600 + int(rng.random() * 12 * 3600)
+                        ts = f"{today}T{second // 3600:02d}:{second // 60 % 60:02d}:" \
+                             f"{second % 60:02d}+08:00"
+                        forwarded = None
+                        if kind == "in" and day.forward_to and rng.random() < day.forward_share:
+                            forwarded = day.forward_to
+                        batch.append((ts, "calls", {
+                            "event_id": f"c{n}", "ts": ts, "subscriber_id": sid,
+                            "direction": kind, "other_party": f"1390000{k:04d}",
+                            "duration_s": 60, "charge": 0.2 if kind == "out" else 0.0,
+                            "forwarded_to": forwarded,
+                            "cell_id": None if forwarded else day.cell,
+                        }))
+                money: list[tuple[str, str, float, float | None]] = [
+                    ("23:59:30", "charge", day.charge, None)
+                ]
+                if day.topup:
+                    money.append(("12:00:00", "topup", day.topup, None))
+                if day.plan_change:
+                    money.append(("10:00:00", "plan_change", day.plan_change[1],
+                                  day.plan_change[0]))
+                if day.port_out:
+                    money = [("17:00:00", "port_out", 0.0, None)]
+                for clock, kind, amount, previous in money:
+                    n += 1
+                    ts = f"{today}T{clock}+08:00"
+                    batch.append((ts, "billing", {
+                        "event_id": f"b{n}", "ts": ts, "subscriber_id": sid,
+                        "account_id": "A-" + sid, "kind": kind, "amount": amount,
+                        "previous_amount": previous,
+                    }))
+            batch.sort(key=lambda item: item[0])
+            for _, kind, event in batch:
+                yield kind, event
+
+    def run(self, config: EngineConfig | None = None) -> tuple[Engine, list[dict[str, Any]]]:
+        engine = Engine(config or EngineConfig())
+        alerts: list[dict[str, Any]] = []
+        for kind, event in self.events():
+            alerts.extend(engine.process(kind, event))
+        return engine, alerts
+
+
+def crowd(n: int = 40, script: Script = stable, **special: Script) -> dict[str, Script]:
+    scripts: dict[str, Script] = {f"s{i:03d}": script for i in range(n)}
+    scripts.update(special)
+    return scripts
+
+
+def opened(alerts: list[dict[str, Any]], sid: str) -> list[tuple[str, str, str]]:
+    return [(a["ts"][:10], a["status"], a["zone"]) for a in alerts if a["subscriber_id"] == sid]
+
+
+# --------------------------------------------------------------------------------------
+# Churn: the exact day
+# --------------------------------------------------------------------------------------
+
+
+def test_slow_decay_alerts_on_the_expected_days() -> None:
+    def decaying(d: int) -> Day:
+        level = 1.0 if d < 60 else max(0.15, 1 - (d - 60) / 30)
+        return Day(out_calls=6 * level, in_calls=4 * (0.5 + 0.5 * level))
+
+    _, alerts = World(crowd(churner=decaying)).run()
+    assert opened(alerts, "churner") == [
+        ("2026-03-26", "open", "yellow"),  # decline from 03-06; calls at 1/3 by now
+        ("2026-03-28", "escalated", "red"),
+    ]
+    assert all(a["subscriber_id"] == "churner" for a in alerts)
+    first = alerts[0]
+    assert first["reasons"][0]["code"] == "usage_drop"
+    assert "of the 90-day baseline" in first["reasons"][0]["summary"]
+    assert first["segment"] == "sme" and first["tier"] == "gold"
+
+
+def test_switch_of_forwarding_off_net_is_flagged_the_same_day() -> None:
+    def switching(d: int) -> Day:
+        if d < 70:
+            return Day(out_calls=8, in_calls=10)
+        return Day(out_calls=6, in_calls=10, forward_to=UNICOM, forward_share=0.9)
+
+    _, alerts = World(crowd(churner=switching)).run()
+    first = alerts[0]
+    assert (first["ts"][:10], first["status"], first["zone"]) == ("2026-03-16", "open", "red")
+    day_70 = (START + timedelta(days=70)).isoformat()
+    assert first["ts"].startswith(day_70) and first["ts"] < f"{day_70}T20:00"  # intra-day
+    reason = first["reasons"][0]
+    assert reason["code"] == "forwarding_off_net"
+    assert "China Unicom" in reason["summary"] and "today" in reason["summary"]
+
+
+def test_silent_subscriber_turns_white() -> None:
+    def vanishing(d: int) -> Day:
+        return Day() if d < 60 else Day(out_calls=0, in_calls=0.5)
+
+    _, alerts = World(crowd(gone=vanishing)).run()
+    zones = [(s, z) for _, s, z in opened(alerts, "gone")]
+    assert ("escalated", "white") in zones or ("open", "white") in zones
+    white = next(a for a in alerts if a["zone"] == "white")
+    assert white["ts"][:10] == "2026-03-27"
+    assert any(r["code"] == "silent" for r in white["reasons"])
+
+
+def test_port_out_closes_the_state_without_an_alert_after() -> None:
+    def leaving(d: int) -> Day:
+        if d == 80:
+            return Day(port_out=True)
+        return Day(active=d < 80, out_calls=4 if d < 60 else 1)
+
+    engine, alerts = World(crowd(leaver=leaving)).run()
+    assert all(a["ts"][:10] <= "2026-03-26" for a in alerts if a["subscriber_id"] == "leaver")
+    assert engine.subscribers["leaver"]["x"][0] == "port_out"
+    assert engine.counters["port_out"] == 1
+
+
+def test_episode_resolves_when_usage_returns() -> None:
+    def dip(d: int) -> Day:
+        return Day(out_calls=0.5 if 50 <= d < 70 else 5, in_calls=4)
+
+    _, alerts = World(crowd(dipper=dip)).run()
+    statuses = [s for _, s, _ in opened(alerts, "dipper")]
+    assert statuses[0] == "open"
+    assert statuses[-1] == "resolved"
+    resolved = [a for a in alerts if a["status"] == "resolved"][0]
+    assert resolved["zone"] in ("green", "blue")
+    assert resolved["reasons"][0]["code"] == "resolved"
+
+
+# --------------------------------------------------------------------------------------
+# Confounders: no alert
+# --------------------------------------------------------------------------------------
+
+
+def test_no_alert_on_weekly_rhythm() -> None:
+    _, alerts = World(crowd(script=business)).run()
+    assert alerts == []
+
+
+def test_no_alert_when_a_holiday_hits_everyone() -> None:
+    def holiday(d: int) -> Day:
+        f = 0.25 if 60 <= d < 69 else 1.0
+        return Day(out_calls=6 * f, in_calls=5 * f, charge=3.0 * (0.5 + 0.5 * f))
+
+    engine, alerts = World(crowd(script=holiday)).run()
+    assert alerts == []
+    assert engine.counters["closed_days"] > 0
+
+
+def test_no_alert_on_plan_downgrade() -> None:
+    def downgrade(d: int) -> Day:
+        if d < 60:
+            return Day(charge=128 / 30 + 0.5)
+        return Day(charge=58 / 30 + 0.45, out_calls=3.6,
+                   plan_change=(128.0, 58.0) if d == 60 else None)
+
+    engine, alerts = World(crowd(downgrader=downgrade)).run()
+    assert alerts == []
+    assert engine.counters["plan_downgrade"] == 1
+
+
+def test_no_alert_on_a_weeks_trip_forwarding_to_family() -> None:
+    def trip(d: int) -> Day:
+        if 60 <= d < 67:
+            return Day(out_calls=0.4, in_calls=3, forward_to=TELECOM_FAMILY,
+                       forward_share=0.8, cell="R10001")
+        return Day()
+
+    engine, alerts = World(crowd(traveller=trip)).run()
+    assert alerts == []
+    assert engine.counters["away_days"] >= 5
+
+
+def test_no_alert_on_a_sparse_user() -> None:
+    def sparse(d: int) -> Day:
+        return Day(out_calls=0.3, in_calls=0.3, charge=18 / 30, topup=30.0 if d % 45 == 0 else 0)
+
+    _, alerts = World(crowd(sparse=sparse)).run()
+    assert alerts == []
+
+
+def test_no_alert_on_a_new_subscriber_in_warm_up() -> None:
+    def joiner(d: int) -> Day:
+        if d < 80:
+            return Day(active=False)
+        ramp = min(1.0, 0.3 + 0.7 * (d - 80) / 14)
+        return Day(out_calls=5 * ramp, in_calls=4 * ramp)
+
+    engine, alerts = World(crowd(joiner=joiner)).run()
+    assert opened(alerts, "joiner") == []
+    assert engine.subscribers["joiner"]["n"] < 31
+
+
+def test_no_alert_on_a_habitual_on_net_forwarder() -> None:
+    def habit(d: int) -> Day:
+        return Day(in_calls=8, forward_to=ONNET_COLLEAGUE, forward_share=0.5)
+
+    def habit_off_net(d: int) -> Day:
+        return Day(in_calls=8, forward_to=UNICOM, forward_share=0.4)
+
+    _, alerts = World(crowd(habit=habit, offnet_habit=habit_off_net)).run()
+    assert alerts == []
