@@ -7,6 +7,7 @@ Kafka, over the same pre-produced messages:
 ``ceiling``   a bare Faust agent that only counts (Faust's per-message limit);
 ``pipeline``  the full worker (validation, detectors, tables, alerts) from a fresh
               consumer group, with its ratio to both;
+``scaling``   the same with two workers sharing the partitions;
 ``replay``    ``churnwatch replay`` events/s on one core;
 ``state``     bytes per subscriber in memory and serialized, every model in place.
 
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, default=30, help="days simulated")
     parser.add_argument("--seed", type=int, default=3, help="simulation seed")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
-    parser.add_argument("--only", default="raw,ceiling,pipeline,replay,state",
+    parser.add_argument("--only", default="raw,ceiling,pipeline,scaling,replay,state",
                         help="comma-separated figures to measure")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
 
@@ -240,6 +241,12 @@ def run(args: argparse.Namespace) -> int:
                     lambda: pipeline_rate(settings, prefix, total, workdir), args.repeat)
                 figures["pipeline_events_per_s"] = rate
                 _say(f"pipeline (1 worker): {rate:,.0f} events/s {runs}")
+            if "scaling" in only:
+                rate, runs = _median(
+                    lambda: pipeline_rate(settings, prefix, total, workdir, workers=2),
+                    args.repeat)
+                figures["pipeline_2_workers_events_per_s"] = rate
+                _say(f"pipeline (2 workers): {rate:,.0f} events/s {runs}")
     _print_table(figures)
     if args.json:
         args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
@@ -262,6 +269,11 @@ def _print_table(f: dict[str, Any]) -> None:
     if pipe:
         ratio = f"{pipe / ceiling:.2f} of ceiling (target >= 0.5)" if ceiling else ""
         rows.append(("pipeline, 1 worker", f"{pipe:,.0f} ev/s (target >= 20,000)", ratio))
+    two = f.get("pipeline_2_workers_events_per_s")
+    if two:
+        rows.append(("pipeline, 2 workers", f"{two:,.0f} ev/s",
+                     f"{two / pipe:.2f}x one worker (2 cores shared with the broker)"
+                     if pipe else ""))
     if f.get("replay_events_per_s"):
         rows.append(("replay, one core", f"{f['replay_events_per_s']:,.0f} ev/s",
                      "target >= 50,000"))
