@@ -100,7 +100,7 @@ def pipeline_rate(settings: Any, prefix: str, expected: int, workdir: Path,
                   workers: int = 1) -> float:
     """Events/s of ``workers`` worker processes draining the topics from a fresh group."""
     from stream.broker import free_port
-    from stream.demo import _consumed, _stop
+    from stream.demo import _consumed, _stop, metric_sum
 
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     procs, ports = [], []
@@ -114,15 +114,18 @@ def pipeline_rate(settings: Any, prefix: str, expected: int, workdir: Path,
                                       stdout=log, stderr=subprocess.STDOUT))
         ports.append(port)
     try:
+        # The clock starts when a worker has partitions (the group join is not per-message
+        # cost) or has consumed something, whichever is seen first.
         first: float | None = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             done = sum(_consumed(p) or 0.0 for p in ports)
             now = time.perf_counter()
-            if first is None and done > 0:
-                first, first_done = now, done
+            if first is None and (done > 0 or any(
+                    (metric_sum(p, "churnwatch_partitions_assigned") or 0) > 0 for p in ports)):
+                first = now
             if done >= expected and first is not None:
-                return (done - first_done) / max(now - first, 1e-9)
+                return done / max(now - first, 1e-9)
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"a bench worker exited; see {workdir}")
             time.sleep(0.05)

@@ -56,8 +56,8 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> int:
     return process.returncode
 
 
-def _consumed(metrics_port: int) -> float | None:
-    """Events the worker has taken off the input topics, from its /metrics."""
+def metric_sum(metrics_port: int, name: str) -> float | None:
+    """Sum of every sample of metric ``name`` on a worker's /metrics (None: no answer)."""
     import urllib.request
 
     try:
@@ -67,9 +67,14 @@ def _consumed(metrics_port: int) -> float | None:
         return None
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("churnwatch_events_total{"):
+        if line.startswith((name + "{", name + " ")):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def _consumed(metrics_port: int) -> float | None:
+    """Events the worker has taken off the input topics, from its /metrics."""
+    return metric_sum(metrics_port, "churnwatch_events_total")
 
 
 def run(args: argparse.Namespace) -> int:
