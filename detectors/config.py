@@ -106,8 +106,8 @@ class EngineConfig:
     green: float = 0.2
     yellow: float = 0.45
     red: float = 0.7
-    resolve_days: int = 3
-    cooldown_days: int = 7
+    resolve_days: int = 5
+    cooldown_days: int = 14
     dedupe_ring: int = 12
     segment_weights: dict[str, float] = field(
         default_factory=lambda: {

@@ -25,11 +25,12 @@ State = dict[str, Any]
 
 # Open-day counters: [day, call_charge_milli, bill_charge_milli, n_in, n_fwd, n_fwd_off,
 # n_new_off, n_out, n_located, n_away, operator_index, forwarding_evidence_judged (x10),
-# plan_fee_change_milli, plan_downgrades, bills, bill_total_cents]. Everything a day's
-# events change is a sum (or a max) here, applied when the day closes, so the order in
-# which the calls and billing streams interleave within the allowed lateness is moot.
+# plan_fee_change_milli, plan_downgrades, bills, bill_total_cents, away_at_last_located_call
+# (-1: no located call)]. Everything a day's events change is a sum (or a max) here,
+# applied when the day closes, so the order in which the calls and billing streams
+# interleave within the allowed lateness is moot.
 (DAY, CALL_CH, BILL_CH, N_IN, N_FWD, N_OFF, N_NEW, N_OUT, N_LOC, N_AWAY, OP, JUDGED,
- PLAN, DOWN, BILLS, BILL_SUM) = range(16)
+ PLAN, DOWN, BILLS, BILL_SUM, AWAY_END) = range(17)
 UNKNOWN_PROFILE = [None, None, None, "unknown", None, None]
 HOME_CAP = 50  # votes the home cell can bank, so a long trip does not move home
 AWAY_RUN = 3  # located calls in a row away from the home cell that make a trip
@@ -39,15 +40,19 @@ FAMILIAR_MIN = 3
 # home cell (16-bit fingerprint, -1 unknown), its votes, other-cell run, last other cell,
 # away flag; usage CUSUM, count pending (0/1), pending count, CUSUM at last home call;
 # incoming calls: days, baseline mean, last-week mean; operator index of the last
-# new off-net forward target.
+# new off-net forward target; whether the last closed day was spent away.
 (M_CELL, M_VOTES, M_RUN, M_LAST, M_AWAY, M_CUSUM, M_PEND, M_PEND_N, M_CUSUM_HOME,
- M_IN_N, M_IN_BASE, M_IN_FAST, M_FWD_OP) = range(13)
-NEW_MISC = (-1, 0, 0, -1, 0, 0.0, 0, 0, 0.0, 0, 0.0, 0.0, -1)
+ M_IN_N, M_IN_BASE, M_IN_FAST, M_FWD_OP, M_DAY_AWAY) = range(14)
+NEW_MISC = (-1, 0, 0, -1, 0, 0.0, 0, 0, 0.0, 0, 0.0, 0.0, -1, 0)
 ENGINE_KEY = "__engine__"  # the engine's own event-time position, in the population store
 NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
 SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise
 SPEND_MILLI = 1000 // SPEND_SCALE
 CARRY_FWD_STRENGTH = {0.6: 0.55, 1.0: 0.75}
+
+
+def _new_row(day: int) -> list[int]:
+    return [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, -1]
 
 
 def _milli(amount: Any) -> int:
@@ -69,14 +74,33 @@ class Engine:
     Days spent away from home (calls from cells other than the usual one) are left out of
     the spend and usage windows and of forwarding evidence: a trip is not churn.
 
+    Signals: a Poisson CUSUM on daily outgoing calls against the baseline times the
+    segment's ratio that day (usage drop), the 14-day spend against its 90-day baseline
+    (spend drop; rebased on plan changes, silent for a fortnight after a downgrade), new
+    forwarding to off-net numbers, silence (white), and a monthly bill well under the
+    usual ones. A subscriber away from home or unreachable both ways (incoming calls gone
+    too) is held: no usage judgement, and such days do not count towards a resolution.
+
     Parameters
     ----------
     config
         Thresholds and settings.
     subscribers
-        Store of per-subscriber state (plain dicts), keyed by ``subscriber_id``.
+        Store of per-subscriber state (plain dicts), keyed by ``subscriber_id``. With
+        ``config.sweep`` (the default) it must be iterable: when event time crosses a day
+        every subscriber's days are closed, in sorted key order.
     population
-        Store of per-segment population state.
+        Store of per-segment population state; the engine also keeps its own event-time
+        position there under ``"__engine__"``, so an engine built on restored stores
+        carries on exactly.
+
+    Notes
+    -----
+    Dedupe covers the last ``config.dedupe_ring`` (12) events of each subscriber: a
+    redelivery after a crash or rebalance comes within that many events of the original.
+    Late events (for a day already closed) are counted as ``late``; their spend still goes
+    into the recent window if the day is in it, their outgoing calls into usage, their
+    plan changes and port-outs apply at once.
 
     Examples
     --------
@@ -239,7 +263,7 @@ class Engine:
         for row in reversed(rows):
             if row[DAY] == day:
                 return row
-        row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0]
+        row = _new_row(day)
         rows.append(row)
         rows.sort(key=lambda r: r[DAY])
         return row
@@ -289,6 +313,7 @@ class Engine:
                 m[M_VOTES] -= 1
                 if m[M_VOTES] <= 0:
                     m[M_CELL], m[M_VOTES], m[M_RUN], m[M_LAST], m[M_AWAY] = fp, 1, 0, -1, 0
+            row[AWAY_END] = m[M_AWAY]
         if event["direction"] == "out":
             row[N_OUT] += 1
             day = row[DAY]
@@ -321,7 +346,7 @@ class Engine:
         Home: more of today's located calls from the home cell than elsewhere, and at least
         one. A switch while at home is a new SIM; the same while travelling is a trip.
         """
-        if "f" not in st or row[N_LOC] <= 2 * row[N_AWAY] or self._away(st, row):
+        if "f" not in st or row[N_LOC] <= 2 * row[N_AWAY] or st["m"][M_AWAY]:
             return []
         fwd = Forwarding.from_state(st["f"], **self._fwd_params)
         level = round(10 * fwd.evidence(row[N_IN], row[N_NEW]))
@@ -394,7 +419,7 @@ class Engine:
         else:
             kind_b = event["kind"]
             if kind_b in ("port_out", "deactivation", "plan_change", "bill"):
-                row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0]
+                row = _new_row(day)
                 self._billing("", st, event, row, day)
                 if "x" not in st:
                     self._apply_money(st, row, day)
@@ -450,13 +475,17 @@ class Engine:
 
     @staticmethod
     def _away(st: State, row: list[int] | None) -> bool:
-        """Is the subscriber away from home (the home-cell numbers in ``"m"``)?
+        """Was the subscriber away from home on ``row``'s day (the cell numbers in ``"m"``)?
 
         One call from another cell is a commute; two in a row from the same other cell, or
         ``AWAY_RUN`` other cells in a row, with no call from the home cell in between, is a
-        stay elsewhere (it holds until a call from home).
+        stay elsewhere (it holds until a call from home). A day is judged by the state after
+        its own last located call, or, without one, like the day before: never by calls of
+        the next day, which may or may not have arrived yet.
         """
-        return bool(st["m"][M_AWAY])
+        if row is not None and row[AWAY_END] >= 0:
+            return bool(row[AWAY_END])
+        return bool(st["m"][M_DAY_AWAY])
 
     def _close_day(
         self, sid: str, st: State, day: int, row: list[int] | None
@@ -465,8 +494,9 @@ class Engine:
         self.counters["closed_days"] += 1
         st["n"] += 1
         away = self._away(st, row)
+        st["m"][M_DAY_AWAY] = int(away)
         if row is None:
-            row = [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0]
+            row = _new_row(day)
         self._apply_money(st, row, day)
         spend = self._model(st, "s")
         usage = self._model(st, "u")
@@ -480,7 +510,7 @@ class Engine:
             spend.update(cents)
             usage.update(row[N_OUT])
             m = st["m"]
-            at_home = row[N_LOC] > 2 * row[N_AWAY] if row[N_LOC] else m[M_RUN] == 0
+            at_home = row[N_LOC] > 2 * row[N_AWAY] if row[N_LOC] else True
             fwd.close_day(row[N_IN], row[N_FWD], row[N_NEW] if at_home else 0)
             if spend.ready and usage.ready:
                 segment = st["p"][3] if "p" in st else "unknown"
@@ -566,7 +596,7 @@ class Engine:
             if "a" in st
             else AlertPolicy(self.config.resolve_days, cooldown)
         )
-        status = policy.step(assessment.level, now, daily)
+        status = policy.step(assessment.level, now, daily and not assessment.hold)
         if policy.level or policy.resolved_at > NEVER:
             st["a"] = policy.to_state()
         if status is None:
@@ -593,7 +623,7 @@ class Engine:
         signals: list[Signal] = []
         segment = st["p"][3] if "p" in st else "unknown"
         warm = st["n"] >= cfg.warmup_days
-        silent = False
+        silent = absent = False
         if warm and not away:
             first = day - cfg.recent_days + 1
             rebased = "r" in st and day - st["r"] < cfg.recent_days
@@ -640,7 +670,9 @@ class Engine:
                 f"the last monthly bill is {bill[2]:.0%} of the usual {bill[1]:.2f}",
                 {"ratio": bill[2], "usual_bill": bill[1]},
             ))
-        return combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
+        assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
+        assessment.hold = away or absent
+        return assessment
 
     def _drop(
         self, code: str, model: SpendDrop, pop: float | None, segment: str

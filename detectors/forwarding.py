@@ -53,9 +53,9 @@ class Forwarding:
     ``carry`` a day), so a low-volume subscriber's switch shows within a few days and a
     busy one's within the hour.
 
-    After warm-up, learning pauses while a streak of suspicious days lasts, so a switch is
-    not absorbed into the habit before it is flagged (after ``absorb_days`` it becomes the
-    new habit).
+    After warm-up, forwarding to new off-net numbers is not learned as normal while a
+    streak of suspicious days runs, so a switch is not absorbed into the habit before it is
+    flagged (after ``absorb_days`` running it becomes the new habit).
 
     Parameters
     ----------
@@ -111,10 +111,10 @@ class Forwarding:
         self,
         span_days: int = 30,
         min_calls: int = 4,
-        min_carried: float = 2.0,
+        min_carried: float = 1.5,
         min_share: float = 0.5,
         habit_share: float = 0.2,
-        carry: float = 0.7,
+        carry: float = 0.8,
         absorb_days: int = 60,
         warmup_days: int = 14,
     ):
@@ -167,11 +167,14 @@ class Forwarding:
             self.streak = 0
         self.acc_in = round((self.acc_in + n_in) * self.carry, 2)
         self.acc_new = round((self.acc_new + n_new_off) * self.carry, 2)
-        if suspicious and self.days > self.warmup_days and self.streak < self.absorb_days:
+        if n_in <= 0:
             return
-        if n_in > 0:
-            a = max(1.0 / self.days, self.alpha)
-            self.usual_fwd = round(self.usual_fwd + a * (n_fwd / n_in - self.usual_fwd), 4)
+        a = max(1.0 / self.days, self.alpha)
+        self.usual_fwd = round(self.usual_fwd + a * (n_fwd / n_in - self.usual_fwd), 4)
+        # While a switch is suspected (a streak runs) it is not learned as normal, until it
+        # has lasted ``absorb_days`` (a new habit).
+        if (self.days <= self.warmup_days or not (suspicious or self.streak)
+                or self.streak >= self.absorb_days):
             self.usual_new_off = round(
                 self.usual_new_off + a * (n_new_off / n_in - self.usual_new_off), 4
             )

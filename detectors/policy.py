@@ -13,13 +13,14 @@ class AlertPolicy:
     """Decide which zone changes deserve an alert.
 
     An episode opens (``"open"``) when a subscriber enters yellow or worse, unless an
-    episode was resolved less than ``cooldown_s`` ago; within an episode only a worse zone
+    episode that reached that zone or a worse one was resolved less than ``cooldown_s``
+    ago; within an episode only a worse zone
     alerts again (``"escalated"``: yellow -> red -> white); ``resolve_days`` consecutive
     daily judgements at green or blue close it (``"resolved"``). Intra-day judgements can
     open or escalate but never count towards a resolution.
 
-    State: ``[level, episode_start, good_days, resolved_at]`` (level 0: no open episode;
-    times in epoch seconds).
+    State: ``[level, episode_start, good_days, resolved_at, resolved_level]`` (level 0: no
+    open episode; times in epoch seconds).
 
     Parameters
     ----------
@@ -57,11 +58,13 @@ class AlertPolicy:
         self.start = 0
         self.good = 0
         self.resolved_at = -(10**10)
+        self.resolved_level = 0
 
     def step(self, level: int, now: float, daily: bool) -> str | None:
         """Judge one zone level at event time ``now``; return the alert status or None."""
         if self.level == 0:
-            if level >= YELLOW and now - self.resolved_at >= self.cooldown_s:
+            cooled = now - self.resolved_at >= self.cooldown_s or level > self.resolved_level
+            if level >= YELLOW and cooled:
                 self.level = level
                 self.start = int(now)
                 self.good = 0
@@ -76,6 +79,7 @@ class AlertPolicy:
         if level < YELLOW:
             self.good += 1
             if self.good >= self.resolve_days:
+                self.resolved_level = self.level
                 self.level = 0
                 self.good = 0
                 self.resolved_at = int(now)
@@ -85,8 +89,8 @@ class AlertPolicy:
         return None
 
     def to_state(self) -> list[int]:
-        """``[level, episode_start, good_days, resolved_at]``."""
-        return [self.level, self.start, self.good, self.resolved_at]
+        """``[level, episode_start, good_days, resolved_at, resolved_level]``."""
+        return [self.level, self.start, self.good, self.resolved_at, self.resolved_level]
 
     @classmethod
     def from_state(
@@ -94,5 +98,6 @@ class AlertPolicy:
     ) -> AlertPolicy:
         """Rebuild a policy from :meth:`to_state`."""
         policy = cls(resolve_days, cooldown_s)
-        policy.level, policy.start, policy.good, policy.resolved_at = (int(v) for v in state)
+        (policy.level, policy.start, policy.good, policy.resolved_at,
+         policy.resolved_level) = (int(v) for v in state)
         return policy

@@ -31,6 +31,7 @@ class Assessment:
     score: float
     zone: str
     signals: list[Signal]
+    hold: bool = False  # away or unreachable: the day says nothing either way
 
     @property
     def level(self) -> int:

@@ -158,7 +158,8 @@ class BatchProcessor:
             tp = (topic, partition)
             if partition not in self._marks_loaded:
                 self._load_marks(partition)
-            position[tp] = offset + 1
+            if offset >= position.get(tp, 0):
+                position[tp] = offset + 1
             mark = applied.get(tp)
             if mark is not None and offset < mark:
                 # Already reflected in the recovered state (and its alerts delivered):
@@ -180,7 +181,7 @@ class BatchProcessor:
                 reorder.delivered(topic, partition)
                 continue
             reorder.push(topic, partition, offset, verdict.epoch_s, kind,
-                         (item, m, kind, verdict))
+                         (item, m, kind, verdict), getattr(m, "timestamp", None))
             heapq.heappush(self._held_offsets.setdefault(tp, []), offset)
         released = self._released
         for item, m, kind, verdict in reorder.release(kinds, caught_up):
@@ -266,7 +267,13 @@ class BatchProcessor:
 
 
 def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) -> Any:
-    """Define the agent (and its release timer) on ``app``; returns the agent."""
+    """Define the agent (and its release timer) on ``app``; returns ``(agent, handle)``.
+
+    ``handle(items)`` processes a batch of Faust events or bare consumer messages: the
+    agent feeds it batches from ``stream.noack_take``; with the batch path on
+    (``CHURNWATCH_FAST_PATH``), :class:`stream.recovery.FetchHighwaterConsumer` feeds it
+    each fetch's input messages directly and the agent's stream stays idle.
+    """
     import asyncio
 
     from faust.types import TP
@@ -278,20 +285,34 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
     dead_topic = topics.deadletter
     lock = asyncio.Lock()
 
-    def caught_up(topic: str, partition: int) -> bool:
-        """Everything up to the high watermark (from the last fetch) was delivered to us."""
-        consumer = app.consumer
-        tp = TP(topic, partition)
-        try:
-            highwater = consumer.highwater(tp)
-        except Exception:  # not assigned (any more), or no fetch yet
-            return False
-        if highwater is None or highwater < 0:
-            return False
+    #: (topic, partition) -> (high watermark, wall-clock time the probe was sent)
+    probes: dict[tuple[str, int], tuple[int, float]] = {}
+
+    def caught_up(topic: str, partition: int) -> float | None:
+        """Since when everything up to a probed high watermark was delivered to us."""
+        probe = probes.get((topic, partition))
+        if probe is None:
+            return None
+        highwater, probed_at = probe
         at = processor.position.get((topic, partition))
         if at is None:  # nothing delivered yet: we start at the committed offset
-            at = consumer._committed_offset.get(tp) or 0
-        return at >= highwater
+            at = app.consumer._committed_offset.get(TP(topic, partition)) or 0
+        return probed_at if at >= highwater else None
+
+    async def probe_highwaters() -> None:
+        """Fresh high watermarks (by Fetch) of the assigned input partitions."""
+        tps = [tp for tp in app.consumer.assignment() if tp.topic in topics.kinds]
+        if not tps:
+            return
+        sent_at = time.time()
+        try:
+            highwaters = await app.consumer.highwaters(*tps)
+        except Exception as exc:  # a failed probe only delays the release
+            log.warning("high watermark probe failed: %r", exc)
+            return
+        for tp, highwater in highwaters.items():
+            if highwater is not None and highwater >= 0:
+                probes[(tp.topic, tp.partition)] = (int(highwater), sent_at)
 
     async def handle(items: list[Any]) -> None:
         async with lock:
@@ -306,8 +327,12 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
             if sent:  # delivered before the state (and its marks) that says they were
                 await asyncio.gather(*sent)
             processor.flush()
+            consumer = app.consumer
             for item in result.done:  # Faust commits only acked offsets, after a flush
-                item.ack()
+                if hasattr(item, "message"):
+                    item.ack()  # a stream event
+                else:
+                    consumer.ack(item)  # a message from the batch path
             if metrics is not None and (items or result.done):
                 metrics.batch_seconds.observe(time.perf_counter() - started)
                 metrics.batch_events.observe(len(result.done))
@@ -317,16 +342,19 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
             await handle(events)
 
     async def release_held() -> None:
-        # Held events whose order settled without a new message (e.g. at the end of
-        # the input) would otherwise wait for the next batch.
+        # Held events wait for a probe proving that no earlier event can still come;
+        # without this they would also wait for the next message.
         if len(processor.reorder):
+            await probe_highwaters()
             await handle([])
 
     async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        probes.clear()
         dropped = processor.reset()
         if dropped:
             log.info("rebalance: %d held events dropped (they are delivered again)", dropped)
 
     app.on_partitions_revoked.connect(on_partitions_revoked)
     app.timer(within, name="churnwatch-release-held")(release_held)
-    return app.agent(topics.inputs, name=AGENT_NAME, concurrency=1)(detect)
+    agent = app.agent(topics.inputs, name=AGENT_NAME, concurrency=1)(detect)
+    return agent, handle

@@ -112,8 +112,10 @@ def create_app(
     tables = StateTables(app, settings.partitions)
     make_factory = engine_factory or (lambda t: default_engine_factory(settings, t))
     processor = BatchProcessor(tables, topics.kinds, make_factory(tables), metrics=metrics)
-    agent = register(app, topics, processor, settings)
+    agent, handle = register(app, topics, processor, settings)
     app.churnwatch = Parts(
+        batch_sink=handle if settings.fast_path else None,
+        batch_topics=frozenset(topics.kinds),
         settings=settings,
         registry=registry,
         metrics=metrics,

@@ -9,10 +9,14 @@ lateness depend on event time, so the worker restores the order before the engin
 * every accepted event waits in a heap per input partition, keyed like replay's merge:
   ``(event time, kind order, offset)`` (profiles carry time 0 and so come first);
 * an event is released once no input topic-partition of its partition can still deliver
-  an earlier one: each topic-partition that is *not caught up* (delivered position below
-  its high watermark) bounds the release at the newest event time it has delivered; a
-  caught-up one bounds nothing. A topic-partition that has delivered nothing yet, and is
-  not caught up, holds everything back (so profiles are read before the events).
+  an earlier one. A topic-partition rules that out if it has delivered an event at least
+  as late (each topic-partition is in time order), or if it is *caught up*: everything
+  below a high watermark that was read *after the event was written* (its Kafka
+  timestamp) has been delivered. The worker probes the high watermarks with a Fetch
+  (:func:`stream.recovery.fetch_highwaters`) while events are held; a probe older than
+  the event proves nothing, since an earlier event may have been written meanwhile.
+  A topic-partition that has delivered nothing and is not caught up holds everything
+  back, so profiles are read before the events.
 
 Events arriving later than what was already released (real lateness on a live stream)
 are still processed; the engine's allowed lateness deals with them. ``max_held`` bounds
@@ -31,8 +35,9 @@ KIND_ORDER = {"subscribers": -1, "calls": 0, "billing": 1}
 NOTHING = float("-inf")
 
 TopicPartition = tuple[str, int]
-#: (topic, partition) -> True when everything up to the high watermark was delivered.
-CaughtUp = Callable[[str, int], bool]
+#: (topic, partition) -> the wall-clock time of a high-watermark probe up to which
+#: everything was delivered to us, or None when not caught up.
+CaughtUp = Callable[[str, int], "float | None"]
 
 
 class Reorder:
@@ -47,10 +52,13 @@ class Reorder:
         self.forced = 0
 
     def push(self, topic: str, partition: int, offset: int, ts: float, kind: str,
-             item: Any) -> None:
-        """Hold ``item`` (an accepted event of ``kind`` at time ``ts``)."""
+             item: Any, written_s: float | None = None) -> None:
+        """Hold ``item`` (an accepted event of ``kind`` at time ``ts``, written to Kafka at
+        ``written_s``, wall clock; None: long ago)."""
         heapq.heappush(
-            self._heaps[partition], (ts, KIND_ORDER[kind], offset, next(self._seq), item)
+            self._heaps[partition],
+            (ts, KIND_ORDER[kind], offset, next(self._seq), item,
+             float("-inf") if written_s is None else written_s),
         )
         tp = (topic, partition)
         if ts > self._newest.get(tp, NOTHING):
@@ -63,27 +71,34 @@ class Reorder:
         if tp not in self._newest:
             self._newest[tp] = NOTHING if ts is None else ts
 
-    def bound(self, partition: int, topics: Iterable[str], caught_up: CaughtUp) -> float:
-        """The latest event time that may be released for ``partition``."""
-        limit = float("inf")
-        for topic in topics:
-            if not caught_up(topic, partition):
-                limit = min(limit, self._newest.get((topic, partition), NOTHING))
-        return limit
-
     def release(self, topics: Iterable[str], caught_up: CaughtUp | None) -> list[Any]:
-        """Pop every item that can no longer be preceded, in order, partition by partition."""
+        """Pop every item that can no longer be preceded, in order, partition by partition.
+
+        ``caught_up=None`` releases everything (a closed input, e.g. in tests).
+        """
         topics = tuple(topics)
         out: list[Any] = []
+        pop = heapq.heappop
         for partition, heap in self._heaps.items():
             if not heap:
                 continue
-            limit = float("inf") if caught_up is None else self.bound(
-                partition, topics, caught_up
-            )
-            pop = heapq.heappop
-            while heap and heap[0][0] <= limit:
-                out.append(pop(heap)[4])
+            if caught_up is None:
+                while heap:
+                    out.append(pop(heap)[4])
+                continue
+            # Per topic-partition: the newest event time delivered, and since when it is
+            # known to be caught up (None: not caught up).
+            sources = [
+                (self._newest.get((topic, partition), NOTHING), caught_up(topic, partition))
+                for topic in topics
+            ]
+            while heap:
+                ts, written = heap[0][0], heap[0][5]
+                if all(newest >= ts or (since is not None and written <= since)
+                       for newest, since in sources):
+                    out.append(pop(heap)[4])
+                else:
+                    break
         if self.held - len(out) > self.max_held:
             out.extend(self._force(self.held - len(out) - self.max_held))
         self.held -= len(out)

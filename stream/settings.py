@@ -32,6 +32,9 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     The Prometheus endpoint, 127.0.0.1:9108 by default; port 0 turns it off.
 ``CHURNWATCH_BATCH_SIZE``, ``CHURNWATCH_BATCH_WITHIN_S``
     Events per agent batch (default 1000) and the longest wait to fill one (default 0.2 s).
+``CHURNWATCH_FAST_PATH``
+    ``true`` (default): input messages go to the batch processor a fetch at a time from
+    Faust's consumer; ``false``: through a Faust agent (``stream.noack_take``), ~3x slower.
 ``CHURNWATCH_SESSION_TIMEOUT_S``, ``CHURNWATCH_HEARTBEAT_S``, ``CHURNWATCH_REQUEST_TIMEOUT_S``,
 ``CHURNWATCH_COMMIT_INTERVAL_S``
     Consumer group timings (defaults 10, 1, 30 and 1 seconds).
@@ -96,6 +99,7 @@ class Settings:
     metrics_port: int = 9108
 
     batch_size: int = 1000
+    fast_path: bool = True
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
     heartbeat_s: float = 1.0
@@ -319,6 +323,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "metrics_port": ("CHURNWATCH_METRICS_PORT", "int"),
     "batch_size": ("CHURNWATCH_BATCH_SIZE", "int"),
     "batch_within_s": ("CHURNWATCH_BATCH_WITHIN_S", "float"),
+    "fast_path": ("CHURNWATCH_FAST_PATH", "bool"),
     "session_timeout_s": ("CHURNWATCH_SESSION_TIMEOUT_S", "float"),
     "heartbeat_s": ("CHURNWATCH_HEARTBEAT_S", "float"),
     "request_timeout_s": ("CHURNWATCH_REQUEST_TIMEOUT_S", "float"),
