@@ -7,6 +7,7 @@ Kafka, over the same pre-produced messages:
 ``ceiling``   a bare Faust agent that only counts (Faust's per-message limit);
 ``pipeline``  the full worker (validation, detectors, tables, alerts) from a fresh
               consumer group, with its ratio to both;
+``latency``   produce-to-alert p50/p99 at half the pipeline's capacity;
 ``scaling``   the same with two workers sharing the partitions;
 ``replay``    ``churnwatch replay`` events/s on one core;
 ``state``     bytes per subscriber in memory and serialized, every model in place.
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, default=30, help="days simulated")
     parser.add_argument("--seed", type=int, default=3, help="simulation seed")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
-    parser.add_argument("--only", default="raw,ceiling,pipeline,scaling,replay,state",
+    parser.add_argument("--only", default="raw,ceiling,pipeline,scaling,latency,replay,state",
                         help="comma-separated figures to measure")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
 
@@ -133,6 +134,77 @@ def pipeline_rate(settings: Any, prefix: str, expected: int, workdir: Path,
     finally:
         for p in procs:
             _stop(p)
+
+
+def latency(settings: Any, world: Path, rate: float, workdir: Path) -> dict[str, float]:
+    """Produce-to-alert latency at a fixed offered load (events/s), one worker.
+
+    Each opening or escalating alert is matched to the input event that triggered it
+    (same subscriber, same event time); latency is the alert's arrival on the alert topic
+    minus the moment that event was handed to the producer.
+    """
+    import threading
+    from datetime import datetime
+
+    from stream.alerts_tail import read_alerts
+    from stream.broker import create_topics, free_port
+    from stream.demo import _consumed, _stop, metric_sum
+    from stream.produce import count_lines, produce_directory
+
+    prefix = f"lat-{uuid.uuid4().hex[:6]}."
+    settings = settings.replace(topic_prefix=prefix)
+    create_topics(settings.bootstrap, settings.all_topics, settings.partitions,
+                  client_kwargs=settings.kafka_client_kwargs())
+    total = count_lines(world)
+    port = free_port()
+    env = dict(os.environ, KAFKA_BOOTSTRAP=settings.bootstrap, CHURNWATCH_TOPIC_PREFIX=prefix,
+               CHURNWATCH_APP_ID=f"lat-{uuid.uuid4().hex[:8]}",
+               CHURNWATCH_METRICS_PORT=str(port), CHURNWATCH_DATADIR=str(workdir / prefix))
+    worker = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env,
+                              stdout=(workdir / f"{prefix}log").open("wb"),
+                              stderr=subprocess.STDOUT)
+    sent: dict[tuple[str, float], float] = {}
+    arrived: list[tuple[float, dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def on_send(kind: str, key: bytes | None, value: bytes) -> None:
+        if kind != "subscribers" and key is not None:
+            ts = orjson.loads(value).get("ts")
+            sent[(key.decode(), datetime.fromisoformat(ts).timestamp())] = time.perf_counter()
+
+    def collect() -> None:
+        for alert in read_alerts(settings, True, 0.0, poll_s=0.05):
+            arrived.append((time.perf_counter(), alert))
+            if stop.is_set():
+                return
+
+    try:
+        deadline = time.monotonic() + 60
+        while (metric_sum(port, "churnwatch_partitions_assigned") or 0) == 0:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError(f"the latency worker did not start; see {workdir}")
+            time.sleep(0.1)
+        threading.Thread(target=collect, daemon=True).start()
+        produce_directory(world, settings, rate=rate, on_send=on_send)
+        deadline = time.monotonic() + 120
+        while (_consumed(port) or 0) < total and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        stop.set()
+    finally:
+        _stop(worker)
+    waits = []
+    for when, alert in arrived:
+        if alert.get("status") == "resolved" or alert.get("kind") != "subscriber":
+            continue
+        key = (alert["subscriber_id"], datetime.fromisoformat(alert["ts"]).timestamp())
+        if key in sent:
+            waits.append(when - sent[key])
+    if not waits:
+        raise RuntimeError("no alert could be matched to its triggering event")
+    waits.sort()
+    return {"alerts": len(waits), "offered_events_per_s": rate,
+            "p50_s": statistics.median(waits), "p99_s": waits[int(0.99 * (len(waits) - 1))]}
 
 
 def replay_rate(world: Path) -> tuple[float, int]:
@@ -244,6 +316,10 @@ def run(args: argparse.Namespace) -> int:
                     lambda: pipeline_rate(settings, prefix, total, workdir), args.repeat)
                 figures["pipeline_events_per_s"] = rate
                 _say(f"pipeline (1 worker): {rate:,.0f} events/s {runs}")
+            if "latency" in only:
+                offered = 0.5 * figures.get("pipeline_events_per_s", 4000.0)
+                figures["latency"] = latency(settings, world, offered, workdir)
+                _say(f"latency: {figures['latency']}")
             if "scaling" in only:
                 rate, runs = _median(
                     lambda: pipeline_rate(settings, prefix, total, workdir, workers=2),
@@ -272,6 +348,11 @@ def _print_table(f: dict[str, Any]) -> None:
     if pipe:
         ratio = f"{pipe / ceiling:.2f} of ceiling (target >= 0.5)" if ceiling else ""
         rows.append(("pipeline, 1 worker", f"{pipe:,.0f} ev/s (target >= 20,000)", ratio))
+    lat = f.get("latency")
+    if lat:
+        rows.append(("produce-to-alert latency", f"p50 {lat['p50_s'] * 1000:,.0f} ms, "
+                     f"p99 {lat['p99_s'] * 1000:,.0f} ms ({lat['alerts']} alerts)",
+                     f"at {lat['offered_events_per_s']:,.0f} ev/s offered; target p99 <= 1 s"))
     two = f.get("pipeline_2_workers_events_per_s")
     if two:
         rows.append(("pipeline, 2 workers", f"{two:,.0f} ev/s",

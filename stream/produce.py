@@ -11,7 +11,7 @@ import argparse
 import heapq
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -78,9 +78,14 @@ def count_lines(directory: Path) -> int:
 
 
 def produce_directory(
-    directory: Path, settings: Any, rate: float = 0.0, progress: Any = None
+    directory: Path, settings: Any, rate: float = 0.0, progress: Any = None,
+    on_send: Callable[[str, bytes | None, bytes], None] | None = None,
 ) -> dict[str, int]:
-    """Publish ``directory`` to the input topics of ``settings``; return counts by kind."""
+    """Publish ``directory`` to the input topics of ``settings``; return counts by kind.
+
+    ``on_send(kind, key, value)`` is called as each message is handed to the producer
+    (the bench times produce-to-alert latency with it).
+    """
     from kafka import KafkaProducer
 
     topics = {kind: topic for topic, kind in settings.input_topics.items()}
@@ -98,6 +103,8 @@ def produce_directory(
     try:
         for n, (kind, key, value) in enumerate(messages(directory), start=1):
             producer.send(topics[kind], key=key, value=value)
+            if on_send is not None:
+                on_send(kind, key, value)
             counts[kind] += 1
             if progress is not None:
                 progress.advance()
