@@ -510,8 +510,12 @@ class Engine:
             spend.update(cents)
             usage.update(row[N_OUT])
             m = st["m"]
-            at_home = row[N_LOC] > 2 * row[N_AWAY] if row[N_LOC] else True
-            fwd.close_day(row[N_IN], row[N_FWD], row[N_NEW] if at_home else 0)
+            if row[N_NEW] and not row[N_LOC] > 2 * row[N_AWAY]:
+                # Forwarding on a day with no call from home: a trip or a switch, cannot
+                # tell; neither evidence nor normal.
+                fwd.close_day(0, 0, 0)
+            else:
+                fwd.close_day(row[N_IN], row[N_FWD], row[N_NEW])
             if spend.ready and usage.ready:
                 segment = st["p"][3] if "p" in st else "unknown"
                 self.population.add(

@@ -79,7 +79,8 @@ class Forwarding:
     Examples
     --------
     Thirty days with some forwarding to voicemail, then nearly every call forwarded to a
-    number on another operator; the evidence is there at the fourth call that day:
+    number on another operator; weak evidence at the second such call, strong by the
+    fourth:
 
     >>> import random
     >>> rng = random.Random(12345)
@@ -90,10 +91,14 @@ class Forwarding:
     >>> for call in range(20):
     ...     n_in += 1
     ...     n_new_off += rng.random() < 0.95
-    ...     if fwd.evidence(n_in, n_new_off) > 0:
+    ...     strength = fwd.evidence(n_in, n_new_off)
+    ...     if strength > 0:
+    ...         print(n_in, n_new_off, strength)
+    ...     if strength == 1.0:
     ...         break
-    >>> n_in, n_new_off, fwd.evidence(n_in, n_new_off)
-    (4, 4, 1.0)
+    2 2 0.6
+    3 3 0.6
+    4 4 1.0
 
     A habitual forwarder is not flagged for doing what it always does:
 
@@ -159,14 +164,16 @@ class Forwarding:
 
     def close_day(self, n_in: int, n_fwd: int, n_new_off: int) -> None:
         """Learn from one closed day's counts."""
-        suspicious = self.evidence(n_in, n_new_off) > 0
+        suspicious = n_new_off > 0 and self.evidence(n_in, n_new_off) > 0
         self.days += 1
         if suspicious:
             self.streak += 1
         elif n_in >= 2 or (n_in > 0 and n_new_off == 0):
             self.streak = 0
-        self.acc_in = round((self.acc_in + n_in) * self.carry, 2)
         self.acc_new = round((self.acc_new + n_new_off) * self.carry, 2)
+        # Incoming calls are carried only while forwarding is: the calls of ordinary days
+        # before a switch must not dilute its share.
+        self.acc_in = round((self.acc_in + n_in) * self.carry, 2) if self.acc_new else 0.0
         if n_in <= 0:
             return
         a = max(1.0 / self.days, self.alpha)

@@ -29,7 +29,7 @@ key    meaning
 
 from __future__ import annotations
 
-import base64
+import binascii
 import sys
 import zlib
 from collections.abc import Mapping
@@ -78,14 +78,14 @@ def remember(ring: str, fp: bytes, size: int) -> tuple[bool, str]:
     b False
 
     """
-    raw = base64.b64decode(ring) if ring else b""
+    raw = binascii.a2b_base64(ring) if ring else b""
     pos = raw.find(fp)
     while pos != -1:
         if pos % 4 == 0:
             return True, ring
         pos = raw.find(fp, pos + 1)
     raw = (raw + fp)[-4 * size :]
-    return False, base64.b64encode(raw).decode("ascii")
+    return False, binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
 def deep_sizeof(obj: Any, _seen: set[int] | None = None) -> int:

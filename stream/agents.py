@@ -284,6 +284,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
     alerts_topic = topics.alerts
     dead_topic = topics.deadletter
     lock = asyncio.Lock()
+    margin = settings.order_margin_s
 
     #: (topic, partition) -> (high watermark, wall-clock time the probe was sent)
     probes: dict[tuple[str, int], tuple[int, float]] = {}
@@ -297,7 +298,9 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
         at = processor.position.get((topic, partition))
         if at is None:  # nothing delivered yet: we start at the committed offset
             at = app.consumer._committed_offset.get(TP(topic, partition)) or 0
-        return probed_at if at >= highwater else None
+        # A producer stamps a record when it is handed over, not when the broker has
+        # it: allow for records still in a producer's buffer when the probe ran.
+        return probed_at - margin if at >= highwater else None
 
     async def probe_highwaters() -> None:
         """Fresh high watermarks (by Fetch) of the assigned input partitions."""
@@ -316,6 +319,12 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
 
     async def handle(items: list[Any]) -> None:
         async with lock:
+            generation = app.consumer_generation_id
+            # Fetched before a rebalance: Faust delivers them again from the committed
+            # offsets (to whoever owns the partition now).
+            items = [i for i in items
+                     if getattr(getattr(i, "message", i), "generation_id", generation)
+                     == generation]
             started = time.perf_counter()
             result = processor.process(items, caught_up)
             sent = [
@@ -326,7 +335,11 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
                      for key, letter in result.dead_letters]
             if sent:  # delivered before the state (and its marks) that says they were
                 await asyncio.gather(*sent)
-            processor.flush()
+            if processor.flush():
+                # Wait until the state (with its applied-offset marks) is on the broker
+                # before the next batch: a crash then leaves at most one batch half
+                # written, not several.
+                await app.producer.flush()
             consumer = app.consumer
             for item in result.done:  # Faust commits only acked offsets, after a flush
                 if hasattr(item, "message"):
@@ -349,10 +362,13 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
             await handle([])
 
     async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        probes.clear()
-        dropped = processor.reset()
-        if dropped:
-            log.info("rebalance: %d held events dropped (they are delivered again)", dropped)
+        # After the batch in hand: the engine changes state dicts in place, so a batch
+        # must never be cut in two by a reset.
+        async with lock:
+            probes.clear()
+            dropped = processor.reset()
+            if dropped:
+                log.info("rebalance: %d held events dropped (delivered again)", dropped)
 
     app.on_partitions_revoked.connect(on_partitions_revoked)
     app.timer(within, name="churnwatch-release-held")(release_held)

@@ -35,6 +35,9 @@ Environment variables (TOML key in brackets: top-level keys of the file)
 ``CHURNWATCH_FAST_PATH``
     ``true`` (default): input messages go to the batch processor a fetch at a time from
     Faust's consumer; ``false``: through a Faust agent (``stream.noack_take``), ~3x slower.
+``CHURNWATCH_ORDER_MARGIN_S``
+    How long a producer may hold a record before the broker has it (default 1 s): live
+    events wait about this long for the event-time order of their partition to settle.
 ``CHURNWATCH_SESSION_TIMEOUT_S``, ``CHURNWATCH_HEARTBEAT_S``, ``CHURNWATCH_REQUEST_TIMEOUT_S``,
 ``CHURNWATCH_COMMIT_INTERVAL_S``
     Consumer group timings (defaults 10, 1, 30 and 1 seconds).
@@ -100,6 +103,7 @@ class Settings:
 
     batch_size: int = 1000
     fast_path: bool = True
+    order_margin_s: float = 1.0
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
     heartbeat_s: float = 1.0
@@ -284,6 +288,8 @@ class Settings:
         for var, value in positive.items():
             if value <= 0:
                 raise bad(var, f"must be > 0, got {value}")
+        if self.order_margin_s < 0:
+            raise bad("CHURNWATCH_ORDER_MARGIN_S", "must be >= 0")
         if self.standby_replicas < 0:
             raise bad("CHURNWATCH_STANDBY_REPLICAS", "must be >= 0")
         if self.heartbeat_s * 3 > self.session_timeout_s:
@@ -324,6 +330,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "batch_size": ("CHURNWATCH_BATCH_SIZE", "int"),
     "batch_within_s": ("CHURNWATCH_BATCH_WITHIN_S", "float"),
     "fast_path": ("CHURNWATCH_FAST_PATH", "bool"),
+    "order_margin_s": ("CHURNWATCH_ORDER_MARGIN_S", "float"),
     "session_timeout_s": ("CHURNWATCH_SESSION_TIMEOUT_S", "float"),
     "heartbeat_s": ("CHURNWATCH_HEARTBEAT_S", "float"),
     "request_timeout_s": ("CHURNWATCH_REQUEST_TIMEOUT_S", "float"),

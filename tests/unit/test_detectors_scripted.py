@@ -167,11 +167,12 @@ def test_switch_of_forwarding_off_net_is_flagged_the_same_day() -> None:
         return Day(out_calls=6, in_calls=10, forward_to=UNICOM, forward_share=0.9)
 
     _, alerts = World(crowd(churner=switching)).run()
-    first = alerts[0]
-    assert (first["ts"][:10], first["status"], first["zone"]) == ("2026-03-16", "open", "red")
-    day_70 = (START + timedelta(days=70)).isoformat()
-    assert first["ts"].startswith(day_70) and first["ts"] < f"{day_70}T20:00"  # intra-day
-    reason = first["reasons"][0]
+    day_70 = (START + timedelta(days=70)).isoformat()  # 2026-03-16, the switch
+    assert [(a["ts"], a["status"], a["zone"]) for a in alerts[:2]] == [
+        (f"{day_70}T10:13:21+08:00", "open", "yellow"),  # 2 of 2 calls forwarded
+        (f"{day_70}T13:23:49+08:00", "escalated", "red"),  # 4 of 4: overwhelming
+    ]
+    reason = alerts[1]["reasons"][0]
     assert reason["code"] == "forwarding_off_net"
     assert "China Unicom" in reason["summary"] and "today" in reason["summary"]
 
