@@ -165,6 +165,7 @@ class Engine:
         if saved is not None:
             self._closed_to = int(saved["closed_to"])
             self._next_sweep = self.clock.close_time(self._closed_to + 1)
+        self._closed_row: list[int] | None = None
         self._fwd_params: dict[str, float] = {
             "min_calls": cfg.fwd_min_calls,
             "min_share": cfg.fwd_min_share,
@@ -341,7 +342,7 @@ class Engine:
     def _forward_check(
         self, sid: str, st: State, row: list[int], ts: float
     ) -> list[dict[str, Any]]:
-        """Judge at once when today's forwarding evidence grows, if the subscriber is home.
+        """Judge at once when today's forwarding evidence becomes overwhelming, if home.
 
         Home: more of today's located calls from the home cell than elsewhere, and at least
         one. A switch while at home is a new SIM; the same while travelling is a trip.
@@ -350,7 +351,8 @@ class Engine:
             return []
         fwd = Forwarding.from_state(st["f"], **self._fwd_params)
         level = round(10 * fwd.evidence(row[N_IN], row[N_NEW]))
-        if level <= row[JUDGED]:
+        # Only overwhelming evidence is judged at once; weaker waits for the day's close.
+        if level < 10 or level <= row[JUDGED]:
             return []
         row[JUDGED] = level
         self.counters["intraday_judgements"] += 1
@@ -539,10 +541,13 @@ class Engine:
         st["u"] = usage.to_state()
         st["f"] = fwd.to_state()
         close = self.clock.close_time(day)
-        return self._judge(
+        self._closed_row = row  # for the reasons' figures only
+        alerts = self._judge(
             sid, st, day, close, self.clock.iso(close), daily=True, today=None, away=away,
             models=(spend, usage, fwd),
         )
+        self._closed_row = None
+        return alerts
 
     def _cusum(
         self, st: State, day: int, count: int | None, usage: SpendDrop, away: bool,
@@ -650,7 +655,10 @@ class Engine:
                     signals.append(sig)
             quiet = day - st["l"] if st["l"] >= 0 and today is None else 0
             if quiet and usage.ready and usage.mean >= 0.05:
-                needed = max(cfg.silent_days, math.ceil(6.9 / usage.mean))
+                # Days without a call that happen by chance less than once in a thousand
+                # (a Poisson day, its rate cut by the dispersion of this subscriber's days).
+                phi = max(1.0, usage.var / usage.mean)
+                needed = max(cfg.silent_days, math.ceil(6.9 * phi / usage.mean))
                 if quiet >= needed:
                     silent = True
                     signals.append(Signal(
@@ -760,9 +768,16 @@ class Engine:
                        f"{where} not called before, usual {usual}%")
             figures: dict[str, Any] = {"forwarded": today[N_NEW], "incoming": today[N_IN]}
         else:
-            summary = (f"incoming calls forwarded to {where} on {fwd.streak} day"
-                       f"{'s' if fwd.streak != 1 else ''} running, usual {usual}%")
-            figures = {"days": fwd.streak}
+            last = self._closed_row
+            running = f"{fwd.streak} day{'s' if fwd.streak != 1 else ''} running"
+            if last is not None and last[N_IN]:
+                summary = (f"{last[N_NEW]} of {last[N_IN]} incoming calls on "
+                           f"{self.clock.date(last[DAY])} forwarded to {where} not called "
+                           f"before ({running}), usual {usual}%")
+                figures = {"days": fwd.streak, "forwarded": last[N_NEW], "incoming": last[N_IN]}
+            else:
+                summary = f"incoming calls forwarded to {where} ({running}), usual {usual}%"
+                figures = {"days": fwd.streak}
         figures.update({"usual_share": fwd.usual_new_off, "operator": operator,
                         "carried_in": fwd.acc_in, "carried_forwarded": fwd.acc_new})
         return Signal("forwarding_off_net", value, summary, figures)

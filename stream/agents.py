@@ -158,15 +158,20 @@ class BatchProcessor:
             tp = (topic, partition)
             if partition not in self._marks_loaded:
                 self._load_marks(partition)
-            if offset >= position.get(tp, 0):
-                position[tp] = offset + 1
+            seen = position.get(tp)
             mark = applied.get(tp)
-            if mark is not None and offset < mark:
-                # Already reflected in the recovered state (and its alerts delivered):
-                # delivered again after a crash or rebalance. Changes nothing.
+            if (seen is not None and offset < seen) or (mark is not None and offset < mark):
+                # Delivered before: Faust seeks back to the committed offset after a
+                # rebalance or a fetch problem. Below ``seen`` it is held or processed in
+                # this run; below ``mark`` it is in the recovered state (and its alerts
+                # were delivered). Either way it changes nothing.
                 outcomes[(topic, "redelivered")] += 1
-                result.done.append(item)
+                held = self._min_held(tp)
+                if held is None or offset < held or (mark is not None and offset < mark):
+                    result.done.append(item)
+                # else: a copy of an event still held; the held one is acked when done
                 continue
+            position[tp] = offset + 1
             touched.add(tp)
             kind = kinds[topic]
             raw = m.value if m.value is not None else b""
@@ -210,6 +215,14 @@ class BatchProcessor:
             self._record(self.metrics, outcomes, reasons, result)
         return result
 
+    def _min_held(self, tp: tuple[str, int]) -> int | None:
+        """The lowest offset of ``tp`` still held (not yet processed), if any."""
+        heap = self._held_offsets.get(tp)
+        done = self._released.get(tp)
+        while heap and done and heap[0] in done:
+            done.discard(heapq.heappop(heap))
+        return heap[0] if heap else None
+
     def flush(self) -> int:
         """Write the batch's state, with each touched partition's applied-offset marks,
         to the tables and changelogs (once per key); the number of keys written.
@@ -219,11 +232,8 @@ class BatchProcessor:
         """
         marks: dict[int, dict[str, int]] = {}
         for tp in self._touched:
-            heap = self._held_offsets.get(tp)
-            done = self._released.get(tp)
-            while heap and done and heap[0] in done:
-                done.discard(heapq.heappop(heap))
-            mark = heap[0] if heap else self.position[tp]
+            held = self._min_held(tp)
+            mark = held if held is not None else self.position[tp]
             if self.applied.get(tp) != mark:
                 self.applied[tp] = mark
                 marks.setdefault(tp[1], {})[tp[0]] = mark
@@ -370,7 +380,13 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
             if dropped:
                 log.info("rebalance: %d held events dropped (delivered again)", dropped)
 
+    async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        if metrics is not None:
+            metrics.partitions_assigned.set(
+                len({tp.partition for tp in assigned if tp.topic in topics.kinds}))
+
     app.on_partitions_revoked.connect(on_partitions_revoked)
+    app.on_partitions_assigned.connect(on_partitions_assigned)
     app.timer(within, name="churnwatch-release-held")(release_held)
     agent = app.agent(topics.inputs, name=AGENT_NAME, concurrency=1)(detect)
     return agent, handle

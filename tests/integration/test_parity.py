@@ -106,13 +106,16 @@ def _lines(directory: Path) -> int:
 
 
 @pytest.mark.timeout(120)
-def test_alerts_and_dead_letters_match_replay_on_a_poisoned_world(broker, world, tmp_path):
+@pytest.mark.parametrize("fast_path", ["false", "true"])
+def test_alerts_and_dead_letters_match_replay_on_a_poisoned_world(broker, world, tmp_path,
+                                                                  fast_path):
     from stream.produce import produce_directory
 
     poisoned = tmp_path / "poisoned"
     bad = _poison(world, poisoned)
     settings, environ = unique_settings(
-        broker.bootstrap, CHURNWATCH_PORTED_FILE=str(poisoned / "ported.jsonl"))
+        broker.bootstrap, CHURNWATCH_PORTED_FILE=str(poisoned / "ported.jsonl"),
+        CHURNWATCH_FAST_PATH=fast_path)
     expected, counters, _ = _replay(poisoned, settings)
     clean_expected, _, _ = _replay(world, settings)
     assert expected and {k: _summary(a) for k, a in expected.items()} == {
@@ -149,11 +152,8 @@ def test_kill9_mid_stream_then_restart_gives_the_replay_alerts_and_state(broker,
                                                                          tmp_path):
     from stream.produce import produce_directory
 
-    import os
-
     settings, environ = unique_settings(
-        broker.bootstrap, CHURNWATCH_PORTED_FILE=str(world / "ported.jsonl"),
-        CHURNWATCH_FAST_PATH=os.environ.get("X_FAST", "true"))
+        broker.bootstrap, CHURNWATCH_PORTED_FILE=str(world / "ported.jsonl"))
     expected, _, expected_state = _replay(world, settings)
     total = _lines(world)
     produce_directory(world, settings)

@@ -154,3 +154,45 @@ def test_two_workers_share_partitions_and_one_takes_over(broker, tmp_path):
     assert {sid: st["n"] for sid, st in state.items()} == {
         f"s{s:04d}": 10 for s in range(subscribers)}
     assert {orjson.loads(r.value)["alert_id"] for r in alerts} == expected
+
+
+@pytest.mark.timeout(60)
+def test_churnwatch_worker_command_serves_metrics_and_exits_0_on_sigterm(broker, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from stream.broker import free_port
+    from tests.integration.helpers import REPO
+
+    settings, environ = unique_settings(broker.bootstrap)
+    port = free_port()
+    log = (tmp_path / "worker.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream", "worker", "--metrics-port", str(port),
+         "--datadir", str(tmp_path / "data")],
+        cwd=REPO, env={**os.environ, **environ}, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        text = wait_for(lambda: _try_metrics(port), 30,
+                        lambda: (tmp_path / "worker.log").read_text())
+        assert "churnwatch_events_total" in text or "churnwatch_batch_seconds" in text
+        produce(broker.bootstrap, events_records(settings.topic_calls, [call_event(1, "s1")]))
+        wait_for(lambda: _sample(_metrics(port), "churnwatch_events_total",
+                                 topic=settings.topic_calls, outcome="accepted") == 1, 30,
+                 lambda: (tmp_path / "worker.log").read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, (tmp_path / "worker.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def _try_metrics(port: int) -> str | None:
+    try:
+        return _metrics(port)
+    except OSError:
+        return None
