@@ -100,6 +100,10 @@ def create_app(
         broker_request_timeout=settings.request_timeout_s,
         broker_commit_interval=settings.commit_interval_s,
         broker_max_poll_records=max(settings.batch_size, 500),
+        # A batch's state records (two changelog topics, every partition) then mostly
+        # leave in one produce request, which narrows the window for a half-written batch.
+        producer_linger=0.01,
+        producer_max_request_size=4 * 1024 * 1024,
         stream_buffer_maxsize=max(4 * settings.batch_size, 4096),
         web_enabled=settings.web_enabled,
         web_bind=settings.web_host,

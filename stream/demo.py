@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _child_env(settings: Any, workdir: Path, metrics_port: int) -> dict[str, str]:
     env = dict(os.environ)
+    ported = workdir / "world" / "ported.jsonl"
+    if ported.exists():  # the world's ported numbers, as replay and evaluate read them
+        env["CHURNWATCH_PORTED_FILE"] = str(ported)
     env.update(
         KAFKA_BOOTSTRAP=settings.bootstrap,
         CHURNWATCH_DATADIR=str(workdir / "worker"),
