@@ -1,6 +1,6 @@
 """The service's in-process parts, without a broker: ordering, batch cache, processor.
 
-(Kept beside the integration tests that exercise the same parts over real sockets.)
+The integration tests exercise the same parts over real sockets.
 """
 
 from __future__ import annotations
