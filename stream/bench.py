@@ -8,6 +8,7 @@ Kafka, over the same pre-produced messages:
 ``pipeline``  the full worker (validation, detectors, tables, alerts) from a fresh
               consumer group, with its ratio to both;
 ``latency``   produce-to-alert p50/p99 at half the pipeline's capacity;
+``recovery``  a starting worker restoring ``--recovery-keys`` states from the changelog;
 ``scaling``   the same with two workers sharing the partitions;
 ``replay``    ``churnwatch replay`` events/s on one core;
 ``state``     bytes per subscriber in memory and serialized, every model in place.
@@ -49,8 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, default=30, help="days simulated")
     parser.add_argument("--seed", type=int, default=3, help="simulation seed")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
-    parser.add_argument("--only", default="raw,ceiling,pipeline,scaling,latency,replay,state",
+    parser.add_argument("--only",
+                        default="raw,ceiling,pipeline,scaling,latency,recovery,replay,state",
                         help="comma-separated figures to measure")
+    parser.add_argument("--recovery-keys", type=int, default=200_000,
+                        help="subscriber states to restore in the recovery figure")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
 
 
@@ -207,6 +211,77 @@ def latency(settings: Any, world: Path, rate: float, workdir: Path) -> dict[str,
             "p50_s": statistics.median(waits), "p99_s": waits[int(0.99 * (len(waits) - 1))]}
 
 
+def recovery(settings: Any, world: Path, workdir: Path, keys: int) -> dict[str, float]:
+    """Time for a starting worker to restore ``keys`` subscribers' state from the changelog.
+
+    The changelog is filled with real subscriber states (from a replay of ``world``) under
+    ``keys`` distinct keys, each on the partition its events would use. Then a worker with
+    that app id starts; it processes input only once recovery is complete, so the time to
+    its first processed event (one profile sent at start) is the time to be back in
+    service; the group join (about half the session timeout) is reported beside it. The
+    worker's table must then hold every key.
+    """
+    from kafka import KafkaProducer
+
+    from stream.broker import create_topics, free_port
+    from stream.demo import _consumed, _stop, metric_sum
+    from stream.partitioning import partition_of
+    from stream.replay import replay_directory
+
+    stores: list[dict[str, Any]] = []
+    for _ in replay_directory(world, stores=stores):
+        pass
+    samples = [orjson.dumps(v) for store in stores for v in store.values()]
+    app_id = f"rec-{uuid.uuid4().hex[:8]}"
+    prefix = f"{app_id}."
+    settings = settings.replace(topic_prefix=prefix, app_id=app_id)
+    changelog = f"{app_id}-subscribers-changelog"
+    create_topics(settings.bootstrap, [*settings.all_topics, changelog], settings.partitions,
+                  client_kwargs=settings.kafka_client_kwargs())
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap.split(","), acks=1,
+                             linger_ms=20, batch_size=512 * 1024,
+                             **settings.kafka_client_kwargs())
+    for i in range(keys):
+        key = f"R{i:08d}"
+        producer.send(changelog, key=key.encode(), value=samples[i % len(samples)],
+                      partition=partition_of(key, settings.partitions))
+    producer.flush()
+    port = free_port()
+    env = dict(os.environ, KAFKA_BOOTSTRAP=settings.bootstrap, CHURNWATCH_TOPIC_PREFIX=prefix,
+               CHURNWATCH_APP_ID=app_id, CHURNWATCH_METRICS_PORT=str(port),
+               CHURNWATCH_DATADIR=str(workdir / app_id))
+    started = time.perf_counter()
+    worker = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env,
+                              stdout=(workdir / f"{app_id}.log").open("wb"),
+                              stderr=subprocess.STDOUT)
+    # A profile for a key already in the changelog: the table size must stay ``keys``.
+    probe = "R00000000"
+    profile = {"subscriber_id": probe, "msisdn": "13800000000", "account_id": None,
+               "segment": "consumer"}
+    producer.send(settings.topic_subscribers, key=probe.encode(), value=orjson.dumps(profile))
+    producer.flush()
+    producer.close()
+    try:
+        assigned = None
+        deadline = time.monotonic() + 300
+        while (_consumed(port) or 0) < 1:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                log = (workdir / f"{app_id}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the recovering worker did not get back "
+                                   f"(exit {worker.poll()}):\n{log}")
+            if assigned is None and (metric_sum(port, "churnwatch_partitions_assigned")
+                                     or 0) > 0:
+                assigned = time.perf_counter()
+            time.sleep(0.05)
+        ready = time.perf_counter()
+        restored = metric_sum(port, "churnwatch_table_keys{table=\"subscribers\"}")
+    finally:
+        _stop(worker)
+    return {"keys": keys, "seconds_to_ready": ready - started,
+            "seconds_after_assignment": ready - (assigned or started),
+            "keys_restored": restored or 0, "complete": restored == keys}
+
+
 def replay_rate(world: Path) -> tuple[float, int]:
     from collections import Counter
 
@@ -291,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
             figures["state"] = state_sizes(world)
             _say(f"state: {figures['state']}")
 
-        if only & {"raw", "ceiling", "pipeline"}:
+        if only & {"raw", "ceiling", "pipeline", "scaling", "latency", "recovery"}:
             if settings.embedded:
                 broker = stack.enter_context(EmbeddedBroker())
                 settings = settings.with_bootstrap(broker.bootstrap)
@@ -320,6 +395,9 @@ def run(args: argparse.Namespace) -> int:
                 offered = 0.5 * figures.get("pipeline_events_per_s", 4000.0)
                 figures["latency"] = latency(settings, world, offered, workdir)
                 _say(f"latency: {figures['latency']}")
+            if "recovery" in only:
+                figures["recovery"] = recovery(settings, world, workdir, args.recovery_keys)
+                _say(f"recovery: {figures['recovery']}")
             if "scaling" in only:
                 rate, runs = _median(
                     lambda: pipeline_rate(settings, prefix, total, workdir, workers=2),
@@ -353,6 +431,13 @@ def _print_table(f: dict[str, Any]) -> None:
         rows.append(("produce-to-alert latency", f"p50 {lat['p50_s'] * 1000:,.0f} ms, "
                      f"p99 {lat['p99_s'] * 1000:,.0f} ms ({lat['alerts']} alerts)",
                      f"at {lat['offered_events_per_s']:,.0f} ev/s offered; target p99 <= 1 s"))
+    rec = f.get("recovery")
+    if rec:
+        rows.append(("recovery from changelog",
+                     f"{rec['keys']:,} keys in {rec['seconds_to_ready']:.1f} s "
+                     f"({rec['seconds_after_assignment']:.1f} s after assignment)",
+                     f"{'every key back' if rec['complete'] else 'KEYS MISSING'}; "
+                     "target <= 60 s"))
     two = f.get("pipeline_2_workers_events_per_s")
     if two:
         rows.append(("pipeline, 2 workers", f"{two:,.0f} ev/s",
