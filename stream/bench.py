@@ -36,6 +36,8 @@ from typing import Any
 
 import orjson
 
+from stream.processes import events_consumed, metric_sum, stop_process
+
 TARGETS = {
     "pipeline_vs_ceiling": 0.5,
     "pipeline_events_per_s": 20_000,
@@ -105,7 +107,6 @@ def pipeline_rate(settings: Any, prefix: str, expected: int, workdir: Path,
                   workers: int = 1) -> float:
     """Events/s of ``workers`` worker processes draining the topics from a fresh group."""
     from stream.broker import free_port
-    from stream.demo import _consumed, _stop, metric_sum
 
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     procs, ports = [], []
@@ -124,7 +125,7 @@ def pipeline_rate(settings: Any, prefix: str, expected: int, workdir: Path,
         first: float | None = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            done = sum(_consumed(p) or 0.0 for p in ports)
+            done = sum(events_consumed(p) or 0.0 for p in ports)
             now = time.perf_counter()
             if first is None and (done > 0 or any(
                     (metric_sum(p, "churnwatch_partitions_assigned") or 0) > 0 for p in ports)):
@@ -137,7 +138,7 @@ def pipeline_rate(settings: Any, prefix: str, expected: int, workdir: Path,
         raise RuntimeError("the pipeline did not drain the topics in 10 minutes")
     finally:
         for p in procs:
-            _stop(p)
+            stop_process(p)
 
 
 def latency(settings: Any, world: Path, rate: float, workdir: Path) -> dict[str, float]:
@@ -152,7 +153,6 @@ def latency(settings: Any, world: Path, rate: float, workdir: Path) -> dict[str,
 
     from stream.alerts_tail import read_alerts
     from stream.broker import create_topics, free_port
-    from stream.demo import _consumed, _stop, metric_sum
     from stream.produce import count_lines, produce_directory
 
     prefix = f"lat-{uuid.uuid4().hex[:6]}."
@@ -191,12 +191,12 @@ def latency(settings: Any, world: Path, rate: float, workdir: Path) -> dict[str,
         threading.Thread(target=collect, daemon=True).start()
         produce_directory(world, settings, rate=rate, on_send=on_send)
         deadline = time.monotonic() + 120
-        while (_consumed(port) or 0) < total and time.monotonic() < deadline:
+        while (events_consumed(port) or 0) < total and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.0)
         stop.set()
     finally:
-        _stop(worker)
+        stop_process(worker)
     waits = []
     for when, alert in arrived:
         if alert.get("status") == "resolved" or alert.get("kind") != "subscriber":
@@ -224,7 +224,6 @@ def recovery(settings: Any, world: Path, workdir: Path, keys: int) -> dict[str, 
     from kafka import KafkaProducer
 
     from stream.broker import create_topics, free_port
-    from stream.demo import _consumed, _stop, metric_sum
     from stream.partitioning import partition_of
     from stream.replay import replay_directory
 
@@ -265,7 +264,7 @@ def recovery(settings: Any, world: Path, workdir: Path, keys: int) -> dict[str, 
     try:
         assigned = None
         deadline = time.monotonic() + timeout_s
-        while (_consumed(port) or 0) < 1:
+        while (events_consumed(port) or 0) < 1:
             if worker.poll() is not None:
                 log = (workdir / f"{app_id}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the recovering worker exited ({worker.poll()}):\n{log}")
@@ -280,7 +279,7 @@ def recovery(settings: Any, world: Path, workdir: Path, keys: int) -> dict[str, 
         ready = time.perf_counter()
         restored = metric_sum(port, _SUBSCRIBER_KEYS)
     finally:
-        _stop(worker)
+        stop_process(worker)
     return {"keys": keys, "seconds_to_ready": ready - started,
             "seconds_after_assignment": ready - (assigned or started),
             "keys_restored": restored or 0, "complete": restored == keys}

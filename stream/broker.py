@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from stream.processes import stop_process
+
 if TYPE_CHECKING:
     from stream.settings import Settings
 
@@ -164,13 +166,7 @@ class EmbeddedBroker:
         proc, self.process = self.process, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(grace_s)
+        stop_process(proc, grace_s)
         if proc.stderr:
             proc.stderr.close()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+from stream.processes import events_consumed, stop_process
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,39 +46,6 @@ def _child_env(settings: Any, workdir: Path, metrics_port: int) -> dict[str, str
         CHURNWATCH_PARTITIONS=str(settings.partitions),
     )
     return env
-
-
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> int:
-    """SIGTERM, wait, then SIGKILL: a worker finishes its batch and commits on SIGTERM."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-    return process.returncode
-
-
-def metric_sum(metrics_port: int, name: str) -> float | None:
-    """Sum of every sample of metric ``name`` on a worker's /metrics (None: no answer)."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def _consumed(metrics_port: int) -> float | None:
-    """Events the worker has taken off the input topics, from its /metrics."""
-    return metric_sum(metrics_port, "churnwatch_events_total")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             env=_child_env(settings, workdir, metrics_port),
             stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT,
         )
-        stack.callback(_stop, worker)
+        stack.callback(stop_process, worker)
         print(f"demo: worker pid {worker.pid} (log {workdir / 'worker.log'}), "
               f"metrics on 127.0.0.1:{metrics_port}", file=sys.stderr)
 
@@ -137,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
         if worker.poll() is not None:
             print(f"demo: the worker exited early (code {worker.returncode}); see "
                   f"{workdir / 'worker.log'}", file=sys.stderr)
-        consumed = _consumed(metrics_port)
-        code = _stop(worker)
+        consumed = events_consumed(metrics_port)
+        code = stop_process(worker)
         _summary(alerts, total, consumed, done_at - started, code)
         if args.keep:
             import orjson
@@ -184,7 +152,7 @@ def _alerts_until_done(pump: _AlertPump, deadline: float, worker: Any, metrics_p
                 return
         elif now - checked > 2:
             checked = now
-            consumed = _consumed(metrics_port)
+            consumed = events_consumed(metrics_port)
             if consumed is not None and consumed >= total:
                 drain_until = now + 3.0  # the last batch's alerts are on their way
 

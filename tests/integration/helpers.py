@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from stream.broker import ensure_topics, free_port
+from stream.processes import stop_process
 from stream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,14 +104,7 @@ class WorkerProc:
         proc = self.process
         if proc is None:
             return 0
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode
+        return stop_process(proc, grace_s)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
