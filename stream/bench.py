@@ -253,11 +253,20 @@ def recovery(settings: Any, world: Path, workdir: Path, keys: int) -> dict[str, 
     worker = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env,
                               stdout=(workdir / f"{app_id}.log").open("wb"),
                               stderr=subprocess.STDOUT)
-    # A profile for a key already in the changelog: the table size must stay ``keys``.
+    # Probe events for a key already in the changelog (the table size must stay ``keys``),
+    # one on each input topic so the worker's event-time reorder holds none of them back.
     probe = "R00000000"
-    profile = {"subscriber_id": probe, "msisdn": "13800000000", "account_id": None,
-               "segment": "consumer"}
-    producer.send(settings.topic_subscribers, key=probe.encode(), value=orjson.dumps(profile))
+    ts = "2026-01-05T09:00:00+08:00"
+    for topic, event in (
+        (settings.topic_subscribers, {"subscriber_id": probe, "msisdn": "13800000000",
+                                      "account_id": None, "segment": "consumer"}),
+        (settings.topic_calls, {"event_id": "probe-c", "ts": ts, "subscriber_id": probe,
+                                "direction": "out", "other_party": "13800000001",
+                                "duration_s": 60}),
+        (settings.topic_billing, {"event_id": "probe-b", "ts": ts, "subscriber_id": probe,
+                                  "kind": "charge", "amount": 1.0}),
+    ):
+        producer.send(topic, key=probe.encode(), value=orjson.dumps(event))
     producer.flush()
     producer.close()
     timeout_s = 300.0
