@@ -109,17 +109,12 @@ def read_alerts(
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.settings import Settings, SettingsError
+    from stream.settings import SettingsError, client_settings
 
     try:
-        settings = Settings.from_env()
+        settings = client_settings(args.bootstrap)
     except SettingsError as exc:
         print(f"alerts: {exc}", file=sys.stderr)
-        return 2
-    if args.bootstrap:
-        settings = settings.with_bootstrap(args.bootstrap)
-    if not settings.bootstrap:
-        print("alerts: set KAFKA_BOOTSTRAP (or --bootstrap)", file=sys.stderr)
         return 2
     if not args.json:
         print(header(), flush=True)

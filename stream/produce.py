@@ -120,18 +120,12 @@ def produce_directory(
 
 def run(args: argparse.Namespace) -> int:
     from stream.progress import Progress
-    from stream.settings import Settings, SettingsError
+    from stream.settings import SettingsError, client_settings
 
     try:
-        settings = Settings.from_env()
+        settings = client_settings(args.bootstrap)
     except SettingsError as exc:
         print(f"produce: {exc}", file=sys.stderr)
-        return 2
-    if args.bootstrap:
-        settings = settings.with_bootstrap(args.bootstrap)
-    if not settings.bootstrap:
-        print("produce: set KAFKA_BOOTSTRAP (or --bootstrap); `churnwatch broker` prints it",
-              file=sys.stderr)
         return 2
     if not args.directory.is_dir():
         print(f"produce: {args.directory} is not a directory", file=sys.stderr)

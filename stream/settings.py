@@ -308,6 +308,21 @@ class Settings:
             raise bad("CHURNWATCH_APP_ID", f"{self.app_id!r} must be a non-empty word")
 
 
+def client_settings(bootstrap: str | None = None) -> Settings:
+    """Settings for a command that talks to a running Kafka (``--bootstrap`` over the env).
+
+    Raises :class:`SettingsError` when no broker address is known: such a command does not
+    start a broker of its own.
+    """
+    settings = Settings.from_env()
+    if bootstrap:
+        settings = settings.with_bootstrap(bootstrap)
+    if not settings.bootstrap:
+        raise SettingsError("KAFKA_BOOTSTRAP: not set (or pass --bootstrap); "
+                            "`churnwatch broker` prints it")
+    return settings
+
+
 # field name -> (environment variable, kind)
 _ENV: dict[str, tuple[str, str]] = {
     "bootstrap": ("KAFKA_BOOTSTRAP", "str"),

@@ -143,3 +143,16 @@ def test_engine_config_errors_name_the_variable():
         build_engine_config(EngineConfig, {"no_such": "1"})
     with pytest.raises(SettingsError, match="CHURNWATCH_ENGINE__COOLDOWN_DAYS: expected"):
         build_engine_config(EngineConfig, {"cooldown_days": "a week"})
+
+
+def test_client_settings_needs_a_broker_address(monkeypatch):
+    from stream.settings import SettingsError, client_settings
+
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.delenv("CHURNWATCH_CONFIG", raising=False)
+    with pytest.raises(SettingsError, match="KAFKA_BOOTSTRAP"):
+        client_settings()
+    assert client_settings("127.0.0.1:9092").bootstrap == "127.0.0.1:9092"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:9093")
+    assert client_settings().bootstrap == "127.0.0.1:9093"
+    assert client_settings("127.0.0.1:9094").bootstrap == "127.0.0.1:9094"
