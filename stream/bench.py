@@ -312,7 +312,8 @@ def replay_rate(world: Path) -> tuple[float, int]:
 
 
 def state_sizes(world: Path) -> dict[str, float]:
-    """Mean bytes per subscriber state: serialized (orjson) and in memory (deep size)."""
+    """Mean bytes per subscriber state: serialized (orjson) and in memory
+    (:func:`detectors.state.deep_sizeof`, which leaves out what all states share)."""
     from stream.replay import replay_directory
 
     stores: list[dict[str, Any]] = []
@@ -320,7 +321,9 @@ def state_sizes(world: Path) -> dict[str, float]:
         pass
     states = [state for store in stores for state in store.values()]
     serialized = [len(orjson.dumps(s)) for s in states]
-    memory = [_deep_size(s) for s in states]
+    from detectors.state import deep_sizeof
+
+    memory = [deep_sizeof(s) for s in states]
     return {
         "subscribers": len(states),
         "serialized_mean": statistics.fmean(serialized),
@@ -328,19 +331,6 @@ def state_sizes(world: Path) -> dict[str, float]:
         "memory_mean": statistics.fmean(memory),
         "memory_max": max(memory),
     }
-
-
-def _deep_size(obj: Any, seen: set[int] | None = None) -> int:
-    seen = set() if seen is None else seen
-    if id(obj) in seen:
-        return 0
-    seen.add(id(obj))
-    size = sys.getsizeof(obj)
-    if isinstance(obj, dict):
-        size += sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in obj.items())
-    elif isinstance(obj, list | tuple | set | frozenset):
-        size += sum(_deep_size(v, seen) for v in obj)
-    return size
 
 
 # -- the run -------------------------------------------------------------------------------
