@@ -142,6 +142,7 @@ class Engine:
         config: EngineConfig | None = None,
         subscribers: MutableMapping[str, State] | None = None,
         population: MutableMapping[str, State] | None = None,
+        signals: bool = False,
     ):
         self.config = cfg = config if config is not None else EngineConfig()
         self.subscribers: MutableMapping[str, State] = (
@@ -149,6 +150,10 @@ class Engine:
         )
         self.population = Population(population if population is not None else {})
         self.counters: Counter[str] = Counter()
+        # Member signals for the group stage (see :meth:`drain_signals`); off unless asked
+        # for, so a driver that does not read them does not accumulate them.
+        self._emit_signals = signals
+        self.signals: list[dict[str, Any]] = []
         self.clock = Clock(cfg.tz_offset_hours, cfg.allowed_lateness_s)
         self.lookup = OperatorLookup(cfg.our_operator, cfg.ported_numbers)
         # Operators by a stable index (stored in state), whatever order they are met in.
@@ -227,6 +232,18 @@ class Engine:
             self._billing(sid, st, event, self._row(st, day), day)
         store[sid] = st
         return alerts
+
+    def drain_signals(self) -> list[dict[str, Any]]:
+        """Return and forget the member signals emitted since the last call.
+
+        With ``Engine(..., signals=True)``, every judgement of a subscriber who belongs to a
+        group (``group_id`` in the profile) emits a signal when what the group stage needs
+        to know changed: the zone, the operator calls are forwarded to off-net, the spend
+        ratio (in tenths) or a port-out. Keyed by ``group_id``, in event-time order per
+        subscriber; the group stage (:mod:`detectors.group`) folds them per group.
+        """
+        out, self.signals = self.signals, []
+        return out
 
     def _model(self, st: State, key: str) -> SpendDrop:
         """The spend (``"s"``, in tenths of a yuan) or usage (``"u"``, in calls) model."""
@@ -379,6 +396,9 @@ class Engine:
                     row[DOWN] += 1
         elif kind in ("port_out", "deactivation"):
             self.counters[kind] += 1
+            if self._emit_signals and "p" in st and st["p"][2]:
+                self._emit(event["subscriber_id"], st, event["ts"], day, None, None, None,
+                           left=kind)
             level = st["a"][0] if "a" in st else 0
             closed: State = {"v": STATE_VERSION, "x": [kind, day, level], "e": st.get("e", "")}
             if "p" in st:
@@ -608,6 +628,8 @@ class Engine:
         status = policy.step(assessment.level, now, daily and not assessment.hold)
         if policy.level or policy.resolved_at > NEVER:
             st["a"] = policy.to_state()
+        if self._emit_signals and "p" in st and st["p"][2]:
+            self._member_signal(sid, st, day, ts_iso, assessment, models)
         if status is None:
             return []
         self.counters[f"alerts_{status}"] += 1
@@ -781,6 +803,50 @@ class Engine:
         figures.update({"usual_share": fwd.usual_new_off, "operator": operator,
                         "carried_in": fwd.acc_in, "carried_forwarded": fwd.acc_new})
         return Signal("forwarding_off_net", value, summary, figures)
+
+    def _member_signal(
+        self,
+        sid: str,
+        st: State,
+        day: int,
+        ts_iso: str,
+        assessment: Assessment,
+        models: tuple[SpendDrop, SpendDrop, Forwarding] | None,
+    ) -> None:
+        operator = None
+        for sig in assessment.signals:
+            if sig.code == "forwarding_off_net":
+                operator = sig.figures.get("operator") or "off-net"
+        spend = models[0] if models is not None else self._model(st, "s")
+        ratio = None
+        value = 30.0 * spend.mean if spend.n else 0.0
+        if spend.ready:
+            recent, expected, _ = spend.window(self.config.recent_days)
+            ratio = round(recent / expected, 2) if expected > 0 else None
+        self._emit(sid, st, ts_iso, day, assessment.zone, operator, ratio, value=value)
+
+    def _emit(
+        self,
+        sid: str,
+        st: State,
+        ts_iso: str,
+        day: int,
+        zone: str | None,
+        operator: str | None,
+        ratio: float | None,
+        value: float = 0.0,
+        left: str | None = None,
+    ) -> None:
+        """Append a member signal if it differs from the last one this member emitted."""
+        key = [zone, operator, None if ratio is None else round(ratio * 10), left]
+        if st.get("g") == key:
+            return
+        st["g"] = key
+        self.signals.append({
+            "group_id": st["p"][2], "subscriber_id": sid, "ts": ts_iso, "day": day,
+            "zone": zone, "operator": operator, "spend_ratio": ratio,
+            "monthly_value": round(value, 2), "left": left,
+        })
 
     def _alert(
         self,
