@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# docker-compose 1.29, for tests that validate docker-compose.yml (see compose-config).
+COMPOSE_VENV := $(VENV)/compose
+COMPOSE := $(COMPOSE_VENV)/bin/docker-compose
 
 .PHONY: demo test lint bench clean
 
@@ -16,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/churnwatch demo
 
-test: $(STAMP)
+test: $(STAMP) $(COMPOSE)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -28,3 +31,20 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# `docker-compose config` (Debian's/PyPI's docker-compose 1.29) validates docker-compose.yml
+# without a Docker engine. It lives in a venv of its own: it pins old libraries (PyYAML 5,
+# jsonschema 3) the project must not share. deploy/compose-constraints.txt lets PyYAML 5.4.1
+# build on Python 3.11.
+.PHONY: compose-config
+
+$(COMPOSE):
+	test -x $(COMPOSE_VENV)/bin/python || $(PYTHON) -m venv $(COMPOSE_VENV)
+	PIP_CONSTRAINT=$(CURDIR)/deploy/compose-constraints.txt \
+		$(COMPOSE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		'docker-compose==1.29.2'
+
+compose-config: $(COMPOSE)
+	$(COMPOSE) --file docker-compose.yml config --quiet
+	$(COMPOSE) --file docker-compose.yml --profile demo config --quiet
+	@echo "compose-config: docker-compose.yml is valid for $$($(COMPOSE) version --short)"
