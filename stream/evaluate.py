@@ -664,7 +664,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _replay(directory: Path) -> list[dict[str, Any]]:
     from stream.replay import replay_directory  # reads DIR/ported.jsonl itself
 
-    return list(replay_directory(directory))
+    # With the group stage: group alerts are scored too (groups_detected_*, false ones).
+    return list(replay_directory(directory, groups=True))
 
 
 def run(args: argparse.Namespace) -> int:

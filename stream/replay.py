@@ -6,6 +6,13 @@ alerts exactly as the stream publishes them. Profiles go first (on the stream th
 from a compacted topic that is read before the events); calls and billing are merged by
 event time. Subscribers are grouped by the partition Kafka would give them, because each
 partition keeps its own population baseline, as a worker does.
+
+With the group stage on (the CLI's default; ``replay_directory(..., groups=True)``) the
+engines also emit member signals, which are routed by ``group_id`` to one
+:class:`detectors.group.GroupStage` per partition of the group-signals topic (Kafka's
+partitioner on the group id, as the stream routes them): their group alerts go into the
+same output, and a member's own alerts get a ``group_context`` reason while its group is in
+alert (see ``docs/groups.md``).
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write rejected lines here, one JSON object a line")
     parser.add_argument("--partitions", type=int, default=None,
                         help="partition count to mirror (default: the service's setting)")
+    parser.add_argument("--no-groups", dest="groups", action="store_false",
+                        help="leave out the group stage (no group alerts, no member signals)")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -72,6 +81,10 @@ def replay_directory(
     counters: Counter[str] | None = None,
     validator: Validator | None = None,
     stores: list[dict[str, Any]] | None = None,
+    groups: bool = False,
+    group_partitions: int | None = None,
+    group_config: Any = None,
+    group_stores: list[dict[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the alerts (without ``emitted_at``) the engine raises over ``directory``.
 
@@ -79,8 +92,15 @@ def replay_directory(
     ``rejected.<reason>`` and the engine's own counters under ``engine.<name>``.
     ``stores`` (if given) receives each partition's subscriber state store. Without an
     ``engine_config``, the defaults are used, with ``DIR/ported.jsonl`` if present.
+
+    ``groups``: run the group stage too (engines with member signals, one
+    :class:`~detectors.group.GroupStage` per group partition, ``group_partitions``
+    defaulting to ``partitions``); group alerts come in the same output, and members'
+    alerts get a ``group_context`` reason while their group is in alert. ``group_stores``
+    (if given) receives each group partition's state store.
     """
     from detectors import Engine, EngineConfig
+    from detectors.group import GroupConfig, GroupStage
     from stream.partitioning import partition_of
 
     counts = counters if counters is not None else Counter()
@@ -95,8 +115,30 @@ def replay_directory(
     subscriber_stores: list[dict[str, Any]] = [{} for _ in range(partitions)]
     if stores is not None:
         stores.extend(subscriber_stores)
-    engines = [Engine(config, subscribers=s, population={}) for s in subscriber_stores]
+    engines = [Engine(config, subscribers=s, population={}, signals=groups)
+               for s in subscriber_stores]
     part_cache: dict[str, int] = {}
+    n_groups = group_partitions or partitions
+    group_state: list[dict[str, Any]] = [{} for _ in range(n_groups)]
+    if group_stores is not None:
+        group_stores.extend(group_state)
+    stages = [GroupStage(group_config or GroupConfig(), store) for store in group_state]
+
+    def judged(engine: Any, alerts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The subscriber alerts (with group context), then the group alerts they cause."""
+        if not groups:
+            yield from alerts
+            return
+        for alert in alerts:
+            gid = alert.get("group_id")
+            if gid and alert["status"] != "resolved":
+                context = stages[partition_of(gid, n_groups)].context(gid)
+                if context is not None:
+                    alert["reasons"].append(context)
+            yield alert
+        if engine.signals:
+            for signal in engine.drain_signals():
+                yield from stages[partition_of(signal["group_id"], n_groups)].process(signal)
 
     def engine_for(subscriber_id: str) -> Any:
         p = part_cache.get(subscriber_id)
@@ -121,16 +163,22 @@ def replay_directory(
                     on_dead_letter(dead_letter(raw, TOPIC_OF_KIND[kind], None, number, result))
 
     for _, _, _, profile in accepted("subscribers"):
-        yield from engine_for(profile["subscriber_id"]).process("subscribers", profile)
+        engine = engine_for(profile["subscriber_id"])
+        yield from judged(engine, engine.process("subscribers", profile))
 
     events = heapq.merge(accepted("calls"), accepted("billing"))
     for n, (_, order, _, event) in enumerate(events, start=1):
-        yield from engine_for(event["subscriber_id"]).process(INPUT_KINDS[order], event)
+        engine = engine_for(event["subscriber_id"])
+        alerts = engine.process(INPUT_KINDS[order], event)
+        if alerts or engine.signals:
+            yield from judged(engine, alerts)
         if n % PROGRESS_EVERY == 0:
             print(f"replay: {n:,} events", file=sys.stderr, flush=True)
 
     for engine in engines:
         counts.update({f"engine.{k}": v for k, v in engine.counters.items()})
+    for stage in stages:
+        counts.update({f"groups.{k}": v for k, v in stage.counters.items()})
 
 
 def stamp(alert: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         for alert in replay_directory(
-            directory, partitions=partitions, on_dead_letter=write_dead, counters=counts
+            directory, partitions=partitions, on_dead_letter=write_dead, counters=counts,
+            groups=getattr(args, "groups", True),
         ):
             zones[f"{alert['kind']}/{alert['status']}/{alert['zone']}"] += 1
             out.write(orjson.dumps(stamp(alert)) + b"\n")
