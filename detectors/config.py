@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 __all__ = ["EngineConfig", "MODEL_VERSION"]
 
 #: Written into every alert; bump when thresholds or features change meaning.
-MODEL_VERSION = "detectors-1.0"
+MODEL_VERSION = "detectors-1.1"
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,16 @@ class EngineConfig:
         A monthly bill below this share of the usual ones is a (weak) signal.
     cusum_rho
         The drop in outgoing calls the CUSUM is tuned to (0.5: half the usual rate).
-    cusum_yellow, cusum_red
-        CUSUM levels (log-likelihood, dispersion-scaled) for a yellow and a red usage drop.
-    usage_red_strength
-        Strength of a usage drop past ``cusum_red``.
+    cusum_green, cusum_yellow, cusum_red
+        CUSUM levels (log-likelihood, dispersion-scaled) for a weak (``usage_green_strength``:
+        green alone, it only adds to other evidence), a yellow and a red usage drop.
+    cusum_phi_max
+        Cap on the dispersion (variance / mean of daily calls) that scales the CUSUM.
+    presence_ratio
+        Incoming calls below this share of usual scale down the calls expected out (a quiet
+        or absent subscriber, not a drift to another SIM, which keeps incoming calls).
+    usage_red_strength, usage_green_strength
+        Strength of a usage drop past ``cusum_red``, and past ``cusum_green``.
     absent_ratio
         Outgoing *and* incoming calls of the last week both below this share of usual:
         the subscriber is away or unreachable (a trip), not drifting to another SIM,
@@ -65,6 +71,9 @@ class EngineConfig:
         Share of the day's incoming calls they must be.
     fwd_habit_share
         A usual off-net forwarded share above this makes forwarding habitual.
+    fwd_strong_share
+        Share of today's incoming calls forwarded to new off-net numbers that is
+        overwhelming (with ``fwd_min_calls``): judged at once, red.
     yellow, red
         Risk score thresholds of the zones (green starts at ``green``).
     resolve_days
@@ -94,15 +103,20 @@ class EngineConfig:
     week_ratio_full: float = 0.2
     bill_ratio: float = 0.7
     cusum_rho: float = 0.5
+    cusum_green: float = 5.0
     cusum_yellow: float = 7.0
     cusum_red: float = 9.0
     usage_red_strength: float = 0.72
+    usage_green_strength: float = 0.35
+    cusum_phi_max: float = 3.0
+    presence_ratio: float = 0.6
     absent_ratio: float = 0.35
     drop_z: float = 3.0
     silent_days: int = 21
     fwd_min_calls: int = 4
     fwd_min_share: float = 0.5
     fwd_habit_share: float = 0.2
+    fwd_strong_share: float = 0.65
     green: float = 0.2
     yellow: float = 0.45
     red: float = 0.7

@@ -17,9 +17,9 @@ from detectors.policy import AlertPolicy
 from detectors.population import Population
 from detectors.risk import Assessment, Signal, combine, drop_score
 from detectors.spend import SpendDrop
-from detectors.state import STATE_VERSION, fingerprint, remember
+from detectors.state import STATE_VERSION, fingerprint, remember, shared
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "upgrade"]
 
 State = dict[str, Any]
 
@@ -40,15 +40,28 @@ FAMILIAR_MIN = 3
 # home cell (16-bit fingerprint, -1 unknown), its votes, other-cell run, last other cell,
 # away flag; usage CUSUM, count pending (0/1), pending count, CUSUM at last home call;
 # incoming calls: days, baseline mean, last-week mean; operator index of the last
-# new off-net forward target; whether the last closed day was spent away.
+# new off-net forward target; whether the last closed day was spent away; forwarding seen
+# on days without a located call, waiting for a call from home (incoming, new off-net).
 (M_CELL, M_VOTES, M_RUN, M_LAST, M_AWAY, M_CUSUM, M_PEND, M_PEND_N, M_CUSUM_HOME,
- M_IN_N, M_IN_BASE, M_IN_FAST, M_FWD_OP, M_DAY_AWAY) = range(14)
-NEW_MISC = (-1, 0, 0, -1, 0, 0.0, 0, 0, 0.0, 0, 0.0, 0.0, -1, 0)
+ M_IN_N, M_IN_BASE, M_IN_FAST, M_FWD_OP, M_DAY_AWAY, M_UNC_IN, M_UNC_NEW) = range(16)
+NEW_MISC = (-1, 0, 0, -1, 0, 0.0, 0, 0, 0.0, 0, 0.0, 0.0, -1, 0, 0.0, 0.0)
 ENGINE_KEY = "__engine__"  # the engine's own event-time position, in the population store
 NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
 SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise
 SPEND_MILLI = 1000 // SPEND_SCALE
 CARRY_FWD_STRENGTH = {0.6: 0.55, 1.0: 0.75}
+
+
+def upgrade(st: State) -> None:
+    """Bring a state written by an earlier version up to :data:`STATE_VERSION` in place.
+
+    Version 1 had 14 numbers in ``"m"``; version 2 adds forwarding waiting for a call
+    from home (two numbers, zero when nothing waits).
+    """
+    m = st.get("m")
+    if m is not None and len(m) < len(NEW_MISC):
+        m.extend(NEW_MISC[len(m):])
+    st["v"] = STATE_VERSION
 
 
 def _new_row(day: int) -> list[int]:
@@ -175,19 +188,35 @@ class Engine:
             "min_calls": cfg.fwd_min_calls,
             "min_share": cfg.fwd_min_share,
             "habit_share": cfg.fwd_habit_share,
+            "strong_share": cfg.fwd_strong_share,
         }
 
     # ------------------------------------------------------------------------------------
     # Events
     # ------------------------------------------------------------------------------------
-    def process(self, kind: str, event: dict[str, Any]) -> list[dict[str, Any]]:
-        """Process one validated event; return the alerts it triggers (maybe none)."""
+    def process(
+        self, kind: str, event: dict[str, Any], ts: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Process one validated event; return the alerts it triggers (maybe none).
+
+        Parameters
+        ----------
+        kind
+            ``"calls"``, ``"billing"`` or ``"subscribers"``.
+        event
+            The event as the input contract has it (validated).
+        ts
+            The event's ``ts`` already parsed to epoch seconds (the stream's validator does
+            it), so it is not parsed twice; parsed from ``event["ts"]`` when None. The
+            results are the same either way.
+        """
         counters = self.counters
         counters["events"] += 1
         if kind == "subscribers":
             self._profile(event)
             return []
-        ts = parse_ts(event["ts"])
+        if ts is None:
+            ts = parse_ts(event["ts"])
         alerts: list[dict[str, Any]] = []
         if ts > self._watermark:
             self._watermark = ts
@@ -202,6 +231,8 @@ class Engine:
         elif "x" in st:
             counters["after_close"] += 1
             return alerts
+        elif st["v"] != STATE_VERSION:
+            upgrade(st)
         seen, ring = remember(
             st.get("e", ""), fingerprint(event["event_id"]), self.config.dedupe_ring
         )
@@ -264,13 +295,16 @@ class Engine:
         if st is None:
             st = self._new_state()
             self.counters["subscribers"] += 1
+        elif st["v"] != STATE_VERSION:
+            upgrade(st)
+        # Values many subscribers have in common are kept once for all (see ``shared``).
         st["p"] = [
             event.get("msisdn"),
-            event.get("account_id"),
-            event.get("group_id"),
-            event.get("segment") or "unknown",
-            event.get("tier"),
-            event.get("account_manager"),
+            shared(event.get("account_id")),
+            shared(event.get("group_id")),
+            shared(event.get("segment") or "unknown"),
+            shared(event.get("tier")),
+            shared(event.get("account_manager")),
         ]
         self.counters["profiles"] += 1
         self.subscribers[sid] = st
@@ -316,6 +350,8 @@ class Engine:
                 if m[M_VOTES] < HOME_CAP:
                     m[M_VOTES] += 1
                 m[M_RUN] = m[M_AWAY] = 0
+                if m[M_UNC_NEW]:
+                    self._confirm(st)
                 if row[N_NEW] > 0:
                     checked = self._forward_check(sid, st, row, ts)
                     if checked:
@@ -326,6 +362,7 @@ class Engine:
                 # row: staying elsewhere, not passing through.
                 if (m[M_RUN] >= 1 and m[M_LAST] == fp) or m[M_RUN] + 1 >= AWAY_RUN:
                     m[M_AWAY] = 1
+                    m[M_UNC_IN] = m[M_UNC_NEW] = 0.0  # it was a trip
                 m[M_RUN] += 1
                 m[M_LAST] = fp
                 m[M_VOTES] -= 1
@@ -355,6 +392,22 @@ class Engine:
         row[N_NEW] += 1
         row[OP] = index
         return self._forward_check(sid, st, row, ts)
+
+    def _confirm(self, st: State, fwd: Forwarding | None = None) -> None:
+        """A call from home confirms forwarding seen on days with no located call."""
+        m = st["m"]
+        model = fwd
+        if model is None:
+            if "f" not in st:
+                m[M_UNC_IN] = m[M_UNC_NEW] = 0.0
+                return
+            model = Forwarding.from_state(st["f"], **self._fwd_params)
+        model.acc_in = round(model.acc_in + m[M_UNC_IN], 2)
+        model.acc_new = round(model.acc_new + m[M_UNC_NEW], 2)
+        m[M_UNC_IN] = m[M_UNC_NEW] = 0.0
+        if fwd is None:
+            st["f"] = model.to_state()
+        self.counters["forwarding_confirmed"] += 1
 
     def _forward_check(
         self, sid: str, st: State, row: list[int], ts: float
@@ -486,6 +539,8 @@ class Engine:
 
     def _close_until(self, sid: str, st: State, target: int) -> list[dict[str, Any]]:
         alerts: list[dict[str, Any]] = []
+        if st["v"] != STATE_VERSION:
+            upgrade(st)
         rows: list[list[int]] = st["o"]
         day = st["c"] + 1
         while day <= target:
@@ -534,9 +589,17 @@ class Engine:
             m = st["m"]
             if row[N_NEW] and not row[N_LOC] > 2 * row[N_AWAY]:
                 # Forwarding on a day with no call from home: a trip or a switch, cannot
-                # tell; neither evidence nor normal.
+                # tell yet; neither evidence nor normal. Without any located call it waits,
+                # decaying like carried evidence, for the next call from home to confirm it
+                # (a trip shows itself by calls from elsewhere, which drop it).
                 fwd.close_day(0, 0, 0)
+                if not row[N_LOC]:
+                    carry = fwd.carry
+                    m[M_UNC_IN] = round((m[M_UNC_IN] + row[N_IN]) * carry, 2)
+                    m[M_UNC_NEW] = round((m[M_UNC_NEW] + row[N_NEW]) * carry, 2)
             else:
+                if m[M_UNC_NEW]:
+                    self._confirm(st, fwd)
                 fwd.close_day(row[N_IN], row[N_FWD], row[N_NEW])
             if spend.ready and usage.ready:
                 segment = st["p"][3] if "p" in st else "unknown"
@@ -554,7 +617,8 @@ class Engine:
             x = float(row[N_IN])
             slow = max(1.0 / m[M_IN_N], 2.0 / (cfg.baseline_days + 1))
             m[M_IN_BASE] = round(m[M_IN_BASE] + slow * (x - m[M_IN_BASE]), 2)
-            m[M_IN_FAST] = round(m[M_IN_FAST] + max(1.0 / m[M_IN_N], 0.25) * (x - m[M_IN_FAST]), 2)
+            fast = max(1.0 / m[M_IN_N], 0.25)
+            m[M_IN_FAST] = round(m[M_IN_FAST] + fast * (x - m[M_IN_FAST]), 2)
         if row[OP] >= 0:
             st["m"][M_FWD_OP] = row[OP]
         st["s"] = spend.to_state()
@@ -589,9 +653,16 @@ class Engine:
             segment = st["p"][3] if "p" in st else "unknown"
             factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
             lam = usage.mean * (factor if factor is not None else 1.0)
+            if m[M_IN_BASE] >= 0.5:
+                # Presence: incoming calls fall with outgoing ones when the subscriber is
+                # away or simply quiet (a trip with no call from elsewhere, a bad week),
+                # but only at half the pace when outgoing calls move to another SIM.
+                lam *= min(1.0, m[M_IN_FAST] / m[M_IN_BASE] / cfg.presence_ratio)
             # Dispersion of the daily counts, and the baseline's own uncertainty while it
             # rests on few days (a young baseline is a noisy yardstick).
-            phi = min(3.0, max(1.0, usage.var / usage.mean)) * (1.0 + 7.0 / max(usage.n, 1))
+            phi = min(cfg.cusum_phi_max, max(1.0, usage.var / usage.mean)) * (
+                1.0 + 7.0 / max(usage.n, 1)
+            )
             llr = (lam * (1.0 - cfg.cusum_rho) + m[M_PEND_N] * math.log(cfg.cusum_rho)) / phi
             m[M_CUSUM] = round(min(3.0 * cfg.cusum_red, max(0.0, m[M_CUSUM] + llr)), 3)
         if away:
@@ -667,7 +738,7 @@ class Engine:
             if absent:
                 self.counters["absent_judgements"] += 1
             elif (usage.ready and usage.mean >= cfg.min_daily_calls
-                  and cusum >= cfg.cusum_yellow):
+                  and cusum >= cfg.cusum_green):
                 pop = self.population.ratio(segment, first, day - 1, metric=1)
                 signals.append(self._usage_signal(usage, cusum, pop, segment))
             if spend.ready and spend.mean >= cfg.min_daily_spend and not rebased:
@@ -701,7 +772,7 @@ class Engine:
         if bill is not None and bill[2] < cfg.bill_ratio and day - bill[3] <= 31:
             signals.append(Signal(
                 "bill_drop", 0.3,
-                f"the last monthly bill is {bill[2]:.0%} of the usual {bill[1]:.2f}",
+                f"the last monthly bill is {bill[2]:.0%} of the usual {bill[1]:.2f} yuan",
                 {"ratio": bill[2], "usual_bill": bill[1]},
             ))
         assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
@@ -733,48 +804,57 @@ class Engine:
         best_days = cfg.recent_days if strengths[0] >= strengths[1] else 7
         if best <= 0:
             return None
-        recent, expected, _ = model.window(best_days)
-        ratio = recent / expected if expected > 0 else 1.0
+        recent, own, _ = model.window(best_days)
         what = "spend" if code == "spend_drop" else "outgoing calls"
         period = "a fortnight" if best_days == 14 else "a week"
-        unit = "" if code == "spend_drop" else " calls"
         if code == "spend_drop":
-            figures_text = f"({recent:.2f} vs {expected:.2f} {period})"
+            figures_text = f"{recent:.2f} yuan against a usual {own:.2f} {period}"
         else:
-            figures_text = f"({recent:.0f}{unit} vs {expected:.1f}{unit} {period})"
-        summary = (
-            f"{what} over the last {best_days} days at home is {ratio:.0%} of the "
-            f"{cfg.baseline_days}-day baseline {figures_text}"
+            figures_text = f"{recent:.0f} calls against a usual {own:.1f} {period}"
+        summary, figures = self._versus(
+            f"{what} over the last {best_days} days at home", recent, own, factor, segment,
+            figures_text,
         )
+        figures["days"] = best_days
+        return Signal(code, best, summary, figures)
+
+    def _versus(
+        self, what: str, recent: float, own: float, factor: float, segment: str,
+        figures_text: str,
+    ) -> tuple[str, dict[str, Any]]:
+        """A sentence comparing ``recent`` with the subscriber's own baseline ``own``, and,
+        when the whole segment fell over the same days, with what that leaves expected."""
+        cfg = self.config
+        ratio = recent / own if own > 0 else 1.0
+        verb = "is" if what.startswith("spend") else "are"
+        summary = (f"{what} {verb} {ratio:.0%} of this subscriber's {cfg.baseline_days}-day "
+                   f"baseline ({figures_text})")
         figures: dict[str, Any] = {
-            "days": best_days, "recent": round(recent, 2), "baseline": round(expected, 2),
-            "ratio": round(ratio, 3),
+            "recent": round(recent, 2), "baseline": round(own, 2), "ratio": round(ratio, 3),
         }
         if factor < 0.95:
-            summary += f"; the {segment} segment as a whole is at {factor:.0%}, allowed for"
-            figures["segment_ratio"] = round(factor, 3)
-        return Signal(code, best, summary, figures)
+            expected = own * factor
+            against = recent / expected if expected > 0 else 1.0
+            summary += (f"; the {segment} segment as a whole fell to {factor:.0%} of its "
+                        f"usual over the same days, and against that this subscriber is at "
+                        f"{against:.0%}")
+            figures.update({"segment_ratio": round(factor, 3),
+                            "ratio_vs_segment": round(against, 3)})
+        return summary, figures
 
     def _usage_signal(
         self, usage: SpendDrop, cusum: float, pop: float | None, segment: str
     ) -> Signal:
         cfg = self.config
-        strength = cfg.usage_red_strength if cusum >= cfg.cusum_red else 0.5
+        strength = (cfg.usage_red_strength if cusum >= cfg.cusum_red
+                    else 0.5 if cusum >= cfg.cusum_yellow else cfg.usage_green_strength)
         factor = min(1.0, pop) if pop is not None else 1.0
-        recent, expected, _ = usage.window(cfg.recent_days)
-        expected *= factor
-        ratio = recent / expected if expected > 0 else 1.0
-        summary = (
-            f"outgoing calls over the last {cfg.recent_days} days at home are {ratio:.0%} of "
-            f"the {cfg.baseline_days}-day baseline ({recent:.0f} vs {expected:.1f} a fortnight)"
+        recent, own, _ = usage.window(cfg.recent_days)
+        summary, figures = self._versus(
+            f"outgoing calls over the last {cfg.recent_days} days at home", recent, own,
+            factor, segment, f"{recent:.0f} calls against a usual {own:.1f} a fortnight",
         )
-        figures: dict[str, Any] = {
-            "days": cfg.recent_days, "recent": round(recent, 2), "baseline": round(expected, 2),
-            "ratio": round(ratio, 3), "cusum": cusum,
-        }
-        if factor < 0.95:
-            summary += f"; the {segment} segment as a whole is at {factor:.0%}, allowed for"
-            figures["segment_ratio"] = round(factor, 3)
+        figures.update({"days": cfg.recent_days, "cusum": cusum})
         return Signal("usage_drop", strength, summary, figures)
 
     def _forward_signal(
@@ -784,10 +864,11 @@ class Engine:
         op_index = today[OP] if today is not None and today[OP] >= 0 else st["m"][M_FWD_OP]
         operator = self._operators[op_index] if 0 <= op_index < len(self._operators) else None
         where = f"a {operator} number" if operator else "an off-net number"
-        usual = round(100 * fwd.usual_new_off)
+        usual = (f"usually {round(100 * fwd.usual_new_off)}% of their incoming calls go to "
+                 f"such numbers")
         if today is not None:
             summary = (f"{today[N_NEW]} of {today[N_IN]} incoming calls today forwarded to "
-                       f"{where} not called before, usual {usual}%")
+                       f"{where} they never called before; {usual}")
             figures: dict[str, Any] = {"forwarded": today[N_NEW], "incoming": today[N_IN]}
         else:
             last = self._closed_row
@@ -795,10 +876,10 @@ class Engine:
             if last is not None and last[N_IN]:
                 summary = (f"{last[N_NEW]} of {last[N_IN]} incoming calls on "
                            f"{self.clock.date(last[DAY])} forwarded to {where} not called "
-                           f"before ({running}), usual {usual}%")
+                           f"before ({running}); {usual}")
                 figures = {"days": fwd.streak, "forwarded": last[N_NEW], "incoming": last[N_IN]}
             else:
-                summary = f"incoming calls forwarded to {where} ({running}), usual {usual}%"
+                summary = f"incoming calls forwarded to {where} ({running}); {usual}"
                 figures = {"days": fwd.streak}
         figures.update({"usual_share": fwd.usual_new_off, "operator": operator,
                         "carried_in": fwd.acc_in, "carried_forwarded": fwd.acc_new})
@@ -838,14 +919,18 @@ class Engine:
         left: str | None = None,
     ) -> None:
         """Append a member signal if it differs from the last one this member emitted."""
-        key = [zone, operator, None if ratio is None else round(ratio * 10), left]
+        # Value in steps of about 10% (log scale): the group's value at stake follows it.
+        key = [zone, operator, None if ratio is None else round(ratio * 10), left,
+               round(10 * math.log1p(value))]
         if st.get("g") == key:
             return
         st["g"] = key
+        profile = st["p"]
         self.signals.append({
-            "group_id": st["p"][2], "subscriber_id": sid, "ts": ts_iso, "day": day,
+            "group_id": profile[2], "subscriber_id": sid, "ts": ts_iso, "day": day,
             "zone": zone, "operator": operator, "spend_ratio": ratio,
             "monthly_value": round(value, 2), "left": left,
+            "segment": profile[3], "account_id": profile[1], "account_manager": profile[5],
         })
 
     def _alert(
@@ -874,8 +959,8 @@ class Engine:
         if status == "resolved":
             reasons.insert(0, {
                 "code": "resolved",
-                "summary": f"no warning signal on the last {cfg.resolve_days} days; "
-                           f"risk now {assessment.score:.2f}",
+                "summary": f"no warning sign on each of the last {cfg.resolve_days} days; "
+                           f"risk score now {assessment.score:.2f} (0 to 1)",
                 "figures": {"days": cfg.resolve_days, "risk_score": assessment.score},
             })
         return {

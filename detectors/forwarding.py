@@ -122,6 +122,7 @@ class Forwarding:
         carry: float = 0.8,
         absorb_days: int = 60,
         warmup_days: int = 14,
+        strong_share: float = 0.8,
     ):
         self.span_days = span_days
         self.min_calls = min_calls
@@ -131,6 +132,7 @@ class Forwarding:
         self.carry = carry
         self.absorb_days = absorb_days
         self.warmup_days = warmup_days
+        self.strong_share = strong_share
         self.alpha = 2.0 / (span_days + 1)
         self.days = 0
         self.usual_fwd = 0.0
@@ -160,7 +162,7 @@ class Forwarding:
         share = n_new_off / n_in
         if share < self.min_share:
             return 0.0
-        return 1.0 if share >= 0.8 else 0.6
+        return 1.0 if share >= self.strong_share else 0.6
 
     def close_day(self, n_in: int, n_fwd: int, n_new_off: int) -> None:
         """Learn from one closed day's counts."""

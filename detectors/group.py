@@ -287,6 +287,9 @@ class GroupWatch:
         #: headline] (empty when no episode is open)
         self.context: list[Any] = []
         self.late = 0
+        #: the group's [segment, account_id, account_manager] from its members' profiles
+        #: (the smallest value seen of each, so the order signals come in does not matter)
+        self.profile: list[Any] = [None, None, None]
         #: alerts raised by the last :meth:`update`
         self.alerts: list[dict[str, Any]] = []
 
@@ -305,6 +308,7 @@ class GroupWatch:
             "a": self.policy.to_state(),
             "c": list(self.context),
             "l": self.late,
+            "p": list(self.profile),
         }
 
     @classmethod
@@ -323,6 +327,7 @@ class GroupWatch:
         )
         watch.context = list(state["c"])
         watch.late = int(state.get("l", 0))
+        watch.profile = list(state.get("p") or [None, None, None])
         return watch
 
     # --------------------------------------------------------------------------------
@@ -333,6 +338,10 @@ class GroupWatch:
         self.alerts = []
         row = _signal_row(signal)
         day = row[0]
+        for i, name in enumerate(("segment", "account_id", "account_manager")):
+            value = signal.get(name)
+            if value is not None and (self.profile[i] is None or value < self.profile[i]):
+                self.profile[i] = value
         if self.decided < 0:
             self.decided = day - 1
         if day <= self.decided:
@@ -545,11 +554,11 @@ class GroupWatch:
             "status": status,
             "subscriber_id": None,
             "msisdn": None,
-            "account_id": None,
+            "account_id": self.profile[1],
             "group_id": self.group_id,
-            "segment": "group",
+            "segment": self.profile[0] or "unknown",
             "tier": None,
-            "account_manager": None,
+            "account_manager": self.profile[2],
             "zone": zone,
             "risk_score": _risk(surprise),
             "value_at_risk": self._value(day),

@@ -40,9 +40,10 @@ __all__ = [
     "deep_sizeof",
     "fingerprint",
     "remember",
+    "shared",
 ]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def fingerprint(text: str) -> bytes:
@@ -88,12 +89,39 @@ def remember(ring: str, fp: bytes, size: int) -> tuple[bool, str]:
     return False, binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
+#: Strings many states have in common (segments, tiers, account managers, corporate
+#: accounts and groups), kept once: see :func:`shared`.
+_SHARED: dict[str, str] = {}
+_SHARED_MAX = 100_000
+
+
+def shared(text: str | None) -> str | None:
+    """One object for all equal profile values, so a million states do not hold a million
+    copies of ``"key_account"``.
+
+    Examples
+    --------
+    >>> a, b = shared("".join(["key_", "account"])), shared("key_account")
+    >>> a is b, shared(None)
+    (True, None)
+
+    """
+    if text is None:
+        return None
+    found = _SHARED.get(text)
+    if found is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            return text  # an unbounded vocabulary is not shared (memory stays bounded)
+        _SHARED[text] = found = text
+    return found
+
+
 def deep_sizeof(obj: Any, _seen: set[int] | None = None) -> int:
     """Bytes a plain structure of dicts, lists, strings and numbers adds to memory.
 
-    Objects the interpreter shares between all states are not counted: small integers
-    (-5..256, cached by CPython) and identifier-like short strings such as the state's
-    keys (interned).
+    Objects shared between all states are not counted: small integers (-5..256, cached by
+    CPython), identifier-like short strings such as the state's keys (interned), and the
+    profile values kept once by :func:`shared`.
 
     Examples
     --------
@@ -111,7 +139,9 @@ def deep_sizeof(obj: Any, _seen: set[int] | None = None) -> int:
         return 0
     if isinstance(obj, int) and -5 <= obj <= 256:
         return 0
-    if isinstance(obj, str) and len(obj) <= 2 and obj.isidentifier():
+    if isinstance(obj, str) and (
+        (len(obj) <= 2 and obj.isidentifier()) or _SHARED.get(obj) is obj
+    ):
         return 0
     size = sys.getsizeof(obj)
     if isinstance(obj, Mapping):

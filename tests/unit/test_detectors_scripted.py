@@ -150,13 +150,13 @@ def test_slow_decay_alerts_on_the_expected_days() -> None:
 
     _, alerts = World(crowd(churner=decaying)).run()
     assert opened(alerts, "churner") == [
-        ("2026-03-26", "open", "yellow"),  # decline from 03-06; calls at 1/3 by now
+        ("2026-03-27", "open", "yellow"),  # decline from 03-06; calls at 1/3 by now
         ("2026-03-28", "escalated", "red"),
     ]
     assert all(a["subscriber_id"] == "churner" for a in alerts)
     first = alerts[0]
     assert first["reasons"][0]["code"] == "usage_drop"
-    assert "of the 90-day baseline" in first["reasons"][0]["summary"]
+    assert "of this subscriber's 90-day baseline" in first["reasons"][0]["summary"]
     assert first["segment"] == "sme" and first["tier"] == "gold"
 
 
