@@ -35,12 +35,28 @@ from stream.validation import Accepted, Validator, dead_letter
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "churnwatch-detect"
+#: How often ``churnwatch_consumer_lag`` is refreshed (one Fetch per broker).
+LAG_EVERY_S = 5.0
 
 
 class EngineLike(Protocol):
     counters: Counter[str]
 
     def process(self, kind: str, event: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+
+#: Billing kinds after which a subscriber has no open episode any more.
+LEAVING = frozenset({"port_out", "deactivation"})
+
+
+def takes_ts(engine: Any) -> bool:
+    """Does ``engine.process`` accept ``ts=`` (the event time the validator parsed)?"""
+    import inspect
+
+    try:
+        return "ts" in inspect.signature(engine.process).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 EngineFactory = Callable[[int], EngineLike]
@@ -94,6 +110,9 @@ class BatchProcessor:
         self.kinds = kinds
         self.engine_factory = engine_factory
         self.engines: dict[int, EngineLike] = {}
+        self._with_ts: dict[int, bool] = {}
+        #: subscriber -> (partition, segment, zone) of an open episode this worker alerted
+        self.open_episodes: dict[str, tuple[int, str, str]] = {}
         self._reported: dict[int, Counter[str]] = {}
         self.metrics = metrics
         self.validator = validator or Validator()
@@ -113,6 +132,7 @@ class BatchProcessor:
         engine = self.engines.get(partition)
         if engine is None:
             engine = self.engines[partition] = self.engine_factory(partition)
+            self._with_ts[partition] = takes_ts(engine)
             self._reported[partition] = Counter()
         return engine
 
@@ -127,8 +147,13 @@ class BatchProcessor:
         self._released.clear()
         self._touched.clear()
         self.engines.clear()
+        self._with_ts.clear()
         self._reported.clear()
         self.tables.discard()
+        if self.metrics is not None:
+            for _, segment, zone in self.open_episodes.values():
+                self.metrics.open_alerts.labels(segment=segment, zone=zone).dec()
+        self.open_episodes.clear()
         return len(dropped)
 
     def _load_marks(self, partition: int) -> None:
@@ -166,6 +191,14 @@ class BatchProcessor:
                 # this run; below ``mark`` it is in the recovered state (and its alerts
                 # were delivered). Either way it changes nothing.
                 outcomes[(topic, "redelivered")] += 1
+                if seen is None or offset >= seen:
+                    # Delivered to us now, so the reorder must count it as read: a
+                    # topic-partition whose redelivered messages were all below its mark
+                    # would otherwise look "not caught up" (position unknown, committed
+                    # offset below the high watermark) and hold back every later event
+                    # of its partition: a worker idle after a restart.
+                    position[tp] = offset + 1
+                    reorder.delivered(topic, partition)
                 held = self._min_held(tp)
                 if held is None or offset < held or (mark is not None and offset < mark):
                     result.done.append(item)
@@ -189,13 +222,20 @@ class BatchProcessor:
                          (item, m, kind, verdict), getattr(m, "timestamp", None))
             heapq.heappush(self._held_offsets.setdefault(tp, []), offset)
         released = self._released
+        #: (partition, subscriber alert or leaving billing event), in processing order
+        episodes: list[tuple[int, dict[str, Any]]] = []
         for item, m, kind, verdict in reorder.release(kinds, caught_up):
             released.setdefault((m.topic, m.partition), set()).add(m.offset)
             touched.add((m.topic, m.partition))  # its mark moves (maybe held since long)
             if verdict.epoch_s > newest:
                 newest = verdict.epoch_s
             try:
-                alerts = self.engine(m.partition).process(kind, verdict.event)
+                engine = self.engine(m.partition)
+                if self._with_ts[m.partition] and kind != "subscribers":
+                    alerts = engine.process(kind, verdict.event,  # type: ignore[call-arg]
+                                            ts=verdict.epoch_s)
+                else:
+                    alerts = engine.process(kind, verdict.event)
             except Exception:  # a detector bug must not stop the partition: log, count
                 log.exception("engine failed on %s[%d]@%d", m.topic, m.partition, m.offset)
                 outcomes[(m.topic, "engine_error")] += 1
@@ -205,6 +245,10 @@ class BatchProcessor:
             result.done.append(item)
             for alert in alerts:
                 result.alerts.append((alert_key(alert), alert))
+                if alert.get("kind") == "subscriber":
+                    episodes.append((m.partition, alert))
+            if kind == "billing" and verdict.event.get("kind") in LEAVING:
+                episodes.append((m.partition, verdict.event))
         self.newest_event_s = newest
         result.accepted = sum(v for (_, o), v in outcomes.items() if o == "accepted")
         if result.alerts:
@@ -213,7 +257,23 @@ class BatchProcessor:
                 alert["emitted_at"] = stamp
         if self.metrics is not None:
             self._record(self.metrics, outcomes, reasons, result)
+            if episodes:
+                self._track_episodes(self.metrics, episodes)
         return result
+
+    def _track_episodes(self, metrics: Any, episodes: list[tuple[int, dict[str, Any]]]) -> None:
+        """Keep ``churnwatch_open_alerts`` to the open episodes of the alerts published."""
+        gauge = metrics.open_alerts
+        open_ = self.open_episodes
+        for partition, what in episodes:
+            sid = str(what.get("subscriber_id"))
+            before = open_.pop(sid, None)
+            if before is not None:
+                gauge.labels(segment=before[1], zone=before[2]).dec()
+            if what.get("status") in ("open", "escalated"):
+                now = (partition, str(what.get("segment") or "unknown"), str(what.get("zone")))
+                open_[sid] = now
+                gauge.labels(segment=now[1], zone=now[2]).inc()
 
     def _min_held(self, tp: tuple[str, int]) -> int | None:
         """The lowest offset of ``tp`` still held (not yet processed), if any."""
@@ -223,9 +283,10 @@ class BatchProcessor:
             done.discard(heapq.heappop(heap))
         return heap[0] if heap else None
 
-    def flush(self) -> int:
-        """Write the batch's state, with each touched partition's applied-offset marks,
-        to the tables and changelogs (once per key); the number of keys written.
+    def stage(self) -> Any:
+        """Move the batch's state, with each touched partition's applied-offset marks, into
+        the tables; the :class:`stream.tables.Staged` records that make it durable (a
+        write-ahead copy per partition, then each key once).
 
         A mark says: every message of that topic-partition below this offset is in the
         state. Held events keep the mark at the lowest offset still held.
@@ -241,10 +302,17 @@ class BatchProcessor:
         for partition, new in marks.items():
             self.tables.set_applied_marks(partition, new)
         try:
-            return int(self.tables.flush())
+            return self.tables.stage()
         except BaseException:
             self.tables.discard()
             raise
+
+    def flush(self) -> int:
+        """:meth:`stage` and send it all at once (tests; the agent waits in between)."""
+        staged = self.stage()
+        staged.send_wal()
+        staged.send_records()
+        return int(staged.keys)
 
     def _record(
         self,
@@ -323,9 +391,18 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
         except Exception as exc:  # a failed probe only delays the release
             log.warning("high watermark probe failed: %r", exc)
             return
+        lag: dict[str, int] = dict.fromkeys(topics.kinds, 0)
+        committed = app.consumer._committed_offset
         for tp, highwater in highwaters.items():
             if highwater is not None and highwater >= 0:
                 probes[(tp.topic, tp.partition)] = (int(highwater), sent_at)
+                at = processor.position.get((tp.topic, tp.partition))
+                if at is None:
+                    at = committed.get(tp) or 0
+                lag[tp.topic] += max(0, int(highwater) - at)
+        if metrics is not None:
+            for topic, behind in lag.items():
+                metrics.consumer_lag.labels(topic=topic).set(behind)
 
     async def handle(items: list[Any]) -> None:
         async with lock:
@@ -345,10 +422,15 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
                      for key, letter in result.dead_letters]
             if sent:  # delivered before the state (and its marks) that says they were
                 await asyncio.gather(*sent)
-            if processor.flush():
-                # Wait until the state (with its applied-offset marks) is on the broker
-                # before the next batch: a crash then leaves at most one batch half
-                # written, not several.
+            staged = processor.stage()
+            if staged.keys:
+                # The write-ahead copy first, then the per-key records: a crash leaves the
+                # batch either not written or completable from the copy
+                # (stream.tables). Waiting for the records too means the next batch's
+                # copy is never needed to complete this one.
+                staged.send_wal()
+                await app.producer.flush()
+                staged.send_records()
                 await app.producer.flush()
             consumer = app.consumer
             for item in result.done:  # Faust commits only acked offsets, after a flush
@@ -371,6 +453,10 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
             await probe_highwaters()
             await handle([])
 
+    async def report_lag() -> None:
+        # Also refreshes the probes; the held-event timer probes more often when needed.
+        await probe_highwaters()
+
     async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         # After the batch in hand: the engine changes state dicts in place, so a batch
         # must never be cut in two by a reset.
@@ -388,5 +474,6 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
     app.on_partitions_revoked.connect(on_partitions_revoked)
     app.on_partitions_assigned.connect(on_partitions_assigned)
     app.timer(within, name="churnwatch-release-held")(release_held)
+    app.timer(LAG_EVERY_S, name="churnwatch-consumer-lag")(report_lag)
     agent = app.agent(topics.inputs, name=AGENT_NAME, concurrency=1)(detect)
     return agent, handle

@@ -113,7 +113,7 @@ def create_app(
     metrics = Metrics(registry)
     install_faust_sensor(app, registry)
     topics = declare(app, settings)
-    tables = StateTables(app, settings.partitions)
+    tables = StateTables.on_app(app, settings.partitions)
     make_factory = engine_factory or (lambda t: default_engine_factory(settings, t))
     processor = BatchProcessor(tables, topics.kinds, make_factory(tables), metrics=metrics)
     agent, handle = register(app, topics, processor, settings)

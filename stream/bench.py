@@ -250,8 +250,8 @@ def recovery(settings: Any, world: Path, workdir: Path, keys: int) -> dict[str, 
                CHURNWATCH_APP_ID=app_id, CHURNWATCH_METRICS_PORT=str(port),
                CHURNWATCH_DATADIR=str(workdir / app_id))
     started = time.perf_counter()
-    worker = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env,
-                              stdout=(workdir / f"{app_id}.log").open("wb"),
+    worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "--loglevel", "info"],
+                              env=env, stdout=(workdir / f"{app_id}.log").open("wb"),
                               stderr=subprocess.STDOUT)
     # Probe events for a key already in the changelog (the table size must stay ``keys``),
     # one on each input topic so the worker's event-time reorder holds none of them back.
@@ -280,6 +280,7 @@ def recovery(settings: Any, world: Path, workdir: Path, keys: int) -> dict[str, 
             if time.monotonic() > deadline:  # a figure too: not back in service in time
                 return {"keys": keys, "seconds_to_ready": None, "timed_out_s": timeout_s,
                         "keys_restored": metric_sum(port, _SUBSCRIBER_KEYS) or 0,
+                        "events_held": metric_sum(port, "churnwatch_events_held"),
                         "complete": False}
             if assigned is None and (metric_sum(port, "churnwatch_partitions_assigned")
                                      or 0) > 0:

@@ -83,6 +83,21 @@ class Metrics:
             ["table"],
             registry=registry,
         )
+        self.open_alerts = Gauge(
+            "churnwatch_open_alerts",
+            "Subscribers in an open episode, by segment and zone, from the alerts this "
+            "worker published (open/escalated add, resolved or a port-out removes); "
+            "sum over workers.",
+            ["segment", "zone"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "churnwatch_consumer_lag",
+            "Messages behind the high watermark, summed over this worker's assigned "
+            "partitions of each input topic.",
+            ["topic"],
+            registry=registry,
+        )
         self.partitions_assigned = Gauge(
             "churnwatch_partitions_assigned",
             "Input partitions this worker processes.",

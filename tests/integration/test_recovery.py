@@ -13,12 +13,13 @@ import time
 
 import pytest
 
-from stream.tables import APPLIED_KEY
+from stream.tables import APPLIED_KEY, is_wal_key
 from tests.integration.helpers import (
     SESSION_TIMEOUT_S,
     WorkerProc,
     all_committed,
     call_event,
+    committed_offsets,
     events_records,
     latest_by_key,
     produce,
@@ -91,8 +92,10 @@ def test_kill9_then_restart_recovers_every_key_with_its_latest_state(broker, tmp
 
         changelog = f"{settings.app_id}-subscribers-changelog"
         expected = latest_by_key(read_topic(broker.bootstrap, changelog))
-        expected_pop = latest_by_key(
-            read_topic(broker.bootstrap, f"{settings.app_id}-population-changelog"))
+        # Write-ahead copies share the population changelog but never enter the table.
+        expected_pop = {k: v for k, v in latest_by_key(
+            read_topic(broker.bootstrap, f"{settings.app_id}-population-changelog")).items()
+            if not is_wal_key(k)}
         assert len(expected) == subscribers
         assert all(state["n"] == per_subscriber for state in expected.values())
         assert sum(p["n"] for k, p in expected_pop.items()
@@ -138,3 +141,57 @@ def _list_offsets_stop_short(bootstrap: str, topic: str) -> bool:
             await consumer.stop()
 
     return asyncio.run(go())
+
+
+@pytest.mark.timeout(120)
+def test_restart_with_applied_but_uncommitted_input_keeps_processing(broker, tmp_path):
+    """The idle-after-ready bug: state (with its applied marks) on the changelog, offsets
+    not committed, ``kill -9``. The restarted worker gets the old messages again and skips
+    them (below the marks); new events must still flow. Before the fix the skipped
+    topic-partitions never counted as read, so the new calls waited for billing that never
+    came (``churnwatch_events_held`` stuck, nothing processed)."""
+    settings, environ = unique_settings(
+        broker.bootstrap, CHURNWATCH_COMMIT_INTERVAL_S="3600")  # never commits by itself
+    subscribers = 12
+    sids = [f"s{i:04d}" for i in range(subscribers)]
+    profiles = [{"subscriber_id": s, "msisdn": f"1380000{i:04d}", "account_id": None,
+                 "segment": "sme"} for i, s in enumerate(sids)]
+    charges = [{"event_id": f"b{i}", "ts": "2026-03-01T23:00:00+08:00", "subscriber_id": s,
+                "kind": "charge", "amount": 1.0} for i, s in enumerate(sids)]
+    old_calls = [call_event(i, sids[i % subscribers], day=2) for i in range(48)]
+    first = WorkerProc(environ, tmp_path, name="first").start()
+    second = WorkerProc(environ, tmp_path, name="second")
+    try:
+        produce(broker.bootstrap, events_records(settings.topic_subscribers, profiles))
+        produce(broker.bootstrap, events_records(settings.topic_billing, charges))
+        produce(broker.bootstrap, events_records(settings.topic_calls, old_calls))
+        total = len(profiles) + len(charges) + len(old_calls)
+        wait_for(lambda: (d := first.dump()) and d["accepted"] == total
+                 and sum(v["n"] for v in d["subscribers"].values()) == 60, 60,
+                 lambda: f"the first worker to apply {total} events\n{first.tail()}")
+        time.sleep(1.0)  # its last batch's state on the broker (flushed before the acks)
+        first.kill9()
+        committed = committed_offsets(broker.bootstrap, settings.app_id,
+                                      settings.input_topics)
+        assert all(v <= 0 for v in committed.values()), committed  # the scenario holds
+        second.start()
+        wait_for(lambda: (d := second.dump()) and d["recovered"]
+                 and d["events"] >= total, 60,
+                 lambda: f"the old input delivered again\n{second.tail()}")
+        new_calls = [call_event(1000 + i, sids[i % subscribers], day=3) for i in range(24)]
+        produce(broker.bootstrap, events_records(settings.topic_calls, new_calls))
+        dump = wait_for(
+            lambda: (d := second.dump()) and d["accepted"] == len(new_calls) and d, 30,
+            lambda: f"the new calls to be processed: {second.dump() and second.dump()['accepted']}"
+            f" (events held: {_held(second)})\n{second.tail()}")
+        assert {k: v["n"] for k, v in dump["subscribers"].items()} == {s: 7 for s in sids}
+        assert second.terminate() == 0, second.tail()
+    finally:
+        first.terminate(5)
+        second.terminate(5)
+
+
+def _held(worker: WorkerProc) -> float | None:
+    from stream.processes import metric_sum
+
+    return metric_sum(worker.metrics_port, "churnwatch_events_held")

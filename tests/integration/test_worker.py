@@ -70,7 +70,10 @@ def test_worker_publishes_alerts_and_dead_letters_and_stops_cleanly(broker, tmp_
         letters = read_topic(broker.bootstrap, settings.topic_deadletter)
         wait_for(lambda: all_committed(broker.bootstrap, settings.app_id,
                                        settings.input_topics), 20, "offsets committed")
-        text = _metrics(worker.metrics_port)
+        # The lag gauge is refreshed every few seconds: wait for a reading after the end.
+        text = wait_for(lambda: (t := _metrics(worker.metrics_port))
+                        and f'churnwatch_consumer_lag{{topic="{settings.topic_calls}"}} 0.0' in t
+                        and t, 20, lambda: f"a consumer lag of 0\n{worker.tail()}")
         assert worker.terminate() == 0, worker.tail()
     finally:
         worker.terminate(5)
@@ -100,6 +103,10 @@ def test_worker_publishes_alerts_and_dead_letters_and_stops_cleanly(broker, tmp_
         assert _sample(text, "churnwatch_dead_letters_total", reason=reason) == 1
     assert _sample(text, "churnwatch_alerts_total", kind="subscriber",
                    zone="yellow") == expected_alerts
+    # Every subscriber's episode opened (the fake engine's alerts say "open", no segment).
+    assert _sample(text, "churnwatch_open_alerts", segment="unknown",
+                   zone="yellow") == subscribers
+    assert f'churnwatch_consumer_lag{{topic="{settings.topic_billing}"}} 0.0' in text
     assert "faust_messages_received" in text  # Faust's own sensor, same registry
     assert "s0001" not in text and "13800000000" not in text  # no subscriber data in labels
 

@@ -50,6 +50,12 @@ def main() -> int:
                     for s in m.samples
                     if s.name.endswith("_total")
                 ),
+                "accepted": sum(
+                    s.value
+                    for m in parts.metrics.events.collect()
+                    for s in m.samples
+                    if s.name.endswith("_total") and s.labels.get("outcome") == "accepted"
+                ),
             }
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(orjson.dumps(snapshot))
