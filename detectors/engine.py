@@ -42,9 +42,22 @@ FAMILIAR_MIN = 3
 # incoming calls: days, baseline mean, last-week mean; operator index of the last
 # new off-net forward target; whether the last closed day was spent away; forwarding seen
 # on days without a located call, waiting for a call from home (incoming, new off-net).
+# Since state version 3 "m" also holds what were top-level keys and small lists, so the
+# state dict keeps at most 10 keys (a CPython dict of 11-21 keys costs 464 B, of 6-10
+# 272 B) and one list header stands for several: the subscriber's watermark, last closed
+# day, closed days, last active day (-1: none), last plan downgrade day (-1: none), the bill
+# model (bills, mean, last ratio, day; no bill yet: 0 bills) and the forwarding model's six
+# numbers (:meth:`detectors.forwarding.Forwarding.to_state`; 0 days: not started). Zero
+# floats are stored as the integer 0 (one shared object, not 24 B each).
 (M_CELL, M_VOTES, M_RUN, M_LAST, M_AWAY, M_CUSUM, M_PEND, M_PEND_N, M_CUSUM_HOME,
- M_IN_N, M_IN_BASE, M_IN_FAST, M_FWD_OP, M_DAY_AWAY, M_UNC_IN, M_UNC_NEW) = range(16)
-NEW_MISC = (-1, 0, 0, -1, 0, 0.0, 0, 0, 0.0, 0, 0.0, 0.0, -1, 0, 0.0, 0.0)
+ M_IN_N, M_IN_BASE, M_IN_FAST, M_FWD_OP, M_DAY_AWAY, M_UNC_IN, M_UNC_NEW,
+ M_W, M_C, M_N, M_L, M_R, M_B_N, M_B_MEAN, M_B_RATIO, M_B_DAY) = range(25)
+M_F = 25  # the forwarding model's six numbers: m[M_F:M_F_END]
+M_F_END = M_F + 6
+NEW_MISC = (-1, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0,
+            0, -1, 0, -1, -1, 0, 0, 1, -1,
+            0, 0, 0, 0, 0, 0)
+V2_MISC = 16  # length of "m" in state version 2
 ENGINE_KEY = "__engine__"  # the engine's own event-time position, in the population store
 NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
 SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise
@@ -56,12 +69,49 @@ def upgrade(st: State) -> None:
     """Bring a state written by an earlier version up to :data:`STATE_VERSION` in place.
 
     Version 1 had 14 numbers in ``"m"``; version 2 adds forwarding waiting for a call
-    from home (two numbers, zero when nothing waits).
+    from home (two numbers, zero when nothing waits). Version 3 moves the top-level
+    scalars ``w c n l r``, the bill model ``b`` and the forwarding model ``f`` into ``"m"``,
+    the usage model ``u`` into the spend model's list ``s`` (one list for both: they
+    always learn on the same days), and stores open days' rows relative to the last closed
+    day. A closed state (``x``) keeps its keys.
+
+    Examples
+    --------
+    >>> st = {"v": 2, "w": 1771430370, "c": 20501, "n": 44, "l": 20502,
+    ...       "o": [[20502] + [0] * 9 + [-1] + [0] * 5 + [-1]],
+    ...       "m": [24917, 50, 0, 3577, 0, 0.0, 1, 3, 0.0, 44, 4.34, 5.64, -1, 0, 0.0, 0.0],
+    ...       "s": [30, 6.644, 0.32, 62, 64], "u": [30, 3.832, 11.8, 3, 7],
+    ...       "f": [44, 0.0, 0.0, 0, 0.0, 0.0]}
+    >>> upgrade(st)
+    >>> sorted(st), st["v"], st["o"][0][0], st["s"], len(st["m"]) == len(NEW_MISC)
+    (['m', 'o', 's', 'v'], 3, 1, [30, 6.644, 0.32, 3.832, 11.8, 62, 64, 3, 7], True)
+
     """
+    version = st.get("v", 1)
     m = st.get("m")
-    if m is not None and len(m) < len(NEW_MISC):
-        m.extend(NEW_MISC[len(m):])
+    if m is not None and len(m) < V2_MISC:
+        m.extend(NEW_MISC[len(m):V2_MISC])
+    if version < 3 and m is not None and "x" not in st:
+        c = st.pop("c", -1)
+        bill = st.pop("b", None) or [0, 0, 1, -1]
+        fwd = st.pop("f", None)
+        m.extend([st.pop("w", 0), c, st.pop("n", 0), st.pop("l", -1), st.pop("r", -1),
+                  *bill])
+        m.extend(_zeros(fwd) if fwd is not None else NEW_MISC[M_F:])
+        for i in (M_CUSUM, M_CUSUM_HOME, M_IN_BASE, M_IN_FAST, M_UNC_IN, M_UNC_NEW):
+            if m[i] == 0:
+                m[i] = 0
+        for row in st.get("o", ()):
+            row[DAY] -= c
+        spend, usage = st.pop("s", None), st.pop("u", None)
+        if spend is not None and usage is not None:
+            st["s"] = SpendDrop.pack(spend, usage)
     st["v"] = STATE_VERSION
+
+
+def _zeros(values: list[Any]) -> list[Any]:
+    """``values`` with zero floats as the integer 0 (shared; JSON reads back the same)."""
+    return [v if v else 0 for v in values]
 
 
 def _new_row(day: int) -> list[int]:
@@ -244,20 +294,24 @@ class Engine:
             counters["unknown_profile"] += 1
         clock = self.clock
         day = clock.day(ts)
-        if st["c"] < 0 and not st["o"]:
-            st["c"] = min(day, self._closed_to + 1) - 1  # type: ignore[operator]
-        if ts > st["w"]:
-            st["w"] = int(ts)
+        m = st["m"]
+        if m[M_C] < 0 and not st["o"]:
+            m[M_C] = min(day, self._closed_to + 1) - 1  # type: ignore[operator]
+        if ts > m[M_W]:
+            m[M_W] = int(ts)
             target = clock.closable(ts)
-            if target > st["c"] and st["o"]:
+            if target > m[M_C] and st["o"]:
                 alerts.extend(self._close_until(sid, st, target))
-        if day <= st["c"] and st["n"] == 0 and day > self._closed_to:  # type: ignore[operator]
-            st["c"] = day - 1  # no day closed yet: an earlier first event from the other stream
-        if day <= st["c"]:
+        if day <= m[M_C] and m[M_N] == 0 and day > self._closed_to:  # type: ignore[operator]
+            # No day closed yet: an earlier first event from the other stream.
+            for row in st["o"]:
+                row[DAY] += m[M_C] - (day - 1)
+            m[M_C] = day - 1
+        if day <= m[M_C]:
             counters["late"] += 1
             self._late(st, kind, event, day)
         elif kind == "calls":
-            alerts.extend(self._call(sid, st, event, self._row(st, day), ts))
+            alerts.extend(self._call(sid, st, event, self._row(st, day), ts, day))
         else:
             # A port-out or deactivation closes the state here, with no alert after it.
             self._billing(sid, st, event, self._row(st, day), day)
@@ -276,18 +330,20 @@ class Engine:
         out, self.signals = self.signals, []
         return out
 
-    def _model(self, st: State, key: str) -> SpendDrop:
-        """The spend (``"s"``, in tenths of a yuan) or usage (``"u"``, in calls) model."""
+    def _models(self, st: State) -> tuple[SpendDrop, SpendDrop]:
+        """The spend (in tenths of a yuan) and usage (outgoing calls) models, kept in one
+        list ``"s"`` (:meth:`SpendDrop.pack`)."""
         cfg = self.config
-        scale = SPEND_SCALE if key == "s" else 1
-        if key in st:
-            return SpendDrop.from_state(st[key], cfg.baseline_days, cfg.recent_days, scale)
-        return SpendDrop(cfg.baseline_days, cfg.recent_days, scale)
+        if "s" in st:
+            return SpendDrop.unpack(st["s"], cfg.baseline_days, cfg.recent_days, (SPEND_SCALE, 1))
+        return (SpendDrop(cfg.baseline_days, cfg.recent_days, SPEND_SCALE),
+                SpendDrop(cfg.baseline_days, cfg.recent_days, 1))
+
+    def _fwd(self, st: State) -> Forwarding:
+        return Forwarding.from_state(st["m"][M_F:M_F_END], **self._fwd_params)
 
     def _new_state(self) -> State:
-        return {
-            "v": STATE_VERSION, "w": 0, "c": -1, "n": 0, "l": -1, "o": [], "m": list(NEW_MISC)
-        }
+        return {"v": STATE_VERSION, "o": [], "m": list(NEW_MISC)}
 
     def _profile(self, event: dict[str, Any]) -> None:
         sid = event["subscriber_id"]
@@ -311,11 +367,14 @@ class Engine:
 
     @staticmethod
     def _row(st: State, day: int) -> list[int]:
+        """The open row of ``day``; rows hold their day relative to the last closed day
+        (a small number, which CPython does not allocate)."""
         rows: list[list[int]] = st["o"]
+        rel = day - st["m"][M_C]
         for row in reversed(rows):
-            if row[DAY] == day:
+            if row[DAY] == rel:
                 return row
-        row = _new_row(day)
+        row = _new_row(rel)
         rows.append(row)
         rows.sort(key=lambda r: r[DAY])
         return row
@@ -333,7 +392,7 @@ class Engine:
         return found
 
     def _call(
-        self, sid: str, st: State, event: dict[str, Any], row: list[int], ts: float
+        self, sid: str, st: State, event: dict[str, Any], row: list[int], ts: float, day: int
     ) -> list[dict[str, Any]]:
         alerts: list[dict[str, Any]] = []
         charge = event.get("charge")
@@ -353,7 +412,7 @@ class Engine:
                 if m[M_UNC_NEW]:
                     self._confirm(st)
                 if row[N_NEW] > 0:
-                    checked = self._forward_check(sid, st, row, ts)
+                    checked = self._forward_check(sid, st, row, ts, day)
                     if checked:
                         alerts = checked
             else:
@@ -362,7 +421,7 @@ class Engine:
                 # row: staying elsewhere, not passing through.
                 if (m[M_RUN] >= 1 and m[M_LAST] == fp) or m[M_RUN] + 1 >= AWAY_RUN:
                     m[M_AWAY] = 1
-                    m[M_UNC_IN] = m[M_UNC_NEW] = 0.0  # it was a trip
+                    m[M_UNC_IN] = m[M_UNC_NEW] = 0  # it was a trip
                 m[M_RUN] += 1
                 m[M_LAST] = fp
                 m[M_VOTES] -= 1
@@ -371,9 +430,9 @@ class Engine:
             row[AWAY_END] = m[M_AWAY]
         if event["direction"] == "out":
             row[N_OUT] += 1
-            day = row[DAY]
-            if day > st["l"]:
-                st["l"] = day
+            m = st["m"]
+            if day > m[M_L]:
+                m[M_L] = day
             fp = zlib.crc32(normalise(event["other_party"]).encode()) & 0xFFFF
             st["k"] = see_contact(st.get("k", []), fp, FAMILIAR_SIZE)
             return alerts
@@ -391,42 +450,43 @@ class Engine:
             return alerts
         row[N_NEW] += 1
         row[OP] = index
-        return self._forward_check(sid, st, row, ts)
+        return self._forward_check(sid, st, row, ts, day)
 
     def _confirm(self, st: State, fwd: Forwarding | None = None) -> None:
         """A call from home confirms forwarding seen on days with no located call."""
         m = st["m"]
         model = fwd
         if model is None:
-            if "f" not in st:
-                m[M_UNC_IN] = m[M_UNC_NEW] = 0.0
+            if not m[M_F]:
+                m[M_UNC_IN] = m[M_UNC_NEW] = 0
                 return
-            model = Forwarding.from_state(st["f"], **self._fwd_params)
+            model = self._fwd(st)
         model.acc_in = round(model.acc_in + m[M_UNC_IN], 2)
         model.acc_new = round(model.acc_new + m[M_UNC_NEW], 2)
-        m[M_UNC_IN] = m[M_UNC_NEW] = 0.0
+        m[M_UNC_IN] = m[M_UNC_NEW] = 0
         if fwd is None:
-            st["f"] = model.to_state()
+            m[M_F:M_F_END] = model.to_state()
         self.counters["forwarding_confirmed"] += 1
 
     def _forward_check(
-        self, sid: str, st: State, row: list[int], ts: float
+        self, sid: str, st: State, row: list[int], ts: float, day: int
     ) -> list[dict[str, Any]]:
         """Judge at once when today's forwarding evidence becomes overwhelming, if home.
 
         Home: more of today's located calls from the home cell than elsewhere, and at least
         one. A switch while at home is a new SIM; the same while travelling is a trip.
         """
-        if "f" not in st or row[N_LOC] <= 2 * row[N_AWAY] or st["m"][M_AWAY]:
+        m = st["m"]
+        if not m[M_F] or row[N_LOC] <= 2 * row[N_AWAY] or m[M_AWAY]:
             return []
-        fwd = Forwarding.from_state(st["f"], **self._fwd_params)
+        fwd = self._fwd(st)
         level = round(10 * fwd.evidence(row[N_IN], row[N_NEW]))
         # Only overwhelming evidence is judged at once; weaker waits for the day's close.
         if level < 10 or level <= row[JUDGED]:
             return []
         row[JUDGED] = level
         self.counters["intraday_judgements"] += 1
-        return self._judge(sid, st, row[DAY], ts, self.clock.iso(ts), daily=False, today=row)
+        return self._judge(sid, st, day, ts, self.clock.iso(ts), daily=False, today=row)
 
     def _billing(
         self, sid: str, st: State, event: dict[str, Any], row: list[int], day: int
@@ -436,8 +496,9 @@ class Engine:
         if kind == "charge":
             row[BILL_CH] += _milli(amount)
         elif kind == "topup":
-            if day > st["l"]:
-                st["l"] = day
+            m = st["m"]
+            if day > m[M_L]:
+                m[M_L] = day
         elif kind == "bill":
             row[BILLS] += 1
             row[BILL_SUM] += round(float(amount) * 100)
@@ -464,32 +525,34 @@ class Engine:
     def _apply_money(self, st: State, row: list[int], day: int) -> None:
         """Apply a day's plan changes and bills (at close, or at once when late)."""
         if row[PLAN] and "s" in st:
-            spend = self._model(st, "s")
+            spend, usage = self._models(st)
             spend.shift(row[PLAN] / 1000.0 / 30.0)
-            st["s"] = spend.to_state()
+            st["s"] = SpendDrop.pack_models(spend, usage)
         if row[DOWN]:
-            st["r"] = day
+            st["m"][M_R] = day
             self.counters["plan_downgrade"] += row[DOWN]
         if row[BILLS]:
             self._bill(st, row[BILL_SUM] / 100.0, day)
 
     def _bill(self, st: State, amount: float, day: int) -> None:
-        n, mean, _, _ = st.get("b", [0, 0.0, 1.0, day])
+        m = st["m"]
+        n, mean = m[M_B_N], (m[M_B_MEAN] if m[M_B_N] else 0.0)
         ratio = amount / mean if n >= 2 and mean > 0 else 1.0
         n += 1
         mean = round(mean + max(1.0 / n, 0.5) * (amount - mean), 2)
-        st["b"] = [n, mean, round(ratio, 3), day]
+        m[M_B_N:M_B_DAY + 1] = [n, mean, round(ratio, 3), day]
 
     def _late(self, st: State, kind: str, event: dict[str, Any], day: int) -> None:
         """Use a late event where it still can be: spend, outgoing calls, activity."""
-        days_ago = st["c"] - day
+        m = st["m"]
+        days_ago = m[M_C] - day
         if kind == "calls":
             if event["direction"] == "out":
-                st["l"] = max(st["l"], day)
-                if "u" in st:
-                    usage = self._model(st, "u")
+                m[M_L] = max(m[M_L], day)
+                if "s" in st:
+                    spend, usage = self._models(st)
                     if usage.add_late(days_ago, 1):
-                        st["u"] = usage.to_state()
+                        st["s"] = SpendDrop.pack_models(spend, usage)
             cents = _milli(event.get("charge")) // SPEND_MILLI
         else:
             kind_b = event["kind"]
@@ -500,14 +563,14 @@ class Engine:
                     self._apply_money(st, row, day)
                 return
             if kind_b == "topup":
-                st["l"] = max(st["l"], day)
+                m[M_L] = max(m[M_L], day)
             # Billing and call charges are combined by max per day; a late charge is added
             # as is (the day's call charges are gone), an overestimate at worst.
             cents = _milli(event.get("amount")) // SPEND_MILLI if kind_b == "charge" else 0
         if cents and "s" in st:
-            spend = self._model(st, "s")
+            spend, usage = self._models(st)
             if spend.add_late(days_ago, cents):
-                st["s"] = spend.to_state()
+                st["s"] = SpendDrop.pack_models(spend, usage)
             else:
                 self.counters["late_unused"] += 1
 
@@ -531,7 +594,12 @@ class Engine:
         store = self.subscribers
         for sid in sorted(store):
             st = store[sid]
-            if "x" in st or st["c"] < 0 or st["c"] >= target:
+            if "x" in st:
+                continue
+            if st["v"] != STATE_VERSION:
+                upgrade(st)
+            c = st["m"][M_C]
+            if c < 0 or c >= target:
                 continue
             alerts.extend(self._close_until(sid, st, target))
             store[sid] = st
@@ -542,12 +610,19 @@ class Engine:
         if st["v"] != STATE_VERSION:
             upgrade(st)
         rows: list[list[int]] = st["o"]
-        day = st["c"] + 1
+        m = st["m"]
+        base = m[M_C]
+        day = base + 1
         while day <= target:
-            row = rows.pop(0) if rows and rows[0][DAY] == day else None
+            row = None
+            if rows and rows[0][DAY] + base == day:
+                row = rows.pop(0)
+                row[DAY] = day  # out of the state: absolute again
             alerts.extend(self._close_day(sid, st, day, row))
-            st["c"] = day
+            m[M_C] = day
             day += 1
+        for row in rows:
+            row[DAY] -= target - base
         return alerts
 
     @staticmethod
@@ -569,16 +644,15 @@ class Engine:
     ) -> list[dict[str, Any]]:
         cfg = self.config
         self.counters["closed_days"] += 1
-        st["n"] += 1
+        m = st["m"]
+        m[M_N] += 1
         away = self._away(st, row)
-        st["m"][M_DAY_AWAY] = int(away)
+        m[M_DAY_AWAY] = int(away)
         if row is None:
             row = _new_row(day)
         self._apply_money(st, row, day)
-        spend = self._model(st, "s")
-        usage = self._model(st, "u")
-        fwd = Forwarding.from_state(st["f"], **self._fwd_params) if "f" in st \
-            else Forwarding(**self._fwd_params)  # type: ignore[arg-type]
+        spend, usage = self._models(st)
+        fwd = self._fwd(st)
         if away:
             self.counters["away_days"] += 1
             fwd.close_day(row[N_IN], row[N_FWD], 0)
@@ -586,7 +660,6 @@ class Engine:
             cents = max(row[CALL_CH], row[BILL_CH]) // SPEND_MILLI
             spend.update(cents)
             usage.update(row[N_OUT])
-            m = st["m"]
             if row[N_NEW] and not row[N_LOC] > 2 * row[N_AWAY]:
                 # Forwarding on a day with no call from home: a trip or a switch, cannot
                 # tell yet; neither evidence nor normal. Without any located call it waits,
@@ -595,8 +668,8 @@ class Engine:
                 fwd.close_day(0, 0, 0)
                 if not row[N_LOC]:
                     carry = fwd.carry
-                    m[M_UNC_IN] = round((m[M_UNC_IN] + row[N_IN]) * carry, 2)
-                    m[M_UNC_NEW] = round((m[M_UNC_NEW] + row[N_NEW]) * carry, 2)
+                    m[M_UNC_IN] = round((m[M_UNC_IN] + row[N_IN]) * carry, 2) or 0
+                    m[M_UNC_NEW] = round((m[M_UNC_NEW] + row[N_NEW]) * carry, 2) or 0
             else:
                 if m[M_UNC_NEW]:
                     self._confirm(st, fwd)
@@ -612,18 +685,16 @@ class Engine:
         self._cusum(st, day, None if away else row[N_OUT], usage, away,
                     row[N_LOC] > row[N_AWAY])
         if not away:
-            m = st["m"]
             m[M_IN_N] += 1
             x = float(row[N_IN])
             slow = max(1.0 / m[M_IN_N], 2.0 / (cfg.baseline_days + 1))
-            m[M_IN_BASE] = round(m[M_IN_BASE] + slow * (x - m[M_IN_BASE]), 2)
+            m[M_IN_BASE] = round(m[M_IN_BASE] + slow * (x - m[M_IN_BASE]), 2) or 0
             fast = max(1.0 / m[M_IN_N], 0.25)
-            m[M_IN_FAST] = round(m[M_IN_FAST] + fast * (x - m[M_IN_FAST]), 2)
+            m[M_IN_FAST] = round(m[M_IN_FAST] + fast * (x - m[M_IN_FAST]), 2) or 0
         if row[OP] >= 0:
-            st["m"][M_FWD_OP] = row[OP]
-        st["s"] = spend.to_state()
-        st["u"] = usage.to_state()
-        st["f"] = fwd.to_state()
+            m[M_FWD_OP] = row[OP]
+        st["s"] = SpendDrop.pack_models(spend, usage)
+        m[M_F:M_F_END] = fwd.to_state()
         close = self.clock.close_time(day)
         self._closed_row = row  # for the reasons' figures only
         alerts = self._judge(
@@ -649,7 +720,7 @@ class Engine:
         """
         cfg = self.config
         m = st["m"]
-        if m[M_PEND] and st["n"] > cfg.warmup_days and usage.mean >= cfg.min_daily_calls:
+        if m[M_PEND] and m[M_N] > cfg.warmup_days and usage.mean >= cfg.min_daily_calls:
             segment = st["p"][3] if "p" in st else "unknown"
             factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
             lam = usage.mean * (factor if factor is not None else 1.0)
@@ -664,7 +735,7 @@ class Engine:
                 1.0 + 7.0 / max(usage.n, 1)
             )
             llr = (lam * (1.0 - cfg.cusum_rho) + m[M_PEND_N] * math.log(cfg.cusum_rho)) / phi
-            m[M_CUSUM] = round(min(3.0 * cfg.cusum_red, max(0.0, m[M_CUSUM] + llr)), 3)
+            m[M_CUSUM] = round(min(3.0 * cfg.cusum_red, max(0.0, m[M_CUSUM] + llr)), 3) or 0
         if away:
             m[M_CUSUM] = min(m[M_CUSUM], m[M_CUSUM_HOME])
         elif seen_home:
@@ -716,20 +787,19 @@ class Engine:
     ) -> Assessment:
         """Judge a subscriber's state as of ``day`` (``today``: the open day's counters)."""
         cfg = self.config
+        m = st["m"]
         if models is None:
-            spend = self._model(st, "s")
-            usage = self._model(st, "u")
-            fwd = Forwarding.from_state(st["f"], **self._fwd_params)
+            spend, usage = self._models(st)
+            fwd = self._fwd(st)
         else:
             spend, usage, fwd = models
         signals: list[Signal] = []
         segment = st["p"][3] if "p" in st else "unknown"
-        warm = st["n"] >= cfg.warmup_days
+        warm = m[M_N] >= cfg.warmup_days
         silent = absent = False
         if warm and not away:
             first = day - cfg.recent_days + 1
-            rebased = "r" in st and day - st["r"] < cfg.recent_days
-            m = st["m"]
+            rebased = m[M_R] >= 0 and day - m[M_R] < cfg.recent_days
             cusum = m[M_CUSUM]
             absent = (
                 m[M_IN_BASE] >= 0.5 and m[M_IN_FAST] < cfg.absent_ratio * m[M_IN_BASE]
@@ -746,7 +816,7 @@ class Engine:
                 sig = self._drop("spend_drop", spend, pop, segment)
                 if sig is not None:
                     signals.append(sig)
-            quiet = day - st["l"] if st["l"] >= 0 and today is None else 0
+            quiet = day - m[M_L] if m[M_L] >= 0 and today is None else 0
             if quiet and usage.ready and usage.mean >= 0.05:
                 # Days without a call that happen by chance less than once in a thousand
                 # (a Poisson day, its rate cut by the dispersion of this subscriber's days).
@@ -768,12 +838,12 @@ class Engine:
             )
             if strength > 0:
                 signals.append(self._forward_signal(st, fwd, strength, today))
-        bill = st.get("b")
-        if bill is not None and bill[2] < cfg.bill_ratio and day - bill[3] <= 31:
+        if m[M_B_N] and m[M_B_RATIO] < cfg.bill_ratio and day - m[M_B_DAY] <= 31:
             signals.append(Signal(
                 "bill_drop", 0.3,
-                f"the last monthly bill is {bill[2]:.0%} of the usual {bill[1]:.2f} yuan",
-                {"ratio": bill[2], "usual_bill": bill[1]},
+                f"the last monthly bill is {m[M_B_RATIO]:.0%} of the usual "
+                f"{m[M_B_MEAN]:.2f} yuan",
+                {"ratio": m[M_B_RATIO], "usual_bill": m[M_B_MEAN]},
             ))
         assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
         assessment.hold = away or absent
@@ -898,7 +968,7 @@ class Engine:
         for sig in assessment.signals:
             if sig.code == "forwarding_off_net":
                 operator = sig.figures.get("operator") or "off-net"
-        spend = models[0] if models is not None else self._model(st, "s")
+        spend = models[0] if models is not None else self._models(st)[0]
         ratio = None
         value = 30.0 * spend.mean if spend.n else 0.0
         if spend.ready:
@@ -946,7 +1016,7 @@ class Engine:
         cfg = self.config
         profile = st.get("p") or UNKNOWN_PROFILE
         msisdn, account_id, group_id, segment, tier, manager = profile
-        spend = models[0] if models is not None else self._model(st, "s")
+        spend = models[0] if models is not None else self._models(st)[0]
         daily = spend.mean if spend.n else (
             spend.recent_total / len(spend.recent) if spend.recent else 0.0
         )

@@ -190,8 +190,11 @@ class Forwarding:
 
     def to_state(self) -> list[float]:
         """``[days, usual_fwd, usual_new_off, streak, acc_in, acc_new]``."""
+        # A zero is stored as the integer 0: one shared object instead of a 24-byte float
+        # each (from_state makes them floats again, so nothing downstream changes).
         return [
-            self.days, self.usual_fwd, self.usual_new_off, self.streak, self.acc_in, self.acc_new
+            self.days, self.usual_fwd or 0, self.usual_new_off or 0, self.streak,
+            self.acc_in or 0, self.acc_new or 0,
         ]
 
     @classmethod
@@ -199,9 +202,9 @@ class Forwarding:
         """Rebuild a model from :meth:`to_state` (``params`` as in the constructor)."""
         model = cls(**params)  # type: ignore[arg-type]
         model.days = int(state[0])
-        model.usual_fwd = state[1]
-        model.usual_new_off = state[2]
+        model.usual_fwd = float(state[1])
+        model.usual_new_off = float(state[2])
         model.streak = int(state[3])
-        model.acc_in = state[4]
-        model.acc_new = state[5]
+        model.acc_in = float(state[4])
+        model.acc_new = float(state[5])
         return model

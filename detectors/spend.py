@@ -157,7 +157,7 @@ class SpendDrop:
 
     def to_state(self) -> list[float]:
         """``[n, mean, var, *recent_cents]``."""
-        return [self.n, self.mean, self.var, *self.recent]
+        return [self.n, self.mean, self.var] + self.recent  # exact size (no spare slots)
 
     @classmethod
     def from_state(
@@ -170,3 +170,49 @@ class SpendDrop:
         model.var = state[2]
         model.recent = [int(c) for c in state[3:]]
         return model
+
+    @staticmethod
+    def pack(first: list[float], second: list[float]) -> list[float]:
+        """One list for the states of two models that learn on the same days.
+
+        ``[n, mean_1, var_1, mean_2, var_2, *recent_1, *recent_2]``: the count and one list
+        header are stored once (the engine's spend and usage models always close the same
+        days). :meth:`unpack` reverses it.
+
+        Examples
+        --------
+        >>> a, b = SpendDrop(scale=10), SpendDrop(scale=1)
+        >>> for day in range(16):
+        ...     a.update(50 + day)
+        ...     b.update(day % 3)
+        >>> packed = SpendDrop.pack(a.to_state(), b.to_state())
+        >>> [m.to_state() for m in SpendDrop.unpack(packed, scales=(10, 1))] == [
+        ...     a.to_state(), b.to_state()]
+        True
+
+        """
+        return [first[0], first[1], first[2], second[1], second[2]] + first[3:] + second[3:]
+
+    @classmethod
+    def unpack(
+        cls,
+        state: list[float],
+        baseline_days: int = 90,
+        recent_days: int = 14,
+        scales: tuple[int, int] = (100, 100),
+    ) -> tuple[SpendDrop, SpendDrop]:
+        """The two models of a :meth:`pack` ed state (``scales``: theirs, in order)."""
+        first = cls(baseline_days, recent_days, scales[0])
+        second = cls(baseline_days, recent_days, scales[1])
+        first.n = second.n = int(state[0])
+        first.mean, first.var, second.mean, second.var = state[1:5]
+        k = 5 + (len(state) - 5) // 2
+        first.recent = [int(c) for c in state[5:k]]
+        second.recent = [int(c) for c in state[k:]]
+        return first, second
+
+    @staticmethod
+    def pack_models(first: SpendDrop, second: SpendDrop) -> list[float]:
+        """:meth:`pack` of two models' states, without building them separately."""
+        return [first.n, first.mean, first.var, second.mean, second.var] + first.recent \
+            + second.recent

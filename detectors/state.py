@@ -9,22 +9,24 @@ key    meaning
 =====  =====================================================================================
 ``v``  state version (:data:`STATE_VERSION`)
 ``p``  profile ``[msisdn, account_id, group_id, segment, tier, account_manager]`` or absent
-``w``  the subscriber's event-time watermark (epoch seconds, int)
-``c``  last closed day (days since the epoch in the operator's time zone), -1 before any
-``n``  number of closed days (age, for warm-up)
-``l``  last day with own activity (outgoing call, charge or top-up), -1 before any
-``o``  open days: counters per day (see ``detectors.engine``), usually one or two
-``m``  small engine numbers: home cell, usage CUSUM, incoming-call means (``engine.M_*``)
-``s``  spend model (:class:`detectors.spend.SpendDrop` state, tenths of a yuan)
-``u``  usage model (:class:`detectors.spend.SpendDrop` state, outgoing calls a day)
-``f``  forwarding model (:class:`detectors.forwarding.Forwarding` state)
+``o``  open days: counters per day (see ``detectors.engine``), usually one or two; each
+       row's day is relative to the last closed day (a small number)
+``m``  the engine's numbers in one list (``engine.M_*``): home cell, usage CUSUM,
+       incoming-call means, the event-time watermark, last closed day, closed days (age),
+       last active day, last plan downgrade, the bill model, the forwarding model
+       (:class:`detectors.forwarding.Forwarding` state)
+``s``  spend (tenths of a yuan) and usage (outgoing calls a day) models in one list
+       (:meth:`detectors.spend.SpendDrop.pack`)
 ``k``  familiar numbers: ``[fingerprint, count, ...]`` (Misra-Gries, 16-bit fingerprints)
-``b``  bill model ``[n_bills, mean, last_ratio, day]``, after the first bill
-``r``  day of the last plan downgrade, if any
 ``a``  alert policy (:class:`detectors.policy.AlertPolicy` state), once it has alerted
 ``e``  dedupe ring: base64 of the last 32-bit event-id fingerprints
+``g``  the last member signal emitted (group members, with ``signals=True`` only)
 ``x``  set once the subscriber ported out or was deactivated: ``[kind, day, level]``
 =====  =====================================================================================
+
+At most 10 keys: a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys 464. Zero
+floats are stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
+Version 3 (this one) is upgraded from 1 and 2 in place by :func:`detectors.engine.upgrade`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ __all__ = [
     "shared",
 ]
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
 def fingerprint(text: str) -> bytes:

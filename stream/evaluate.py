@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -45,6 +46,12 @@ BASELINE_RATIO = 0.70
 BASELINE_MONTHS = 3
 BASELINE_HOUR = 8  # the monthly batch run's results are out at 08:00 on the 1st
 DAY_S = 86400.0
+#: Detectable 7 days ahead (see :func:`detectability`): calls forwarded to the churn target
+#: before port-out minus 7 days, and the evidence an oracle draws from the fall in outgoing
+#: calls by then (a Poisson log-likelihood ratio, with the start of the fall known).
+DETECT_MIN_FORWARDED = 2
+DETECT_LLR = 3.3
+DETECT_BASE_DAYS = 28
 
 
 @dataclass(frozen=True)
@@ -160,9 +167,10 @@ def _ratio(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def score(world: World, alerts: Iterable[dict[str, Any]], zones: frozenset[str]
-          ) -> dict[str, Any]:
-    """All metrics for the alerts whose zone is in ``zones`` (resolutions ignored)."""
+def score(world: World, alerts: Iterable[dict[str, Any]], zones: frozenset[str],
+          detectable: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """All metrics for the alerts whose zone is in ``zones`` (resolutions ignored);
+    with ``detectable`` (:func:`detectability`), recall@7d over the detectable too."""
     counted = [a for a in alerts
                if a.get("status") != "resolved" and a.get("zone") in zones]
     subs = world.subscribers
@@ -188,12 +196,18 @@ def score(world: World, alerts: Iterable[dict[str, Any]], zones: frozenset[str]
     detected_7d = 0
     detected_any = 0
     by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    # Over the churners detectable 7 days ahead: [caught, detectable] per type.
+    able: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     missed: list[str] = []
     for sid, out in sorted(leavers.items()):
         assert out is not None
         f = first.get(sid)
-        counts = by_type[churner_type(subs[sid])]
+        kind = churner_type(subs[sid])
+        counts = by_type[kind]
         counts[1] += 1
+        can = detectable is not None and detectable.get(sid, {}).get("detectable", False)
+        if can:
+            able[kind][1] += 1
         if f is None or f >= out:
             missed.append(sid)
             continue
@@ -203,8 +217,11 @@ def score(world: World, alerts: Iterable[dict[str, Any]], zones: frozenset[str]
         if lead >= LEAD_DAYS:
             detected_7d += 1
             counts[0] += 1
+            if can:
+                able[kind][0] += 1
         else:
             missed.append(sid)
+    able_total = [sum(v[0] for v in able.values()), sum(v[1] for v in able.values())]
 
     # Precision over alerted subscribers; false alerts by what the subscriber really did.
     true_alerted = [sid for sid in first if subs[sid]["churn"]]
@@ -260,6 +277,12 @@ def score(world: World, alerts: Iterable[dict[str, Any]], zones: frozenset[str]
                                   "recall_7d": _ratio(v[0], v[1])}
                               for k, v in sorted(by_type.items())},
         "missed_7d": missed,
+        "detectable_7d": able_total[1] if detectable is not None else None,
+        "recall_7d_detectable": (_ratio(able_total[0], able_total[1])
+                                 if detectable is not None else None),
+        "recall_7d_detectable_by_type": {
+            k: {"detected_7d": v[0], "detectable": v[1], "recall_7d": _ratio(v[0], v[1])}
+            for k, v in sorted(able.items())} if detectable is not None else None,
         "median_lead_days": _median(leads),
         "lead_days": sorted(leads),
         "true_alerted": len(true_alerted),
@@ -289,8 +312,9 @@ def _score_groups(world: World, group_alerts: list[dict[str, Any]]) -> dict[str,
             false_alerts += 1
             false_groups.add(str(gid))
             continue
-        if gid not in first or ts < first[gid]:
-            first[gid] = ts
+        key = str(gid)
+        if key not in first or ts < first[key]:
+            first[key] = ts
     collective = [g for g in world.groups.values() if g["collective"]]
     leads: dict[str, float | None] = {}
     judged = 0
@@ -350,6 +374,119 @@ def churner_type(t: dict[str, Any]) -> str:
         return str(t["kind"])
     forwards = any(f.get("why") == "churn" for f in t.get("forwarding") or ())
     return "individual_forwarding" if forwards else "individual_silent"
+
+
+def detectability(world: World, calls: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Which churners were detectable at all 7 days before their port-out: the ceiling.
+
+    For every churner who ported out inside the world, from the call records
+    (``calls.jsonl``) and the truth, two kinds of evidence available by the cutoff
+    (port-out minus :data:`LEAD_DAYS` days):
+
+    - **forwarding**: at least :data:`DETECT_MIN_FORWARDED` (2) incoming calls forwarded
+      to the churn target (``forwarding`` with ``why == "churn"``) before the cutoff. One
+      forwarded call to a new number is what a one-off divert looks like; two with most
+      incoming calls forwarded is the least any forwarding detector can act on (the
+      engine's carried evidence opens a yellow alert on it).
+    - **decay**: the log-likelihood ratio that an oracle, knowing the day the fall began,
+      draws from the subscriber's outgoing calls on the whole days from that day to the
+      cutoff: ``k ln(k / E) - k + E`` (Poisson, ``k`` calls seen, ``E`` expected), when
+      ``k < E``. ``E`` is the rate of the :data:`DETECT_BASE_DAYS` days before the fall
+      times each day's factor of the segment's stable subscribers (weekly rhythm and the
+      holiday cancel out). Detectable when it reaches :data:`DETECT_LLR` (3.3): the
+      evidence a one-sided test needs at a false-alarm rate of 0.5% per test (z = 2.58,
+      z^2 / 2 = 3.3), about one false alert per subscriber every 200 weekly tests, so
+      already at the alert volume the targets allow (10 per 1,000 a week). The oracle
+      knows the start and ignores day-to-day dispersion, which a real detector cannot:
+      this is an upper bound, and generous.
+
+    Returns, per churner: ``type``, ``forwarded_by_cutoff``, ``decay_llr``,
+    ``by_forwarding``, ``by_decay`` and ``detectable`` (either).
+    """
+    import orjson
+
+    path = calls or world.directory / "calls.jsonl"
+    subs = world.subscribers
+    leavers = {sid: t for sid, t in subs.items() if t["churn"] and t.get("port_out_ts")}
+    targets = {sid: {f["to"] for f in t.get("forwarding") or () if f.get("why") == "churn"}
+               for sid, t in leavers.items()}
+    cutoff = {sid: parse_ts(t["port_out_ts"]) - timedelta(days=LEAD_DAYS)
+              for sid, t in leavers.items()}
+    cut_iso = {sid: c.astimezone(world.start.tzinfo).isoformat() for sid, c in cutoff.items()}
+    stable_segment = {sid: t.get("segment") for sid, t in subs.items() if t["kind"] == "stable"}
+    n_days = max(1, round((world.end - world.start).total_seconds() / DAY_S))
+    day_of: dict[str, int] = {}
+    segment_calls: dict[str, list[int]] = defaultdict(lambda: [0] * n_days)
+    own_calls: dict[str, list[int]] = {sid: [0] * n_days for sid in leavers}
+    forwarded: Counter[str] = Counter()
+    if path.exists():
+        with path.open("rb") as handle:
+            for line in handle:
+                e = orjson.loads(line)
+                sid = e["subscriber_id"]
+                if sid not in leavers and sid not in stable_segment:
+                    continue
+                if e["direction"] == "out":
+                    date = e["ts"][:10]
+                    day = day_of.get(date)
+                    if day is None:
+                        day = day_of[date] = (parse_ts(e["ts"][:10] + "T12:00:00" + e["ts"][19:])
+                                              - world.start).days
+                    if 0 <= day < n_days:
+                        if sid in leavers:
+                            own_calls[sid][day] += 1
+                        else:
+                            segment_calls[str(stable_segment[sid])][day] += 1
+                elif (sid in leavers and e.get("forwarded_to") in targets[sid]
+                      and _before(e["ts"], cut_iso[sid], cutoff[sid])):
+                    forwarded[sid] += 1
+    factor: dict[str, list[float]] = {}
+    for seg, counts in segment_calls.items():
+        mean = sum(counts) / len(counts)
+        factor[seg] = [c / mean if mean > 0 else 1.0 for c in counts]
+    out: dict[str, dict[str, Any]] = {}
+    for sid, t in leavers.items():
+        llr = 0.0
+        start = t.get("churn_start_day")
+        f = factor.get(str(t.get("segment")))
+        if start is not None and f is not None:
+            first = max(0, start - DETECT_BASE_DAYS)
+            base_f = sum(f[first:start])
+            last = (cutoff[sid] - world.start).days  # whole days before the cutoff day
+            if base_f > 0 and start - first >= 7 and last > start:
+                rate = sum(own_calls[sid][first:start]) / base_f
+                expected = rate * sum(f[start:last])
+                k = sum(own_calls[sid][start:last])
+                if k < expected:
+                    llr = (k * math.log(k / expected) if k else 0.0) - k + expected
+        by_fwd = forwarded[sid] >= DETECT_MIN_FORWARDED
+        by_decay = llr >= DETECT_LLR
+        out[sid] = {"type": churner_type(t), "forwarded_by_cutoff": forwarded[sid],
+                    "decay_llr": round(llr, 2), "by_forwarding": by_fwd, "by_decay": by_decay,
+                    "detectable": by_fwd or by_decay}
+    return out
+
+
+def _before(ts: str, cut_iso: str, cut: datetime) -> bool:
+    """``ts < cut``; a string comparison when both have the same offset (the usual case)."""
+    if ts[19:] == cut_iso[19:] and len(ts) == len(cut_iso):
+        return ts < cut_iso
+    return parse_ts(ts) < cut
+
+
+def detectability_summary(detectable: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Counts per churner type: churners, detectable, by forwarding, by decay."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in detectable.values():
+        row = out.setdefault(d["type"], {"churners": 0, "detectable": 0, "by_forwarding": 0,
+                                         "by_decay": 0})
+        row["churners"] += 1
+        row["detectable"] += d["detectable"]
+        row["by_forwarding"] += d["by_forwarding"]
+        row["by_decay"] += d["by_decay"]
+    for row in out.values():
+        row["share"] = _ratio(row["detectable"], row["churners"])
+    return dict(sorted(out.items()))
 
 
 def by_zone(world: World, alerts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -457,6 +594,7 @@ def baseline_alerts(world: World, billing: Path | None = None) -> list[dict[str,
 def evaluate(world: World, alerts: list[dict[str, Any]], *, baseline: bool = True,
              source: str = "file") -> dict[str, Any]:
     kinds = Counter(t["kind"] for t in world.subscribers.values())
+    detectable = detectability(world)
     report: dict[str, Any] = {
         "world": {
             "directory": str(world.directory),
@@ -479,12 +617,20 @@ def evaluate(world: World, alerts: list[dict[str, Any]], *, baseline: bool = Tru
             "by_zone": dict(Counter(str(a.get("zone")) for a in alerts
                                     if a.get("status") != "resolved")),
         },
-        "levels": {name: score(world, alerts, zones) for name, zones in LEVELS.items()},
+        "levels": {name: score(world, alerts, zones, detectable)
+                   for name, zones in LEVELS.items()},
         "by_zone": by_zone(world, alerts),
+        "detectable_7d": {
+            "rule": (f">= {DETECT_MIN_FORWARDED} calls forwarded to the churn target, or an "
+                     f"oracle's call-decay evidence (Poisson LLR, start known) >= "
+                     f"{DETECT_LLR:g}, by port-out minus {LEAD_DAYS} days"),
+            "by_type": detectability_summary(detectable),
+            "churners": detectable,
+        },
     }
     if baseline:
         base = baseline_alerts(world)
-        report["baseline"] = score(world, base, frozenset({"red"}))
+        report["baseline"] = score(world, base, frozenset({"red"}), detectable)
         report["baseline"]["rule"] = (
             f"monthly spend < {BASELINE_RATIO:.0%} of the previous "
             f"{BASELINE_MONTHS} full months' mean, flagged {BASELINE_HOUR:02d}:00 on the 1st")
@@ -537,6 +683,7 @@ def format_report(report: dict[str, Any]) -> str:
 
     rows_spec: list[tuple[str, str, bool]] = [
         ("recall@7d (churners alerted >= 7 d before port-out)", "recall_7d", True),
+        ("recall@7d over the detectable (ceiling below)", "recall_7d_detectable", True),
         ("recall, any lead", "recall_any", True),
         ("median lead (days)", "median_lead_days", False),
         ("precision (alerted who churn)", "precision", True),
@@ -589,6 +736,15 @@ def format_report(report: dict[str, Any]) -> str:
         bt = levels[lv]["recall_7d_by_type"]
         lines.append(f"recall@7d by churner type ({lv}): " + ", ".join(
             f"{k} {v['detected_7d']}/{v['churners']}" for k, v in bt.items()))
+    if "detectable_7d" in report:
+        dt = report["detectable_7d"]
+        lines.append(f"detectable 7 d ahead ({dt['rule']}): " + ", ".join(
+            f"{k} {v['detectable']}/{v['churners']} (forwarding {v['by_forwarding']}, "
+            f"decay {v['by_decay']})" for k, v in dt["by_type"].items()))
+        for lv in cols:
+            bt = levels[lv]["recall_7d_detectable_by_type"] or {}
+            lines.append(f"recall@7d over the detectable by type ({lv}): " + ", ".join(
+                f"{k} {v['detected_7d']}/{v['detectable']}" for k, v in bt.items()))
     vm = levels[cols[0]]["groups_via_member_alerts"]
     if vm:
         lines.append("first member alert after defection, before half gone (yellow+, days): "

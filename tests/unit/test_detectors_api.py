@@ -8,8 +8,10 @@ import random
 from datetime import date, timedelta
 from typing import Any
 
+import orjson
+
 from detectors import Engine, EngineConfig, parse_ts
-from detectors.engine import NEW_MISC, upgrade
+from detectors.engine import M_F, M_UNC_NEW, NEW_MISC, upgrade
 from detectors.state import STATE_VERSION
 
 
@@ -53,21 +55,80 @@ def test_pre_parsed_ts_gives_the_same_results() -> None:
     assert _run(events, parsed=True) == (alerts, store, counters)
 
 
-def test_version_1_state_is_upgraded_and_carries_on() -> None:
-    events = _events()
-    half = len(events) // 2
+def _rich_events() -> list[tuple[str, dict[str, Any]]]:
+    """:func:`_events` with profiles, bills and a plan downgrade for s1, and incoming calls
+    for s2 forwarded off-net from day 60 (s2 alerts yellow, then red)."""
+    extra: list[tuple[str, dict[str, Any]]] = []
+    for d in range(0, 90, 3):
+        day = (date(2026, 1, 5) + timedelta(days=d)).isoformat()
+        extra.append(("calls", {
+            "event_id": f"i{d}", "ts": f"{day}T12:30:00+08:00", "subscriber_id": "s2",
+            "direction": "in", "other_party": "13900000001", "duration_s": 30, "charge": 0.0,
+            "cell_id": "C1", **({"forwarded_to": "18611112222"} if d >= 60 else {})}))
+    for event_id, ts, kind, amount in (("bill1", "2026-02-01T02:00:00", "bill", 60.0),
+                                       ("bill2", "2026-03-01T02:00:00", "bill", 58.0),
+                                       ("pc1", "2026-02-10T10:00:00", "plan_change", 30.0)):
+        extra.append(("billing", {"event_id": event_id, "ts": ts + "+08:00",
+                                  "subscriber_id": "s1", "kind": kind, "amount": amount,
+                                  **({"previous_amount": 58.0} if kind == "plan_change" else {})}))
+    events = sorted(_events() + extra, key=lambda e: e[1]["ts"])
+    profiles: list[tuple[str, dict[str, Any]]] = [
+        ("subscribers", {"subscriber_id": sid, "msisdn": "1380000000" + sid[1],
+                         "account_id": "A" + sid, "segment": "consumer", "tier": "gold"})
+        for sid in ("s1", "s2")
+    ]
+    return profiles + events
+
+
+# What state version 2 (model detectors-1.1) held after the first 802 of `_rich_events()`:
+# written by that engine, kept here verbatim so the upgrade is tested against the real thing.
+V2_STATES = orjson.loads(
+    b'{"s1":{"v":2,"w":1773590370,"c":20526,"n":69,"l":20527,"o":[[20527,1800,2000,0,0,0,0,6,'
+    b'6,0,-1,0,0,0,0,0,0]],"m":[3587,50,0,-1,0,0.92,1,4,0.92,69,0.0,0.0,-1,0,0.0,0.0],"p":["13'
+    b'800000001","As1",null,"consumer","gold",null],"e":"gY7ykzvf+wqt7/x9PPJD7WrqJI+qwkSaT0uD+t'
+    b'l7hI1jKo0U9RqKY1aP7v1dgOaO","k":[14568,333],"s":[55,1.419,0.19,20,20,20,20,20,20,20,20,'
+    b'20,21,20,20,20,20],"u":[55,4.847,1.81,3,6,4,4,6,4,6,2,3,7,3,6,2,4],"f":[69,0.0,0.0,0,0.0'
+    b',0.0],"b":[2,59.0,1.0,20513],"r":20494},"s2":{"v":2,"w":1773549000,"c":20526,"n":69,"l":'
+    b'20525,"o":[[20527,0,0,1,1,1,1,0,1,0,3,0,0,0,0,0,0]],"m":[3587,50,0,-1,0,8.438,1,0,7.512,6'
+    b'9,0.31,0.26,3,0,0.0,0.0],"p":["13800000002","As2",null,"consumer","gold",null],"e":"KKByq'
+    b'LRCNx93eLxRgyj1Hg56mONRLeH+2pazHLQrkXoXvvXk7fxxHdC7LRbAMF5u","k":[14568,301],"s":[55,2.03'
+    b'4,0.01,20,20,20,20,20,20,20,20,20,20,20,20,20,20],"u":[55,4.861,3.07,4,5,4,2,4,2,2,3,2,2,'
+    b'1,1,2,0],"f":[69,0.1814,0.0645,2,0.91,0.91],"a":[3,1773075600,0,-10000000000,0]}}'
+)
+
+
+def test_version_2_state_is_upgraded_in_place_and_carries_on() -> None:
+    events = _rich_events()
     store: dict[str, Any] = {}
-    engine = Engine(EngineConfig(), subscribers=store, population={})
-    for kind, event in events[:half]:
-        engine.process(kind, event)
-    old = copy.deepcopy(store)
+    population: dict[str, Any] = {}
+    engine = Engine(EngineConfig(), subscribers=store, population=population)
+    before = [a for kind, event in events[:802] for a in engine.process(kind, event)]
+    assert [a["zone"] for a in before] == ["yellow", "red"]
+    old = copy.deepcopy(V2_STATES)
+    for st in old.values():
+        upgrade(st)
+    # Exactly what this version writes, zero floats as integers included.
+    assert orjson.dumps(old, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        store, option=orjson.OPT_SORT_KEYS)
+    assert len(old["s1"]) <= 10 and old["s1"]["v"] == STATE_VERSION
+    after = [a for kind, event in events[802:] for a in engine.process(kind, event)]
+    resumed = Engine(EngineConfig(), subscribers=old, population=copy.deepcopy(population))
+    # The same alerts from the upgraded states as from the engine that never stopped.
+    assert [a for kind, event in events[802:] for a in resumed.process(kind, event)] == after
+    assert old == store
+
+
+def test_version_1_state_is_upgraded_too() -> None:
+    old = copy.deepcopy(V2_STATES)
     for st in old.values():  # what version 1 wrote: 14 numbers in "m"
         st["v"] = 1
+        assert st["m"][14:] == [0.0, 0.0]  # nothing waiting, as version 2 would default
         del st["m"][14:]
-    expected = copy.deepcopy(store)
-    upgrade(old["s1"])
-    assert old["s1"] == expected["s1"] and old["s1"]["v"] == STATE_VERSION
-    assert len(old["s1"]["m"]) == len(NEW_MISC)
+    expected = copy.deepcopy(V2_STATES)
+    for states in (old, expected):
+        for st in states.values():
+            upgrade(st)
+    assert old == expected and len(old["s1"]["m"]) == len(NEW_MISC)
 
 
 def test_usage_reason_says_plainly_when_the_segment_fell_too() -> None:
@@ -109,8 +170,8 @@ def test_forwarding_on_a_day_without_located_calls_waits_for_a_call_from_home() 
     call(quiet, 10, direction="in", forwarded_to="18611112222")  # no cell: cannot tell yet
     call(quiet, 11, direction="in", forwarded_to="18611112222")
     back = (start + timedelta(days=41)).isoformat()
-    assert engine.subscribers["s1"]["m"][-1] == 0.0
+    assert engine.subscribers["s1"]["m"][M_UNC_NEW] == 0
     call(back, 9, direction="out", cell_id="C1")  # closes day 40, then confirms at home
     assert engine.counters["forwarding_confirmed"] == 1
-    assert engine.subscribers["s1"]["m"][-1] == 0.0  # moved into the forwarding model
-    assert engine.subscribers["s1"]["f"][5] > 0
+    assert engine.subscribers["s1"]["m"][M_UNC_NEW] == 0  # moved into the forwarding model
+    assert engine.subscribers["s1"]["m"][M_F + 5] > 0  # carried forwarded calls

@@ -15,6 +15,7 @@ from river import stats
 
 from detectors import Engine, EngineConfig, Forwarding, OperatorLookup, SpendDrop, deep_sizeof
 from detectors.days import Clock, parse_ts
+from detectors.engine import M_C
 from detectors.state import fingerprint, remember
 from stream.contracts import schema
 
@@ -142,10 +143,11 @@ def test_late_events_are_counted_and_their_spend_used() -> None:
     engine = Engine(EngineConfig(sweep=False))
     for d in range(1, 20):
         engine.process("calls", _call(d, f"2026-03-{d:02d}T10:00:00+08:00"))
-    spend_before = sum(engine.subscribers["s1"]["s"][3:])
+    spend_before = sum(engine._models(engine.subscribers["s1"])[0].recent)
     engine.process("calls", _call(99, "2026-03-10T11:00:00+08:00", charge=5.0))
     assert engine.counters["late"] == 1
-    assert sum(engine.subscribers["s1"]["s"][3:]) == spend_before + 50  # tenths of a yuan
+    spend_after = sum(engine._models(engine.subscribers["s1"])[0].recent)
+    assert spend_after == spend_before + 50  # tenths of a yuan
 
 
 def test_unknown_profile_is_tracked_and_later_profile_updates_identity() -> None:
@@ -156,7 +158,7 @@ def test_unknown_profile_is_tracked_and_later_profile_updates_identity() -> None
                                    "account_id": "A9", "segment": "government",
                                    "tier": "gold", "account_manager": "AM9"})
     assert engine.subscribers["nobody"]["p"][3] == "government"
-    assert engine.subscribers["nobody"]["c"] >= 0
+    assert engine.subscribers["nobody"]["m"][M_C] >= 0
 
 
 def test_events_after_port_out_are_ignored() -> None:

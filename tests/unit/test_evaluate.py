@@ -19,11 +19,26 @@ SUBSCRIBER_DAYS = 59.5 + 59.5 + 78.5 + 73.5 + 6 * 99  # S1..S4 port out; six sta
 
 
 def _truth(sid: str, kind: str, port_out: str | None = None, churn_start: int | None = None,
-           group: str | None = None) -> dict[str, Any]:
-    return {"subscriber_id": sid, "kind": kind,
+           group: str | None = None, forward_to: str | None = None) -> dict[str, Any]:
+    return {"subscriber_id": sid, "kind": kind, "segment": "consumer",
             "churn": kind in ("individual_churn", "group_churn"), "group_id": group,
             "join_ts": None, "churn_start_day": churn_start,
-            "port_out_ts": port_out and f"{port_out}T12:00:00{TZ}"}
+            "port_out_ts": port_out and f"{port_out}T12:00:00{TZ}",
+            "forwarding": [{"start_day": 30, "end_day": 59, "to": forward_to, "share": 0.9,
+                            "why": "churn", "on_net": False}] if forward_to else []}
+
+
+def _calls(sid: str, first: date, last: date, per_day: int) -> list[dict[str, Any]]:
+    """``per_day`` outgoing calls a day from ``first`` to ``last`` (inclusive)."""
+    out = []
+    day = first
+    while day <= last:
+        out.extend({"event_id": f"{sid}{day}{k}", "ts": f"{day}T1{k}:00:00{TZ}",
+                    "subscriber_id": sid, "direction": "out", "other_party": "13900000000",
+                    "duration_s": 60, "charge": 0.1, "forwarded_to": None, "cell_id": "C1"}
+                   for k in range(per_day))
+        day += timedelta(days=1)
+    return out
 
 
 def _alert(kind: str, who: str, zone: str, ts: str, status: str = "open") -> dict[str, Any]:
@@ -48,9 +63,9 @@ def _charges(sid: str, account: str | None, daily: dict[int, float]) -> list[dic
 @pytest.fixture
 def world(tmp_path: Path) -> Path:
     truth = [
-        _truth("S1", "individual_churn", "2026-03-01", 30),
+        _truth("S1", "individual_churn", "2026-03-01", 30, forward_to="18600000000"),
         _truth("S2", "individual_churn", "2026-03-01", 30),
-        _truth("S3", "group_churn", "2026-03-20", 31, group="G1"),
+        _truth("S3", "group_churn", "2026-03-20", 31, group="G1", forward_to="18600000000"),
         _truth("S4", "individual_churn", "2026-03-15", 40),
         _truth("S5", "stable"),
         _truth("S6", "trip"),
@@ -75,6 +90,21 @@ def world(tmp_path: Path) -> Path:
     (tmp_path / "groups.jsonl").write_text("".join(json.dumps(g) + "\n" for g in groups))
     (tmp_path / "world.json").write_text(json.dumps(summary))
     (tmp_path / "billing.jsonl").write_text("".join(json.dumps(b) + "\n" for b in billing))
+    # Calls: two stable subscribers set the segment's rhythm; S2 stops calling when its
+    # churn starts (day 30: detectable by decay), S4 goes on as before (not detectable);
+    # S1 forwards 2 calls to its churn target before port-out minus 7 days (detectable),
+    # S3 one (not), and S1's third, on the cutoff day, comes too late to count.
+    calls = (_calls("S5", date(2026, 1, 1), date(2026, 4, 9), 4)
+             + _calls("S9", date(2026, 1, 1), date(2026, 4, 9), 4)
+             + _calls("S2", date(2026, 1, 1), date(2026, 1, 30), 4)
+             + _calls("S4", date(2026, 1, 1), date(2026, 3, 14), 4))
+    for sid, ts in (("S1", "2026-02-10T09:00:00"), ("S1", "2026-02-11T09:00:00"),
+                    ("S1", "2026-02-22T12:30:00"), ("S3", "2026-02-10T09:00:00")):
+        calls.append({"event_id": f"f{sid}{ts}", "ts": ts + TZ, "subscriber_id": sid,
+                      "direction": "in", "other_party": "13900000001", "duration_s": 30,
+                      "charge": 0.0, "forwarded_to": "18600000000", "cell_id": None})
+    calls.sort(key=lambda c: c["ts"])
+    (tmp_path / "calls.jsonl").write_text("".join(json.dumps(c) + "\n" for c in calls))
     alerts = [
         _alert("subscriber", "S1", "yellow", "2026-01-05T10:00", status="resolved"),  # ignored
         _alert("subscriber", "S1", "red", "2026-02-10T12:00"),  # lead 19 d
@@ -102,7 +132,11 @@ def test_yellow_and_red_levels(world: Path) -> None:
     assert (y["recall_7d"], y["recall_any"], y["median_lead_days"]) == (0.5, 0.75, 19.0)
     assert y["missed_7d"] == ["S2", "S4"]
     assert {k: (v["detected_7d"], v["churners"]) for k, v in y["recall_7d_by_type"].items()} \
-        == {"group_churn": (1, 1), "individual_silent": (1, 3)}
+        == {"group_churn": (1, 1), "individual_forwarding": (1, 1), "individual_silent": (0, 2)}
+    assert y["detectable_7d"] == 2 and y["recall_7d_detectable"] == 0.5
+    assert {k: (v["detected_7d"], v["detectable"])
+            for k, v in y["recall_7d_detectable_by_type"].items()} \
+        == {"individual_forwarding": (1, 1), "individual_silent": (0, 1)}
     assert (y["alerted_subscribers"], y["true_alerted"], y["precision"]) == (6, 4, 0.6667)
     assert y["false_by_kind"] == {"stable": 1, "trip": 1}
     assert (y["holiday_false_subscribers"], y["holiday_false_pct"]) == (1, 10.0)
@@ -125,6 +159,20 @@ def test_yellow_and_red_levels(world: Path) -> None:
     assert met[("recall_7d", "red+")] is False and met[("false_group_alerts", "red+")] is True
 
 
+def test_detectable_7_days_ahead(world: Path) -> None:
+    d = ev.detectability(ev.load_world(world))
+    assert sorted(d) == ["S1", "S2", "S3", "S4"]  # S10 has not ported out
+    assert (d["S1"]["forwarded_by_cutoff"], d["S1"]["by_forwarding"]) == (2, True)
+    assert (d["S3"]["forwarded_by_cutoff"], d["S3"]["detectable"]) == (1, False)
+    # S2: 4 calls a day expected on each of days 30..51 (port-out Mar 1, minus 7 days,
+    # whole days before Feb 22), none seen: LLR = E = 4 x 22.
+    assert (d["S2"]["decay_llr"], d["S2"]["by_decay"]) == (88.0, True)
+    assert (d["S4"]["decay_llr"], d["S4"]["detectable"]) == (0.0, False)
+    summary = ev.detectability_summary(d)
+    assert summary["individual_silent"] == {"churners": 2, "detectable": 1, "by_forwarding": 0,
+                                            "by_decay": 1, "share": 0.5}
+
+
 def test_batch_baseline(world: Path) -> None:
     w = ev.load_world(world)
     flags = ev.baseline_alerts(w)
@@ -144,6 +192,7 @@ def test_command_prints_and_writes_json(world: Path, capsys: pytest.CaptureFixtu
     assert ev.run(args) == 0
     text = capsys.readouterr().out
     assert "recall@7d" in text and "batch rule" in text and "MISS" in text
+    assert "detectable 7 d ahead" in text and "individual_silent 1/2" in text
     report = json.loads(out.read_text())
     assert report["levels"]["yellow+"]["recall_7d"] == 0.5
 
