@@ -1,0 +1,238 @@
+"""A simulated call centre that answers churn alerts with outcomes, and the offline evidence
+that learning from them (:mod:`detectors.calibration`) makes alerts better over time.
+
+:class:`CallCentre` plays the retention team of a world written by ``churnwatch simulate``:
+every opening or escalation alert of a subscriber is called once, some hours later in
+event time. Most calls reach nobody (``unreachable``, ``no_answer``; the sources' region
+reached 33 of 266, see ``/work/shared/DOMAIN.md``); a reached subscriber who is really
+leaving (``truth.jsonl``'s ``churn``) is ``retained`` (some), denies it (``not_at_risk``,
+a wrong answer the learner must live with), or is reported ``churned`` once the port-out
+happens; a reached subscriber who is not leaving says ``not_at_risk``. A number already
+gone when the call is made is ``churned`` at once. Every answer depends only on the seed,
+the alert and the truth (one random stream per alert id), not on the other alerts.
+
+The world is written before the calls are made, so a ``retained`` churner still ports out
+in ``billing.jsonl``: the learner takes the call's label first and the port-out changes
+nothing. :func:`learning_experiment` runs the loop offline over a world and its replayed
+alerts; ``docs/outcomes.md`` has the figures and the design for the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from detectors.calibration import OutcomeLearner, RiskCalibrator, learn_stream
+
+__all__ = ["CallCentre", "outcome_stream", "learning_experiment", "period_metrics"]
+
+DAY_S = 86400.0
+LEAD_DAYS = 7
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class CallCentre:
+    """Deterministic outcomes for alerts, from the world's truth.
+
+    Parameters
+    ----------
+    seed
+        Seeds one random stream per alert (with the alert id).
+    unreachable, no_answer
+        Shares of calls that reach nobody: the number does not connect, or nobody picks
+        up. The rest reach the subscriber. The sources' region: 233 of 266 unreachable.
+    retained
+        Share of reached churners kept by the call (``retained``).
+    denial
+        Share of reached churners who say they are staying (``not_at_risk``) and leave.
+    delay_hours
+        Range of the delay between the alert and the call (event time, uniform).
+    report_hours
+        Range of the delay between a reached churner's port-out and the ``churned`` report.
+
+    Examples
+    --------
+    >>> truth = {"s1": {"churn": True, "port_out_ts": "2026-03-20T10:00:00+08:00"},
+    ...          "s2": {"churn": False, "port_out_ts": None}}
+    >>> centre = CallCentre(seed=7, unreachable=0.0, no_answer=0.0, retained=0.0, denial=0.0)
+    >>> alert = {"alert_id": "a1f3c09e5b7d2e44", "kind": "subscriber", "status": "open",
+    ...          "subscriber_id": "s1", "ts": "2026-03-02T16:40:11+08:00"}
+    >>> [(o["outcome"], o["ts"]) for o in centre.answer(alert, truth)]
+    [('churned', '2026-03-22T23:55:48+08:00')]
+    >>> alert2 = dict(alert, alert_id="b2e4d1f06c8a9b55", subscriber_id="s2")
+    >>> [o["outcome"] for o in centre.answer(alert2, truth)]
+    ['not_at_risk']
+    >>> centre.answer(dict(alert, status="resolved"), truth)
+    []
+
+    """
+
+    seed: int = 1
+    unreachable: float = 0.55
+    no_answer: float = 0.15
+    retained: float = 0.3
+    denial: float = 0.1
+    delay_hours: tuple[float, float] = (2.0, 72.0)
+    report_hours: tuple[float, float] = (6.0, 72.0)
+
+    def answer(self, alert: dict[str, Any], truth: dict[str, dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+        """The outcome messages (0 or 1) for one alert, in the outcome contract."""
+        if alert.get("kind", "subscriber") != "subscriber" or alert["status"] == "resolved":
+            return []
+        sid = alert["subscriber_id"]
+        t = truth.get(sid)
+        if t is None:
+            return []
+        rng = random.Random(f"{self.seed}|{alert['alert_id']}")
+        when = _ts(alert["ts"]) + timedelta(hours=rng.uniform(*self.delay_hours))
+        gone = _ts(t["port_out_ts"]) if t.get("port_out_ts") else None
+        draw = rng.random()
+        if gone is not None and gone <= when:
+            outcome = "churned"  # the number has already left: the call says so
+        elif draw < self.unreachable:
+            outcome = "unreachable"
+        elif draw < self.unreachable + self.no_answer:
+            outcome = "no_answer"
+        elif not t["churn"]:
+            outcome = "not_at_risk"
+        else:
+            kept = rng.random()
+            if kept < self.retained:
+                outcome = "retained"
+            elif kept < self.retained + self.denial:
+                outcome = "not_at_risk"
+            elif gone is not None:
+                outcome = "churned"
+                when = gone + timedelta(hours=rng.uniform(*self.report_hours))
+            else:
+                return []  # leaving, but not inside the world: nothing to report yet
+        return [{
+            "alert_id": alert["alert_id"], "subscriber_id": sid,
+            "ts": when.replace(microsecond=0).isoformat(), "outcome": outcome,
+        }]
+
+
+def outcome_stream(centre: CallCentre, alerts: Iterable[dict[str, Any]],
+                   truth: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every alert's outcome, in event-time order (ties by alert id)."""
+    out = [o for a in alerts for o in centre.answer(a, truth)]
+    out.sort(key=lambda o: (_ts(o["ts"]), o["alert_id"]))
+    return out
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open("rb") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _exits(billing: Path) -> list[dict[str, Any]]:
+    """``port_out`` and ``deactivation`` events of a billing file."""
+    found = []
+    with billing.open("rb") as handle:
+        for line in handle:
+            if b"port_out" in line or b"deactivation" in line:
+                event = json.loads(line)
+                if event.get("kind") in ("port_out", "deactivation"):
+                    found.append(event)
+    return found
+
+
+def period_metrics(
+    truth: dict[str, dict[str, Any]],
+    alerts: Iterable[dict[str, Any]],
+    zones: frozenset[str],
+    start: datetime,
+    end: datetime,
+    periods: int = 3,
+) -> list[dict[str, Any]]:
+    """Precision and recall@7d per period of the world (thirds by default).
+
+    Precision in a period: subscribers with a counted alert (a subscriber alert, not a
+    resolution, in ``zones``) dated in the period, share who are churners. Recall@7d in a
+    period: churners whose port-out falls in it, share first alerted (in ``zones``, at
+    any time) at least 7 days before it.
+    """
+    counted = [a for a in alerts if a.get("kind", "subscriber") == "subscriber"
+               and a.get("status") != "resolved" and a.get("zone") in zones
+               and a.get("subscriber_id") in truth]
+    first: dict[str, datetime] = {}
+    for a in counted:
+        ts = _ts(a["ts"])
+        if a["subscriber_id"] not in first or ts < first[a["subscriber_id"]]:
+            first[a["subscriber_id"]] = ts
+    span = (end - start) / periods
+    out = []
+    for k in range(periods):
+        lo, hi = start + k * span, start + (k + 1) * span
+        alerted = {a["subscriber_id"] for a in counted if lo <= _ts(a["ts"]) < hi}
+        true = sum(1 for sid in alerted if truth[sid]["churn"])
+        leavers = [sid for sid, t in truth.items() if t["churn"] and t.get("port_out_ts")
+                   and lo <= _ts(t["port_out_ts"]) < hi]
+        found = sum(1 for sid in leavers if sid in first
+                    and (_ts(truth[sid]["port_out_ts"]) - first[sid]).total_seconds()
+                    >= LEAD_DAYS * DAY_S)
+        out.append({
+            "alerted": len(alerted), "true": true,
+            "precision": round(true / len(alerted), 4) if alerted else None,
+            "leavers": len(leavers), "found_7d": found,
+            "recall_7d": round(found / len(leavers), 4) if leavers else None,
+        })
+    return out
+
+
+def learning_experiment(
+    world: Path,
+    alerts: list[dict[str, Any]] | None = None,
+    *,
+    centre: CallCentre | None = None,
+    make_learner: Callable[[], OutcomeLearner] | None = None,
+    periods: int = 3,
+) -> dict[str, Any]:
+    """Run the call centre and the learner over a simulated world and its alerts.
+
+    ``alerts`` default to ``world/alerts.jsonl`` (``churnwatch replay W --out
+    W/alerts.jsonl``). Outcomes, port-outs (``billing.jsonl``) and alerts are merged in
+    event time; each alert is scored by the learner as it was then. Returns, for the
+    engine's zones (``raw``) and the calibrated ones (``calibrated``), precision and
+    recall@7d per period at ``yellow+`` and ``red+``, with the outcome counts and the
+    learner's counters.
+    """
+    truth = {t["subscriber_id"]: t for t in _jsonl(world / "truth.jsonl")}
+    summary = json.loads((world / "world.json").read_text())
+    start, end = _ts(summary["start"]), _ts(summary["end"])
+    raw = alerts if alerts is not None else _jsonl(world / "alerts.jsonl")
+    centre = centre or CallCentre()
+    outcomes = outcome_stream(centre, raw, truth)
+    exits = _exits(world / "billing.jsonl")
+    items: list[tuple[datetime, int, int, str, dict[str, Any]]] = []
+    for order, (kind, messages) in enumerate(
+            (("alert", raw), ("outcome", outcomes), ("exit", exits))):
+        items.extend((_ts(m["ts"]), order, n, kind, m) for n, m in enumerate(messages))
+    items.sort(key=lambda item: item[:3])
+    learner = make_learner() if make_learner is not None else OutcomeLearner(RiskCalibrator())
+    scored = learn_stream(learner, [(kind, m) for *_, kind, m in items])
+    levels = {"yellow+": frozenset({"yellow", "red", "white"}),
+              "red+": frozenset({"red", "white"})}
+    return {
+        "outcomes": dict(Counter(o["outcome"] for o in outcomes)),
+        "calls": sum(1 for a in raw if a.get("kind", "subscriber") == "subscriber"
+                     and a["status"] != "resolved"),
+        "learner": dict(learner.counters),
+        "version": learner.version,
+        "raw": {lv: period_metrics(truth, raw, z, start, end, periods)
+                for lv, z in levels.items()},
+        "calibrated": {lv: period_metrics(truth, scored, z, start, end, periods)
+                       for lv, z in levels.items()},
+        "alerts": scored,
+    }
