@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 __all__ = ["EngineConfig", "MODEL_VERSION"]
 
 #: Written into every alert; bump when thresholds or features change meaning.
-MODEL_VERSION = "detectors-1.1"
+MODEL_VERSION = "detectors-1.2"
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,12 @@ class EngineConfig:
     fwd_strong_share
         Share of today's incoming calls forwarded to new off-net numbers that is
         overwhelming (with ``fwd_min_calls``): judged at once, red.
+    fwd_carried_strong
+        Calls forwarded to new off-net numbers on the first day of a switch that, at
+        ``fwd_carried_share`` or more of the day's incoming calls, make the day's close
+        judge it overwhelming (red at once, not yellow then red the next day).
+    fwd_carried_share
+        The share of the day's incoming calls they must be for that.
     yellow, red
         Risk score thresholds of the zones (green starts at ``green``).
     resolve_days
@@ -105,7 +111,7 @@ class EngineConfig:
     cusum_rho: float = 0.5
     cusum_green: float = 5.0
     cusum_yellow: float = 7.0
-    cusum_red: float = 9.0
+    cusum_red: float = 7.5
     usage_red_strength: float = 0.72
     usage_green_strength: float = 0.35
     cusum_phi_max: float = 3.0
@@ -117,10 +123,12 @@ class EngineConfig:
     fwd_min_share: float = 0.5
     fwd_habit_share: float = 0.2
     fwd_strong_share: float = 0.65
+    fwd_carried_strong: float = 2.0
+    fwd_carried_share: float = 0.5
     green: float = 0.2
     yellow: float = 0.45
     red: float = 0.7
-    resolve_days: int = 5
+    resolve_days: int = 7
     cooldown_days: int = 14
     dedupe_ring: int = 12
     segment_weights: dict[str, float] = field(

@@ -168,7 +168,8 @@ class Engine:
     Examples
     --------
     A subscriber calling a few times a day for ten weeks, then less and less; the engine
-    opens an episode when calls fall well below the baseline and escalates later:
+    opens an episode when calls fall well below the baseline (here the usage CUSUM
+    crosses the yellow and red levels on the same day, so the episode opens at red):
 
     >>> import random
     >>> from datetime import date, timedelta
@@ -193,8 +194,7 @@ class Engine:
     ...     for alert in engine.process("billing", charge):
     ...         print(alert["ts"][:10], alert["status"], alert["zone"],
     ...               alert["reasons"][0]["code"])
-    2026-04-03 open yellow usage_drop
-    2026-04-05 escalated red usage_drop
+    2026-04-03 open red usage_drop
     >>> engine.counters["events"], engine.counters["duplicate"]
     (461, 0)
 
@@ -239,6 +239,8 @@ class Engine:
             "min_share": cfg.fwd_min_share,
             "habit_share": cfg.fwd_habit_share,
             "strong_share": cfg.fwd_strong_share,
+            "min_carried_strong": cfg.fwd_carried_strong,
+            "carried_share": cfg.fwd_carried_share,
         }
 
     # ------------------------------------------------------------------------------------
@@ -833,9 +835,8 @@ class Engine:
         if not away:
             n_in = today[N_IN] if today is not None else 0
             n_new = today[N_NEW] if today is not None else 0
-            strength = fwd.evidence(n_in, n_new) if today is not None else (
-                1.0 if fwd.streak >= 2 else 0.6 if fwd.streak == 1 else 0.0
-            )
+            strength = (fwd.evidence(n_in, n_new) if today is not None
+                        else fwd.carried_strength())
             if strength > 0:
                 signals.append(self._forward_signal(st, fwd, strength, today))
         if m[M_B_N] and m[M_B_RATIO] < cfg.bill_ratio and day - m[M_B_DAY] <= 31:

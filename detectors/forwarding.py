@@ -69,6 +69,10 @@ class Forwarding:
         Share of the incoming calls they must be.
     habit_share
         A usual new-off-net share above this makes such forwarding habitual (no evidence).
+    min_carried_strong
+        Calls forwarded to new off-net numbers on a first day of forwarding that, with
+        ``strong_share`` of the day's incoming calls, make it overwhelming at the day's
+        close (:meth:`carried_strength`).
     carry
         Daily factor by which earlier days' counts still count.
     absorb_days
@@ -123,6 +127,8 @@ class Forwarding:
         absorb_days: int = 60,
         warmup_days: int = 14,
         strong_share: float = 0.8,
+        min_carried_strong: float = 2.0,
+        carried_share: float = 0.5,
     ):
         self.span_days = span_days
         self.min_calls = min_calls
@@ -133,6 +139,8 @@ class Forwarding:
         self.absorb_days = absorb_days
         self.warmup_days = warmup_days
         self.strong_share = strong_share
+        self.min_carried_strong = min_carried_strong
+        self.carried_share = carried_share
         self.alpha = 2.0 / (span_days + 1)
         self.days = 0
         self.usual_fwd = 0.0
@@ -155,6 +163,45 @@ class Forwarding:
             return today
         carried = self._strength(self.acc_in + n_in, self.acc_new + n_new_off, self.min_carried)
         return max(today, min(carried, 0.6))
+
+    def carried_strength(self) -> float:
+        """Strength (0, 0.6 or 1.0) of the evidence carried into the next day.
+
+        After a day's close: 1.0 when forwarding has run two days (:attr:`streak`), or
+        when at least ``min_carried_strong`` of the first day's calls, ``carried_share``
+        of them or more, were forwarded to new off-net numbers: a switch already
+        overwhelming on its first day. 0.6 for a first day that is weaker, 0 without a streak.
+
+        Examples
+        --------
+        >>> fwd = Forwarding()
+        >>> for day in range(20):
+        ...     fwd.close_day(5, n_fwd=0, n_new_off=0)
+        >>> fwd.close_day(3, n_fwd=3, n_new_off=3)
+        >>> fwd.streak, fwd.carried_strength()
+        (1, 1.0)
+
+        One call a day forwarded is weaker: the second day makes a streak, not yet red:
+
+        >>> weak = Forwarding()
+        >>> for day in range(20):
+        ...     weak.close_day(5, n_fwd=0, n_new_off=0)
+        >>> weak.close_day(1, n_fwd=1, n_new_off=1)
+        >>> weak.close_day(1, n_fwd=1, n_new_off=1)
+        >>> weak.streak, weak.carried_strength()
+        (1, 0.6)
+
+        """
+        if self.streak >= 2:
+            return 1.0
+        if self.streak != 1:
+            return 0.0
+        # The carried counts are the day's decayed once (by ``carry``); rounded so that
+        # 3 calls carried as 2.4 still count as 3.
+        if (round(self.acc_new / self.carry, 2) >= self.min_carried_strong
+                and self.acc_new >= self.carried_share * self.acc_in):
+            return 1.0
+        return 0.6
 
     def _strength(self, n_in: float, n_new_off: float, min_calls: float) -> float:
         if n_new_off < min_calls or n_in <= 0:

@@ -289,3 +289,20 @@ def test_no_alert_on_a_habitual_on_net_forwarder() -> None:
 
     _, alerts = World(crowd(habit=habit, offnet_habit=habit_off_net)).run()
     assert alerts == []
+
+
+def test_overwhelming_first_day_of_forwarding_opens_red_at_the_close() -> None:
+    # A quiet subscriber (about 2 incoming calls a day) forwards all of them to a number
+    # on another operator: never 4 calls in one day to judge intra-day, but the first
+    # day's close already sees all of them forwarded, so the episode opens at red rather
+    # than yellow followed by red the next day (detectors-1.2).
+    def switching(d: int) -> Day:
+        if d < 70:
+            return Day(out_calls=3, in_calls=2.5)
+        return Day(out_calls=3, in_calls=2.5, forward_to=UNICOM, forward_share=1.0)
+
+    _, alerts = World(crowd(churner=switching)).run()
+    mine = opened(alerts, "churner")
+    assert mine[0] == ("2026-03-17", "open", "red")  # the close of 03-16, the switch day
+    assert not any(zone == "yellow" for _, _, zone in mine)
+    assert alerts[0]["reasons"][0]["code"] == "forwarding_off_net"
