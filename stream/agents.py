@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stream.ordering import CaughtUp, Reorder
+from stream.signal_order import closed_to
 from stream.validation import Accepted, Validator, dead_letter
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ class BatchResult:
     done: list[Any] = field(default_factory=list)
     accepted: int = 0
     state_writes: int = 0
+    #: member signals the engines emitted (for the group stage)
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    #: (input partition, last day its engine closed), when it moved
+    watermarks: list[tuple[int, int]] = field(default_factory=list)
 
 
 def alert_key(alert: dict[str, Any]) -> str | None:
@@ -105,6 +110,7 @@ class BatchProcessor:
         validator: Validator | None = None,
         clock: Callable[[], float] = time.time,
         max_held: int = 200_000,
+        group_context: Callable[[str | None], dict[str, Any] | None] | None = None,
     ) -> None:
         self.tables = tables
         self.kinds = kinds
@@ -127,6 +133,10 @@ class BatchProcessor:
         self._held_offsets: dict[tuple[str, int], list[int]] = {}
         self._released: dict[tuple[str, int], set[int]] = {}
         self._touched: set[tuple[str, int]] = set()
+        #: the group_context reason of a member's group in alert (None: not in alert)
+        self.group_context = group_context
+        #: partition -> watermark last reported to the group stage
+        self._marks_sent: dict[int, int] = {}
 
     def engine(self, partition: int) -> EngineLike:
         engine = self.engines.get(partition)
@@ -146,6 +156,7 @@ class BatchProcessor:
         self._held_offsets.clear()
         self._released.clear()
         self._touched.clear()
+        self._marks_sent.clear()
         self.engines.clear()
         self._with_ts.clear()
         self._reported.clear()
@@ -250,6 +261,7 @@ class BatchProcessor:
             if kind == "billing" and verdict.event.get("kind") in LEAVING:
                 episodes.append((m.partition, verdict.event))
         self.newest_event_s = newest
+        self._group_output(result)
         result.accepted = sum(v for (_, o), v in outcomes.items() if o == "accepted")
         if result.alerts:
             stamp = datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
@@ -260,6 +272,26 @@ class BatchProcessor:
             if episodes:
                 self._track_episodes(self.metrics, episodes)
         return result
+
+    def _group_output(self, result: BatchResult) -> None:
+        """Members' group context, the engines' signals and their watermarks."""
+        context = self.group_context
+        if context is not None:
+            for _, alert in result.alerts:
+                if (alert.get("kind") == "subscriber" and alert.get("group_id")
+                        and alert.get("status") != "resolved"):
+                    reason = context(alert["group_id"])
+                    if reason is not None:
+                        alert["reasons"].append(reason)
+        for partition, engine in self.engines.items():
+            drain = getattr(engine, "drain_signals", None)
+            if drain is None:
+                continue
+            result.signals.extend(drain())
+            mark = closed_to(engine)
+            if mark is not None and self._marks_sent.get(partition) != mark:
+                self._marks_sent[partition] = mark
+                result.watermarks.append((partition, mark))
 
     def _track_episodes(self, metrics: Any, episodes: list[tuple[int, dict[str, Any]]]) -> None:
         """Keep ``churnwatch_open_alerts`` to the open episodes of the alerts published."""
@@ -344,13 +376,17 @@ class BatchProcessor:
         metrics.table_keys.labels(table="population").set(len(self.tables.population.data))
 
 
-def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) -> Any:
+def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
+             groups: Any = None) -> Any:
     """Define the agent (and its release timer) on ``app``; returns ``(agent, handle)``.
 
     ``handle(items)`` processes a batch of Faust events or bare consumer messages: the
     agent feeds it batches from ``stream.noack_take``; with the batch path on
     (``CHURNWATCH_FAST_PATH``), :class:`stream.recovery.FetchHighwaterConsumer` feeds it
     each fetch's input messages directly and the agent's stream stays idle.
+
+    ``groups`` (a :class:`stream.group_stage.GroupStage`): the engines' member signals and
+    watermarks are published to it with each batch, before the batch's state.
     """
     import asyncio
 
@@ -380,6 +416,30 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
         # it: allow for records still in a producer's buffer when the probe ran.
         return probed_at - margin if at >= highwater else None
 
+    def probes_from_fetches() -> bool:
+        """Probes from the consumer's own fetch responses: each carries the partition's
+        high watermark, and the client notes when it came. Free, and as fresh as the last
+        fetch (Faust long-polls quiet partitions for up to 1.5 s, and a probe Fetch of our
+        own would queue behind that on the same connection). False: some partition has
+        had no fetch response yet."""
+        try:
+            client = app.consumer._thread._ensure_consumer()
+            tps = [tp for tp in app.consumer.assignment() if tp.topic in topics.kinds]
+        except Exception:  # not started, or stopping
+            return False
+        complete = True
+        for tp in tps:
+            highwater = client.highwater(tp)
+            at_ms = client.last_poll_timestamp(tp)
+            if highwater is None or at_ms is None:
+                complete = False
+                continue
+            key = (tp.topic, tp.partition)
+            seen = probes.get(key)
+            if seen is None or at_ms / 1000.0 > seen[1]:
+                probes[key] = (int(highwater), at_ms / 1000.0)
+        return complete
+
     async def probe_highwaters() -> None:
         """Fresh high watermarks (by Fetch) of the assigned input partitions."""
         tps = [tp for tp in app.consumer.assignment() if tp.topic in topics.kinds]
@@ -395,7 +455,9 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
         committed = app.consumer._committed_offset
         for tp, highwater in highwaters.items():
             if highwater is not None and highwater >= 0:
-                probes[(tp.topic, tp.partition)] = (int(highwater), sent_at)
+                seen = probes.get((tp.topic, tp.partition))
+                if seen is None or sent_at > seen[1]:
+                    probes[(tp.topic, tp.partition)] = (int(highwater), sent_at)
                 at = processor.position.get((tp.topic, tp.partition))
                 if at is None:
                     at = committed.get(tp) or 0
@@ -409,10 +471,15 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
             generation = app.consumer_generation_id
             # Fetched before a rebalance: Faust delivers them again from the committed
             # offsets (to whoever owns the partition now).
-            items = [i for i in items
+            fresh = [i for i in items
                      if getattr(getattr(i, "message", i), "generation_id", generation)
                      == generation]
+            if len(fresh) < len(items):
+                await seek_back([i for i in items if not any(i is f for f in fresh)])
+            items = fresh
             started = time.perf_counter()
+            if len(processor.reorder) or items:
+                probes_from_fetches()
             result = processor.process(items, caught_up)
             sent = [
                 await alerts_topic.send(key=None if key is None else key.encode(), value=alert)
@@ -420,6 +487,12 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
             ]
             sent += [await dead_topic.send(key=key, value=letter)
                      for key, letter in result.dead_letters]
+            if groups is not None:
+                # Each partition's signals before its watermark, and both before the
+                # state (and applied marks) of the batch: a crash sends them again,
+                # never loses them (the group stage ignores a signal seen before).
+                sent += await groups.publish(result.signals)
+                sent += await groups.publish_watermarks(result.watermarks)
             if sent:  # delivered before the state (and its marks) that says they were
                 await asyncio.gather(*sent)
             staged = processor.stage()
@@ -442,6 +515,22 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
                 metrics.batch_seconds.observe(time.perf_counter() - started)
                 metrics.batch_events.observe(len(result.done))
 
+    async def seek_back(stale: list[Any]) -> None:
+        """Messages fetched in an earlier generation are dropped unprocessed, so make sure
+        they come again where the partition is still ours: Faust does not always seek
+        back (the same assignment again), and an offset never acked stops the commits."""
+        lowest: dict[Any, int] = {}
+        for item in stale:
+            m = getattr(item, "message", item)
+            tp = TP(m.topic, m.partition)
+            lowest[tp] = min(m.offset, lowest.get(tp, m.offset))
+        assigned = app.consumer.assignment()
+        log.warning("rebalance: %d messages of an earlier generation to fetch again",
+                    len(stale))
+        for tp, offset in lowest.items():
+            if tp in assigned:
+                await app.consumer.seek(tp, offset)
+
     async def detect(stream: Any) -> None:
         async for events in stream.noack_take(batch_size, within=within):
             await handle(events)
@@ -450,7 +539,8 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any) ->
         # Held events wait for a probe proving that no earlier event can still come;
         # without this they would also wait for the next message.
         if len(processor.reorder):
-            await probe_highwaters()
+            if not probes_from_fetches():
+                await probe_highwaters()
             await handle([])
 
     async def report_lag() -> None:

@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` returns a ready :class:`faust.App` with its topics
 (:mod:`stream.topics`), state tables (:mod:`stream.tables`), the agent
-(:mod:`stream.agents`) and metrics (:mod:`stream.metrics`). The app uses
+(:mod:`stream.agents`), the group stage (:mod:`stream.group_stage`, unless
+``CHURNWATCH_GROUPS=false``) and metrics (:mod:`stream.metrics`). The app uses
 :class:`stream.recovery.ChurnwatchTransport`, whose consumer asks for changelog end
 offsets with a Fetch instead of ListOffsets: the embedded broker's ListOffsets stops short
 and Faust would otherwise lose the last batch of table updates on recovery.
@@ -64,6 +65,7 @@ def default_engine_factory(settings: Settings, tables: StateTables) -> Callable[
             config,
             subscribers=tables.subscriber_view(partition),
             population=tables.population_view(partition),
+            signals=settings.groups,
         )
 
     return make
@@ -116,7 +118,14 @@ def create_app(
     tables = StateTables.on_app(app, settings.partitions)
     make_factory = engine_factory or (lambda t: default_engine_factory(settings, t))
     processor = BatchProcessor(tables, topics.kinds, make_factory(tables), metrics=metrics)
-    agent, handle = register(app, topics, processor, settings)
+    groups = None
+    if settings.groups:
+        from stream.group_stage import declare as declare_groups
+
+        groups = declare_groups(app, settings, alerts_topic=topics.alerts, metrics=metrics)
+        if groups.contexts is not None:
+            processor.group_context = groups.contexts.reason
+    agent, handle = register(app, topics, processor, settings, groups=groups)
     app.churnwatch = Parts(
         batch_sink=handle if settings.fast_path else None,
         batch_topics=frozenset(topics.kinds),
@@ -127,5 +136,6 @@ def create_app(
         tables=tables,
         processor=processor,
         agent=agent,
+        groups=groups,
     )
     return app

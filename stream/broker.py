@@ -242,7 +242,7 @@ def ensure_topics(settings: Settings) -> list[str]:
         raise BrokerError("ensure_topics needs a bootstrap address (start the broker first)")
     return create_topics(
         settings.bootstrap,
-        settings.all_topics,
+        (*settings.all_topics, *settings.group_topics),
         settings.partitions,
         settings.replication,
         client_kwargs=settings.kafka_client_kwargs(),

@@ -2,44 +2,63 @@
 
 The subscriber agent's engines (``Engine(..., signals=True)``) emit member signals; the
 subscriber side publishes each one to the internal topic ``<prefix>churn.group-signals``
-keyed by its ``group_id`` (:meth:`GroupStage.publish`). Kafka's partitioner then puts all
-of a group's signals on one partition, whichever subscriber partitions its members are on,
-so groups scale across partitions like subscribers do. The group agent folds them with
+keyed by its ``group_id`` (:meth:`GroupStage.publish`), and after them each subscriber
+partition's *watermark* (the last day its engine closed) to every partition of that topic
+(:meth:`GroupStage.publish_watermarks`). Kafka's partitioner puts all of a group's signals
+on one partition, whichever subscriber partitions its members are on, so groups scale
+across partitions like subscribers do.
+
+The group agent takes batches of that topic. Per partition, a
+:class:`stream.signal_order.Sequencer` holds signals until every subscriber partition's
+watermark covers them and releases them in event-time order (as ``churnwatch replay``
+does: same group alert ids, whatever the partitions' pace), to
 :class:`detectors.group.GroupStage` over the ``groups`` table (values: the plain
-:class:`~detectors.group.GroupWatch` states, co-partitioned with the signals topic, so a
-group's state moves with its partition on a rebalance and is restored from the changelog)
-and publishes group alerts to the alert topic, keyed by group (``stream.agents.alert_key``).
+:class:`~detectors.group.GroupWatch` states; co-partitioned with the signals topic, so a
+group's state moves with its partition on a rebalance and is restored from the changelog).
 
-``churnwatch replay`` does the same in memory (``replay_directory(..., groups=True)``)
-and gives the same alert ids; ``docs/groups.md`` says why the order in which signals of
-different subscriber partitions interleave does not change them.
+**Crash safety** (at-least-once, like the subscriber agent): a batch's group alerts and
+context updates are delivered first; then its table records, each partition's group
+states before its sequencer (so a crash between them releases signals again rather than
+losing them; the group stage ignores a signal it has applied); then the batch is acked.
+Messages delivered again change nothing (watermarks only rise; signals: see above).
 
-Wiring (the subscriber side is not wired here)::
-
-    from stream.group_stage import declare
-    groups = declare(app, settings, alerts_topic=topics.alerts)
-    # in the subscriber batch handler, after engine.process(...):
-    await groups.publish(engine.drain_signals())
+**Members' context.** A group alert's context (``GroupWatch.context``) is also published to
+``<prefix>churn.group-context`` (keyed by group). Every worker reads that topic in full
+(:class:`ContextView`, a global table by hand) and adds a ``group_context`` reason to the
+member alerts it publishes while the group is in alert. Replay adds the same reason from the
+in-memory stage at the moment the member alert is made; the stream's view lags the group
+agent by a batch and a poll, so the set of member alerts carrying the reason can differ
+(the alerts and their ids do not).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from detectors.group import GroupConfig
+from detectors.group import GroupConfig, group_context
 from detectors.group import GroupStage as GroupFold
 from stream.agents import alert_key
 from stream.codecs import ORJSON, RAW
+from stream.signal_order import Sequencer, is_watermark
+from stream.tables import BatchCache, PartitionIndex, PartitionView, send_records
 
 log = logging.getLogger(__name__)
 
 SIGNALS_TOPIC = "churn.group-signals"
+CONTEXT_TOPIC = "churn.group-context"
 GROUPS_TABLE = "groups"
 AGENT_NAME = "churnwatch-groups"
+#: Table key (after the partition) of a partition's sequencer state.
+SEQ_KEY = "__seq__"
+WATERMARK_KEY = b"__watermark__"
+#: How often a worker polls the group-context topic (s).
+CONTEXT_POLL_S = 0.25
 
 
 def signals_topic_name(settings: Any) -> str:
@@ -47,28 +66,104 @@ def signals_topic_name(settings: Any) -> str:
     return str(settings.topic_prefix) + SIGNALS_TOPIC
 
 
+def context_topic_name(settings: Any) -> str:
+    """``<prefix>churn.group-context``."""
+    return str(settings.topic_prefix) + CONTEXT_TOPIC
+
+
+def group_topic_names(settings: Any) -> tuple[str, str]:
+    """The group stage's own topics (created with the contract topics)."""
+    return signals_topic_name(settings), context_topic_name(settings)
+
+
+class ContextView:
+    """Group id -> the context of its open group alert, read from the group-context topic.
+
+    Every worker reads all partitions of the topic from the start (a global table by hand:
+    a few records per group episode), in a timer on its own event loop.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.contexts: dict[str, list[Any]] = {}
+        self._consumer: Any = None
+        self._tps: list[Any] = []
+
+    def reason(self, group_id: str | None) -> dict[str, Any] | None:
+        """The ``group_context`` reason for a member of ``group_id`` (None: not in alert)."""
+        if not group_id:
+            return None
+        context = self.contexts.get(str(group_id))
+        return group_context(str(group_id), context) if context else None
+
+    def apply(self, value: Any) -> None:
+        if isinstance(value, dict) and value.get("group_id"):
+            gid = str(value["group_id"])
+            if value.get("context"):
+                self.contexts[gid] = list(value["context"])
+            else:
+                self.contexts.pop(gid, None)
+
+    async def poll(self) -> None:
+        import orjson
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
+                auto_offset_reset="earliest", **self.settings.kafka_client_kwargs())
+            await consumer.start()
+            topic = context_topic_name(self.settings)
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                await consumer.stop()
+                return
+            self._tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(self._tps)
+            await consumer.seek_to_beginning(*self._tps)
+            self._consumer = consumer
+        batches = await self._consumer.getmany(timeout_ms=0, max_records=10_000)
+        for records in batches.values():
+            for record in records:
+                try:
+                    self.apply(orjson.loads(record.value))
+                except ValueError:
+                    log.warning("group context: ignored a record that is not JSON")
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+
 @dataclass
 class GroupStage:
     """What :func:`declare` put on the app."""
 
     signals_topic: Any  #: the internal topic of member signals, keyed by group_id
-    table: Any  #: group_id -> GroupWatch state (plus one ``__stage__/<p>`` key a partition)
+    table: Any  #: group_id -> GroupWatch state (plus ``__stage__/<p>``, ``__seq__/<p>``)
     agent: Any  #: the Faust agent folding signals into the table
     alerts_topic: Any  #: where group alerts go
+    context_topic: Any = None  #: where group contexts go (for members' alerts)
+    sources: int = 1  #: subscriber partitions (watermark sources)
+    partitions: int = 1  #: partitions of the signals topic
     config: GroupConfig = field(default_factory=GroupConfig)
-    #: one fold per signals partition (they read and write the table: no state of their own)
-    folds: dict[int, GroupFold] = field(default_factory=dict)
+    contexts: ContextView | None = None
+    metrics: Any = None
+    cache: BatchCache | None = None
+    counters: dict[str, int] = field(default_factory=dict)
 
     def fold(self, partition: int) -> GroupFold:
-        fold = self.folds.get(partition)
-        if fold is None:
-            fold = self.folds[partition] = GroupFold(
-                self.config, self.table, meta_key=f"__stage__/{partition}")
-        return fold
+        assert self.cache is not None
+        return GroupFold(self.config, PartitionView(self.cache, partition),
+                         meta_key=f"__stage__/{partition}")
 
     async def publish(self, signals: Iterable[dict[str, Any]]) -> list[Any]:
         """Send member signals to the signals topic, keyed by group; the send futures
-        (await them, or flush the producer, before committing the input offsets)."""
+        (await them before the state that says they were sent)."""
         futures = []
         for signal in signals:
             gid = signal.get("group_id")
@@ -77,22 +172,59 @@ class GroupStage:
                                                              value=signal))
         return futures
 
-    async def handle(self, partition: int, signal: dict[str, Any]) -> list[dict[str, Any]]:
-        """Fold one signal of ``partition`` and publish the group alerts it raised."""
-        alerts = self.fold(partition).process(signal)
-        if alerts:
-            stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-            for alert in alerts:
-                alert["emitted_at"] = stamp
-                key = alert_key(alert)
-                await self.alerts_topic.send(key=None if key is None else key.encode(),
-                                             value=alert)
-        return alerts
+    async def publish_watermarks(self, marks: Iterable[tuple[int, int]]) -> list[Any]:
+        """Send ``(subscriber partition, last closed day)`` to every signals partition."""
+        futures = []
+        for source, day in marks:
+            value = {"source": int(source), "closed_to": int(day)}
+            for g in range(self.partitions):
+                futures.append(await self.signals_topic.send(
+                    key=WATERMARK_KEY, value=value, partition=g))
+        return futures
+
+    def process(self, messages: list[tuple[int, Any]]
+                ) -> tuple[list[dict[str, Any]], list[tuple[str, list[Any]]], dict[int, Any]]:
+        """Fold ``(partition, value)`` messages of one batch, in order.
+
+        Returns the group alerts, the changed contexts ``(group_id, context)`` and the
+        sequencer state of each partition touched (to write after the group states).
+        """
+        assert self.cache is not None
+        seqs: dict[int, Sequencer] = {}
+        folds: dict[int, GroupFold] = {}
+        alerts: list[dict[str, Any]] = []
+        for partition, value in messages:
+            seq = seqs.get(partition)
+            if seq is None:
+                state = self.cache.get_or_none(f"{SEQ_KEY}/{partition}")
+                seq = seqs[partition] = Sequencer.from_state(state, self.sources)
+                folds[partition] = self.fold(partition)
+            if is_watermark(value):
+                released = seq.watermark(int(value["source"]), int(value["closed_to"]))
+            elif isinstance(value, dict) and value.get("group_id") and "day" in value:
+                released = seq.add(value)
+            else:
+                log.warning("group stage: ignored a message that is neither signal nor mark")
+                continue
+            fold = folds[partition]
+            for signal in released:
+                alerts.extend(fold.process(signal))
+        contexts: list[tuple[str, list[Any]]] = []
+        for alert in alerts:
+            gid = str(alert["group_id"])
+            state = self.cache.get_or_none(gid) or {}
+            contexts.append((gid, list(state.get("c") or [])))
+        for fold in folds.values():
+            for k, v in fold.counters.items():
+                self.counters[k] = self.counters.get(k, 0) + v
+        return alerts, contexts, {p: seq.to_state() for p, seq in seqs.items()}
 
 
 def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
-            config: GroupConfig | None = None) -> GroupStage:
-    """Declare the group stage on ``app``: the signals topic, the table, the agent.
+            config: GroupConfig | None = None, metrics: Any = None,
+            contexts: bool = True) -> GroupStage:
+    """Declare the group stage on ``app``: the signals topic, the table, the agent (and,
+    with ``contexts``, the reader of group contexts for members' alerts).
 
     ``alerts_topic`` defaults to a topic of its own on ``settings.topic_alerts`` (the
     worker's :class:`stream.topics.Topics` ``.alerts`` can be passed instead).
@@ -107,27 +239,92 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
     }
     signals = app.topic(signals_topic_name(settings), value_serializer=ORJSON,
                         internal=True, **common)
+    context_topic = app.topic(context_topic_name(settings), value_serializer=ORJSON,
+                              internal=True, **common)
     if alerts_topic is None:
         alerts_topic = app.topic(settings.topic_alerts, value_serializer=ORJSON, **common)
     table = _table(app, GROUPS_TABLE, partitions=settings.partitions, key_type=str,
                    help="Group state per group_id (detectors.group.GroupWatch states).")
     stage = GroupStage(signals_topic=signals, table=table, agent=None,
-                       alerts_topic=alerts_topic, config=config or GroupConfig())
+                       alerts_topic=alerts_topic, context_topic=context_topic,
+                       sources=settings.partitions, partitions=settings.partitions,
+                       config=config or GroupConfig(), metrics=metrics,
+                       contexts=ContextView(settings) if contexts else None)
+    stage.cache = BatchCache(table, PartitionIndex())
+    lock = asyncio.Lock()
+
+    async def handle(events: list[Any]) -> None:
+        async with lock:
+            generation = app.consumer_generation_id
+            # Fetched before a rebalance: delivered again from the committed offsets.
+            events = [e for e in events
+                      if getattr(e.message, "generation_id", generation) == generation]
+            if not events:
+                return
+            assert stage.cache is not None
+            try:
+                alerts, contexts, seqs = stage.process(
+                    [(e.message.partition, e.value) for e in events])
+            except Exception:  # a model bug must not stop the stage: log, drop the batch
+                log.exception("group stage failed on a batch of %d", len(events))
+                stage.cache.discard()
+                for e in events:
+                    e.ack()
+                return
+            sent = []
+            if alerts:
+                stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+                for alert in alerts:
+                    alert["emitted_at"] = stamp
+                    key = alert_key(alert)
+                    sent.append(await stage.alerts_topic.send(
+                        key=None if key is None else key.encode(), value=alert))
+                    if metrics is not None:
+                        metrics.alerts.labels(kind="group", zone=str(alert.get("zone"))).inc()
+                for gid, context in contexts:
+                    sent.append(await context_topic.send(
+                        key=gid.encode(), value={"group_id": gid, "context": context}))
+            if sent:  # delivered before the state that says they were made
+                await asyncio.gather(*sent)
+            # Each partition's sequencer after its group states (insertion order).
+            for partition, state in seqs.items():
+                stage.cache.set(partition, f"{SEQ_KEY}/{partition}", state)
+            records = stage.cache.drain()
+            if records:
+                send_records(table, records)
+                await app.producer.flush()
+            for e in events:
+                e.ack()
 
     async def fold_signals(stream: Any) -> None:
-        # One signal at a time: a few per group per day, far fewer than input events.
-        # The table write happens while the signal is the current event, so it lands in
-        # the changelog partition of the signal's partition (co-partitioned).
-        async for event in stream.events():
-            value = event.value
-            if not isinstance(value, dict) or not value.get("group_id"):
-                log.warning("group stage: ignored a signal without a group_id")
-                continue
+        async for events in stream.noack_take(500, within=0.05):
+            await handle(events)
+
+    async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        async with lock:  # after the batch in hand
+            assert stage.cache is not None
+            stage.cache.discard()
+
+    app.on_partitions_revoked.connect(on_partitions_revoked)
+    if stage.contexts is not None:
+        view = stage.contexts
+
+        async def poll_contexts() -> None:
+            started = time.perf_counter()
             try:
-                await stage.handle(event.message.partition, value)
-            except Exception:  # a model bug must not stop the partition: log and go on
-                log.exception("group stage failed on partition %d offset %d",
-                              event.message.partition, event.message.offset)
+                await view.poll()
+            except Exception as exc:  # the view only adds context: retry on the next tick
+                log.warning("group context poll failed: %r", exc)
+                await view.stop()
+            if time.perf_counter() - started > 5:
+                log.warning("group context poll took %.1f s", time.perf_counter() - started)
+
+        app.timer(CONTEXT_POLL_S, name="churnwatch-group-context")(poll_contexts)
+
+        async def stop_contexts(sender: Any, **kwargs: Any) -> None:
+            await view.stop()
+
+        app.on_before_shutdown.connect(stop_contexts)
 
     stage.agent = app.agent(signals, name=AGENT_NAME, concurrency=1)(fold_signals)
     return stage

@@ -79,8 +79,19 @@ async def fetch_highwaters(consumer: Any, partitions: Iterable[TP]) -> dict[TP, 
     return {tp: max(hw, int(listed.get(tp) or 0)) for tp, hw in result.items()}
 
 
+#: Longest wait of the consumer's fetches for data (Faust uses 1.5 s). The worker takes
+#: each input partition's high watermark, and when it was seen, from these responses to
+#: release events in order (stream.agents), so a quiet partition must answer often.
+FETCH_MAX_WAIT_MS = 100
+
+
 class FetchHighwaterConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's aiokafka consumer thread, with highwaters from Fetch responses."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher at start
+        return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         if self.consumer.in_transaction:  # not used by churnwatch; keep Faust's answer
@@ -120,7 +131,6 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
         # Faust's loop (faust.transport.consumer.Consumer._drain_messages), with the
         # messages of ``batch_topics`` collected per fetch and handed to ``sink``.
         callback = self.callback
-        getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         get_read_offset = self._read_offset.__getitem__
@@ -128,29 +138,63 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
         commit_every = self._commit_every
+        to_message = self._to_message
+        monitor = self.app.monitor
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
-                ait = getmany(timeout=1.0)
+                # Faust's getmany, a fetch at a time: per partition, not per message, for
+                # the end-offset metric, the generation check and the read offsets (its
+                # per-message bookkeeping cost as much as our whole processing).
+                records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
-                if self.should_stop:
+                if records is None or self.should_stop:
+                    unset_flag(CONSUMER_FETCHING)
                     continue
+                if not self.flow_active:  # a rebalance began: back to the committed offsets
+                    try:
+                        await self.perform_seek()
+                    except Exception as exc:
+                        log.warning("seek to committed offsets failed: %r", exc)
+                    unset_flag(CONSUMER_FETCHING)
+                    continue
+                generation_id = self.app.consumer_generation_id
                 batch: list[Any] = []
-                async for tp, message in ait:
-                    offset = message.offset
+                for tp, recs in records.items():
+                    if not self.flow_active or generation_id != self.app.consumer_generation_id:
+                        break
+                    if not (active is None or tp in active or tp in self._buffered_partitions):
+                        continue
+                    if not recs:
+                        continue
+                    monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    if tp.topic not in batch_topics:
+                        for record in recs:
+                            offset = record.offset
+                            r_offset = get_read_offset(tp)
+                            if r_offset is not None and offset < r_offset:
+                                continue
+                            if (r_offset and offset - r_offset > 1
+                                    and acks_enabled_for(record.topic)):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            await self.wait_first(callback(to_message(tp, record)),
+                                                  self.suspend_flow.wait())
+                            set_read_offset(tp, offset)
+                        continue
                     r_offset = get_read_offset(tp)
-                    if r_offset is not None and offset < r_offset:
-                        continue  # read already (Faust drops these too)
-                    if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, r_offset + 1, offset)
-                    if tp.topic in batch_topics:
-                        batch.append(message)
-                    else:
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
-                            await self.commit()
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
-                    set_read_offset(tp, offset)
+                    gaps = acks_enabled_for(tp.topic)
+                    for record in recs:
+                        offset = record.offset
+                        if r_offset is not None and offset < r_offset:
+                            continue  # read already (Faust drops these too)
+                        if r_offset and offset - r_offset > 1 and gaps:
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        batch.append(to_message(tp, record))
+                        r_offset = offset
+                    set_read_offset(tp, r_offset)
                 if batch:
                     # Shielded: a stop lets the batch in hand finish (state, alerts, acks).
                     await asyncio.shield(sink(batch))

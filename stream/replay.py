@@ -7,10 +7,12 @@ from a compacted topic that is read before the events); calls and billing are me
 event time. Subscribers are grouped by the partition Kafka would give them, because each
 partition keeps its own population baseline, as a worker does.
 
-With the group stage on (the CLI's default; ``replay_directory(..., groups=True)``) the
+With the group stage on (the default; ``--no-groups`` / ``groups=False`` leaves it out) the
 engines also emit member signals, which are routed by ``group_id`` to one
 :class:`detectors.group.GroupStage` per partition of the group-signals topic (Kafka's
-partitioner on the group id, as the stream routes them): their group alerts go into the
+partitioner on the group id, as the stream routes them), through a
+:class:`stream.signal_order.Sequencer` that releases them in event-time order across the
+subscriber partitions, as the stream's group agent does: their group alerts go into the
 same output, and a member's own alerts get a ``group_context`` reason while its group is in
 alert (see ``docs/groups.md``).
 """
@@ -81,7 +83,7 @@ def replay_directory(
     counters: Counter[str] | None = None,
     validator: Validator | None = None,
     stores: list[dict[str, Any]] | None = None,
-    groups: bool = False,
+    groups: bool = True,
     group_partitions: int | None = None,
     group_config: Any = None,
     group_stores: list[dict[str, Any]] | None = None,
@@ -102,6 +104,7 @@ def replay_directory(
     from detectors import Engine, EngineConfig
     from detectors.group import GroupConfig, GroupStage
     from stream.partitioning import partition_of
+    from stream.signal_order import Sequencer, closed_to
 
     counts = counters if counters is not None else Counter()
     validator = validator or Validator()
@@ -123,8 +126,12 @@ def replay_directory(
     if group_stores is not None:
         group_stores.extend(group_state)
     stages = [GroupStage(group_config or GroupConfig(), store) for store in group_state]
+    # Signals reach the group stage in event-time order across partitions, as on the
+    # stream (stream.signal_order): each engine is a source with its closed-day watermark.
+    sequencers = [Sequencer(partitions) for _ in range(n_groups)]
+    marks: list[int | None] = [None] * partitions
 
-    def judged(engine: Any, alerts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def judged(p: int, alerts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """The subscriber alerts (with group context), then the group alerts they cause."""
         if not groups:
             yield from alerts
@@ -136,15 +143,24 @@ def replay_directory(
                 if context is not None:
                     alert["reasons"].append(context)
             yield alert
+        engine = engines[p]
         if engine.signals:
             for signal in engine.drain_signals():
-                yield from stages[partition_of(signal["group_id"], n_groups)].process(signal)
+                g = partition_of(signal["group_id"], n_groups)
+                for ready in sequencers[g].add(signal):
+                    yield from stages[g].process(ready)
+        mark = closed_to(engine)
+        if mark is not None and mark != marks[p]:
+            marks[p] = mark
+            for g, sequencer in enumerate(sequencers):
+                for ready in sequencer.watermark(p, mark):
+                    yield from stages[g].process(ready)
 
-    def engine_for(subscriber_id: str) -> Any:
+    def partition_for(subscriber_id: str) -> int:
         p = part_cache.get(subscriber_id)
         if p is None:
             p = part_cache[subscriber_id] = partition_of(subscriber_id, partitions)
-        return engines[p]
+        return p
 
     def accepted(kind: str) -> Iterator[tuple[float, int, int, dict[str, Any]]]:
         path = directory / f"{kind}.jsonl"
@@ -163,15 +179,15 @@ def replay_directory(
                     on_dead_letter(dead_letter(raw, TOPIC_OF_KIND[kind], None, number, result))
 
     for _, _, _, profile in accepted("subscribers"):
-        engine = engine_for(profile["subscriber_id"])
-        yield from judged(engine, engine.process("subscribers", profile))
+        p = partition_for(profile["subscriber_id"])
+        yield from judged(p, engines[p].process("subscribers", profile))
 
     events = heapq.merge(accepted("calls"), accepted("billing"))
-    for n, (_, order, _, event) in enumerate(events, start=1):
-        engine = engine_for(event["subscriber_id"])
-        alerts = engine.process(INPUT_KINDS[order], event)
-        if alerts or engine.signals:
-            yield from judged(engine, alerts)
+    for n, (ts, order, _, event) in enumerate(events, start=1):
+        p = partition_for(event["subscriber_id"])
+        alerts = engines[p].process(INPUT_KINDS[order], event, ts=ts)
+        if alerts or groups:
+            yield from judged(p, alerts)
         if n % PROGRESS_EVERY == 0:
             print(f"replay: {n:,} events", file=sys.stderr, flush=True)
 

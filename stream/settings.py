@@ -31,15 +31,22 @@ Environment variables (TOML key in brackets: top-level keys of the file)
 ``CHURNWATCH_METRICS_HOST``, ``CHURNWATCH_METRICS_PORT``
     The Prometheus endpoint, 127.0.0.1:9108 by default; port 0 turns it off.
 ``CHURNWATCH_BATCH_SIZE``, ``CHURNWATCH_BATCH_WITHIN_S``
-    Events per agent batch (default 1000) and the longest wait to fill one (default 0.2 s).
+    Events per batch at most (default 5000; also the consumer's records per fetch) and the
+    longest wait to fill one (default 0.2 s). Each batch costs a few broker round trips
+    (alerts, write-ahead copy, state records), so small batches cap throughput.
 ``CHURNWATCH_FAST_PATH``
-    ``false`` (default): input messages reach the batch processor through a Faust agent
-    (``stream.noack_take``), ~7k events/s a worker; ``true`` (experimental): a fetch at a
-    time straight from Faust's consumer, ~25k events/s, but restarts after ``kill -9``
-    do not yet reproduce replay exactly (see docs/NEEDS-helper3.md).
+    ``true`` (default): input messages reach the batch processor a fetch at a time straight
+    from Faust's consumer (:class:`stream.recovery.FetchHighwaterConsumer`); ``false``:
+    through a Faust agent (``stream.noack_take``), about half as fast. Both give the
+    replay's alerts after a ``kill -9`` (tests/integration/test_parity.py runs both).
+``CHURNWATCH_GROUPS`` [groups]
+    ``true`` (default): the group stage runs in every worker (member signals to
+    ``churn.group-signals``, group alerts, members' group context; docs/groups.md).
 ``CHURNWATCH_ORDER_MARGIN_S``
-    How long a producer may hold a record before the broker has it (default 1 s): live
-    events wait about this long for the event-time order of their partition to settle.
+    How long a producer may hold a record before the broker has it, plus a fetch response's
+    trip back (default 0.25 s; ``churnwatch produce`` lingers 20 ms): live events wait about
+    this long for the event-time order of their partition to settle. Raise it for
+    producers that linger longer or a slow network.
 ``CHURNWATCH_SESSION_TIMEOUT_S``, ``CHURNWATCH_HEARTBEAT_S``, ``CHURNWATCH_REQUEST_TIMEOUT_S``,
 ``CHURNWATCH_COMMIT_INTERVAL_S``
     Consumer group timings (defaults 10, 1, 30 and 1 seconds).
@@ -103,9 +110,10 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
 
-    batch_size: int = 1000
-    fast_path: bool = False
-    order_margin_s: float = 1.0
+    batch_size: int = 5000
+    fast_path: bool = True
+    groups: bool = True
+    order_margin_s: float = 0.25
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
     heartbeat_s: float = 1.0
@@ -151,6 +159,14 @@ class Settings:
     @property
     def all_topics(self) -> tuple[str, ...]:
         return tuple(self.topic_prefix + t for t in contracts.ALL_TOPICS)
+
+    @property
+    def group_topics(self) -> tuple[str, ...]:
+        """The group stage's internal topics (member signals, group contexts), if on."""
+        if not self.groups:
+            return ()
+        return tuple(self.topic_prefix + t
+                     for t in ("churn.group-signals", "churn.group-context"))
 
     def with_bootstrap(self, bootstrap: str) -> Settings:
         """A copy pointing at ``bootstrap`` (e.g. the embedded broker once it runs)."""
@@ -347,6 +363,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "batch_size": ("CHURNWATCH_BATCH_SIZE", "int"),
     "batch_within_s": ("CHURNWATCH_BATCH_WITHIN_S", "float"),
     "fast_path": ("CHURNWATCH_FAST_PATH", "bool"),
+    "groups": ("CHURNWATCH_GROUPS", "bool"),
     "order_margin_s": ("CHURNWATCH_ORDER_MARGIN_S", "float"),
     "session_timeout_s": ("CHURNWATCH_SESSION_TIMEOUT_S", "float"),
     "heartbeat_s": ("CHURNWATCH_HEARTBEAT_S", "float"),

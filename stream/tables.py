@@ -124,6 +124,12 @@ class BatchCache:
             raise KeyError(key)
         return value
 
+    def get_or_none(self, key: str) -> Any:
+        try:
+            return self.get(key)
+        except KeyError:
+            return None
+
     def contains(self, key: str) -> bool:
         if key in self.cache:
             return self.cache[key] is not _DELETED

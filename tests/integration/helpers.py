@@ -141,8 +141,8 @@ def call_event(i: int, sid: str, day: int = 2) -> dict[str, Any]:
     }
 
 
-def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
-    """Publish ``(topic, key, value)`` records in order; the count."""
+def produce(bootstrap: str, records: Iterable[tuple[Any, ...]]) -> int:
+    """Publish ``(topic, key, value[, partition])`` records in order; the count."""
     from aiokafka import AIOKafkaProducer
 
     async def go() -> int:
@@ -150,8 +150,9 @@ def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) 
         await producer.start()
         n = 0
         try:
-            for topic, key, value in records:
-                await producer.send(topic, value, key=key)
+            for topic, key, value, *partition in records:
+                await producer.send(topic, value, key=key,
+                                    partition=partition[0] if partition else None)
                 n += 1
             await producer.flush()
         finally:

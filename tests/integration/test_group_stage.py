@@ -85,8 +85,18 @@ def expected_alerts(signals: list[dict[str, Any]], partitions: int) -> list[dict
     return [a for s in signals for a in stages[partition_of(s["group_id"], partitions)].process(s)]
 
 
-def _records(topic: str, signals: list[dict[str, Any]]) -> list[tuple[str, bytes, bytes]]:
-    return [(topic, s["group_id"].encode(), orjson.dumps(s)) for s in signals]
+def _records(topic: str, signals: list[dict[str, Any]], partitions: int = 4,
+             sources: int = 4) -> list[tuple[Any, ...]]:
+    """The signals keyed by group, each day followed by every source's watermark (the
+    subscriber partitions have closed that day) on every signals partition."""
+    out: list[tuple[Any, ...]] = []
+    for i, s in enumerate(signals):
+        out.append((topic, s["group_id"].encode(), orjson.dumps(s)))
+        if i + 1 == len(signals) or signals[i + 1]["day"] != s["day"]:
+            out.extend((topic, b"__watermark__",
+                        orjson.dumps({"source": source, "closed_to": s["day"]}), g)
+                       for source in range(sources) for g in range(partitions))
+    return out
 
 
 class GroupWorker:
@@ -115,11 +125,12 @@ class GroupWorker:
 
 def _setup(broker: Any) -> tuple[Any, dict[str, str], str]:
     from stream.broker import create_topics
-    from stream.group_stage import signals_topic_name
+    from stream.group_stage import group_topic_names, signals_topic_name
 
     settings, environ = unique_settings(broker.bootstrap)
     topic = signals_topic_name(settings)
-    create_topics(broker.bootstrap, [topic], settings.partitions, settings.replication)
+    create_topics(broker.bootstrap, group_topic_names(settings), settings.partitions,
+                  settings.replication)
     return settings, environ, topic
 
 

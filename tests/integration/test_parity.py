@@ -8,6 +8,7 @@ deterministic, so the sets must be equal.
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 from tests.integration.helpers import (
     WorkerProc,
     all_committed,
+    committed_offsets,
+    end_offsets,
     read_topic,
     unique_settings,
     wait_for,
@@ -25,6 +28,7 @@ from tests.integration.helpers import (
 pytestmark = pytest.mark.integration
 
 SUBSCRIBERS, DAYS, SEED = 120, 70, 5
+PACED_RATE = 3000  # events/s
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +99,26 @@ def _replay(directory: Path, settings) -> tuple[dict[str, dict], Counter[str], d
 
 
 def _summary(alert: dict) -> tuple:
-    return (alert["alert_id"], alert["status"], alert["zone"],
-            tuple(r["code"] for r in alert["reasons"]))
+    # Members' group context is added from the group stage as it stands when the member
+    # alert is made: in memory at once in replay, a poll behind on the stream. Everything
+    # else must be equal.
+    return (alert["alert_id"], alert["kind"], alert["status"], alert["zone"],
+            tuple(r["code"] for r in alert["reasons"] if r["code"] != "group_context"))
+
+
+def _check_group_context(alerts: list[dict], expected: dict[str, dict]) -> int:
+    """Members' group context names a real group alert of their group; how many have it."""
+    groups = {a["alert_id"]: a["group_id"] for a in expected.values() if a["kind"] == "group"}
+    assert groups, "the world has a group alert"
+    n = 0
+    for alert in alerts:
+        for reason in alert["reasons"]:
+            if reason["code"] == "group_context":
+                figures = reason["figures"]
+                assert alert["kind"] == "subscriber" and alert["status"] != "resolved"
+                assert groups.get(figures["group_alert_id"]) == alert["group_id"], reason
+                n += 1
+    return n
 
 
 def _lines(directory: Path) -> int:
@@ -125,20 +147,28 @@ def test_alerts_and_dead_letters_match_replay_on_a_poisoned_world(broker, world,
 
     worker = WorkerProc(environ, tmp_path, fake_engine=False).start()
     try:
-        produce_directory(poisoned, settings)
+        # At about a week of event time a second: the group stage's context reaches the
+        # members' later alerts (with a backlog, member alerts run ahead of it).
+        produce_directory(poisoned, settings, rate=PACED_RATE)
         total = _lines(poisoned)
         wait_for(lambda: (d := worker.dump()) and d["events"] == total, 90,
                  lambda: f"{total} messages processed: {worker.dump() and worker.dump()['events']}"
                  f"\n{worker.tail()}")
-        alerts = read_topic(broker.bootstrap, settings.topic_alerts)
+        # Group alerts follow their members' signals through the group stage.
+        alerts = _alerts_when_complete(broker.bootstrap, settings, expected, worker)
         letters = read_topic(broker.bootstrap, settings.topic_deadletter)
         assert worker.terminate() == 0, worker.tail()
     finally:
         worker.terminate(5)
-    got = [orjson.loads(r.value) for r in alerts]
+    got = alerts
     assert len(got) == len({a["alert_id"] for a in got})  # no crash: each alert once
     assert {a["alert_id"]: _summary(a) for a in got} == {
         k: _summary(a) for k, a in expected.items()}
+    assert sum(a["kind"] == "group" for a in got) >= 2
+    n = _check_group_context(got, expected)
+    print(f"group context on {n} member alerts (replay: "
+          f"{sum(_check_group_context([a], expected) for a in expected.values())})")
+    assert n >= 1
     reasons = Counter(orjson.loads(r.value)["reason"] for r in letters)
     assert reasons == bad
     for r in letters[:50]:
@@ -147,14 +177,16 @@ def test_alerts_and_dead_letters_match_replay_on_a_poisoned_world(broker, world,
         assert base64.b64decode(letter["raw_base64"])
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("fast_path", ["false", "true"])
 def test_kill9_mid_stream_then_restart_gives_the_replay_alerts_and_state(broker, world,
-                                                                         tmp_path):
+                                                                         tmp_path, fast_path):
     """``kill -9`` halfway, restart: the run finishes with exactly the replay result."""
     from stream.produce import produce_directory
 
     settings, environ = unique_settings(
-        broker.bootstrap, CHURNWATCH_PORTED_FILE=str(world / "ported.jsonl"))
+        broker.bootstrap, CHURNWATCH_PORTED_FILE=str(world / "ported.jsonl"),
+        CHURNWATCH_FAST_PATH=fast_path)
     expected, _, expected_state = _replay(world, settings)
     total = _lines(world)
     produce_directory(world, settings)
@@ -167,14 +199,17 @@ def test_kill9_mid_stream_then_restart_gives_the_replay_alerts_and_state(broker,
         second.start()
         wait_for(lambda: all_committed(broker.bootstrap, settings.app_id,
                                        settings.input_topics), 90,
-                 lambda: f"all input committed\n{second.tail()}")
-        dump = wait_for(lambda: (d := second.dump()) and d["subscribers"] and d, 10, "a dump")
+                 lambda: f"all input committed: {_uncommitted(broker.bootstrap, settings)}"
+                         f"\n{second.tail()}")
+        # A dump written after the last commit (the worker rewrites it every 0.3 s).
+        committed_at = time.time()
+        dump = wait_for(lambda: second.dump_path.stat().st_mtime > committed_at + 0.1
+                        and (d := second.dump()) and d["subscribers"] and d, 10, "a dump")
         state = dump["subscribers"]
         # Events the second worker applied itself: fewer than all, so the rest came with
         # the state it restored.
         restored = total - dump["accepted"]
-        alerts = [orjson.loads(r.value) for r in read_topic(broker.bootstrap,
-                                                            settings.topic_alerts)]
+        alerts = _alerts_when_complete(broker.bootstrap, settings, expected, second)
         assert second.terminate() == 0, second.tail()
     finally:
         first.terminate(5)
@@ -188,6 +223,8 @@ def test_kill9_mid_stream_then_restart_gives_the_replay_alerts_and_state(broker,
         f"{len(ids - set(expected))} extra")
     assert {a["alert_id"]: _summary(a) for a in alerts} == {
         k: _summary(a) for k, a in expected.items()}
+    assert any(a["kind"] == "group" for a in alerts)
+    _check_group_context(alerts, expected)
     assert set(state) == set(expected_state)
     differing = {k: _fields_differing(v, expected_state[k]) for k, v in state.items()
                  if v != expected_state[k]}
@@ -195,6 +232,72 @@ def test_kill9_mid_stream_then_restart_gives_the_replay_alerts_and_state(broker,
     assert restored > 0, "the second worker rebuilt its state instead of restoring it"
 
 
+def _uncommitted(bootstrap: str, settings) -> dict:
+    """(topic, partition) -> (committed, end) where the group's commit is short."""
+    ends = end_offsets(bootstrap, settings.input_topics)
+    done = committed_offsets(bootstrap, settings.app_id, settings.input_topics)
+    return {tp: (done.get(tp), end) for tp, end in ends.items() if done.get(tp, -1) < end}
+
+
+def _alerts_when_complete(bootstrap: str, settings, expected: dict, worker: WorkerProc,
+                          timeout: float = 30.0) -> list[dict]:
+    """The alert topic once it holds every expected id (or at the timeout: what it has)."""
+    alerts: list[dict] = []
+
+    def complete() -> bool:
+        alerts[:] = [orjson.loads(r.value) for r in read_topic(bootstrap, settings.topic_alerts)]
+        return {a["alert_id"] for a in alerts} >= set(expected)
+
+    try:
+        wait_for(complete, timeout, "every expected alert", step=0.5)
+    except AssertionError:
+        pass  # compared (and reported) by the caller
+    return alerts
+
+
 def _fields_differing(got: dict, want: dict) -> dict:
     return {f: (got.get(f), want.get(f)) for f in set(got) | set(want)
             if got.get(f) != want.get(f)}
+
+
+@pytest.mark.timeout(240)
+def test_two_workers_share_the_world_and_one_stopped_mid_stream_hands_over(broker, world,
+                                                                          tmp_path):
+    """Scale out with the real engine: two workers split the partitions (subscribers and
+    groups); one gets SIGTERM halfway, the other takes its partitions over, with their
+    state, and the run ends with exactly the replay's alerts, group alerts included."""
+    from stream.produce import produce_directory
+
+    settings, environ = unique_settings(
+        broker.bootstrap, CHURNWATCH_PORTED_FILE=str(world / "ported.jsonl"))
+    expected, _, _ = _replay(world, settings)
+    total = _lines(world)
+    one = WorkerProc(environ, tmp_path, name="one", fake_engine=False).start()
+    two = WorkerProc(environ, tmp_path, name="two", fake_engine=False).start()
+    try:
+        def split() -> bool:
+            a, b = one.dump(), two.dump()
+            return bool(a and b and a["assigned"] and b["assigned"]
+                        and not set(a["assigned"]) & set(b["assigned"]))
+
+        wait_for(split, 60, lambda: f"both workers with partitions\n{one.tail()}\n{two.tail()}")
+        produce_directory(world, settings)
+        wait_for(lambda: (d := one.dump()) and d["events"] >= total // 6, 60,
+                 lambda: f"the first worker under way\n{one.tail()}", step=0.05)
+        assert one.terminate() == 0, one.tail()  # SIGTERM: finishes its batch, exits 0
+        wait_for(lambda: (d := two.dump()) and set(d["assigned"]) == set(
+            range(settings.partitions)), 60,
+                 lambda: f"the second worker owning every partition\n{two.tail()}")
+        wait_for(lambda: all_committed(broker.bootstrap, settings.app_id,
+                                       settings.input_topics), 90,
+                 lambda: f"all input committed\n{two.tail()}")
+        alerts = _alerts_when_complete(broker.bootstrap, settings, expected, two)
+        done_by_two = two.dump()["events"]
+        assert two.terminate() == 0, two.tail()
+    finally:
+        one.terminate(5)
+        two.terminate(5)
+    assert 0 < done_by_two < total, "the work was shared"
+    assert {a["alert_id"]: _summary(a) for a in alerts} == {
+        k: _summary(a) for k, a in expected.items()}
+    assert sum(a["kind"] == "group" for a in expected.values()) >= 2

@@ -48,7 +48,8 @@ def test_session_broker_fixture_and_ensure_topics(broker):
     settings = Settings.from_env({"KAFKA_BOOTSTRAP": broker.bootstrap,
                                   "CHURNWATCH_TOPIC_PREFIX": "ensure.",
                                   "CHURNWATCH_PARTITIONS": "2"})
-    assert sorted(ensure_topics(settings)) == sorted(settings.all_topics)
+    assert sorted(ensure_topics(settings)) == sorted(
+        (*settings.all_topics, "ensure.churn.group-signals", "ensure.churn.group-context"))
     assert ensure_topics(settings) == []
 
 

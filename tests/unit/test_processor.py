@@ -215,3 +215,67 @@ def test_open_alerts_gauge_follows_published_alerts_and_port_outs():
     for message, want in steps:
         proc.process([message], None)
         assert gauge() == want
+
+
+def _signal(day: int, sid: str, gid: str = "G1") -> dict:
+    return {"group_id": gid, "subscriber_id": sid, "day": day, "ts": f"t{day:05d}{sid}",
+            "zone": "red", "operator": None, "spend_ratio": 1.0, "monthly_value": 9.0,
+            "left": None}
+
+
+def test_sequencer_releases_a_day_once_every_source_closed_the_day_before():
+    from stream.signal_order import Sequencer
+
+    seq = Sequencer(sources=3)
+    assert seq.add(_signal(5, "b")) == [] and seq.add(_signal(4, "a")) == []
+    assert seq.watermark(0, 10) == [] and seq.watermark(1, 10) == []  # source 2 unheard
+    assert [s["day"] for s in seq.watermark(2, 3)] == [4]  # up to 3 closed: day 4 may go
+    again = seq.from_state(orjson.loads(orjson.dumps(seq.to_state())), 3)
+    assert again.watermark(2, 2) == []  # a watermark only rises (delivered again: nothing)
+    # Copies of one signal (a redelivered batch) come out once, in (day, time) order.
+    again.add(_signal(5, "c"))
+    again.add(_signal(5, "b"))
+    assert [(s["day"], s["subscriber_id"]) for s in again.watermark(2, 4)] == [
+        (5, "b"), (5, "c")]
+    assert again.add(_signal(5, "d"))  # covered already: straight through
+    assert again.held == []
+
+
+class SignalEngine(FakeEngine):
+    """A fake engine that emits a member signal per event and closes the event's day."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.signals: list = []
+        self._closed_to = None
+
+    def process(self, kind, event):
+        alerts = super().process(kind, event)
+        day = int(event["ts"][8:10])
+        self.signals.append(_signal(day, event["subscriber_id"]))
+        self._closed_to = day - 1
+        return alerts
+
+    def drain_signals(self):
+        out, self.signals = self.signals, []
+        return out
+
+
+def test_processor_hands_over_signals_watermarks_and_members_group_context():
+    tables = Tables()
+    context = {"group_id": "G1", "code": "group_context"}
+    proc = BatchProcessor(tables, KINDS, lambda p: SignalEngine(
+        subscribers=tables.subscriber_view(p), population=tables.population_view(p)),
+        group_context=lambda gid: context if gid == "G1" else None)
+    events = [call_event(i, "s1", day=3 + i // 5) for i in range(10)]
+    result = proc.process([_msg(CALLS, 0, i, e) for i, e in enumerate(events)], None)
+    assert [s["day"] for s in result.signals] == [3] * 5 + [4] * 5
+    assert result.watermarks == [(0, 3)]
+    # Only a moved watermark is reported again.
+    assert proc.process([_msg(CALLS, 0, 10, call_event(10, "s1", day=4))], None).watermarks == []
+    alert = {"kind": "subscriber", "status": "open", "group_id": "G1", "reasons": []}
+    other = {"kind": "subscriber", "status": "resolved", "group_id": "G1", "reasons": []}
+    out = proc.process([], None)
+    out.alerts = [("s1", alert), ("s1", other)]
+    proc._group_output(out)
+    assert alert["reasons"] == [context] and other["reasons"] == []
