@@ -255,6 +255,23 @@ def all_committed(bootstrap: str, group: str, topics: Iterable[str]) -> bool:
     return all(end == 0 or done.get(tp, -1) >= end for tp, end in ends.items())
 
 
+def all_applied(bootstrap: str, group: str, topics: Iterable[str],
+                dump: dict[str, Any] | None) -> bool:
+    """Is every input message in a worker's state: below its applied mark (from the
+    worker's dump), or below the group's committed offset (a partition with nothing left
+    to deliver after a restart has no mark loaded)?"""
+    if not dump:
+        return False
+    topics = list(topics)
+    marks = dump.get("applied", {})
+    ends = end_offsets(bootstrap, topics)
+    done = committed_offsets(bootstrap, group, topics)
+    return all(
+        end == 0 or max(marks.get(f"{tp[0]}/{tp[1]}", -1), done.get(tp, -1)) >= end
+        for tp, end in ends.items()
+    )
+
+
 def latest_by_key(records: Iterable[Any]) -> dict[str, Any]:
     """The last value per key of changelog records (None = deleted)."""
     latest: dict[str, Any] = {}

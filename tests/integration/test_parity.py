@@ -17,6 +17,7 @@ import pytest
 
 from tests.integration.helpers import (
     WorkerProc,
+    all_applied,
     all_committed,
     committed_offsets,
     end_offsets,
@@ -197,11 +198,15 @@ def test_kill9_mid_stream_then_restart_gives_the_replay_alerts_and_state(broker,
                  lambda: f"half the input processed\n{first.tail()}", step=0.05)
         first.kill9()
         second.start()
-        wait_for(lambda: all_committed(broker.bootstrap, settings.app_id,
-                                       settings.input_topics), 90,
-                 lambda: f"all input committed: {_uncommitted(broker.bootstrap, settings)}"
-                         f"\n{second.tail()}")
-        # A dump written after the last commit (the worker rewrites it every 0.3 s).
+        # Every input message applied by the second worker (its applied marks reach the
+        # log end). Not "all committed": Faust's commit of one partition sometimes stays
+        # at the dead worker's offset although every message is applied (a known bug, see
+        # README "Delivery guarantee"); it costs redelivery after a restart, not results.
+        wait_for(lambda: all_applied(broker.bootstrap, settings.app_id, settings.input_topics,
+                                     second.dump()),
+                 90, lambda: f"all input applied: {second.dump() and second.dump()['applied']}"
+                             f"\n{second.tail()}")
+        # A dump written after that (the worker rewrites it every 0.3 s).
         committed_at = time.time()
         dump = wait_for(lambda: second.dump_path.stat().st_mtime > committed_at + 0.1
                         and (d := second.dump()) and d["subscribers"] and d, 10, "a dump")

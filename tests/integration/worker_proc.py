@@ -43,6 +43,9 @@ def main() -> int:
                 "recovered": not app.in_recovery and app.rebalancing is False,
                 "assigned": assigned,
                 "subscribers": dict(tables.subscribers.data),
+                # Per input topic-partition: the offset below which every message is in
+                # the state (the processor's applied marks).
+                "applied": {f"{t}/{p}": mark for (t, p), mark in parts.processor.applied.items()},
                 "population": dict(tables.population.data),
                 "events": sum(
                     s.value

@@ -293,10 +293,12 @@ def test_topic_initialiser_creates_every_topic_the_workers_use() -> None:
     topics = topic_commands()
     settings = Settings.from_env(env_of(next(iter(workers().values()))))
     assert set(settings.all_topics) <= set(topics)
+    assert set(settings.group_topics) <= set(topics)
     app = create_app(settings.with_bootstrap("localhost:9"))  # builds, connects to nothing
     changelogs = {t.changelog_topic.get_topic_name() for t in app.tables.values()}
     assert changelogs and changelogs <= set(topics), (changelogs, sorted(topics))
-    assert set(topics) == set(settings.all_topics) | changelogs, "no stray topics"
+    assert set(topics) == (set(settings.all_topics) | set(settings.group_topics)
+                           | changelogs), "no stray topics"
     env = env_of(services()["topics"])
     assert int(env["PARTITIONS"]) == settings.partitions
     assert int(env["REPLICATION"]) == settings.replication
