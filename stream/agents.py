@@ -43,21 +43,13 @@ LAG_EVERY_S = 5.0
 class EngineLike(Protocol):
     counters: Counter[str]
 
-    def process(self, kind: str, event: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def process(
+        self, kind: str, event: dict[str, Any], ts: float | None = None
+    ) -> list[dict[str, Any]]: ...
 
 
 #: Billing kinds after which a subscriber has no open episode any more.
 LEAVING = frozenset({"port_out", "deactivation"})
-
-
-def takes_ts(engine: Any) -> bool:
-    """Does ``engine.process`` accept ``ts=`` (the event time the validator parsed)?"""
-    import inspect
-
-    try:
-        return "ts" in inspect.signature(engine.process).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 EngineFactory = Callable[[int], EngineLike]
@@ -116,7 +108,6 @@ class BatchProcessor:
         self.kinds = kinds
         self.engine_factory = engine_factory
         self.engines: dict[int, EngineLike] = {}
-        self._with_ts: dict[int, bool] = {}
         #: subscriber -> (partition, segment, zone) of an open episode this worker alerted
         self.open_episodes: dict[str, tuple[int, str, str]] = {}
         self._reported: dict[int, Counter[str]] = {}
@@ -142,7 +133,6 @@ class BatchProcessor:
         engine = self.engines.get(partition)
         if engine is None:
             engine = self.engines[partition] = self.engine_factory(partition)
-            self._with_ts[partition] = takes_ts(engine)
             self._reported[partition] = Counter()
         return engine
 
@@ -158,7 +148,6 @@ class BatchProcessor:
         self._touched.clear()
         self._marks_sent.clear()
         self.engines.clear()
-        self._with_ts.clear()
         self._reported.clear()
         self.tables.discard()
         if self.metrics is not None:
@@ -241,12 +230,9 @@ class BatchProcessor:
             if verdict.epoch_s > newest:
                 newest = verdict.epoch_s
             try:
-                engine = self.engine(m.partition)
-                if self._with_ts[m.partition] and kind != "subscribers":
-                    alerts = engine.process(kind, verdict.event,  # type: ignore[call-arg]
-                                            ts=verdict.epoch_s)
-                else:
-                    alerts = engine.process(kind, verdict.event)
+                # The validator's parsed event time, so the engine does not parse it again.
+                alerts = self.engine(m.partition).process(
+                    kind, verdict.event, ts=None if kind == "subscribers" else verdict.epoch_s)
             except Exception:  # a detector bug must not stop the partition: log, count
                 log.exception("engine failed on %s[%d]@%d", m.topic, m.partition, m.offset)
                 outcomes[(m.topic, "engine_error")] += 1

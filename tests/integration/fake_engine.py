@@ -28,7 +28,9 @@ class FakeEngine:
         self.population = population
         self.counters: Counter[str] = Counter()
 
-    def process(self, kind: str, event: dict[str, Any]) -> list[dict[str, Any]]:
+    def process(
+        self, kind: str, event: dict[str, Any], ts: float | None = None
+    ) -> list[dict[str, Any]]:
         sid = event["subscriber_id"]
         state = self.subscribers.get(sid)
         if state is None:

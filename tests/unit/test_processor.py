@@ -249,8 +249,8 @@ class SignalEngine(FakeEngine):
         self.signals: list = []
         self._closed_to = None
 
-    def process(self, kind, event):
-        alerts = super().process(kind, event)
+    def process(self, kind, event, ts=None):
+        alerts = super().process(kind, event, ts)
         day = int(event["ts"][8:10])
         self.signals.append(_signal(day, event["subscriber_id"]))
         self._closed_to = day - 1
