@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from stream.gate import BatchGate
 from stream.ordering import CaughtUp, Reorder
 from stream.signal_order import closed_to
 from stream.validation import Accepted, Validator, dead_letter
@@ -363,7 +364,7 @@ class BatchProcessor:
 
 
 def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
-             groups: Any = None) -> Any:
+             groups: Any = None, gate: BatchGate | None = None) -> Any:
     """Define the agent (and its release timer) on ``app``; returns ``(agent, handle)``.
 
     ``handle(items)`` processes a batch of Faust events or bare consumer messages: the
@@ -373,6 +374,9 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
 
     ``groups`` (a :class:`stream.group_stage.GroupStage`): the engines' member signals and
     watermarks are published to it with each batch, before the batch's state.
+
+    ``gate`` (:class:`stream.gate.BatchGate`): batches run under its lock, none after it
+    closes; the caller closes it when the worker stops.
     """
     import asyncio
 
@@ -383,7 +387,8 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
     metrics = processor.metrics
     alerts_topic = topics.alerts
     dead_topic = topics.deadletter
-    lock = asyncio.Lock()
+    gate = gate if gate is not None else BatchGate(AGENT_NAME)
+    lock = gate.lock
     margin = settings.order_margin_s
 
     #: (topic, partition) -> (high watermark, wall-clock time the probe was sent)
@@ -454,6 +459,8 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
 
     async def handle(items: list[Any]) -> None:
         async with lock:
+            if gate.closed:  # stopping: not acked, so delivered again to the next owner
+                return
             generation = app.consumer_generation_id
             # Fetched before a rebalance: Faust delivers them again from the committed
             # offsets (to whoever owns the partition now).

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from stream import codecs
 from stream.agents import BatchProcessor, EngineLike, register
+from stream.gate import BatchGate
 from stream.metrics import Metrics, install_faust_sensor
 from stream.recovery import ChurnwatchTransport
 from stream.settings import Settings
@@ -33,6 +34,15 @@ class ChurnwatchApp(faust.App):
 
     def _new_transport(self) -> Any:
         return ChurnwatchTransport(self.conf.broker_consumer, self)
+
+    async def on_stop(self) -> None:
+        parts = self.churnwatch
+        if parts is not None and parts.batch_sink is not None:
+            # The batch path is fed by the fetcher, which Faust stops first without waiting
+            # for the batch in hand: finish that batch before the tables are revoked and
+            # the producer stops (stream.gate).
+            await parts.gate.close()
+        await super().on_stop()
 
 
 class Parts:
@@ -125,7 +135,15 @@ def create_app(
         groups = declare_groups(app, settings, alerts_topic=topics.alerts, metrics=metrics)
         if groups.contexts is not None:
             processor.group_context = groups.contexts.reason
-    agent, handle = register(app, topics, processor, settings, groups=groups)
+    gate = BatchGate("churnwatch-detect")
+    if not settings.fast_path:
+        # Agent batches: Faust's stop drains the streams first (the agent acks what it was
+        # given), then cancels the agents; close in between.
+        async def close_gate(sender: Any, **kwargs: Any) -> None:
+            await gate.close()
+
+        app.on_before_shutdown.connect(close_gate)
+    agent, handle = register(app, topics, processor, settings, groups=groups, gate=gate)
     app.churnwatch = Parts(
         batch_sink=handle if settings.fast_path else None,
         batch_topics=frozenset(topics.kinds),
@@ -137,5 +155,6 @@ def create_app(
         processor=processor,
         agent=agent,
         groups=groups,
+        gate=gate,
     )
     return app

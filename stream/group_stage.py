@@ -45,6 +45,7 @@ from detectors.group import GroupConfig, group_context
 from detectors.group import GroupStage as GroupFold
 from stream.agents import alert_key
 from stream.codecs import ORJSON, RAW
+from stream.gate import BatchGate
 from stream.signal_order import Sequencer, is_watermark
 from stream.tables import BatchCache, PartitionIndex, PartitionView, send_records
 
@@ -222,12 +223,15 @@ class GroupStage:
 
 def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
             config: GroupConfig | None = None, metrics: Any = None,
-            contexts: bool = True) -> GroupStage:
+            contexts: bool = True, gate: BatchGate | None = None) -> GroupStage:
     """Declare the group stage on ``app``: the signals topic, the table, the agent (and,
     with ``contexts``, the reader of group contexts for members' alerts).
 
     ``alerts_topic`` defaults to a topic of its own on ``settings.topic_alerts`` (the
     worker's :class:`stream.topics.Topics` ``.alerts`` can be passed instead).
+    ``gate`` (:class:`stream.gate.BatchGate`): batches run under its lock, none after it
+    closes (by default when Faust's stop has drained the streams, before it cancels the
+    agents).
     """
     from stream.tables import _table  # the tables' raw-key, orjson-value changelog codec
 
@@ -251,10 +255,20 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
                        config=config or GroupConfig(), metrics=metrics,
                        contexts=ContextView(settings) if contexts else None)
     stage.cache = BatchCache(table, PartitionIndex())
-    lock = asyncio.Lock()
+    if gate is None:
+        gate = BatchGate(AGENT_NAME)
+        # After Faust has drained the streams (the stage acks what it was given), before
+        # it cancels the agents: the batch in hand finishes with the producer running.
+        async def close_gate(sender: Any, **kwargs: Any) -> None:
+            await gate.close()
+
+        app.on_before_shutdown.connect(close_gate)
+    lock = gate.lock
 
     async def handle(events: list[Any]) -> None:
         async with lock:
+            if gate.closed:  # stopping: not acked, so delivered again
+                return
             generation = app.consumer_generation_id
             # Fetched before a rebalance: delivered again from the committed offsets.
             events = [e for e in events

@@ -8,12 +8,17 @@ deterministic (subscriber and count), so runs can be compared by alert ids.
 
 from __future__ import annotations
 
+import os
+import time
 from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
 ALERT_EVERY = 5
 RING = 64
+#: Seconds each event takes (``TEST_ENGINE_DELAY_S``): widens a batch so a test can stop
+#: the worker while one is in hand.
+DELAY_S = float(os.environ.get("TEST_ENGINE_DELAY_S", "0") or 0)
 
 
 class FakeEngine:
@@ -31,6 +36,8 @@ class FakeEngine:
     def process(
         self, kind: str, event: dict[str, Any], ts: float | None = None
     ) -> list[dict[str, Any]]:
+        if DELAY_S:
+            time.sleep(DELAY_S)
         sid = event["subscriber_id"]
         state = self.subscribers.get(sid)
         if state is None:

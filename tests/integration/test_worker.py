@@ -163,6 +163,40 @@ def test_two_workers_share_partitions_and_one_takes_over(broker, tmp_path):
     assert {orjson.loads(r.value)["alert_id"] for r in alerts} == expected
 
 
+@pytest.mark.timeout(120)
+def test_sigterm_during_a_batch_finishes_it_and_loses_nothing(broker, tmp_path):
+    """SIGTERM while a batch is in hand (a slow engine keeps one in hand most of the time):
+    the worker finishes it, writes its state and exits 0; a new worker then ends with every
+    event counted once and every alert."""
+    settings, environ = unique_settings(broker.bootstrap, TEST_ENGINE_DELAY_S="0.0003")
+    subscribers, per_subscriber = 2000, 10
+    events = [call_event(i, f"s{i % subscribers:04d}")
+              for i in range(subscribers * per_subscriber)]
+    produce(broker.bootstrap, events_records(settings.topic_calls, events))
+    one = WorkerProc(environ, tmp_path, name="one").start()
+    two = None
+    try:
+        wait_for(lambda: (d := one.dump()) and d["events"] > 0, 40,
+                 lambda: f"the first batch\n{one.tail()}", step=0.05)
+        assert one.terminate() == 0, one.tail()
+        assert one.dump()["events"] < len(events), "stopped too late to test anything"
+        two = WorkerProc(environ, tmp_path, name="two").start()
+        want = {f"s{s:04d}": per_subscriber for s in range(subscribers)}
+        state = wait_for(
+            lambda: (d := two.dump()) and {k: v["n"] for k, v in d["subscribers"].items()}
+            == want and d["subscribers"], 60,
+            lambda: f"every event counted once\n{two.tail()}")
+        assert two.terminate() == 0, two.tail()
+    finally:
+        one.terminate(5)
+        if two is not None:
+            two.terminate(5)
+    assert len(state) == subscribers
+    expected = {f"s{s:04d}-{n}" for s in range(subscribers) for n in (5, 10)}
+    assert {orjson.loads(r.value)["alert_id"]
+            for r in read_topic(broker.bootstrap, settings.topic_alerts)} == expected
+
+
 @pytest.mark.timeout(60)
 def test_churnwatch_worker_command_serves_metrics_and_exits_0_on_sigterm(broker, tmp_path):
     import os
