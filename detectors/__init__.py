@@ -16,6 +16,7 @@ package loads neither faust, aiokafka nor kafka).
 
 from __future__ import annotations
 
+from detectors.calibration import OutcomeLearner, RiskCalibrator
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.days import Clock, parse_ts
 from detectors.engine import Engine
@@ -38,7 +39,9 @@ __all__ = [
     "EngineConfig",
     "Forwarding",
     "OperatorLookup",
+    "OutcomeLearner",
     "Population",
+    "RiskCalibrator",
     "Signal",
     "SpendDrop",
     "combine",

@@ -246,6 +246,12 @@ class Engine:
     # ------------------------------------------------------------------------------------
     # Events
     # ------------------------------------------------------------------------------------
+    @property
+    def closed_to(self) -> int | None:
+        """The last day (``Clock`` day number) closed for every subscriber; None: none yet.
+        After it the engine judges only later days (the stream's day marks)."""
+        return self._closed_to
+
     def process(
         self, kind: str, event: dict[str, Any], ts: float | None = None
     ) -> list[dict[str, Any]]:

@@ -16,6 +16,11 @@ TOPIC_BILLING = "telecom.billing"
 TOPIC_SUBSCRIBERS = "telecom.subscribers"
 TOPIC_ALERTS = "churn.alerts"
 TOPIC_DEADLETTER = "churn.deadletter"
+#: Call-centre tools report what a contact achieved on an alert (one partition).
+TOPIC_OUTCOMES = "churn.outcomes"
+#: Internal: raw subscriber alerts, exits and day marks on their way to the one
+#: calibration model (one partition; docs/outcomes.md).
+TOPIC_CALIBRATION = "churn.calibration"
 
 #: Input topic -> the kind of event it carries (also the schema name and the replay file stem).
 INPUT_TOPICS: dict[str, str] = {
@@ -27,7 +32,7 @@ INPUT_KINDS: tuple[str, ...] = tuple(INPUT_TOPICS.values())
 TOPIC_OF_KIND: dict[str, str] = {kind: topic for topic, kind in INPUT_TOPICS.items()}
 ALL_TOPICS: tuple[str, ...] = (*INPUT_TOPICS, TOPIC_ALERTS, TOPIC_DEADLETTER)
 
-SCHEMA_NAMES: tuple[str, ...] = (*INPUT_KINDS, "alert", "deadletter")
+SCHEMA_NAMES: tuple[str, ...] = (*INPUT_KINDS, "alert", "deadletter", "outcome")
 #: Version written into alerts and dead letters (``schema_version``).
 SCHEMA_VERSION = 1
 

@@ -113,8 +113,8 @@ def is_watermark(message: Any) -> bool:
 def closed_to(engine: Any) -> int | None:
     """The last day ``engine`` has closed for all its subscribers (None: none yet).
 
-    ``detectors.Engine`` keeps it as ``_closed_to`` (and in its population store): after
-    it, the engine judges only later days.
+    ``detectors.Engine.closed_to`` (kept in its population store too): after it, the
+    engine judges only later days. Engines without it (test stand-ins) have none.
     """
-    value = getattr(engine, "_closed_to", None)
+    value = getattr(engine, "closed_to", None)
     return None if value is None else int(value)

@@ -90,12 +90,14 @@ class Validator:
         self.max_bytes = max_bytes
         self.max_future = max_future
         self.max_age = max_age
-        self._compiled = {kind: fastjsonschema.compile(schema(kind)) for kind in INPUT_KINDS}
+        self._compiled = {kind: fastjsonschema.compile(schema(kind))
+                          for kind in (*INPUT_KINDS, "outcome")}
         self._max_age_s = max_age.total_seconds()
         self._newest = float("-inf")
 
     def check(self, kind: str, raw: bytes) -> Accepted | Rejected:
-        """Decode and validate one message of ``kind`` ("calls", "billing", "subscribers")."""
+        """Decode and validate one message of ``kind`` ("calls", "billing", "subscribers",
+        or "outcome" for ``churn.outcomes``)."""
         if len(raw) > self.max_bytes:
             return Rejected("oversized", None, f"{len(raw)} bytes, limit {self.max_bytes}")
         try:

@@ -247,13 +247,13 @@ class SignalEngine(FakeEngine):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.signals: list = []
-        self._closed_to = None
+        self.closed_to = None
 
     def process(self, kind, event, ts=None):
         alerts = super().process(kind, event, ts)
         day = int(event["ts"][8:10])
         self.signals.append(_signal(day, event["subscriber_id"]))
-        self._closed_to = day - 1
+        self.closed_to = day - 1
         return alerts
 
     def drain_signals(self):
