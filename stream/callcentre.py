@@ -19,6 +19,7 @@ alerts; ``docs/outcomes.md`` has the figures and the design for the stream.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from collections import Counter
@@ -26,11 +27,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from detectors.calibration import OutcomeLearner, RiskCalibrator, learn_stream
+if TYPE_CHECKING:  # River and numpy load only where the learner runs (CLI stays fast)
+    from detectors.calibration import OutcomeLearner
 
-__all__ = ["CallCentre", "outcome_stream", "learning_experiment", "period_metrics"]
+__all__ = ["CallCentre", "add_arguments", "from_args", "learning_experiment", "load_truth",
+           "outcome_stream", "period_metrics"]
 
 DAY_S = 86400.0
 LEAD_DAYS = 7
@@ -85,9 +88,14 @@ class CallCentre:
     delay_hours: tuple[float, float] = (2.0, 72.0)
     report_hours: tuple[float, float] = (6.0, 72.0)
 
-    def answer(self, alert: dict[str, Any], truth: dict[str, dict[str, Any]]
-               ) -> list[dict[str, Any]]:
-        """The outcome messages (0 or 1) for one alert, in the outcome contract."""
+    def answer(self, alert: dict[str, Any], truth: dict[str, dict[str, Any]], *,
+               received: datetime | None = None) -> list[dict[str, Any]]:
+        """The outcome messages (0 or 1) for one alert, in the outcome contract.
+
+        ``received``: when the alert reached the call centre, if later than its ``ts``
+        (a replay raises a day's closing alerts with the next event): the call is made
+        the delay after whichever is later, so no answer predates its alert's arrival.
+        """
         if alert.get("kind", "subscriber") != "subscriber" or alert["status"] == "resolved":
             return []
         sid = alert["subscriber_id"]
@@ -95,7 +103,10 @@ class CallCentre:
         if t is None:
             return []
         rng = random.Random(f"{self.seed}|{alert['alert_id']}")
-        when = _ts(alert["ts"]) + timedelta(hours=rng.uniform(*self.delay_hours))
+        raised = _ts(alert["ts"])
+        if received is not None and received > raised:
+            raised = received.astimezone(raised.tzinfo)
+        when = raised + timedelta(hours=rng.uniform(*self.delay_hours))
         gone = _ts(t["port_out_ts"]) if t.get("port_out_ts") else None
         draw = rng.random()
         if gone is not None and gone <= when:
@@ -121,6 +132,46 @@ class CallCentre:
             "alert_id": alert["alert_id"], "subscriber_id": sid,
             "ts": when.replace(microsecond=0).isoformat(), "outcome": outcome,
         }]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The :class:`CallCentre` knobs as options (``replay``/``evaluate --call-centre``)."""
+    d = CallCentre()
+    group = parser.add_argument_group("simulated call centre (with --call-centre)")
+    group.add_argument("--call-centre-seed", type=int, default=None,
+                       help="seed of the answers (default: the world's seed, else 1)")
+    group.add_argument("--unreachable", type=float, default=d.unreachable,
+                       help=f"share of calls whose number does not connect ({d.unreachable})")
+    group.add_argument("--no-answer", type=float, default=d.no_answer,
+                       help=f"share of calls nobody picks up ({d.no_answer})")
+    group.add_argument("--retained", type=float, default=d.retained,
+                       help=f"share of reached churners kept by the call ({d.retained})")
+    group.add_argument("--denial", type=float, default=d.denial,
+                       help=f"share of reached churners who say they stay ({d.denial})")
+    group.add_argument("--call-delay-hours", type=float, nargs=2, default=d.delay_hours,
+                       metavar=("MIN", "MAX"), help="hours from alert to call (2 72)")
+    group.add_argument("--report-delay-hours", type=float, nargs=2, default=d.report_hours,
+                       metavar=("MIN", "MAX"),
+                       help="hours from a reached churner's port-out to the report (6 72)")
+
+
+def from_args(args: argparse.Namespace, world: Path) -> CallCentre:
+    """The call centre the options describe; its seed defaults to the world's."""
+    seed = args.call_centre_seed
+    if seed is None:
+        try:
+            seed = int(json.loads((world / "world.json").read_text())["params"]["seed"])
+        except (OSError, KeyError, TypeError, ValueError):
+            seed = 1
+    return CallCentre(seed=seed, unreachable=args.unreachable, no_answer=args.no_answer,
+                      retained=args.retained, denial=args.denial,
+                      delay_hours=tuple(args.call_delay_hours),
+                      report_hours=tuple(args.report_delay_hours))
+
+
+def load_truth(world: Path) -> dict[str, dict[str, Any]]:
+    """``truth.jsonl`` of a simulated world, by subscriber id."""
+    return {t["subscriber_id"]: t for t in _jsonl(world / "truth.jsonl")}
 
 
 def outcome_stream(centre: CallCentre, alerts: Iterable[dict[str, Any]],
@@ -208,6 +259,8 @@ def learning_experiment(
     recall@7d per period at ``yellow+`` and ``red+``, with the outcome counts and the
     learner's counters.
     """
+    from detectors.calibration import OutcomeLearner, RiskCalibrator, learn_stream
+
     truth = {t["subscriber_id"]: t for t in _jsonl(world / "truth.jsonl")}
     summary = json.loads((world / "world.json").read_text())
     start, end = _ts(summary["start"]), _ts(summary["end"])

@@ -587,12 +587,134 @@ def baseline_alerts(world: World, billing: Path | None = None) -> list[dict[str,
 
 
 # --------------------------------------------------------------------------------------
+# Outcome learning: calibrated zones against the engine's, and what the calls said.
+# --------------------------------------------------------------------------------------
+
+#: Outcomes that say the alerted subscriber was leaving, and the one that says not.
+RIGHT_OUTCOMES = ("retained", "churned")
+UNREACHED_OUTCOMES = ("unreachable", "no_answer")
+
+
+def engine_view(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The alerts as the engine scored them: ``raw_zone``/``raw_risk_score`` where the
+    calibration changed them (``docs/outcomes.md``), so the detector metrics do not move.
+
+    >>> engine_view([{"zone": "yellow", "raw_zone": "red", "risk_score": 0.6,
+    ...               "raw_risk_score": 0.8}, {"zone": "red", "risk_score": 0.9}])
+    [{'zone': 'red', 'risk_score': 0.8}, {'zone': 'red', 'risk_score': 0.9}]
+    """
+    out = []
+    for a in alerts:
+        if "raw_zone" in a:
+            raw = {k: v for k, v in a.items() if k not in ("raw_zone", "raw_risk_score")}
+            raw["zone"] = a["raw_zone"]
+            raw["risk_score"] = a.get("raw_risk_score", a.get("risk_score"))
+            a = raw
+        out.append(a)
+    return out
+
+
+def _answered(counts: Counter[str]) -> dict[str, Any]:
+    right = sum(counts[o] for o in RIGHT_OUTCOMES)
+    answered = right + counts["not_at_risk"]
+    return {"right": right, "answered": answered, "precision": _ratio(right, answered),
+            "calls": sum(counts.values())}
+
+
+def outcome_metrics(alerts: list[dict[str, Any]], outcomes: list[dict[str, Any]]
+                    ) -> dict[str, Any]:
+    """What the call centre's outcomes say about the alerts they answer.
+
+    Precision from outcomes: ``retained`` + ``churned`` over those and ``not_at_risk``
+    (unreachable and unanswered calls say nothing), by the alert's published zone, by the
+    engine's zone, and by the alert's leading reason code; the share of calls that reached
+    nobody (``unreachable`` + ``no_answer`` over all outcomes); outcomes by segment.
+    Outcomes naming no alert in ``alerts`` are counted as ``unmatched``.
+
+    >>> alerts = [{"alert_id": "a1", "zone": "red", "segment": "sme",
+    ...            "reasons": [{"code": "usage_drop"}]},
+    ...           {"alert_id": "a2", "zone": "yellow", "raw_zone": "red",
+    ...            "segment": "consumer", "reasons": [{"code": "forwarding_off_net"}]}]
+    >>> m = outcome_metrics(alerts, [{"alert_id": "a1", "outcome": "retained"},
+    ...     {"alert_id": "a2", "outcome": "not_at_risk"},
+    ...     {"alert_id": "a2", "outcome": "unreachable"}, {"alert_id": "zz", "outcome": "churned"}])
+    >>> m["calls"], m["unreached_share"], m["unmatched"]
+    (4, 0.25, 1)
+    >>> m["precision_by_zone"]["red"]["precision"], m["precision_by_engine_zone"]["red"]
+    (1.0, {'right': 1, 'answered': 2, 'precision': 0.5, 'calls': 3})
+    >>> m["by_segment"]["consumer"]
+    {'not_at_risk': 1, 'unreachable': 1}
+    """
+    by_id = {a["alert_id"]: a for a in alerts if a.get("alert_id")}
+    by_outcome: Counter[str] = Counter()
+    zone: dict[str, Counter[str]] = defaultdict(Counter)
+    engine_zone: dict[str, Counter[str]] = defaultdict(Counter)
+    reason: dict[str, Counter[str]] = defaultdict(Counter)
+    segment: dict[str, Counter[str]] = defaultdict(Counter)
+    unmatched = 0
+    for o in outcomes:
+        kind = str(o["outcome"])
+        by_outcome[kind] += 1
+        a = by_id.get(o["alert_id"])
+        if a is None:
+            unmatched += 1
+            continue
+        zone[str(a.get("zone"))][kind] += 1
+        engine_zone[str(a.get("raw_zone", a.get("zone")))][kind] += 1
+        reasons = [r for r in a.get("reasons") or () if r.get("code") != "resolved"]
+        reason[str(reasons[0]["code"]) if reasons else "none"][kind] += 1
+        segment[str(a.get("segment"))][kind] += 1
+    calls = sum(by_outcome.values())
+    return {
+        "calls": calls,
+        "by_outcome": dict(sorted(by_outcome.items())),
+        "unreached": sum(by_outcome[o] for o in UNREACHED_OUTCOMES),
+        "unreached_share": _ratio(sum(by_outcome[o] for o in UNREACHED_OUTCOMES), calls),
+        "precision": _answered(by_outcome)["precision"],
+        "precision_by_zone": {z: _answered(c) for z, c in sorted(zone.items())},
+        "precision_by_engine_zone": {z: _answered(c) for z, c in sorted(engine_zone.items())},
+        "precision_by_reason": {r: _answered(c) for r, c in sorted(reason.items())},
+        "by_segment": {s: dict(sorted(c.items())) for s, c in sorted(segment.items())},
+        "unmatched": unmatched,
+    }
+
+
+def calibration_metrics(world: World, alerts: list[dict[str, Any]],
+                        outcomes: list[dict[str, Any]] | None = None,
+                        periods: int = 3) -> dict[str, Any]:
+    """Precision and recall@7d per third of the world at yellow+ and red+, with the
+    engine's zones and with the published (calibrated) ones
+    (:func:`stream.callcentre.period_metrics`), and :func:`outcome_metrics`."""
+    from stream.callcentre import period_metrics
+
+    engine = engine_view(alerts)
+    versions = [a["calibration_version"] for a in alerts if a.get("calibration_version")]
+    return {
+        "calibrated_alerts": sum(1 for a in alerts if "raw_zone" in a),
+        "last_version": versions[-1] if versions else None,
+        "periods": {lv: {
+            "engine": period_metrics(world.subscribers, engine, zones, world.start,
+                                     world.end, periods),
+            "calibrated": period_metrics(world.subscribers, alerts, zones, world.start,
+                                         world.end, periods),
+        } for lv, zones in LEVELS.items()},
+        "outcomes": outcome_metrics(alerts, outcomes) if outcomes is not None else None,
+    }
+
+
+# --------------------------------------------------------------------------------------
 # The whole report.
 # --------------------------------------------------------------------------------------
 
 
 def evaluate(world: World, alerts: list[dict[str, Any]], *, baseline: bool = True,
-             source: str = "file") -> dict[str, Any]:
+             source: str = "file", outcomes: list[dict[str, Any]] | None = None
+             ) -> dict[str, Any]:
+    """The whole report. Detector metrics use the engine's zones (:func:`engine_view`);
+    ``calibration`` compares them with the published zones per third of the world and,
+    with ``outcomes``, says what the calls found (:func:`calibration_metrics`)."""
+    published = alerts
+    alerts = engine_view(alerts)
     kinds = Counter(t["kind"] for t in world.subscribers.values())
     detectable = detectability(world)
     report: dict[str, Any] = {
@@ -634,6 +756,7 @@ def evaluate(world: World, alerts: list[dict[str, Any]], *, baseline: bool = Tru
         report["baseline"]["rule"] = (
             f"monthly spend < {BASELINE_RATIO:.0%} of the previous "
             f"{BASELINE_MONTHS} full months' mean, flagged {BASELINE_HOUR:02d}:00 on the 1st")
+    report["calibration"] = calibration_metrics(world, published, outcomes)
     report["targets"] = [
         {"metric": t.key, "label": t.label, "level": level, "op": t.op, "target": t.value,
          "actual": report["levels"][level][t.key],
@@ -755,7 +878,49 @@ def format_report(report: dict[str, Any]) -> str:
         for z, v in bz.items()))
     if has_base:
         lines.append(f"batch rule: {report['baseline']['rule']}")
+    if "calibration" in report:
+        lines.extend(format_calibration(report["calibration"]))
     return "\n".join(lines)
+
+
+def _pr(p: dict[str, Any]) -> str:
+    prec = f"{p['true']}/{p['alerted']} {_fmt(p['precision'], True)}" if p["alerted"] else "-"
+    rec = (f"{p['found_7d']}/{p['leavers']} {_fmt(p['recall_7d'], True)}" if p["leavers"]
+           else "-")
+    return f"P {prec}, R {rec}"
+
+
+def format_calibration(cal: dict[str, Any]) -> list[str]:
+    """The calibration section of the text report."""
+    lines = ["", f"calibration: {cal['calibrated_alerts']} alerts re-scored, last model "
+                 f"{cal['last_version'] or '-'}; per third of the world, P = precision "
+                 f"(alerted in it who churn), R = recall@7d (churners porting out in it)"]
+    rows = [["level", "zones", *(f"third {k + 1}" for k in range(
+        len(next(iter(cal["periods"].values()))["engine"])))]]
+    for lv, both in cal["periods"].items():
+        for name in ("engine", "calibrated"):
+            rows.append([lv, name, *(_pr(p) for p in both[name])])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines.extend("  " + "  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip()
+                 for r in rows)
+    out = cal.get("outcomes")
+    if out:
+        lines.append(
+            f"outcomes: {out['calls']} calls, {out['unreached']} unreachable or unanswered "
+            f"({_fmt(out['unreached_share'], True)}); precision from outcomes "
+            f"{_fmt(out['precision'], True)} (retained + churned over those and not_at_risk)"
+            + (f"; {out['unmatched']} name no alert here" if out["unmatched"] else ""))
+        lines.append("  by outcome: " + ", ".join(f"{k} {v}" for k, v in
+                                                   out["by_outcome"].items()))
+        for key, label in (("precision_by_zone", "by zone"),
+                           ("precision_by_engine_zone", "by engine zone"),
+                           ("precision_by_reason", "by leading reason")):
+            lines.append(f"  precision from outcomes {label}: " + ", ".join(
+                f"{k} {v['right']}/{v['answered']}" for k, v in out[key].items()))
+        lines.append("  outcomes by segment: " + "; ".join(
+            f"{seg} " + ", ".join(f"{k} {v}" for k, v in c.items())
+            for seg, c in out["by_segment"].items()))
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> bool:
@@ -815,13 +980,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="when replaying, also write the alerts here (JSON Lines)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the monthly batch rule")
+    parser.add_argument("--no-calibration", dest="calibration", action="store_false",
+                        help="when replaying, no outcome learning (the engine's zones only)")
+    parser.add_argument("--outcomes", type=Path, default=None,
+                        help="call-centre outcomes, JSON Lines (default DIR/outcomes.jsonl "
+                             "if present)")
+    parser.add_argument("--call-centre", action="store_true",
+                        help="replay with a simulated call centre answering the alerts; "
+                             "writes its answers to DIR/outcomes.jsonl")
+    from stream.callcentre import add_arguments as call_centre_arguments
+
+    call_centre_arguments(parser)
 
 
-def _replay(directory: Path) -> list[dict[str, Any]]:
+def _replay(directory: Path, *, calibration: bool = True, outcomes: Path | None = None,
+            centre: Any = None, answers: list[dict[str, Any]] | None = None,
+            ) -> list[dict[str, Any]]:
+    from detectors.calibration import OutcomeLearner
     from stream.replay import replay_directory  # reads DIR/ported.jsonl itself
 
     # With the group stage: group alerts are scored too (groups_detected_*, false ones).
-    return list(replay_directory(directory, groups=True))
+    # With a learner, as `churnwatch replay` publishes them (calibrated; engine zones kept).
+    return list(replay_directory(
+        directory, groups=True, learner=OutcomeLearner() if calibration else None,
+        outcomes=outcomes, call_centre=centre,
+        on_answer=answers.append if answers is not None else None))
+
+
+def read_outcomes(path: Path) -> list[dict[str, Any]]:
+    """The valid outcomes of a JSON Lines file (the contract's; bad lines left out, as
+    the replay dead-letters them)."""
+    from stream.validation import Accepted, Validator
+
+    checker = Validator()
+    out = []
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                result = checker.check("outcome", line.rstrip(b"\r\n"))
+                if isinstance(result, Accepted):
+                    out.append(result.event)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -831,21 +1030,49 @@ def run(args: argparse.Namespace) -> int:
               f"simulate`)", file=sys.stderr)
         return 2
     world = load_world(directory)
+    centre = None
+    if getattr(args, "call_centre", False):
+        if args.alerts is not None:
+            print("evaluate: --call-centre answers the alerts of a replay; drop --alerts",
+                  file=sys.stderr)
+            return 2
+        from stream.callcentre import from_args
+
+        centre = from_args(args, directory)
+    outcomes_path = getattr(args, "outcomes", None)
+    if outcomes_path is not None and not outcomes_path.is_file():
+        print(f"evaluate: no outcomes file {outcomes_path}", file=sys.stderr)
+        return 2
+    default_outcomes = directory / "outcomes.jsonl"
+    if outcomes_path is None and centre is None and default_outcomes.is_file():
+        outcomes_path = default_outcomes
+    outcomes = read_outcomes(outcomes_path) if outcomes_path is not None else None
     if args.alerts is not None:
         alerts = read_alerts(args.alerts)
         source = str(args.alerts)
     else:
+        answers: list[dict[str, Any]] = []
         try:
-            alerts = _replay(directory)
+            alerts = _replay(directory, calibration=getattr(args, "calibration", True),
+                             outcomes=outcomes_path, centre=centre, answers=answers)
         except ImportError as exc:
             print(f"evaluate: cannot replay ({exc}); pass --alerts FILE", file=sys.stderr)
             return 2
         source = "replay"
+        if centre is not None:
+            # The answers the loop gave: `churnwatch replay DIR` reads them back and
+            # publishes the same alerts.
+            with default_outcomes.open("w") as handle:
+                for o in answers:
+                    handle.write(json.dumps(o) + "\n")
+            print(f"wrote {len(answers)} call-centre outcomes to {default_outcomes}")
+            outcomes = (outcomes or []) + answers
         if args.save_alerts is not None:
             with args.save_alerts.open("w") as handle:
                 for a in alerts:
                     handle.write(json.dumps(a, sort_keys=True) + "\n")
-    report = evaluate(world, alerts, baseline=not args.no_baseline, source=source)
+    report = evaluate(world, alerts, baseline=not args.no_baseline, source=source,
+                      outcomes=outcomes)
     print(format_report(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

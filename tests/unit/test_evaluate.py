@@ -214,3 +214,95 @@ def test_plot_png(world: Path, tmp_path: Path) -> None:
     png = tmp_path / "report.png"
     assert ev.plot(report, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _calibrated(alert: dict[str, Any], zone: str, score: float) -> dict[str, Any]:
+    return {**alert, "zone": zone, "risk_score": score, "raw_zone": alert["zone"],
+            "raw_risk_score": alert["risk_score"], "calibration_version": "newton-1/50@x"}
+
+
+def test_detector_metrics_keep_the_engine_zones_and_calibration_is_beside_them(
+    world: Path,
+) -> None:
+    w = ev.load_world(world)
+    alerts = ev.read_alerts(world / "alerts.jsonl")
+    # The learner moved S1's red alert (true, Feb 10) to green and S6's (false) to yellow.
+    cal = [_calibrated(a, "green", 0.1) if (a["subscriber_id"], a["zone"]) == ("S1", "red")
+           else _calibrated(a, "yellow", 0.5) if a["subscriber_id"] == "S6" else a
+           for a in alerts]
+    plain, report = ev.evaluate(w, alerts), ev.evaluate(w, cal)
+    assert report["levels"] == plain["levels"] and report["by_zone"] == plain["by_zone"]
+    assert report["alerts"] == plain["alerts"]
+    c = report["calibration"]
+    assert c["calibrated_alerts"] == 2 and c["last_version"] == "newton-1/50@x"
+    # Thirds of 33 days from Jan 1: red+ alerts S1 (Feb 10) and S6 (Mar 5) in the second,
+    # S3 (Mar 10) and S10 (Mar 30) in the last; S1 and S2 port out in the second third,
+    # S3 and S4 in the last.
+    engine, calib = c["periods"]["red+"]["engine"], c["periods"]["red+"]["calibrated"]
+    assert [(p["alerted"], p["true"], p["leavers"], p["found_7d"]) for p in engine] == [
+        (0, 0, 0, 0), (2, 1, 2, 1), (2, 2, 2, 1)]
+    assert [(p["alerted"], p["true"], p["leavers"], p["found_7d"]) for p in calib] == [
+        (0, 0, 0, 0), (0, 0, 2, 0), (2, 2, 2, 1)]
+    assert plain["calibration"]["periods"]["red+"]["calibrated"] == engine
+    assert c["outcomes"] is None and "calibration: 2 alerts re-scored" in ev.format_report(report)
+
+
+def test_precision_and_reach_from_outcomes(world: Path) -> None:
+    alerts = [{**a, "segment": "sme" if a["subscriber_id"] == "S6" else "consumer",
+               "reasons": [{"code": "usage_drop" if a["subscriber_id"] == "S6"
+                            else "forwarding_off_net", "summary": "-"}]}
+              for a in ev.read_alerts(world / "alerts.jsonl")]
+    cal = [_calibrated(a, "yellow", 0.5) if a["subscriber_id"] == "S6" else a for a in alerts]
+    by_sid = {a["subscriber_id"]: a["alert_id"] for a in cal if a["status"] != "resolved"}
+
+    def o(sid: str, outcome: str) -> dict[str, Any]:
+        return {"alert_id": by_sid[sid], "subscriber_id": sid, "outcome": outcome,
+                "ts": f"2026-03-20T10:00:00{TZ}"}
+
+    outcomes = [o("S1", "retained"), o("S6", "not_at_risk"), o("S5", "unreachable"),
+                o("S10", "no_answer"), o("S3", "churned"), o("S2", "not_at_risk"),
+                {**o("S1", "retained"), "alert_id": "nope"}]
+    report = ev.evaluate(ev.load_world(world), cal, outcomes=outcomes)
+    m = report["calibration"]["outcomes"]
+    assert (m["calls"], m["unreached"], m["unreached_share"], m["unmatched"]) == (
+        7, 2, round(2 / 7, 4), 1)
+    assert m["precision"] == round(3 / 5, 4)  # retained 2 + churned 1 over 5 answered
+    zone = {k: (v["right"], v["answered"]) for k, v in m["precision_by_zone"].items()}
+    assert zone == {"red": (2, 2), "yellow": (0, 2)}  # S3's escalation is red
+    engine = {k: (v["right"], v["answered"]) for k, v in m["precision_by_engine_zone"].items()}
+    assert engine == {"red": (2, 3), "yellow": (0, 1)}
+    reason = {k: (v["right"], v["answered"]) for k, v in m["precision_by_reason"].items()}
+    assert reason == {"forwarding_off_net": (2, 3), "usage_drop": (0, 1)}
+    assert m["by_segment"] == {"consumer": {"churned": 1, "no_answer": 1, "not_at_risk": 1,
+                                            "retained": 1, "unreachable": 1},
+                               "sme": {"not_at_risk": 1}}
+    text = ev.format_report(report)
+    assert "outcomes: 7 calls, 2 unreachable or unanswered (28.6%)" in text
+    assert "by leading reason: forwarding_off_net 2/3, usage_drop 0/1" in text
+
+
+def test_command_with_the_call_centre(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    from stream.simulator import WorldParams, simulate
+
+    simulate(tmp_path, WorldParams(subscribers=150, days=75, seed=5))
+    parser = argparse.ArgumentParser()
+    ev.add_arguments(parser)
+    first = tmp_path / "first.json"
+    assert ev.run(parser.parse_args([str(tmp_path), "--call-centre", "--no-baseline",
+                                     "--unreachable", "0.3", "--json", str(first)])) == 0
+    text = capsys.readouterr().out
+    assert "calibration:" in text and "outcomes by segment" in text
+    written = (tmp_path / "outcomes.jsonl").read_text().splitlines()
+    report = json.loads(first.read_text())
+    assert report["calibration"]["outcomes"]["calls"] == len(written) > 0
+    assert report["calibration"]["outcomes"]["unmatched"] == 0
+    # Read back (the default DIR/outcomes.jsonl): the same alerts, so the same report.
+    again = tmp_path / "again.json"
+    assert ev.run(parser.parse_args([str(tmp_path), "--no-baseline", "--json",
+                                     str(again)])) == 0
+    second = json.loads(again.read_text())
+    assert second["calibration"] == report["calibration"]
+    assert second["levels"] == report["levels"]
+    assert ev.run(parser.parse_args([str(tmp_path), "--call-centre", "--alerts",
+                                     str(tmp_path / "outcomes.jsonl")])) == 2

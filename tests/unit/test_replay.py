@@ -12,6 +12,7 @@ import fastjsonschema
 import orjson
 import pytest
 
+from detectors.calibration import OutcomeLearner
 from stream.cli import build_parser
 from stream.contracts import schema
 from stream.replay import replay_directory, run
@@ -80,8 +81,12 @@ def test_bad_lines_are_dead_lettered_and_change_nothing_else(
     def comparable(alerts: list[dict]) -> list[dict]:
         return [{k: v for k, v in a.items() if k != "emitted_at"} for a in alerts]
 
-    # The CLI runs the group stage by default.
+    # The CLI runs the group stage and outcome learning (OutcomeLearner()) by default.
     assert comparable(read_jsonl(tmp_path / "a.jsonl")) == list(
+        replay_directory(world, groups=True, learner=OutcomeLearner()))
+    assert run(parse([str(dirty), "--out", str(tmp_path / "b.jsonl"),
+                      "--no-calibration"])) == 0
+    assert comparable(read_jsonl(tmp_path / "b.jsonl")) == list(
         replay_directory(world, groups=True))
 
 
