@@ -13,7 +13,10 @@ Per batch (``stream.take_events(batch_size, within=batch_within_s)``):
    keeps its own population baseline, as ``churnwatch replay`` does);
 3. each state key touched is written to its table and changelog once;
 4. alerts (stamped with ``emitted_at``) go to the alert topic keyed by subscriber (group
-   alerts by group), dead letters to the dead-letter topic;
+   alerts by group), dead letters to the dead-letter topic; with calibration on
+   (``CHURNWATCH_CALIBRATION``), subscriber alerts, port-outs/deactivations and each
+   partition's progress go to ``churn.calibration`` instead (:mod:`stream.calibration_stage`
+   publishes the calibrated alerts);
 5. Faust acks the batch's offsets only after all that, and flushes the producer before
    it commits them: at-least-once, with deterministic ``alert_id`` s for deduplication.
 """
@@ -30,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stream.gate import BatchGate
-from stream.ordering import CaughtUp, Reorder
+from stream.ordering import KIND_ORDER, CaughtUp, Reorder
 from stream.signal_order import closed_to
 from stream.validation import Accepted, Validator, dead_letter
 
@@ -76,6 +79,9 @@ class BatchResult:
     signals: list[dict[str, Any]] = field(default_factory=list)
     #: (input partition, last day its engine closed), when it moved
     watermarks: list[tuple[int, int]] = field(default_factory=list)
+    #: records for the calibration stage (calibration on): subscriber alerts, exits and
+    #: each partition's progress mark, in processing order
+    calibration: list[dict[str, Any]] = field(default_factory=list)
 
 
 def alert_key(alert: dict[str, Any]) -> str | None:
@@ -104,6 +110,7 @@ class BatchProcessor:
         clock: Callable[[], float] = time.time,
         max_held: int = 200_000,
         group_context: Callable[[str | None], dict[str, Any] | None] | None = None,
+        calibration: bool = False,
     ) -> None:
         self.tables = tables
         self.kinds = kinds
@@ -129,6 +136,8 @@ class BatchProcessor:
         self.group_context = group_context
         #: partition -> watermark last reported to the group stage
         self._marks_sent: dict[int, int] = {}
+        #: subscriber alerts, exits and progress marks go to the calibration stage
+        self.calibration = calibration
 
     def engine(self, partition: int) -> EngineLike:
         engine = self.engines.get(partition)
@@ -225,6 +234,10 @@ class BatchProcessor:
         released = self._released
         #: (partition, subscriber alert or leaving billing event), in processing order
         episodes: list[tuple[int, dict[str, Any]]] = []
+        calibrate = self.calibration
+        to_stage = result.calibration
+        #: partition -> position [time, kind order] of the last event it processed
+        progress: dict[int, list[float | int]] = {}
         for item, m, kind, verdict in reorder.release(kinds, caught_up):
             released.setdefault((m.topic, m.partition), set()).add(m.offset)
             touched.add((m.topic, m.partition))  # its mark moves (maybe held since long)
@@ -241,14 +254,29 @@ class BatchProcessor:
                 continue
             outcomes[(m.topic, "accepted")] += 1
             result.done.append(item)
+            if calibrate and kind != "subscribers":
+                # Replay's merge position of the event: the stage restores that order.
+                at = progress[m.partition] = [verdict.epoch_s, KIND_ORDER[kind]]
             for alert in alerts:
-                result.alerts.append((alert_key(alert), alert))
                 if alert.get("kind") == "subscriber":
                     episodes.append((m.partition, alert))
+                    if calibrate:
+                        to_stage.append({"kind": "alert", "partition": m.partition,
+                                         "at": at, "alert": alert})
+                        continue
+                result.alerts.append((alert_key(alert), alert))
             if kind == "billing" and verdict.event.get("kind") in LEAVING:
                 episodes.append((m.partition, verdict.event))
+                if calibrate:
+                    to_stage.append({"kind": "exit", "partition": m.partition, "at": at,
+                                     "subscriber_id": verdict.event["subscriber_id"],
+                                     "ts": verdict.event["ts"]})
         self.newest_event_s = newest
         self._group_output(result)
+        for partition, at in progress.items():
+            # After the partition's records: it has passed ``at`` (and closed ``day``).
+            to_stage.append({"kind": "day", "partition": partition, "at": at,
+                             "day": closed_to(self.engines[partition])})
         result.accepted = sum(v for (_, o), v in outcomes.items() if o == "accepted")
         if result.alerts:
             stamp = datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
@@ -264,7 +292,8 @@ class BatchProcessor:
         """Members' group context, the engines' signals and their watermarks."""
         context = self.group_context
         if context is not None:
-            for _, alert in result.alerts:
+            staged = [r["alert"] for r in result.calibration if r["kind"] == "alert"]
+            for alert in [a for _, a in result.alerts] + staged:
                 if (alert.get("kind") == "subscriber" and alert.get("group_id")
                         and alert.get("status") != "resolved"):
                     reason = context(alert["group_id"])
@@ -480,6 +509,12 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
             ]
             sent += [await dead_topic.send(key=key, value=letter)
                      for key, letter in result.dead_letters]
+            if result.calibration:
+                # One partition: each engine partition's records stay in its order.
+                calibration_topic = topics.calibration
+                sent += [await calibration_topic.send(
+                    key=str(record["partition"]).encode(), value=record, partition=0)
+                    for record in result.calibration]
             if groups is not None:
                 # Each partition's signals before its watermark, and both before the
                 # state (and applied marks) of the batch: a crash sends them again,

@@ -3,7 +3,8 @@
 ``create_app(settings)`` returns a ready :class:`faust.App` with its topics
 (:mod:`stream.topics`), state tables (:mod:`stream.tables`), the agent
 (:mod:`stream.agents`), the group stage (:mod:`stream.group_stage`, unless
-``CHURNWATCH_GROUPS=false``) and metrics (:mod:`stream.metrics`). The app uses
+``CHURNWATCH_GROUPS=false``), the calibration stage (:mod:`stream.calibration_stage`,
+unless ``CHURNWATCH_CALIBRATION=false``) and metrics (:mod:`stream.metrics`). The app uses
 :class:`stream.recovery.ChurnwatchTransport`, whose consumer asks for changelog end
 offsets with a Fetch instead of ListOffsets: the embedded broker's ListOffsets stops short
 and Faust would otherwise lose the last batch of table updates on recovery.
@@ -127,7 +128,8 @@ def create_app(
     topics = declare(app, settings)
     tables = StateTables.on_app(app, settings.partitions)
     make_factory = engine_factory or (lambda t: default_engine_factory(settings, t))
-    processor = BatchProcessor(tables, topics.kinds, make_factory(tables), metrics=metrics)
+    processor = BatchProcessor(tables, topics.kinds, make_factory(tables), metrics=metrics,
+                               calibration=settings.calibration)
     groups = None
     if settings.groups:
         from stream.group_stage import declare as declare_groups
@@ -135,6 +137,12 @@ def create_app(
         groups = declare_groups(app, settings, alerts_topic=topics.alerts, metrics=metrics)
         if groups.contexts is not None:
             processor.group_context = groups.contexts.reason
+    calibration = None
+    if settings.calibration:
+        from stream.calibration_stage import declare as declare_calibration
+
+        calibration = declare_calibration(app, settings, alerts_topic=topics.alerts,
+                                          deadletter_topic=topics.deadletter, metrics=metrics)
     gate = BatchGate("churnwatch-detect")
     if not settings.fast_path:
         # Agent batches: Faust's stop drains the streams first (the agent acks what it was
@@ -155,6 +163,7 @@ def create_app(
         processor=processor,
         agent=agent,
         groups=groups,
+        calibration=calibration,
         gate=gate,
     )
     return app

@@ -237,16 +237,31 @@ def create_topics(
 
 
 def ensure_topics(settings: Settings) -> list[str]:
-    """Create the contract topics of ``settings`` on its (embedded or external) Kafka."""
+    """Create the contract topics of ``settings`` on its (embedded or external) Kafka.
+
+    With calibration on, also ``churn.outcomes``, the internal ``churn.calibration`` and the
+    calibration table's changelog, each with ONE partition (one model: docs/outcomes.md).
+    """
     if not settings.bootstrap:
         raise BrokerError("ensure_topics needs a bootstrap address (start the broker first)")
-    return create_topics(
+    created = create_topics(
         settings.bootstrap,
         (*settings.all_topics, *settings.group_topics),
         settings.partitions,
         settings.replication,
         client_kwargs=settings.kafka_client_kwargs(),
     )
+    if settings.calibration:
+        from stream.calibration_stage import changelog_topic_name
+
+        created += create_topics(
+            settings.bootstrap,
+            (*settings.calibration_topics, changelog_topic_name(settings)),
+            1,
+            settings.replication,
+            client_kwargs=settings.kafka_client_kwargs(),
+        )
+    return created
 
 
 # -- churnwatch broker ---------------------------------------------------------------------

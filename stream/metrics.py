@@ -104,6 +104,38 @@ class Metrics:
             registry=registry,
         )
 
+        # The calibration stage (docs/outcomes.md); the unreachable share is
+        # sum(outcomes{outcome=~"unreachable|no_answer"}) / sum(outcomes).
+        self.outcomes = Counter(
+            "churnwatch_outcomes_total",
+            "Call-centre outcomes taken by the calibration stage, by outcome and the "
+            "alerted subscriber's segment (dead letters not included).",
+            ["outcome", "segment"],
+            registry=registry,
+        )
+        self.labels_learned = Counter(
+            "churnwatch_calibration_labels_total",
+            "Labels the calibration model learned, by source (outcome, exit, horizon) and "
+            "label (pos: the subscriber was at risk, neg: a false alarm).",
+            ["source", "label"],
+            registry=registry,
+        )
+        self.late_labels = Counter(
+            "churnwatch_calibration_late_labels_total",
+            "Labels dated in a day the model had already learned (learned a day late).",
+            registry=registry,
+        )
+        self.calibration_held = Gauge(
+            "churnwatch_calibration_held",
+            "Alerts, exits and outcomes the calibration stage holds for replay's order.",
+            registry=registry,
+        )
+        self.calibration_forced = Counter(
+            "churnwatch_calibration_forced_total",
+            "Items released out of order because the stage held more than its limit.",
+            registry=registry,
+        )
+
     def add_engine_counters(self, delta: Mapping[str, int]) -> None:
         for name, value in delta.items():
             if value:

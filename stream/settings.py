@@ -42,6 +42,28 @@ Environment variables (TOML key in brackets: top-level keys of the file)
 ``CHURNWATCH_GROUPS`` [groups]
     ``true`` (default): the group stage runs in every worker (member signals to
     ``churn.group-signals``, group alerts, members' group context; docs/groups.md).
+``CHURNWATCH_CALIBRATION`` [calibration]
+    ``true`` (default): subscriber alerts pass the calibration stage (one global model
+    learning from ``churn.outcomes`` and port-outs, docs/outcomes.md) before
+    ``churn.alerts``; ``false``: the engine's alerts go straight out.
+``CHURNWATCH_CALIBRATION_LAG_DAYS``, ``CHURNWATCH_CALIBRATION_HORIZON_DAYS``
+[calibration_lag_days, calibration_horizon_days]
+    Extra days a label waits before the model learns it (default 1: the slack for late
+    outcomes and slow partitions) and the days after which an unlabelled alert counts as
+    a false alarm (default 60).
+``CHURNWATCH_CALIBRATION_YELLOW``, ``CHURNWATCH_CALIBRATION_RED``
+[calibration_yellow, calibration_red]
+    Zone thresholds of the calibrated score, a probability (defaults 0.45 and 0.85): an
+    operating choice (how many red calls the call centre can make).
+``CHURNWATCH_CALIBRATION_WARMUP``, ``CHURNWATCH_CALIBRATION_MIN_CLASS``
+[calibration_warmup, calibration_min_class]
+    Labels (and labels of each class) the model needs before it calibrates (defaults 40
+    and 5; until then alerts keep the engine's score and zone).
+``CHURNWATCH_CALIBRATION_HOLD_S``, ``CHURNWATCH_CALIBRATION_MAX_HELD``
+    The stage feeds the model in replay's order: an item waits until every subscriber
+    partition has passed it, or, after ``HOLD_S`` seconds (default 5), until every
+    partition has closed the days its labels need; beyond ``MAX_HELD`` items (default
+    50000) the oldest go regardless (counted as forced).
 ``CHURNWATCH_ORDER_MARGIN_S``
     How long a producer may hold a record before the broker has it, plus a fetch response's
     trip back (default 0.25 s; ``churnwatch produce`` lingers 20 ms): live events wait about
@@ -113,6 +135,15 @@ class Settings:
     batch_size: int = 5000
     fast_path: bool = True
     groups: bool = True
+    calibration: bool = True
+    calibration_lag_days: int = 1
+    calibration_horizon_days: int = 60
+    calibration_yellow: float = 0.45
+    calibration_red: float = 0.85
+    calibration_warmup: int = 40
+    calibration_min_class: int = 5
+    calibration_hold_s: float = 5.0
+    calibration_max_held: int = 50_000
     order_margin_s: float = 0.25
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
@@ -150,6 +181,39 @@ class Settings:
     @property
     def topic_deadletter(self) -> str:
         return self.topic_prefix + contracts.TOPIC_DEADLETTER
+
+    @property
+    def topic_outcomes(self) -> str:
+        return self.topic_prefix + contracts.TOPIC_OUTCOMES
+
+    @property
+    def topic_calibration(self) -> str:
+        return self.topic_prefix + contracts.TOPIC_CALIBRATION
+
+    @property
+    def calibration_topics(self) -> tuple[str, ...]:
+        """The calibration stage's one-partition topics (outcomes, internal), if on."""
+        return (self.topic_outcomes, self.topic_calibration) if self.calibration else ()
+
+    def outcome_learner(self, store: Any = None) -> Any:
+        """The :class:`detectors.OutcomeLearner` these settings describe, over ``store``
+        (a dict or the stage's table; a store holding a saved learner carries on with it).
+
+        >>> learner = Settings(calibration_warmup=10).outcome_learner({})
+        >>> learner.lag_days, learner.thresholds, learner.calibrator.warmup
+        (1, (0.2, 0.45, 0.85), 10)
+        """
+        from detectors import OutcomeLearner
+        from detectors.calibration import RiskCalibrator
+
+        return OutcomeLearner(
+            RiskCalibrator(warmup=self.calibration_warmup, min_class=self.calibration_min_class),
+            store=store if store is not None else {},
+            horizon_days=self.calibration_horizon_days,
+            lag_days=self.calibration_lag_days,
+            yellow=self.calibration_yellow,
+            red=self.calibration_red,
+        )
 
     @property
     def input_topics(self) -> dict[str, str]:
@@ -306,6 +370,19 @@ class Settings:
         for var, value in positive.items():
             if value <= 0:
                 raise bad(var, f"must be > 0, got {value}")
+        if self.calibration_lag_days < 0:
+            raise bad("CHURNWATCH_CALIBRATION_LAG_DAYS", "must be >= 0")
+        for var, value in (("CHURNWATCH_CALIBRATION_HORIZON_DAYS", self.calibration_horizon_days),
+                           ("CHURNWATCH_CALIBRATION_MAX_HELD", self.calibration_max_held)):
+            if value <= 0:
+                raise bad(var, f"must be > 0, got {value}")
+        if self.calibration_warmup < 0 or self.calibration_min_class < 0:
+            raise bad("CHURNWATCH_CALIBRATION_WARMUP", "warm-up and min class must be >= 0")
+        if self.calibration_hold_s < 0:
+            raise bad("CHURNWATCH_CALIBRATION_HOLD_S", "must be >= 0")
+        if not 0 < self.calibration_yellow <= self.calibration_red <= 1:
+            raise bad("CHURNWATCH_CALIBRATION_YELLOW",
+                      "need 0 < CHURNWATCH_CALIBRATION_YELLOW <= CHURNWATCH_CALIBRATION_RED <= 1")
         if self.order_margin_s < 0:
             raise bad("CHURNWATCH_ORDER_MARGIN_S", "must be >= 0")
         if self.standby_replicas < 0:
@@ -364,6 +441,15 @@ _ENV: dict[str, tuple[str, str]] = {
     "batch_within_s": ("CHURNWATCH_BATCH_WITHIN_S", "float"),
     "fast_path": ("CHURNWATCH_FAST_PATH", "bool"),
     "groups": ("CHURNWATCH_GROUPS", "bool"),
+    "calibration": ("CHURNWATCH_CALIBRATION", "bool"),
+    "calibration_lag_days": ("CHURNWATCH_CALIBRATION_LAG_DAYS", "int"),
+    "calibration_horizon_days": ("CHURNWATCH_CALIBRATION_HORIZON_DAYS", "int"),
+    "calibration_yellow": ("CHURNWATCH_CALIBRATION_YELLOW", "float"),
+    "calibration_red": ("CHURNWATCH_CALIBRATION_RED", "float"),
+    "calibration_warmup": ("CHURNWATCH_CALIBRATION_WARMUP", "int"),
+    "calibration_min_class": ("CHURNWATCH_CALIBRATION_MIN_CLASS", "int"),
+    "calibration_hold_s": ("CHURNWATCH_CALIBRATION_HOLD_S", "float"),
+    "calibration_max_held": ("CHURNWATCH_CALIBRATION_MAX_HELD", "int"),
     "order_margin_s": ("CHURNWATCH_ORDER_MARGIN_S", "float"),
     "session_timeout_s": ("CHURNWATCH_SESSION_TIMEOUT_S", "float"),
     "heartbeat_s": ("CHURNWATCH_HEARTBEAT_S", "float"),

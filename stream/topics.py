@@ -18,6 +18,8 @@ class Topics:
     alerts: Any
     deadletter: Any
     kinds: dict[str, str]  #: input topic name -> kind ("calls", "billing", "subscribers")
+    #: churn.calibration (one partition, internal), when calibration is on
+    calibration: Any = None
 
 
 def declare(app: Any, settings: Any) -> Topics:
@@ -34,4 +36,9 @@ def declare(app: Any, settings: Any) -> Topics:
         alerts=app.topic(settings.topic_alerts, value_serializer=ORJSON, **common),
         deadletter=app.topic(settings.topic_deadletter, value_serializer=ORJSON, **common),
         kinds=dict(kinds),
+        # Faust creates an internal topic it lacks (with ONE partition: one model).
+        calibration=app.topic(settings.topic_calibration, value_serializer=ORJSON,
+                              internal=True, partitions=1, replicas=settings.replication,
+                              key_type=bytes, key_serializer=RAW)
+        if settings.calibration else None,
     )

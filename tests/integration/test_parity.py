@@ -92,7 +92,10 @@ def _replay(directory: Path, settings) -> tuple[dict[str, dict], Counter[str], d
         a["alert_id"]: a
         for a in replay_directory(directory, partitions=settings.partitions,
                                   engine_config=settings.engine_config(),
-                                  counters=counters, stores=stores)
+                                  counters=counters, stores=stores,
+                                  # The stream calibrates (CHURNWATCH_CALIBRATION on):
+                                  # the same learner, no outcomes in these worlds.
+                                  learner=settings.outcome_learner({}))
     }
     state = {k: v for store in stores for k, v in store.items()}
     return alerts, counters, state

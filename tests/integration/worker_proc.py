@@ -47,6 +47,9 @@ def main() -> int:
                 # the state (the processor's applied marks).
                 "applied": {f"{t}/{p}": mark for (t, p), mark in parts.processor.applied.items()},
                 "population": dict(tables.population.data),
+                # The calibration stage's table (learner keys, stage state, held items).
+                "calibration": dict(parts.calibration.table.data)
+                if parts.calibration is not None else None,
                 "events": sum(
                     s.value
                     for m in parts.metrics.events.collect()

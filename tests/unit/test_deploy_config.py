@@ -297,8 +297,17 @@ def test_topic_initialiser_creates_every_topic_the_workers_use() -> None:
     app = create_app(settings.with_bootstrap("localhost:9"))  # builds, connects to nothing
     changelogs = {t.changelog_topic.get_topic_name() for t in app.tables.values()}
     assert changelogs and changelogs <= set(topics), (changelogs, sorted(topics))
+    assert set(settings.calibration_topics) <= set(topics)
     assert set(topics) == (set(settings.all_topics) | set(settings.group_topics)
-                           | changelogs), "no stray topics"
+                           | set(settings.calibration_topics) | changelogs), "no stray topics"
+    # The calibration stage's topics and table have ONE partition (one model), the rest
+    # follow PARTITIONS.
+    script = "\n".join(services()["topics"]["command"])
+    single = script[script.index("PARTS=1"):]
+    for name in (*settings.calibration_topics, f"{settings.app_id}-calibration-changelog"):
+        assert name in changelogs | set(settings.calibration_topics)
+        assert name.removeprefix(settings.app_id) in single, name
+    assert all(t not in single for t in (*settings.all_topics, *settings.group_topics))
     env = env_of(services()["topics"])
     assert int(env["PARTITIONS"]) == settings.partitions
     assert int(env["REPLICATION"]) == settings.replication

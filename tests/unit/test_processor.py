@@ -279,3 +279,78 @@ def test_processor_hands_over_signals_watermarks_and_members_group_context():
     out.alerts = [("s1", alert), ("s1", other)]
     proc._group_output(out)
     assert alert["reasons"] == [context] and other["reasons"] == []
+
+
+def test_calibration_gets_subscriber_alerts_exits_and_marks_in_replay_order():
+    """Calibration on: subscriber alerts leave churn.alerts for the stage, with each
+    event's merge position, then the event's exit, then each partition's progress mark;
+    a stage fed those records calibrates them (doctest of stream.calibration_stage)."""
+    from collections import Counter
+
+    from detectors.days import parse_ts
+    from stream.calibration_stage import CalibrationStage
+    from stream.settings import Settings
+
+    class Scripted:
+        counters: Counter = Counter()
+        closed_to = 20513
+
+        def process(self, kind, event, ts=None):
+            if event.get("event_id") != "c1":
+                return []
+            return [{"alert_id": "a1", "kind": "subscriber", "status": "open",
+                     "subscriber_id": event["subscriber_id"], "segment": "sme", "zone": "red",
+                     "risk_score": 0.8, "reasons": [], "ts": "2026-03-02T01:00:00+08:00"},
+                    {"alert_id": "g1", "kind": "group", "group_id": "G", "status": "open",
+                     "zone": "red"}]
+
+    proc = BatchProcessor(Tables(), KINDS, lambda p: Scripted(), calibration=True)
+    port_out = {"event_id": "b9", "ts": "2026-03-02T10:00:00+08:00", "subscriber_id": "s1",
+                "account_id": None, "kind": "port_out", "amount": 0.0, "previous_amount": None}
+    result = proc.process([_msg(CALLS, 0, 0, {**call_event(1, "s1"), "event_id": "c1"}),
+                           _msg(BILLING, 0, 0, port_out)], None)
+    assert [a["alert_id"] for _, a in result.alerts] == ["g1"]  # group alerts unchanged
+    call_at = [parse_ts(call_event(1, "s1")["ts"]), 0]
+    bill_at = [parse_ts(port_out["ts"]), 1]
+    assert [(r["kind"], r["partition"], r["at"]) for r in result.calibration] == [
+        ("alert", 0, call_at), ("exit", 0, bill_at), ("day", 0, bill_at)]
+    assert result.calibration[-1]["day"] == 20513
+    assert result.calibration[1]["subscriber_id"] == "s1"
+
+    store: dict = {}
+    stage = CalibrationStage(store, Settings().outcome_learner, sources=1)
+    out = stage.process([("c", i, orjson.dumps(r)) for i, r in enumerate(result.calibration)])
+    assert [a["alert_id"] for a in out.alerts] == ["a1"] and stage.held == 0
+    assert out.alerts[0]["calibration_version"].startswith("newton-1/0@")
+    assert store["__calibration__"]["counters"]["exits"] == 1
+    # Delivered again (a restart before the commit): nothing changes.
+    before = {k: v for k, v in store.items() if k != "__stage__"}
+    again = stage.process([("c", i, orjson.dumps(r)) for i, r in enumerate(result.calibration)])
+    assert not again.alerts and {k: v for k, v in store.items() if k != "__stage__"} == before
+    assert store["__stage__"]["counters"]["redelivered"] == 3
+
+
+def test_calibration_stage_holds_outcomes_until_the_partitions_pass_them():
+    from stream.calibration_stage import CalibrationStage
+    from stream.settings import Settings
+
+    store: dict = {}
+    stage = CalibrationStage(store, Settings().outcome_learner, sources=2)
+    outcome = {"alert_id": "a1f3c09e5b7d2e44", "subscriber_id": "s1",
+               "ts": "2026-03-02T12:00:00+08:00", "outcome": "retained"}
+    t = 1772424000.0  # 2026-03-02T12:00:00+08:00
+    assert not stage.process([("o", 0, orjson.dumps(outcome))]).dead_letters
+    assert stage.held == 1
+    mark = {"kind": "day", "partition": 0, "at": [t + 1, 0], "day": 1}
+    stage.process([("c", 0, orjson.dumps(mark))])
+    assert stage.held == 1  # partition 1 has not passed it
+    mark1 = {**mark, "partition": 1, "at": [t, 1]}  # at its time, not past it
+    stage.process([("c", 1, orjson.dumps(mark1))])
+    assert stage.held == 1
+    out = stage.process([("c", 2, orjson.dumps({**mark1, "at": [t + 5, 0]}))])
+    assert stage.held == 0
+    # Never alerted: an unknown alert, a dead letter with the original bytes and offset.
+    (letter,) = [v for _, v in out.dead_letters]
+    assert (letter["reason"], letter["offset"]) == ("unknown_alert", 0)
+    assert stage.process([("o", 1, b'{"alert_id": ')]).dead_letters[0][1]["reason"] == \
+        "malformed_json"

@@ -156,3 +156,23 @@ def test_client_settings_needs_a_broker_address(monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:9093")
     assert client_settings().bootstrap == "127.0.0.1:9093"
     assert client_settings("127.0.0.1:9094").bootstrap == "127.0.0.1:9094"
+
+
+def test_calibration_settings_build_the_learner_and_reject_bad_values():
+    from stream.settings import Settings, SettingsError
+
+    s = Settings.from_env({"CHURNWATCH_CALIBRATION_LAG_DAYS": "2",
+                           "CHURNWATCH_CALIBRATION_HORIZON_DAYS": "30",
+                           "CHURNWATCH_CALIBRATION_RED": "0.9",
+                           "CHURNWATCH_CALIBRATION_WARMUP": "7"})
+    assert s.calibration and s.calibration_topics == ("churn.outcomes", "churn.calibration")
+    learner = s.outcome_learner({})
+    assert (learner.lag_days, learner.horizon_s, learner.thresholds[1:]) == (
+        2, 30 * 86400, (0.45, 0.9))
+    assert learner.calibrator.warmup == 7
+    assert Settings.from_env({"CHURNWATCH_CALIBRATION": "false"}).calibration_topics == ()
+    for var, value in (("CHURNWATCH_CALIBRATION_YELLOW", "0.95"),
+                       ("CHURNWATCH_CALIBRATION_LAG_DAYS", "-1"),
+                       ("CHURNWATCH_CALIBRATION_HORIZON_DAYS", "0")):
+        with pytest.raises(SettingsError, match=var):
+            Settings.from_env({var: value})
