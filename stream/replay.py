@@ -63,8 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="partition count to mirror (default: the service's setting)")
     parser.add_argument("--no-groups", dest="groups", action="store_false",
                         help="leave out the group stage (no group alerts, no member signals)")
-    parser.add_argument("--no-calibration", dest="calibration", action="store_false",
-                        help="publish the engine's scores and zones (no outcome learning)")
+    calibrate = parser.add_mutually_exclusive_group()
+    calibrate.add_argument("--calibration", dest="calibration", action="store_true",
+                           default=None, help="calibrate by outcome learning (default: "
+                           "CHURNWATCH_CALIBRATION, as the service)")
+    calibrate.add_argument("--no-calibration", dest="calibration", action="store_false",
+                           help="publish the engine's scores and zones (no outcome learning)")
     parser.add_argument("--outcomes", type=Path, default=None,
                         help=f"call-centre outcomes, JSON Lines (default DIR/{OUTCOMES_FILE} "
                              f"if present)")
@@ -377,13 +381,21 @@ def stamp(alert: dict[str, Any]) -> dict[str, Any]:
     return alert
 
 
-def _default_partitions() -> int:
-    try:
-        from stream.settings import Settings
+def _settings() -> Any:
+    """The service's settings from the environment, or None (with a warning) if they
+    cannot be read: the replay still runs, with the defaults."""
+    from stream.settings import Settings, SettingsError
 
-        return int(Settings.from_env().partitions)
-    except Exception:  # settings unreadable: the replay still runs, with the default
-        return DEFAULT_PARTITIONS
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        print(f"replay: service settings unreadable ({exc}); using defaults", file=sys.stderr)
+        return None
+
+
+def _default_partitions() -> int:
+    settings = _settings()
+    return int(settings.partitions) if settings is not None else DEFAULT_PARTITIONS
 
 
 def _open_out(path: Path | None) -> IO[bytes]:
@@ -401,10 +413,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     learner: OutcomeLearner | None = None
     centre: CallCentre | None = None
-    if getattr(args, "calibration", True):
+    calibration = getattr(args, "calibration", None)
+    settings = _settings()
+    if calibration is None:  # as the service: CHURNWATCH_CALIBRATION
+        calibration = settings is not None and settings.calibration
+    if calibration:
         from detectors.calibration import OutcomeLearner
 
-        learner = OutcomeLearner()
+        # The service's learner parameters where its settings can be read.
+        learner = settings.outcome_learner({}) if settings is not None else OutcomeLearner()
     if getattr(args, "call_centre", False):
         if not (directory / "truth.jsonl").exists():
             print(f"replay: --call-centre needs {directory}/truth.jsonl (a simulated world)",

@@ -43,9 +43,11 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     ``true`` (default): the group stage runs in every worker (member signals to
     ``churn.group-signals``, group alerts, members' group context; docs/groups.md).
 ``CHURNWATCH_CALIBRATION`` [calibration]
-    ``true`` (default): subscriber alerts pass the calibration stage (one global model
-    learning from ``churn.outcomes`` and port-outs, docs/outcomes.md) before
-    ``churn.alerts``; ``false``: the engine's alerts go straight out.
+    ``true``: subscriber alerts pass the calibration stage (one global model learning
+    from ``churn.outcomes`` and port-outs, docs/outcomes.md) before ``churn.alerts``;
+    ``false`` (default): the engine's alerts go straight out. Off by default because on
+    the simulated worlds a model learned inside one world costs red+ recall for little
+    precision (docs/outcomes.md, "Evidence"); ``churnwatch replay`` follows this setting.
 ``CHURNWATCH_CALIBRATION_LAG_DAYS``, ``CHURNWATCH_CALIBRATION_HORIZON_DAYS``
 [calibration_lag_days, calibration_horizon_days]
     Extra days a label waits before the model learns it (default 1: the slack for late
@@ -135,7 +137,7 @@ class Settings:
     batch_size: int = 5000
     fast_path: bool = True
     groups: bool = True
-    calibration: bool = True
+    calibration: bool = False
     calibration_lag_days: int = 1
     calibration_horizon_days: int = 60
     calibration_yellow: float = 0.45

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 SUBSCRIBERS, DAYS, SEED = 160, 90, 11
 LEARNER_ENV = {
+    "CHURNWATCH_CALIBRATION": "true",
     "CHURNWATCH_GROUPS": "false",
     "CHURNWATCH_CALIBRATION_WARMUP": "12",
     "CHURNWATCH_CALIBRATION_MIN_CLASS": "3",
@@ -191,7 +192,7 @@ def _metric(port: int, name: str, **labels: str) -> float:
 def test_malformed_and_unknown_alert_outcomes_are_counted_dead_letters(broker, tmp_path):
     import base64
 
-    settings, environ = unique_settings(broker.bootstrap)
+    settings, environ = unique_settings(broker.bootstrap, CHURNWATCH_CALIBRATION="true")
     sids = [f"s{i:03d}" for i in range(24)]  # every partition has some
     events = [call_event(i * 10 + d, sid, day=d) for i, sid in enumerate(sids)
               for d in (2, 3, 6)]

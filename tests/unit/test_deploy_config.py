@@ -297,15 +297,22 @@ def test_topic_initialiser_creates_every_topic_the_workers_use() -> None:
     app = create_app(settings.with_bootstrap("localhost:9"))  # builds, connects to nothing
     changelogs = {t.changelog_topic.get_topic_name() for t in app.tables.values()}
     assert changelogs and changelogs <= set(topics), (changelogs, sorted(topics))
-    assert set(settings.calibration_topics) <= set(topics)
+    # The calibration stage is off by default; its topics exist anyway, so turning it on
+    # (CHURNWATCH_CALIBRATION=true) needs nothing else.
+    calibrated = settings.replace(calibration=True)
+    cal_app = create_app(calibrated.with_bootstrap("localhost:9"))
+    cal_changelogs = {t.changelog_topic.get_topic_name() for t in cal_app.tables.values()}
+    assert set(calibrated.calibration_topics) <= set(topics)
+    assert cal_changelogs <= set(topics), (cal_changelogs, sorted(topics))
     assert set(topics) == (set(settings.all_topics) | set(settings.group_topics)
-                           | set(settings.calibration_topics) | changelogs), "no stray topics"
+                           | set(calibrated.calibration_topics) | changelogs
+                           | cal_changelogs), "no stray topics"
     # The calibration stage's topics and table have ONE partition (one model), the rest
     # follow PARTITIONS.
     script = "\n".join(services()["topics"]["command"])
     single = script[script.index("PARTS=1"):]
-    for name in (*settings.calibration_topics, f"{settings.app_id}-calibration-changelog"):
-        assert name in changelogs | set(settings.calibration_topics)
+    for name in (*calibrated.calibration_topics, f"{settings.app_id}-calibration-changelog"):
+        assert name in cal_changelogs | set(calibrated.calibration_topics)
         assert name.removeprefix(settings.app_id) in single, name
     assert all(t not in single for t in (*settings.all_topics, *settings.group_topics))
     env = env_of(services()["topics"])

@@ -81,13 +81,14 @@ def test_bad_lines_are_dead_lettered_and_change_nothing_else(
     def comparable(alerts: list[dict]) -> list[dict]:
         return [{k: v for k, v in a.items() if k != "emitted_at"} for a in alerts]
 
-    # The CLI runs the group stage and outcome learning (OutcomeLearner()) by default.
+    # The CLI runs the group stage by default, outcome learning as the service's
+    # CHURNWATCH_CALIBRATION says (off by default) or when asked.
     assert comparable(read_jsonl(tmp_path / "a.jsonl")) == list(
-        replay_directory(world, groups=True, learner=OutcomeLearner()))
-    assert run(parse([str(dirty), "--out", str(tmp_path / "b.jsonl"),
-                      "--no-calibration"])) == 0
-    assert comparable(read_jsonl(tmp_path / "b.jsonl")) == list(
         replay_directory(world, groups=True))
+    assert run(parse([str(dirty), "--out", str(tmp_path / "b.jsonl"),
+                      "--calibration"])) == 0
+    assert comparable(read_jsonl(tmp_path / "b.jsonl")) == list(
+        replay_directory(world, groups=True, learner=OutcomeLearner()))
 
 
 def test_duplicate_deliveries_are_counted_and_change_nothing(

@@ -233,7 +233,8 @@ def test_the_command_line(world: Path, tmp_path: Path,
                 for line in path.read_bytes().splitlines()]
 
     answers = tmp_path / "answers.jsonl"
-    assert run(parse([str(world), "--out", str(tmp_path / "a.jsonl"), "--call-centre",
+    assert run(parse([str(world), "--out", str(tmp_path / "a.jsonl"), "--calibration",
+                      "--call-centre",
                       "--outcomes-out", str(answers), "--unreachable", "0.2",
                       "--no-answer", "0.05"])) == 0
     err = capsys.readouterr().err
@@ -241,7 +242,7 @@ def test_the_command_line(world: Path, tmp_path: Path,
     written = [orjson.loads(line) for line in answers.read_bytes().splitlines()]
     assert written and {o["outcome"] for o in written} <= {
         "retained", "unreachable", "not_at_risk", "churned", "no_answer"}
-    assert run(parse([str(world), "--out", str(tmp_path / "b.jsonl"),
+    assert run(parse([str(world), "--out", str(tmp_path / "b.jsonl"), "--calibration",
                       "--outcomes", str(answers)])) == 0
     assert alerts(tmp_path / "b.jsonl") == alerts(tmp_path / "a.jsonl")
     # The default learner, the default call centre seeded by the world's seed.

@@ -161,7 +161,9 @@ def test_client_settings_needs_a_broker_address(monkeypatch):
 def test_calibration_settings_build_the_learner_and_reject_bad_values():
     from stream.settings import Settings, SettingsError
 
-    s = Settings.from_env({"CHURNWATCH_CALIBRATION_LAG_DAYS": "2",
+    assert not Settings.from_env({}).calibration  # off by default
+    s = Settings.from_env({"CHURNWATCH_CALIBRATION": "true",
+                           "CHURNWATCH_CALIBRATION_LAG_DAYS": "2",
                            "CHURNWATCH_CALIBRATION_HORIZON_DAYS": "30",
                            "CHURNWATCH_CALIBRATION_RED": "0.9",
                            "CHURNWATCH_CALIBRATION_WARMUP": "7"})
