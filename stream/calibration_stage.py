@@ -433,7 +433,8 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
         TableStore(cache), settings.outcome_learner, settings.partitions,
         keys=lambda: list(table.data), lag_days=settings.calibration_lag_days,
         hold_s=settings.calibration_hold_s, max_held=settings.calibration_max_held,
-        topics=(settings.topic_calibration, settings.topic_outcomes))
+        topics=(settings.topic_calibration, settings.topic_outcomes),
+        tz_offset_hours=settings.tz_offset_hours)
     cal = Calibration(topic=topic, table=table, stage=stage, alerts_topic=alerts_topic,
                       deadletter_topic=deadletter_topic, cache=cache)
     if gate is None:

@@ -215,7 +215,15 @@ class Settings:
             lag_days=self.calibration_lag_days,
             yellow=self.calibration_yellow,
             red=self.calibration_red,
+            tz_offset_hours=self.tz_offset_hours,
         )
+
+    @property
+    def tz_offset_hours(self) -> float:
+        """The engines' local time (their days), also the calibration stage's."""
+        from detectors import EngineConfig
+
+        return float(self.engine_overrides.get("tz_offset_hours", EngineConfig.tz_offset_hours))
 
     @property
     def input_topics(self) -> dict[str, str]:
