@@ -28,7 +28,6 @@ from detectors.days import Clock, parse_ts
 
 __all__ = [
     "CALIBRATION_STATE_VERSION",
-    "LEARNER_STATE_VERSION",
     "LABELS",
     "OUTCOMES",
     "OutcomeLearner",
@@ -41,8 +40,6 @@ __all__ = [
 
 #: Bump when the features or the state layout change meaning.
 CALIBRATION_STATE_VERSION = 1
-#: The learner's own state (clock, counters, red cut); 2 added the red cut.
-LEARNER_STATE_VERSION = 2
 #: Outcomes a call-centre tool may report (``stream/schemas/outcome.schema.json``).
 OUTCOMES: tuple[str, ...] = ("retained", "unreachable", "not_at_risk", "churned", "no_answer")
 #: What each outcome says about risk: at risk (True), a false alarm (False), nothing (None).
@@ -63,8 +60,6 @@ ZONES = ("blue", "green", "yellow", "red", "white")
 DAY_S = 86400.0
 META_KEY = "__calibration__"
 MODEL_KEY = "__calibration_model__"
-CUT_KEY = "__calibration_cut__"
-RED_CUTS = ("subscribers", "share", "probability")
 # Label sources, in the order they win a tie at the same instant.
 BY_OUTCOME, BY_EXIT, BY_HORIZON = 0, 1, 2
 
@@ -454,27 +449,6 @@ class OutcomeLearner:
         Zone thresholds for the calibrated score, a probability: red is 85% likely to be
         leaving (chosen on seeds 1-20, ``docs/outcomes.md``; the engine's 0.7 is for its
         noisy-or score, and most alerts are right, so 0.7 would make most of them red).
-        ``red`` is used with ``red_cut="probability"`` only.
-    red_cut
-        How a calibrated alert becomes red. ``"probability"`` (the default): at
-        ``red``. ``"subscribers"``: over the last ``cut_window`` calibrated alerts the
-        engine made ``k`` subscribers red; an alert is red when its calibrated score is
-        at or above the ``k``-th highest of those subscribers' best scores: as many red
-        subscribers as the engine's zones, chosen by the model (a ranking, where a fixed
-        probability is an operating point of its own). ``"share"``: the same by alerts
-        (``k`` red alerts; a subscriber with an open and an escalation uses two). Until
-        ``cut_min`` alerts have been calibrated the engine's red stands. Silence (white)
-        stays white. Measured in ``docs/outcomes.md`` (session 3): on held-out worlds
-        neither raised red+ precision at the engine's recall, so neither is the default.
-    cut_window
-        Calibrated alerts the red cut looks back over (bounded state; the model's scale
-        moves as it learns, so recent scores, not all).
-    gate
-        Publish the calibrated zone only while the model's scores, given when each alert
-        fired, rank the labels that came since (the last ``gate_window`` of them, at
-        least ``gate_min`` of each class) better than the engine's scores do (AUC);
-        else the alert keeps the engine's zone (its ``risk_score`` is still the model's).
-        Off by default (``docs/outcomes.md``).
 
     Examples
     --------
@@ -519,16 +493,6 @@ class OutcomeLearner:
     >>> restored.to_state() == learner.to_state()
     True
 
-    Red by rank instead (``red_cut="subscribers"``): the engine made every alert red, so
-    every one stays red; the gate opens, as the model ranks better than the engine's
-    flat 0.75:
-
-    >>> ranked = OutcomeLearner(RiskCalibrator(warmup=30, min_class=5),
-    ...                         red_cut="subscribers", gate=True)
-    >>> late = learn_stream(ranked, [(kind, msg) for _, kind, msg in items])[-150:]
-    >>> ranked.trusted, sorted(Counter(a["zone"] for a in late).items())
-    (True, [('red', 150)])
-
     """
 
     def __init__(
@@ -542,26 +506,14 @@ class OutcomeLearner:
         green: float = 0.2,
         yellow: float = 0.45,
         red: float = 0.85,
-        red_cut: str = "probability",
-        cut_window: int = 400,
-        cut_min: int = 20,
-        gate: bool = False,
-        gate_window: int = 300,
-        gate_min: int = 10,
     ):
-        if red_cut not in RED_CUTS:
-            raise ValueError(f"unknown red cut {red_cut!r}")
         self.store: MutableMapping[str, Any] = store if store is not None else {}
         self.horizon_s = horizon_days * DAY_S
         self.lag_days = lag_days
         self.clock = Clock(tz_offset_hours, 0.0)
         self.thresholds = (green, yellow, red)
-        self.red_cut, self.cut_window, self.cut_min = red_cut, cut_window, cut_min
-        self.gate, self.gate_window, self.gate_min = gate, gate_window, gate_min
         saved = self.store.get(META_KEY)
         if saved is not None:
-            if saved.get("v") not in (1, LEARNER_STATE_VERSION):  # 1: no red cut kept
-                raise ValueError(f"learner state version {saved.get('v')!r} unknown")
             self.calibrator = RiskCalibrator.from_state(self.store[MODEL_KEY])
             self.sealed: int | None = saved["sealed"]
             self.counters: Counter[str] = Counter(saved["counters"])
@@ -569,25 +521,15 @@ class OutcomeLearner:
             self.calibrator = calibrator if calibrator is not None else RiskCalibrator()
             self.sealed = None
             self.counters = Counter()
-        cut = self.store.get(CUT_KEY, {})
-        # The red cut: [calibrated score, engine red, subscriber id] of the last
-        # calibrated alerts.
-        self.recent: list[list[Any]] = [[float(s), float(r), str(i)]
-                                        for s, r, i in cut.get("recent", [])]
-        # The gate: [score the model gave, engine score, label] of the last labelled
-        # alerts that were scored by a warm model.
-        self.judged: list[list[float]] = [
-            [float(p), float(r), float(y)] for p, r, y in cut.get("judged", [])]
 
     # -- inputs ---------------------------------------------------------------------------
     def alert(self, alert: dict[str, Any]) -> dict[str, Any]:
         """Score a subscriber alert (a copy, calibrated) and keep it until it is labelled.
 
         Group alerts and resolutions come back unchanged. Once the model is warm the copy
-        has the calibrated ``risk_score`` and ``zone`` (the engine's zone while the gate
-        is closed) and the engine's as ``raw_risk_score``/``raw_zone``; before, the
-        engine's score and zone. Always ``calibration_version`` (model, labels learned,
-        last day learned).
+        has the calibrated ``risk_score`` and ``zone`` and the engine's as
+        ``raw_risk_score``/``raw_zone``; before, the engine's score and zone. Always
+        ``calibration_version`` (model, labels learned, last day learned).
         """
         if alert.get("kind", "subscriber") != "subscriber" or alert["status"] == "resolved":
             return alert
@@ -597,16 +539,12 @@ class OutcomeLearner:
         cal = self.calibrator
         raw = float(alert["risk_score"])
         out = dict(alert)
-        score = cal.score(x, raw) if cal.warm else raw
         if cal.warm:
+            score = cal.score(x, raw)
             out["raw_risk_score"], out["raw_zone"] = raw, alert["zone"]
             out["risk_score"] = score
-            if alert["zone"] == "white":
-                pass  # silence stays white: no score says otherwise
-            elif self.trusted:
-                out["zone"] = self._zone(score, alert["zone"] == "red")
-            else:
-                self.counters["alerts_engine_zone"] += 1
+            if alert["zone"] != "white":  # silence stays white: no score says otherwise
+                out["zone"] = zone_of(score, *self.thresholds)
         out["calibration_version"] = self.version
         self.counters["alerts_calibrated" if cal.warm else "alerts_raw"] += 1
         aid, sid = str(alert["alert_id"]), str(alert["subscriber_id"])
@@ -614,13 +552,7 @@ class OutcomeLearner:
         if key in self.store:
             self.counters["alerts_duplicate"] += 1  # a redelivery: keep the first
             return out
-        if cal.warm and alert["zone"] != "white" and self.red_cut != "probability":
-            self.recent = [*self.recent, [score, float(alert["zone"] == "red"), sid]]
-            del self.recent[:-self.cut_window]
-            self._save_cut()
-        # With the gate, the score the model gave, to judge it once the label comes.
-        self.store[key] = {"s": sid, "t": ts, "x": x, "c": [],
-                           **({"p": score} if cal.warm and self.gate else {})}
+        self.store[key] = {"s": sid, "t": ts, "x": x, "c": []}
         self.store[f"u:{sid}"] = [*self.store.get(f"u:{sid}", []), aid]
         self._index(self.clock.day(ts + self.horizon_s), aid)
         self.counters["alerts_pending"] += 1
@@ -682,46 +614,6 @@ class OutcomeLearner:
             self._seal(self.sealed)
         self._save(model=self.calibrator.n != learned)
 
-    @property
-    def trusted(self) -> bool:
-        """Without the gate, always. With it: once the labelled alerts the model scored
-        (``gate_min`` of each class among the last ``gate_window``) are ranked better by
-        the model's score than by the engine's (AUC): until then the engine's score and
-        zone stand."""
-        if not self.gate:
-            return True
-        ys = [y for _, _, y in self.judged]
-        pos = int(sum(ys))
-        if pos < self.gate_min or len(ys) - pos < self.gate_min:
-            return False
-        return _auc([p for p, _, _ in self.judged], ys) > _auc(
-            [r for _, r, _ in self.judged], ys)
-
-    def _save_cut(self) -> None:
-        self.store[CUT_KEY] = {"recent": list(self.recent), "judged": list(self.judged)}
-
-    def _zone(self, score: float, engine_red: bool) -> str:
-        """The calibrated zone of a (non-white) calibrated alert."""
-        green, yellow, red = self.thresholds
-        if self.red_cut == "probability":
-            return zone_of(score, green, yellow, red)
-        if len(self.recent) < self.cut_min:
-            is_red = engine_red  # too few scores to rank against: the engine's red stands
-        elif self.red_cut == "share":
-            k = int(sum(r for _, r, _ in self.recent))
-            is_red = k > 0 and score >= sorted(s for s, _, _ in self.recent)[-k]
-        else:
-            # Per subscriber: the engine made k of them red; the model picks k by their
-            # highest score (a subscriber with an open and an escalation counts once).
-            best: dict[str, float] = {}
-            reds = set()
-            for s, r, sid in self.recent:
-                best[sid] = max(best.get(sid, 0.0), s)
-                if r:
-                    reds.add(sid)
-            is_red = bool(reds) and score >= sorted(best.values())[-len(reds)]
-        return "red" if is_red else zone_of(score, green, yellow, math.inf)
-
     # -- state ----------------------------------------------------------------------------
     @property
     def version(self) -> str:
@@ -731,15 +623,13 @@ class OutcomeLearner:
 
     def to_state(self) -> dict[str, Any]:
         """The learner's own state (the model, the clock, counters)."""
-        return {"v": LEARNER_STATE_VERSION, "sealed": self.sealed,
-                "model": self.calibrator.to_state(), "counters": dict(self.counters),
-                "cut": [list(r) for r in self.recent],
-                "judged": [list(r) for r in self.judged]}
+        return {"v": CALIBRATION_STATE_VERSION, "sealed": self.sealed,
+                "model": self.calibrator.to_state(), "counters": dict(self.counters)}
 
     def _save(self, model: bool = False) -> None:
         # The clock and counters change with every input; the model only when a day is
         # sealed with labels in it, so it has a key of its own, written then.
-        self.store[META_KEY] = {"v": LEARNER_STATE_VERSION, "sealed": self.sealed,
+        self.store[META_KEY] = {"v": CALIBRATION_STATE_VERSION, "sealed": self.sealed,
                                 "counters": dict(self.counters)}
         if model:
             self.store[MODEL_KEY] = self.calibrator.to_state()
@@ -764,7 +654,6 @@ class OutcomeLearner:
         if not ids:
             return
         examples: list[tuple[float, str, dict[str, float], bool, int]] = []
-        judged: list[tuple[float, str, list[float]]] = []
         for aid in sorted(set(ids)):
             rec = self.store.get(f"a:{aid}")
             expiry = rec["t"] + self.horizon_s if rec is not None else 0.0
@@ -780,8 +669,6 @@ class OutcomeLearner:
                 continue
             ts, source, label = min(found)
             examples.append((ts, aid, rec["x"], label, source))
-            if "p" in rec:
-                judged.append((ts, aid, [float(rec["p"]), rec["x"]["score"], float(label)]))
             if expires:
                 del self.store[f"a:{aid}"]
             else:
@@ -793,39 +680,11 @@ class OutcomeLearner:
             else:
                 self.store.pop(f"u:{rec['s']}", None)
         examples.sort(key=lambda e: (e[0], e[1]))
-        if judged:
-            judged.sort(key=lambda e: (e[0], e[1]))
-            self.judged = [*self.judged, *(j for _, _, j in judged)][-self.gate_window:]
-            self._save_cut()
         names = ("outcome", "exit", "horizon")
         for _, _, x, label, source in examples:
             self.calibrator.learn_one(x, label)
             self.counters[f"labels_{names[source]}_{'pos' if label else 'neg'}"] += 1
             self.counters["alerts_pending"] -= 1
-
-
-def _auc(scores: list[float], labels: list[float]) -> float:
-    """Area under the ROC curve (ties count a half).
-
-    >>> _auc([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0]), _auc([0.5, 0.5], [1, 0])
-    (0.75, 0.5)
-    """
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1  # average rank of a tie
-        i = j + 1
-    pos = sum(1 for y in labels if y)
-    neg = len(labels) - pos
-    if not pos or not neg:
-        return 0.5
-    top = sum(r for r, y in zip(ranks, labels, strict=True) if y)
-    return (top - pos * (pos + 1) / 2) / (pos * neg)
 
 
 def learn_stream(
