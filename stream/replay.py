@@ -252,20 +252,8 @@ def replay_directory(
         p = partition_for(profile["subscriber_id"])
         yield from judged(p, engines[p].process("subscribers", profile))
 
-    if learner is None and call_centre is None:
-        # Before outcome learning, and still without it: byte for byte the same path.
-        events = heapq.merge(accepted("calls"), accepted("billing"))
-        for n, (ts, order, _, event) in enumerate(events, start=1):
-            p = partition_for(event["subscriber_id"])
-            alerts = engines[p].process(INPUT_KINDS[order], event, ts=ts)
-            if alerts or groups:
-                yield from judged(p, alerts)
-            if n % PROGRESS_EVERY == 0:
-                print(f"replay: {n:,} events", file=sys.stderr, flush=True)
-    else:
-        yield from _with_outcomes(
-            directory, judged, engines, partition_for, accepted, counts, on_dead_letter,
-            learner, outcomes, call_centre, truth, on_answer)
+    yield from _events(directory, judged, engines, partition_for, accepted, counts,
+                       on_dead_letter, groups, learner, outcomes, call_centre, truth, on_answer)
 
     for engine in engines:
         counts.update({f"engine.{k}": v for k, v in engine.counters.items()})
@@ -279,7 +267,7 @@ def replay_directory(
 OUTCOME_ORDER = len(INPUT_KINDS)
 
 
-def _with_outcomes(
+def _events(
     directory: Path,
     judged: Callable[[int, list[dict[str, Any]]], Iterator[dict[str, Any]]],
     engines: list[Any],
@@ -287,14 +275,15 @@ def _with_outcomes(
     accepted: Callable[[str], Iterator[tuple[float, int, int, dict[str, Any]]]],
     counts: Counter[str],
     on_dead_letter: DeadLetterSink | None,
+    groups: bool,
     learner: OutcomeLearner | None,
     outcomes: Path | None,
     call_centre: CallCentre | None,
     truth: dict[str, dict[str, Any]] | None,
     on_answer: Callable[[dict[str, Any]], None] | None,
 ) -> Iterator[dict[str, Any]]:
-    """The event loop of :func:`replay_directory` with the learner, outcomes and the call
-    centre in it (the order is documented there)."""
+    """The event loop of :func:`replay_directory`: calls and billing in event time, with
+    the learner, outcomes and the call centre when given (the order is documented there)."""
     from stream.callcentre import load_truth
 
     if call_centre is not None and truth is None:
@@ -356,17 +345,21 @@ def _with_outcomes(
                     heapq.heappush(answers, (when, next(made), answer))
             yield alert
 
+    calibrating = learner is not None or call_centre is not None
     items = heapq.merge(accepted("calls"), accepted("billing"), filed)
     n = 0
     for ts, order, number, item in items:
-        release(ts)
+        if answers:
+            release(ts)
         if order == OUTCOME_ORDER:
             take(item[0], item[1], number)
             continue
         n += 1
         p = partition_for(item["subscriber_id"])
         alerts = engines[p].process(INPUT_KINDS[order], item, ts=ts)
-        yield from scored(judged(p, alerts), ts)
+        if alerts or groups:
+            raised = judged(p, alerts)
+            yield from scored(raised, ts) if calibrating else raised
         if learner is not None and INPUT_KINDS[order] == "billing" \
                 and item.get("kind") in LEAVING:
             learner.exit(item["subscriber_id"], item["ts"])
