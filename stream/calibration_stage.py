@@ -348,6 +348,27 @@ class CalibrationStage:
             out.dead_letters.append((None, letter))
 
 
+def uncalibrated(values: Iterable[bytes | None]) -> list[dict[str, Any]]:
+    """The alerts (as the engines made them, stamped now) in raw ``churn.calibration``
+    records: what is published when the stage cannot calibrate a batch.
+
+    >>> rec = {"kind": "alert", "partition": 0, "at": [0, 0], "alert": {"alert_id": "a1"}}
+    >>> [a["alert_id"] for a in uncalibrated([orjson.dumps(rec), b"junk", None])]
+    ['a1']
+    """
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    alerts = []
+    for raw in values:
+        try:
+            rec = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "alert" and isinstance(
+                rec.get("alert"), dict):
+            alerts.append({**rec["alert"], "emitted_at": stamp})
+    return alerts
+
+
 def _segment(pending: Any) -> str:
     """The segment of a pending alert (from its features), else "unknown"."""
     x = pending.get("x") if isinstance(pending, dict) else None
@@ -458,10 +479,18 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
             try:
                 out = stage.process([(e.message.topic, e.message.offset, e.message.value)
                                      for e in events])
-            except Exception:  # a model bug must not stop the stage: log, drop the batch
+            except Exception:  # a model bug must not stop the stage, nor lose alerts
                 log.exception("calibration stage failed on a batch of %d", len(events))
                 cache.discard()
                 stage.reset()
+                # The batch's alerts go out as the engines made them (counted); its exits
+                # and outcomes are lost to the model, not to anyone waiting for an alert.
+                raw_alerts = uncalibrated(e.message.value for e in events
+                                          if e.message.topic == settings.topic_calibration)
+                await asyncio.gather(*[await alerts_topic.send(
+                    key=str(a["subscriber_id"]).encode(), value=a) for a in raw_alerts])
+                if metrics is not None:
+                    metrics.calibration_uncalibrated.inc(len(raw_alerts))
                 for e in events:
                     e.ack()
                 return
@@ -542,4 +571,6 @@ def _record(metrics: Any, stage: CalibrationStage, out: StageOutput) -> None:
             metrics.late_labels.inc(delta)
         elif name == "s.forced":
             metrics.calibration_forced.inc(delta)
+        elif name == "s.uncalibrated":
+            metrics.calibration_uncalibrated.inc(delta)
     metrics.calibration_held.set(stage.held)

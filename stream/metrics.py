@@ -135,6 +135,12 @@ class Metrics:
             "Items released out of order because the stage held more than its limit.",
             registry=registry,
         )
+        self.calibration_uncalibrated = Counter(
+            "churnwatch_calibration_uncalibrated_total",
+            "Subscriber alerts the calibration stage published as the engine made them "
+            "because it could not score them (see the worker's log).",
+            registry=registry,
+        )
 
     def add_engine_counters(self, delta: Mapping[str, int]) -> None:
         for name, value in delta.items():
