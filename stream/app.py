@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from stream import codecs
 from stream.agents import BatchProcessor, EngineLike, register
-from stream.gate import BatchGate
+from stream.gate import BatchGate, gate_for_agent
 from stream.metrics import Metrics, install_faust_sensor
 from stream.recovery import ChurnwatchTransport
 from stream.settings import Settings
@@ -143,14 +143,10 @@ def create_app(
 
         calibration = declare_calibration(app, settings, alerts_topic=topics.alerts,
                                           deadletter_topic=topics.deadletter, metrics=metrics)
-    gate = BatchGate("churnwatch-detect")
-    if not settings.fast_path:
-        # Agent batches: Faust's stop drains the streams first (the agent acks what it was
-        # given), then cancels the agents; close in between.
-        async def close_gate(sender: Any, **kwargs: Any) -> None:
-            await gate.close()
-
-        app.on_before_shutdown.connect(close_gate)
+    if settings.fast_path:
+        gate = BatchGate("churnwatch-detect")  # closed by ChurnwatchApp.on_stop
+    else:
+        gate = gate_for_agent(app, "churnwatch-detect")
     agent, handle = register(app, topics, processor, settings, groups=groups, gate=gate)
     app.churnwatch = Parts(
         batch_sink=handle if settings.fast_path else None,

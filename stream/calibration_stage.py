@@ -57,7 +57,7 @@ from typing import Any
 import orjson
 
 from detectors.days import Clock, parse_ts
-from stream.gate import BatchGate
+from stream.gate import BatchGate, gate_for_agent
 from stream.validation import Accepted, Rejected, Validator, dead_letter
 
 log = logging.getLogger(__name__)
@@ -459,12 +459,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
     cal = Calibration(topic=topic, table=table, stage=stage, alerts_topic=alerts_topic,
                       deadletter_topic=deadletter_topic, cache=cache)
     if gate is None:
-        gate = BatchGate(AGENT_NAME)
-
-        async def close_gate(sender: Any, **kwargs: Any) -> None:
-            await gate.close()
-
-        app.on_before_shutdown.connect(close_gate)
+        gate = gate_for_agent(app, AGENT_NAME)
     lock = gate.lock
 
     async def handle(events: list[Any]) -> None:

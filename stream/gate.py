@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +63,16 @@ class BatchGate:
                         "anyway (its input is delivered again)", self.name, self.timeout_s)
             return
         self.lock.release()
+
+
+def gate_for_agent(app: Any, name: str) -> BatchGate:
+    """A gate for an agent's batches, closed on Faust's ``on_before_shutdown``: after
+    Faust's stop has drained the streams (the agent acks what it was given), before it
+    cancels the agents, so the batch in hand finishes with the producer running."""
+    gate = BatchGate(name)
+
+    async def close_gate(sender: Any, **kwargs: Any) -> None:
+        await gate.close()
+
+    app.on_before_shutdown.connect(close_gate)
+    return gate

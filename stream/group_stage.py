@@ -45,7 +45,7 @@ from detectors.group import GroupConfig, group_context
 from detectors.group import GroupStage as GroupFold
 from stream.agents import alert_key
 from stream.codecs import ORJSON, RAW
-from stream.gate import BatchGate
+from stream.gate import BatchGate, gate_for_agent
 from stream.signal_order import Sequencer, is_watermark
 from stream.tables import BatchCache, PartitionIndex, PartitionView, send_records
 
@@ -256,13 +256,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
                        contexts=ContextView(settings) if contexts else None)
     stage.cache = BatchCache(table, PartitionIndex())
     if gate is None:
-        gate = BatchGate(AGENT_NAME)
-        # After Faust has drained the streams (the stage acks what it was given), before
-        # it cancels the agents: the batch in hand finishes with the producer running.
-        async def close_gate(sender: Any, **kwargs: Any) -> None:
-            await gate.close()
-
-        app.on_before_shutdown.connect(close_gate)
+        gate = gate_for_agent(app, AGENT_NAME)
     lock = gate.lock
 
     async def handle(events: list[Any]) -> None:
