@@ -30,8 +30,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
+from stream.batch import commit, current
 from stream.gate import BatchGate
 from stream.ordering import KIND_ORDER, CaughtUp, Reorder
 from stream.signal_order import closed_to
@@ -407,7 +409,6 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
     ``gate`` (:class:`stream.gate.BatchGate`): batches run under its lock, none after it
     closes; the caller closes it when the worker stops.
     """
-    import asyncio
 
     from faust.types import TP
 
@@ -490,15 +491,9 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
         async with lock:
             if gate.closed:  # stopping: not acked, so delivered again to the next owner
                 return
-            generation = app.consumer_generation_id
-            # Fetched before a rebalance: Faust delivers them again from the committed
-            # offsets (to whoever owns the partition now).
-            fresh = [i for i in items
-                     if getattr(getattr(i, "message", i), "generation_id", generation)
-                     == generation]
-            if len(fresh) < len(items):
-                await seek_back([i for i in items if not any(i is f for f in fresh)])
-            items = fresh
+            items, stale = current(app, items)
+            if stale:
+                await seek_back(stale)
             started = time.perf_counter()
             if len(processor.reorder) or items:
                 probes_from_fetches()
@@ -521,27 +516,21 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                 # never loses them (the group stage ignores a signal seen before).
                 sent += await groups.publish(result.signals)
                 sent += await groups.publish_watermarks(result.watermarks)
-            if sent:  # delivered before the state (and its marks) that says they were
-                await asyncio.gather(*sent)
-            staged = processor.stage()
-            if staged.keys:
-                # The write-ahead copy first, then the per-key records: a crash leaves the
-                # batch either not written or completable from the copy
-                # (stream.tables). Waiting for the records too means the next batch's
-                # copy is never needed to complete this one.
-                staged.send_wal()
-                await app.producer.flush()
-                staged.send_records()
-                await app.producer.flush()
             consumer = app.consumer
-            for item in result.done:  # Faust commits only acked offsets, after a flush
-                if hasattr(item, "message"):
-                    item.ack()  # a stream event
-                else:
-                    consumer.ack(item)  # a message from the batch path
+            await commit(
+                app, sent, state,
+                # a stream event acks itself; a message from the batch path, the consumer
+                acks=[item.ack if hasattr(item, "message") else partial(consumer.ack, item)
+                      for item in result.done])
             if metrics is not None and (items or result.done):
                 metrics.batch_seconds.observe(time.perf_counter() - started)
                 metrics.batch_events.observe(len(result.done))
+
+    def state() -> list[Callable[[], None]]:
+        # The write-ahead copy first, then the per-key records: a crash leaves the batch
+        # either not written or completable from the copy (stream.tables).
+        staged = processor.stage()
+        return [staged.send_wal, staged.send_records] if staged.keys else []
 
     async def seek_back(stale: list[Any]) -> None:
         """Messages fetched in an earlier generation are dropped unprocessed, so make sure

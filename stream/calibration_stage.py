@@ -43,7 +43,6 @@ delivered before the state that says they were made (at least once, same ``alert
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import os
@@ -52,11 +51,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
 
 from detectors.days import Clock, parse_ts
+from stream.batch import commit, current
 from stream.gate import BatchGate, gate_for_agent
 from stream.validation import Accepted, Rejected, Validator, dead_letter
 
@@ -428,13 +429,20 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
             metrics: Any = None, gate: BatchGate | None = None) -> Calibration:
     """Declare the calibration stage on ``app``: its input topic, table and agent."""
     from stream.codecs import RAW
-    from stream.tables import BatchCache, PartitionIndex, WalReader, _table
+    from stream.tables import (
+        BatchCache,
+        PartitionIndex,
+        WalReader,
+        plain_table,
+        send_records,
+        wal_chunks,
+    )
 
     topic = app.topic(settings.topic_calibration, settings.topic_outcomes, partitions=1,
                       replicas=settings.replication, key_type=bytes, key_serializer=RAW,
                       value_type=bytes, value_serializer=RAW)
-    table = _table(app, CALIBRATION_TABLE, partitions=1, key_type=str,
-                   help="The calibration learner and stage (one partition).")
+    table = plain_table(app, CALIBRATION_TABLE, partitions=1, key_type=str,
+                        help="The calibration learner and stage (one partition).")
     wal = table.wal = WalReader()
 
     async def overlay() -> None:
@@ -466,9 +474,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
         async with lock:
             if gate.closed:  # stopping: not acked, so delivered again
                 return
-            generation = app.consumer_generation_id
-            events = [e for e in events
-                      if getattr(e.message, "generation_id", generation) == generation]
+            events, _ = current(app, events)
             if not events and not stage.heap:
                 return
             try:
@@ -482,12 +488,11 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
                 # and outcomes are lost to the model, not to anyone waiting for an alert.
                 raw_alerts = uncalibrated(e.message.value for e in events
                                           if e.message.topic == settings.topic_calibration)
-                await asyncio.gather(*[await alerts_topic.send(
-                    key=str(a["subscriber_id"]).encode(), value=a) for a in raw_alerts])
+                await commit(app, [await alerts_topic.send(
+                    key=str(a["subscriber_id"]).encode(), value=a) for a in raw_alerts],
+                    acks=[e.ack for e in events])
                 if metrics is not None:
                     metrics.calibration_uncalibrated.inc(len(raw_alerts))
-                for e in events:
-                    e.ack()
                 return
             sent = []
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -497,22 +502,18 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
                     key=str(alert["subscriber_id"]).encode(), value=alert))
             for key, letter in out.dead_letters:
                 sent.append(await deadletter_topic.send(key=key, value=letter))
-            if sent:  # delivered before the state that says they were made
-                await asyncio.gather(*sent)
-            records = cache.drain()
-            if records:
-                from stream.tables import send_records, wal_chunks
-
-                entries = [(b"s", k, v) for _, k, v in records]
-                chunks = wal_chunks(os.urandom(6).hex(), 0, entries)
-                send_records(table, [(0, k, v) for k, v in chunks])
-                await app.producer.flush()
-                send_records(table, records)
-                await app.producer.flush()
-            for e in events:
-                e.ack()
+            await commit(app, sent, state, acks=[e.ack for e in events])
             if metrics is not None:
                 _record(metrics, stage, out)
+
+    def state() -> list[Callable[[], None]]:
+        records = cache.drain()
+        if not records:
+            return []
+        # The batch's keys land together: a write-ahead copy, then key by key.
+        chunks = wal_chunks(os.urandom(6).hex(), 0, [(b"s", k, v) for _, k, v in records])
+        return [partial(send_records, table, [(0, k, v) for k, v in chunks]),
+                partial(send_records, table, records)]
 
     async def calibrate(stream: Any) -> None:
         async for events in stream.noack_take(500, within=0.05):

@@ -33,21 +33,22 @@ agent by a batch and a poll, so the set of member alerts carrying the reason can
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from detectors.group import GroupConfig, group_context
 from detectors.group import GroupStage as GroupFold
 from stream.agents import alert_key
+from stream.batch import commit, current
 from stream.codecs import ORJSON, RAW
 from stream.gate import BatchGate, gate_for_agent
 from stream.signal_order import Sequencer, is_watermark
-from stream.tables import BatchCache, PartitionIndex, PartitionView, send_records
+from stream.tables import BatchCache, PartitionIndex, PartitionView, plain_table, send_records
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,6 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
     closes (by default when Faust's stop has drained the streams, before it cancels the
     agents).
     """
-    from stream.tables import _table  # the tables' raw-key, orjson-value changelog codec
 
     common = {
         "partitions": settings.partitions,
@@ -247,8 +247,8 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
                               internal=True, **common)
     if alerts_topic is None:
         alerts_topic = app.topic(settings.topic_alerts, value_serializer=ORJSON, **common)
-    table = _table(app, GROUPS_TABLE, partitions=settings.partitions, key_type=str,
-                   help="Group state per group_id (detectors.group.GroupWatch states).")
+    table = plain_table(app, GROUPS_TABLE, partitions=settings.partitions, key_type=str,
+                        help="Group state per group_id (detectors.group.GroupWatch states).")
     stage = GroupStage(signals_topic=signals, table=table, agent=None,
                        alerts_topic=alerts_topic, context_topic=context_topic,
                        sources=settings.partitions, partitions=settings.partitions,
@@ -263,10 +263,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
         async with lock:
             if gate.closed:  # stopping: not acked, so delivered again
                 return
-            generation = app.consumer_generation_id
-            # Fetched before a rebalance: delivered again from the committed offsets.
-            events = [e for e in events
-                      if getattr(e.message, "generation_id", generation) == generation]
+            events, _ = current(app, events)
             if not events:
                 return
             assert stage.cache is not None
@@ -292,17 +289,15 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
                 for gid, context in contexts:
                     sent.append(await context_topic.send(
                         key=gid.encode(), value={"group_id": gid, "context": context}))
-            if sent:  # delivered before the state that says they were made
-                await asyncio.gather(*sent)
-            # Each partition's sequencer after its group states (insertion order).
-            for partition, state in seqs.items():
-                stage.cache.set(partition, f"{SEQ_KEY}/{partition}", state)
-            records = stage.cache.drain()
-            if records:
-                send_records(table, records)
-                await app.producer.flush()
-            for e in events:
-                e.ack()
+            await commit(app, sent, partial(state, seqs), acks=[e.ack for e in events])
+
+    def state(seqs: dict[int, Any]) -> list[Callable[[], None]]:
+        assert stage.cache is not None
+        # Each partition's sequencer after its group states (insertion order).
+        for partition, seq in seqs.items():
+            stage.cache.set(partition, f"{SEQ_KEY}/{partition}", seq)
+        records = stage.cache.drain()
+        return [partial(send_records, table, records)] if records else []
 
     async def fold_signals(stream: Any) -> None:
         async for events in stream.noack_take(500, within=0.05):

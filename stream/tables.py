@@ -362,8 +362,9 @@ def _plain_table_class() -> type:
     return PlainTable
 
 
-def _table(app: Any, name: str, **kwargs: Any) -> Any:
-    """``app.Table(name, **kwargs)`` with the :class:`PlainTable` class."""
+def plain_table(app: Any, name: str, **kwargs: Any) -> Any:
+    """``app.Table(name, **kwargs)`` with the :class:`PlainTable` class (raw string keys,
+    orjson values in the changelog)."""
     table = _plain_table_class()(app, name=name, beacon=app.tables.beacon, **kwargs)
     return app.tables.add(table)
 
@@ -390,7 +391,7 @@ class StateTables:
     @classmethod
     def on_app(cls, app: Any, partitions: int) -> StateTables:
         subscriber_index, population_index = PartitionIndex(), PartitionIndex()
-        subscribers = _table(
+        subscribers = plain_table(
             app,
             SUBSCRIBERS_TABLE,
             partitions=partitions,
@@ -398,7 +399,7 @@ class StateTables:
             on_changelog_event=subscriber_index.on_changelog_event,
             help="Detector state per subscriber (the engine's versioned dicts).",
         )
-        population = _table(
+        population = plain_table(
             app,
             POPULATION_TABLE,
             partitions=partitions,
