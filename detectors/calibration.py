@@ -33,6 +33,7 @@ __all__ = [
     "OutcomeLearner",
     "RiskCalibrator",
     "alert_features",
+    "leading_reason",
     "learn_stream",
     "outcome_label",
     "zone_of",
@@ -74,6 +75,18 @@ def outcome_label(outcome: str) -> bool | None:
 
     """
     return LABELS[outcome]
+
+
+def leading_reason(alert: dict[str, Any]) -> str:
+    """The code of an alert's first reason (the strongest), ``"none"`` without one.
+
+    >>> leading_reason({"reasons": [{"code": "usage_drop"}, {"code": "spend_drop"}]})
+    'usage_drop'
+    >>> leading_reason({"reasons": []})
+    'none'
+    """
+    reasons = [r for r in alert.get("reasons") or () if r.get("code") != "resolved"]
+    return str(reasons[0]["code"]) if reasons else "none"
 
 
 def zone_of(score: float, green: float, yellow: float, red: float) -> str:
@@ -552,7 +565,11 @@ class OutcomeLearner:
         if key in self.store:
             self.counters["alerts_duplicate"] += 1  # a redelivery: keep the first
             return out
-        self.store[key] = {"s": sid, "t": ts, "x": x, "c": []}
+        # "m": segment, zone published and leading reason, kept for the outcome metrics
+        # (also in the tombstone: a call may be reported after the port-out labelled it).
+        self.store[key] = {"s": sid, "t": ts, "x": x, "c": [],
+                           "m": [str(alert.get("segment") or "unknown"), out["zone"],
+                                 leading_reason(alert)]}
         self.store[f"u:{sid}"] = [*self.store.get(f"u:{sid}", []), aid]
         self._index(self.clock.day(ts + self.horizon_s), aid)
         self.counters["alerts_pending"] += 1
@@ -673,7 +690,8 @@ class OutcomeLearner:
                 del self.store[f"a:{aid}"]
             else:
                 # A tombstone until the horizon: a later outcome for it is no dead letter.
-                self.store[f"a:{aid}"] = {"s": rec["s"], "t": rec["t"], "done": 1}
+                self.store[f"a:{aid}"] = {"s": rec["s"], "t": rec["t"], "m": rec.get("m"),
+                                          "done": 1}
             left = [a for a in self.store.get(f"u:{rec['s']}", []) if a != aid]
             if left:
                 self.store[f"u:{rec['s']}"] = left

@@ -93,8 +93,8 @@ class StageOutput:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     #: (key, dead letter) of rejected outcomes
     dead_letters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
-    #: (outcome, segment) of the outcomes learned from or answered
-    outcomes: list[tuple[str, str]] = field(default_factory=list)
+    #: (outcome, segment, zone published, leading reason) of the outcomes taken
+    outcomes: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 class CalibrationStage:
@@ -336,10 +336,9 @@ class CalibrationStage:
         else:
             outcome = item["outcome"]
             pending = self.store.get(f"a:{outcome['alert_id']}")
-            segment = _segment(pending)
             reason = learner.outcome(outcome)
             if reason is None:
-                out.outcomes.append((str(outcome["outcome"]), segment))
+                out.outcomes.append((str(outcome["outcome"]), *_answered(pending)))
                 return
             self.counters[f"dead_{reason}"] += 1
             detail = {"unknown_alert": "no alert of that id in the learner's horizon",
@@ -370,14 +369,20 @@ def uncalibrated(values: Iterable[bytes | None]) -> list[dict[str, Any]]:
     return alerts
 
 
-def _segment(pending: Any) -> str:
-    """The segment of a pending alert (from its features), else "unknown"."""
-    x = pending.get("x") if isinstance(pending, dict) else None
-    if x:
-        for name, value in x.items():
-            if name.startswith("segment_") and value:
-                return name[len("segment_"):]
-    return "unknown"
+def _answered(pending: Any) -> tuple[str, str, str]:
+    """``(segment, zone, leading reason)`` of the alert an outcome answers, from the
+    learner's record of it (``"m"``); "unknown" without one.
+
+    >>> _answered({"s": "s1", "t": 0, "m": ["sme", "red", "usage_drop"], "done": 1})
+    ('sme', 'red', 'usage_drop')
+    >>> _answered(None)
+    ('unknown', 'unknown', 'unknown')
+    """
+    labels = pending.get("m") if isinstance(pending, dict) else None
+    if not labels:
+        return "unknown", "unknown", "unknown"
+    segment, zone, reason = labels
+    return str(segment), str(zone), str(reason)
 
 
 class TableStore(MutableMapping[str, Any]):
@@ -550,8 +555,9 @@ def _record(metrics: Any, stage: CalibrationStage, out: StageOutput) -> None:
         metrics.alerts.labels(kind="subscriber", zone=str(alert.get("zone"))).inc()
         for reason in alert.get("reasons") or ():
             metrics.alert_reasons.labels(code=str(reason.get("code"))).inc()
-    for outcome, segment in out.outcomes:
-        metrics.outcomes.labels(outcome=outcome, segment=segment).inc()
+    for outcome, segment, zone, reason in out.outcomes:
+        metrics.outcomes.labels(outcome=outcome, segment=segment, zone=zone,
+                                reason=reason).inc()
     for _, letter in out.dead_letters:
         metrics.dead_letters.labels(reason=str(letter["reason"])).inc()
     reported = stage.reported

@@ -28,6 +28,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from detectors.calibration import leading_reason
+
 __all__ = [
     "ZONES", "LEVELS", "TARGETS", "World", "load_world", "read_alerts", "evaluate",
     "baseline_alerts", "format_report", "add_arguments", "run",
@@ -661,8 +663,7 @@ def outcome_metrics(alerts: list[dict[str, Any]], outcomes: list[dict[str, Any]]
             continue
         zone[str(a.get("zone"))][kind] += 1
         engine_zone[str(a.get("raw_zone", a.get("zone")))][kind] += 1
-        reasons = [r for r in a.get("reasons") or () if r.get("code") != "resolved"]
-        reason[str(reasons[0]["code"]) if reasons else "none"][kind] += 1
+        reason[leading_reason(a)][kind] += 1
         segment[str(a.get("segment"))][kind] += 1
     calls = sum(by_outcome.values())
     return {

@@ -104,13 +104,15 @@ class Metrics:
             registry=registry,
         )
 
-        # The calibration stage (docs/outcomes.md); the unreachable share is
-        # sum(outcomes{outcome=~"unreachable|no_answer"}) / sum(outcomes).
+        # The calibration stage (docs/outcomes.md). The unreachable share is
+        # sum(outcomes{outcome=~"unreachable|no_answer"}) / sum(outcomes); precision by
+        # zone or reason is (retained + churned) / (retained + churned + not_at_risk).
         self.outcomes = Counter(
             "churnwatch_outcomes_total",
-            "Call-centre outcomes taken by the calibration stage, by outcome and the "
-            "alerted subscriber's segment (dead letters not included).",
-            ["outcome", "segment"],
+            "Call-centre outcomes taken by the calibration stage, by outcome, the alerted "
+            "subscriber's segment, the zone the alert was published in and its leading "
+            "reason code (dead letters not included).",
+            ["outcome", "segment", "zone", "reason"],
             registry=registry,
         )
         self.labels_learned = Counter(

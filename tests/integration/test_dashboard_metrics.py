@@ -40,10 +40,23 @@ POISON = [b"{not json", b"\xff\xfe", b'{"event_id": "x", "subscriber_id": "S1"}'
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small world, with the simulated call centre's answers to its alerts in
+    ``outcomes.jsonl`` (so the outcome panels have series)."""
+    from stream.callcentre import CallCentre
+    from stream.replay import replay_directory
+    from stream.settings import Settings
     from stream.simulator import WorldParams, simulate
 
     out = tmp_path_factory.mktemp("world")
     simulate(out, WorldParams(subscribers=SUBSCRIBERS, days=DAYS, seed=SEED))
+    settings = Settings.from_env({})
+    answers: list[dict[str, Any]] = []
+    list(replay_directory(out, partitions=settings.partitions, groups=False,
+                          engine_config=settings.engine_config(),
+                          learner=settings.outcome_learner({}),
+                          call_centre=CallCentre(seed=3, unreachable=0.3, no_answer=0.1),
+                          on_answer=answers.append))
+    (out / "outcomes.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in answers))
     return out
 
 
@@ -95,11 +108,17 @@ def test_every_dashboard_query_is_backed_by_the_running_worker(
     from stream.produce import produce_directory
 
     monkeypatch.setenv("TEST_LOGLEVEL", "INFO")  # the log checked for personal data below
-    settings, env = unique_settings(broker.bootstrap)
+    # With the calibration stage, so that the call-centre outcome panels are backed too.
+    settings, env = unique_settings(broker.bootstrap, CHURNWATCH_CALIBRATION="true")
     worker = WorkerProc(env, tmp_path, name="dash", fake_engine=False).start()
     try:
         counts = produce_directory(world, settings)
         produce(broker.bootstrap, [(settings.topic_calls, b"S1", bad) for bad in POISON])
+        outcomes = (world / "outcomes.jsonl").read_bytes().splitlines()
+        assert outcomes, "the call centre answered some alerts"
+        produce(broker.bootstrap, [(settings.topic_outcomes,
+                                    orjson.loads(o)["subscriber_id"].encode(), o)
+                                   for o in outcomes])
         sent = sum(counts.values()) + len(POISON)
 
         def processed() -> bool:
@@ -109,7 +128,8 @@ def test_every_dashboard_query_is_backed_by_the_running_worker(
                 text = scrape(worker.metrics_port)
             except OSError:  # the endpoint is not up yet
                 return False
-            return total(samples(text), text, "churnwatch_events_total") >= sent
+            return (total(samples(text), text, "churnwatch_events_total") >= sent
+                    and total(samples(text), text, "churnwatch_outcomes_total") > 0)
 
         wait_for(processed, 200,
                  lambda: f"the worker to process {sent} messages; log:\n{worker.tail()}",
@@ -134,6 +154,10 @@ def test_every_dashboard_query_is_backed_by_the_running_worker(
         reasons = {labels["reason"] for labels in exposition["churnwatch_dead_letters_total"]}
         assert {"malformed_json", "not_utf8", "schema"} <= reasons
         assert total(exposition, text, "churnwatch_alert_reasons_total") > 0
+        # Outcomes carry the answered alert's zone and leading reason, not "unknown".
+        answered = exposition["churnwatch_outcomes_total"]
+        assert {labels["zone"] for labels in answered} <= {"yellow", "red", "white"}
+        assert "unknown" not in {labels["reason"] for labels in answered}
     finally:
         code = worker.terminate()
     assert code == 0, worker.tail()
