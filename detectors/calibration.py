@@ -52,9 +52,11 @@ LABELS: dict[str, bool | None] = {
     "no_answer": None,
 }
 # The feature vocabulary is fixed, so every example has the same keys (a scaler sees
-# zeros too, not only the features an alert happens to carry).
-CODES = ("usage_drop", "spend_drop", "forwarding_off_net", "silent", "bill_drop",
-         "group_context")
+# zeros too, not only the features an alert happens to carry). A member's
+# ``group_context`` reason is not a feature: the service attaches it a poll later than
+# replay does (docs/groups.md), and a feature that depends on such timing would make the
+# service's model and scores differ from replay's.
+CODES = ("usage_drop", "spend_drop", "forwarding_off_net", "silent", "bill_drop")
 SEGMENTS = ("consumer", "sme", "key_account", "government")
 TIERS = ("diamond", "gold", "silver")
 ZONES = ("blue", "green", "yellow", "red", "white")
@@ -127,11 +129,20 @@ def alert_features(alert: dict[str, Any]) -> dict[str, float]:
     >>> x["score"], x["code_forwarding_off_net"], x["fwd_share"], x["segment_sme"]
     (0.85, 1.0, 0.75, 1.0)
     >>> len(x)
-    30
+    29
+
+    A member's ``group_context`` reason changes nothing (its timing differs between the
+    service and replay):
+
+    >>> member = {"risk_score": 0.85, "zone": "red", "reasons": [
+    ...     {"code": "usage_drop", "figures": {"ratio": 0.4, "cusum": 8.1}},
+    ...     {"code": "group_context", "figures": {"group_id": "G1"}}]}
+    >>> alert_features(member) == alert_features({**member, "reasons": member["reasons"][:1]})
+    True
 
     """
     x: dict[str, float] = {f"code_{c}": 0.0 for c in CODES}
-    x.update({f"strength_{c}": 0.0 for c in CODES[:5]})
+    x.update({f"strength_{c}": 0.0 for c in CODES})
     x.update({"drop_ratio": 1.0, "cusum": 0.0, "fwd_days": 0.0, "fwd_share": 0.0,
               "fwd_usual": 0.0, "n_reasons": 0.0})
     reasons = [r for r in alert.get("reasons") or () if r.get("code") != "resolved"]
@@ -142,9 +153,8 @@ def alert_features(alert: dict[str, Any]) -> dict[str, float]:
         figures = r.get("figures") or {}
         x["n_reasons"] += 1.0
         x[f"code_{code}"] = 1.0
-        if code in CODES[:5]:
-            # Engines that publish strengths give them; else the order says which led.
-            x[f"strength_{code}"] = _num(r.get("strength"), 1.0 if i == 0 else 0.5)
+        # Engines that publish strengths give them; else the order says which led.
+        x[f"strength_{code}"] = _num(r.get("strength"), 1.0 if i == 0 else 0.5)
         if code in ("usage_drop", "spend_drop"):
             x["drop_ratio"] = min(x["drop_ratio"], _num(figures.get("ratio"), 1.0))
             x["cusum"] = max(x["cusum"], _num(figures.get("cusum")) / 10.0)
@@ -168,6 +178,10 @@ def alert_features(alert: dict[str, Any]) -> dict[str, float]:
     x["in_group"] = 1.0 if alert.get("group_id") else 0.0
     x["escalated"] = 1.0 if alert.get("status") == "escalated" else 0.0
     return x
+
+
+#: Every feature :func:`alert_features` gives, whatever the alert.
+FEATURES = frozenset(alert_features({}))
 
 
 class RiskCalibrator:
@@ -274,7 +288,7 @@ class RiskCalibrator:
 
     @staticmethod
     def _cell(x: dict[str, float]) -> str:
-        lead = max(CODES[:5], key=lambda c: (x[f"strength_{c}"], -CODES.index(c)))
+        lead = max(CODES, key=lambda c: (x[f"strength_{c}"], -CODES.index(c)))
         lead = lead if x[f"strength_{lead}"] > 0 else "none"
         zone = "white" if x["zone_white"] else "red" if x["zone_red"] else "yellow"
         return f"{lead}|{zone}"
@@ -420,8 +434,12 @@ class RiskCalibrator:
         cal._b = float(off["intercept"])
         newton = state["newton"]
         cal.window = int(newton["window"])
-        cal._keys = [str(k) for k in newton["keys"]]
-        cal._examples = [[float(v) for v in e] for e in newton["examples"]]
+        # Examples kept by an earlier vocabulary lose the features since dropped
+        # (``code_group_context``): the model is refitted on the features alerts have now.
+        keep = [i for i, k in enumerate(newton["keys"]) if k in FEATURES]
+        cal._keys = [str(newton["keys"][i]) for i in keep]
+        cal._examples = [[float(e[i]) for i in keep] + [float(e[-1])]
+                         for e in newton["examples"]]
         return cal
 
 

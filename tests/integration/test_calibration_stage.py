@@ -3,9 +3,10 @@
 A small simulated world with call-centre outcomes goes through real workers; replay runs
 the same files with the same learner in-process (``replay_directory(learner=...)``). The
 learner is given a small warm-up and horizon through the settings, so it calibrates inside
-the small world. The group stage is off here: members' group context is a feature of the
-model, and the stream adds it a poll later than replay does (test_parity.py), which would
-change scores for a reason that is not the calibration stage's.
+the small world. The group stage runs too (the default): members' alerts get their
+group context a poll later in the stream than in replay (docs/groups.md), which is not a
+feature of the model, so the calibrated alerts and the learner's state must still be
+replay's exactly.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ pytestmark = pytest.mark.integration
 SUBSCRIBERS, DAYS, SEED = 160, 90, 11
 LEARNER_ENV = {
     "CHURNWATCH_CALIBRATION": "true",
-    "CHURNWATCH_GROUPS": "false",
     "CHURNWATCH_CALIBRATION_WARMUP": "12",
     "CHURNWATCH_CALIBRATION_MIN_CLASS": "3",
     "CHURNWATCH_CALIBRATION_HORIZON_DAYS": "20",
@@ -58,7 +58,7 @@ def world(tmp_path_factory) -> tuple[Path, Path]:
     simulate(out, WorldParams(subscribers=SUBSCRIBERS, days=DAYS, seed=SEED))
     settings = Settings.from_env(LEARNER_ENV)
     answers: list[dict] = []
-    list(replay_directory(out, partitions=settings.partitions, groups=False,
+    list(replay_directory(out, partitions=settings.partitions,
                           engine_config=settings.engine_config(),
                           learner=settings.outcome_learner({}),
                           call_centre=CallCentre(seed=3, unreachable=0.3, no_answer=0.1),
@@ -84,7 +84,7 @@ def _expected(world: Path, outcomes: Path, settings) -> tuple[dict, dict, object
     learner = settings.outcome_learner(store)
     counters: Counter[str] = Counter()
     alerts = {a["alert_id"]: a for a in replay_directory(
-        world, partitions=settings.partitions, groups=False,
+        world, partitions=settings.partitions,
         engine_config=settings.engine_config(), learner=learner, outcomes=outcomes,
         counters=counters)}
     return alerts, store, counters
@@ -109,6 +109,8 @@ def test_stream_learns_the_replay_model_and_recovers_it_after_kill9(broker, worl
     calibrated = sum(1 for a in expected.values() if "raw_zone" in a)
     assert learned >= 12 and calibrated > 0, (learned, calibrated)  # it did learn
     assert any(a["zone"] != a["raw_zone"] for a in expected.values() if "raw_zone" in a)
+    # The world has collective churn: members' alerts carry group context (the case here).
+    assert any(r["code"] == "group_context" for a in expected.values() for r in a["reasons"])
 
     lines = outcomes.read_bytes().splitlines()
     produce(broker.bootstrap, [(settings.topic_outcomes, orjson.loads(x)["subscriber_id"]

@@ -127,6 +127,28 @@ def test_state_round_trips_exactly_through_json(model: str) -> None:
         RiskCalibrator.from_state({**state, "v": 99})
 
 
+def test_a_newton_state_with_the_dropped_group_context_feature_still_scores() -> None:
+    """States written while ``code_group_context`` was a feature load without it: the
+    same fit as a model that never had it (it was 0 for these alerts)."""
+    rng = random.Random(7)
+    cal = RiskCalibrator("newton", warmup=20, min_class=3)
+    examples = [(alert_features(_alert(i, rng.choice(["usage_drop", "spend_drop"]),
+                                       value_at_risk=rng.uniform(10, 500))),
+                 rng.random() < 0.6) for i in range(60)]
+    for x, y in examples:
+        cal.learn_one(x, y)
+    state = json.loads(json.dumps(cal.to_state()))
+    old = json.loads(json.dumps(state))
+    keys = old["newton"]["keys"]
+    at = sorted([*keys, "code_group_context"]).index("code_group_context")
+    old["newton"]["keys"] = keys[:at] + ["code_group_context"] + keys[at:]
+    old["newton"]["examples"] = [e[:at] + [0.0] + e[at:] for e in old["newton"]["examples"]]
+    loaded = RiskCalibrator.from_state(old)
+    assert loaded.to_state() == cal.to_state()
+    x = examples[0][0]
+    assert loaded.predict_one(x) == cal.predict_one(x)
+
+
 def test_labels_horizon_exit_and_earliest_wins() -> None:
     learner = OutcomeLearner(RiskCalibrator(warmup=1000), horizon_days=30, lag_days=1)
     learner.alert(_alert(1, day=0))                        # no word: negative at the horizon
