@@ -20,8 +20,10 @@ class Signal:
     figures: dict[str, Any] = field(default_factory=dict)
 
     def reason(self) -> dict[str, Any]:
-        """The reason as it goes into an alert."""
-        return {"code": self.code, "summary": self.summary, "figures": self.figures}
+        """The reason as it goes into an alert, with its ``strength`` (0..1: how strongly
+        it pushed the score; reasons come strongest first)."""
+        return {"code": self.code, "summary": self.summary, "figures": self.figures,
+                "strength": round(self.strength, 2)}
 
 
 @dataclass
