@@ -29,8 +29,10 @@ A partition that sends nothing (idle, or far behind) would hold everything. So a
 held for ``hold_s`` seconds also goes once every partition has closed the days its labels
 need (``day(ts) - 1 - lag_days``, the learner's sealing rule: the model is the same
 whatever the interleaving within that slack), and beyond ``max_held`` the oldest go
-regardless (``forced``, counted). A partition that has never reported holds everything
-back until then, as in the group stage.
+regardless (``forced``, counted). A partition that has sent nothing for ``idle_s``
+seconds (never reported: no traffic at all; or a stuck worker) is not waited for by items
+held that long (``released_idle``, counted): out of replay's order only if it wakes with
+earlier events.
 
 **State and restarts.** Everything is in the table: the learner's keys, ``__stage__``
 (the partitions' marks and positions, the offset below which each input topic is in the
@@ -48,7 +50,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -134,6 +136,7 @@ class CalibrationStage:
         keys: Callable[[], Iterable[str]] | None = None,
         lag_days: int = 1,
         hold_s: float = 5.0,
+        idle_s: float = 300.0,
         max_held: int = 50_000,
         validator: Validator | None = None,
         topics: tuple[str, str] = ("churn.calibration", "churn.outcomes"),
@@ -146,6 +149,7 @@ class CalibrationStage:
         self.keys = keys if keys is not None else (lambda: list(store))
         self.lag_days = lag_days
         self.hold_s = hold_s
+        self.idle_s = idle_s
         self.max_held = max_held
         self.validator = validator or Validator()
         self.topics = topics
@@ -162,6 +166,10 @@ class CalibrationStage:
         self.heap: list[tuple[Key, float, str]] = []
         #: counters already reported as metrics (see :func:`_record`)
         self.reported: Counter[str] = Counter()
+        #: wall clock of each partition's last record, and of the stage's load: liveness
+        #: only (never in the state, never in what the learner sees)
+        self.heard: dict[int, float] = {}
+        self.started = clock()
 
     # -- state ----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -186,6 +194,7 @@ class CalibrationStage:
             self.marks, self.pos, self.applied, self.seq = {}, {}, {}, 0
             self.counters = Counter()
         self.heap = []
+        self.heard, self.started = {}, now
         for k in self.keys():
             if k.startswith(HELD_PREFIX):
                 item = self.store.get(k)
@@ -258,6 +267,7 @@ class CalibrationStage:
             log.warning("calibration stage: ignored a record it cannot read")
             self.counters["bad_record"] += 1
             return
+        self.heard[p] = self.clock()
         if at > self.pos.get(p, (float("-inf"), 0)):
             self.pos[p] = at  # a partition's records come in its order
         if kind == "day":
@@ -277,10 +287,18 @@ class CalibrationStage:
         self.counters["held"] += 1
 
     # -- release --------------------------------------------------------------------------
-    def passed(self, key: Key) -> bool:
-        """Every partition has passed ``key`` (nothing earlier can still come)."""
+    def idle(self, now: float) -> set[int]:
+        """Partitions that have sent nothing for ``idle_s`` seconds (nor since the load):
+        no traffic at all, or a worker stuck; the release does not wait for them."""
+        return {q for q in range(self.sources)
+                if now - self.heard.get(q, self.started) >= self.idle_s}
+
+    def passed(self, key: Key, skip: Collection[int] = ()) -> bool:
+        """Every partition (but ``skip``) has passed ``key`` (nothing earlier can come)."""
         t, order, p = key[0], key[1], key[2]
         for q in range(self.sources):
+            if q in skip:
+                continue
             at = self.pos.get(q)
             if at is None:
                 return False
@@ -313,6 +331,11 @@ class CalibrationStage:
                 pass
             elif now - since >= self.hold_s and self.sealed_enough(item):
                 self.counters["released_by_days"] += 1
+            elif (now - since >= self.idle_s and (idle := self.idle(now))
+                  and self.passed(key, idle)):
+                # Out of replay's order only if an idle partition wakes with earlier
+                # events (all idle: the input has ended, or paused): counted.
+                self.counters["released_idle"] += 1
             else:
                 break
             heapq.heappop(heap)
@@ -466,7 +489,8 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
     stage = CalibrationStage(
         TableStore(cache), settings.outcome_learner, settings.partitions,
         keys=lambda: list(table.data), lag_days=settings.calibration_lag_days,
-        hold_s=settings.calibration_hold_s, max_held=settings.calibration_max_held,
+        hold_s=settings.calibration_hold_s, idle_s=settings.calibration_idle_s,
+        max_held=settings.calibration_max_held,
         topics=(settings.topic_calibration, settings.topic_outcomes),
         tz_offset_hours=settings.tz_offset_hours)
     cal = Calibration(topic=topic, table=table, stage=stage, alerts_topic=alerts_topic,
@@ -573,6 +597,8 @@ def _record(metrics: Any, stage: CalibrationStage, out: StageOutput) -> None:
             metrics.late_labels.inc(delta)
         elif name == "s.forced":
             metrics.calibration_forced.inc(delta)
+        elif name == "s.released_idle":
+            metrics.calibration_idle.inc(delta)
         elif name == "s.uncalibrated":
             metrics.calibration_uncalibrated.inc(delta)
     metrics.calibration_held.set(stage.held)

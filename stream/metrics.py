@@ -137,6 +137,12 @@ class Metrics:
             "Items released out of order because the stage held more than its limit.",
             registry=registry,
         )
+        self.calibration_idle = Counter(
+            "churnwatch_calibration_released_idle_total",
+            "Items released without waiting for partitions that sent nothing for "
+            "CHURNWATCH_CALIBRATION_IDLE_S seconds (no traffic, or a stuck worker).",
+            registry=registry,
+        )
         self.calibration_uncalibrated = Counter(
             "churnwatch_calibration_uncalibrated_total",
             "Subscriber alerts the calibration stage published as the engine made them "

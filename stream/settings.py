@@ -66,6 +66,10 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     partition has passed it, or, after ``HOLD_S`` seconds (default 5), until every
     partition has closed the days its labels need; beyond ``MAX_HELD`` items (default
     50000) the oldest go regardless (counted as forced).
+``CHURNWATCH_CALIBRATION_IDLE_S``
+    A partition that has sent the stage nothing for this many seconds (default 300: no
+    traffic at all, or a stuck worker) is not waited for by items held that long
+    (counted as released idle).
 ``CHURNWATCH_ORDER_MARGIN_S``
     How long a producer may hold a record before the broker has it, plus a fetch response's
     trip back (default 0.25 s; ``churnwatch produce`` lingers 20 ms): live events wait about
@@ -146,6 +150,7 @@ class Settings:
     calibration_min_class: int = 5
     calibration_hold_s: float = 5.0
     calibration_max_held: int = 50_000
+    calibration_idle_s: float = 300.0
     order_margin_s: float = 0.25
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
@@ -390,6 +395,8 @@ class Settings:
             raise bad("CHURNWATCH_CALIBRATION_WARMUP", "warm-up and min class must be >= 0")
         if self.calibration_hold_s < 0:
             raise bad("CHURNWATCH_CALIBRATION_HOLD_S", "must be >= 0")
+        if self.calibration_idle_s < self.calibration_hold_s:
+            raise bad("CHURNWATCH_CALIBRATION_IDLE_S", "must be >= CHURNWATCH_CALIBRATION_HOLD_S")
         if not 0 < self.calibration_yellow <= self.calibration_red <= 1:
             raise bad("CHURNWATCH_CALIBRATION_YELLOW",
                       "need 0 < CHURNWATCH_CALIBRATION_YELLOW <= CHURNWATCH_CALIBRATION_RED <= 1")
@@ -460,6 +467,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "calibration_min_class": ("CHURNWATCH_CALIBRATION_MIN_CLASS", "int"),
     "calibration_hold_s": ("CHURNWATCH_CALIBRATION_HOLD_S", "float"),
     "calibration_max_held": ("CHURNWATCH_CALIBRATION_MAX_HELD", "int"),
+    "calibration_idle_s": ("CHURNWATCH_CALIBRATION_IDLE_S", "float"),
     "order_margin_s": ("CHURNWATCH_ORDER_MARGIN_S", "float"),
     "session_timeout_s": ("CHURNWATCH_SESSION_TIMEOUT_S", "float"),
     "heartbeat_s": ("CHURNWATCH_HEARTBEAT_S", "float"),

@@ -354,3 +354,43 @@ def test_calibration_stage_holds_outcomes_until_the_partitions_pass_them():
     assert (letter["reason"], letter["offset"]) == ("unknown_alert", 0)
     assert stage.process([("o", 1, b'{"alert_id": ')]).dead_letters[0][1]["reason"] == \
         "malformed_json"
+
+
+def test_calibration_stage_stops_waiting_for_a_partition_that_sends_nothing():
+    """A partition with no traffic never reports: after ``idle_s`` the items held that
+    long go without it (counted), where they used to wait for ``max_held``."""
+    from stream.calibration_stage import CalibrationStage
+    from stream.settings import Settings
+
+    now = [0.0]
+    store: dict = {}
+    stage = CalibrationStage(store, Settings().outcome_learner, sources=3, hold_s=5.0,
+                             idle_s=60.0, clock=lambda: now[0])
+    t = 1772424000.0  # 2026-03-02T12:00:00+08:00
+    alert = {"alert_id": "a1", "kind": "subscriber", "status": "open", "subscriber_id": "s1",
+             "zone": "red", "risk_score": 0.8, "reasons": [], "ts": "2026-03-02T12:00:00+08:00"}
+    records = [{"kind": "alert", "partition": 0, "at": [t, 0], "alert": alert},
+               {"kind": "day", "partition": 1, "at": [t + 60, 0], "day": 1}]
+    assert not stage.process([("c", i, orjson.dumps(r)) for i, r in enumerate(records)]).alerts
+    now[0] = 59.0  # partition 2 (no traffic) is not idle yet
+    mark0 = {"kind": "day", "partition": 0, "at": [t + 60, 0], "day": 1}
+    assert not stage.process([("c", 2, orjson.dumps(mark0))]).alerts and stage.held == 1
+    now[0] = 61.0  # partitions 0 and 1 passed the alert; partition 2 never said a word
+    out = stage.process([])
+    assert [a["alert_id"] for a in out.alerts] == ["a1"] and stage.held == 0
+    assert store["__stage__"]["counters"]["released_idle"] == 1
+    # A partition that reports again is waited for again.
+    later = {**alert, "alert_id": "a2", "ts": "2026-03-02T12:10:00+08:00"}
+    stage.process([("c", 3, orjson.dumps({"kind": "day", "partition": 2, "at": [t, 0],
+                                          "day": 1})),
+                   ("c", 4, orjson.dumps({"kind": "alert", "partition": 0,
+                                          "at": [t + 600, 0], "alert": later}))])
+    now[0] = 150.0  # partition 2 speaks again, still behind the alert
+    stage.process([("c", 5, orjson.dumps({**mark0, "at": [t + 700, 0]})),
+                   ("c", 6, orjson.dumps({**mark0, "partition": 1, "at": [t + 700, 0]})),
+                   ("c", 7, orjson.dumps({**mark0, "partition": 2, "at": [t + 1, 0]}))])
+    now[0] = 170.0  # a2 held 109 s, but partition 2 spoke 20 s ago: it is waited for
+    assert not stage.process([]).alerts and stage.held == 1
+    now[0] = 211.0  # 61 s of silence since
+    assert [a["alert_id"] for a in stage.process([]).alerts] == ["a2"]
+    assert store["__stage__"]["counters"]["released_idle"] == 2
