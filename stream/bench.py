@@ -216,7 +216,7 @@ def latency(settings: Any, world: Path, rate: float, workdir: Path) -> dict[str,
             "made_p50_s": statistics.median(made), "made_max_s": max(made)}
 
 
-def recovery(settings: Any, world: Path, workdir: Path, keys: int) -> dict[str, float]:
+def recovery(settings: Any, world: Path, workdir: Path, keys: int) -> dict[str, Any]:
     """Time for a starting worker to restore ``keys`` subscribers' state from the changelog.
 
     The changelog is filled with real subscriber states (from a replay of ``world``) under

@@ -199,7 +199,7 @@ class CalibrationStage:
             if k.startswith(HELD_PREFIX):
                 item = self.store.get(k)
                 if item is not None:
-                    self.heap.append((tuple(item["k"]), now, k))  # type: ignore[arg-type]
+                    self.heap.append((tuple(item["k"]), now, k))
         heapq.heapify(self.heap)
         self.learner = self.learner_factory(self.store)
         self.loaded = True

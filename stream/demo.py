@@ -122,10 +122,11 @@ class _AlertPump:
 
     def __init__(self, read_alerts: Any, settings: Any) -> None:
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._thread = threading.Thread(
-            target=lambda: [self.queue.put(a) for a in read_alerts(settings, True, 0.0)],
-            daemon=True,
-        )
+        def pump() -> None:
+            for alert in read_alerts(settings, True, 0.0):
+                self.queue.put(alert)
+
+        self._thread = threading.Thread(target=pump, daemon=True)
         self._thread.start()
 
     def get(self, timeout: float) -> dict[str, Any] | None:

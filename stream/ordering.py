@@ -45,7 +45,7 @@ class Reorder:
 
     def __init__(self, max_held: int = 200_000) -> None:
         self.max_held = max_held
-        self._heaps: dict[int, list[tuple[float, int, int, int, Any]]] = defaultdict(list)
+        self._heaps: dict[int, list[tuple[float, int, int, int, Any, float]]] = defaultdict(list)
         self._newest: dict[TopicPartition, float] = {}
         self._seq = itertools.count()
         self.held = 0

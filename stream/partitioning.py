@@ -19,4 +19,4 @@ def partition_of(key: str, partitions: int) -> int:
     >>> partition_of("s-00042", 4)
     3
     """
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions

@@ -365,8 +365,9 @@ class Settings:
                 raise bad(var, f"no such file: {path}")
         if self.bootstrap:
             for hostport in self.bootstrap.split(","):
-                host, sep, port = hostport.strip().rpartition(":")
-                if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                host, sep, port_text = hostport.strip().rpartition(":")
+                if (not sep or not host or not port_text.isdigit()
+                        or not 0 < int(port_text) < 65536):
                     raise bad("KAFKA_BOOTSTRAP", f"{hostport!r} is not host:port")
         if self.embedded and self.security_protocol != "PLAINTEXT":
             raise bad("KAFKA_BOOTSTRAP", "SASL/TLS settings need an external KAFKA_BOOTSTRAP")
@@ -554,9 +555,9 @@ def build_engine_config(config_cls: type, overrides: Mapping[str, Any]) -> Any:
             )
         kwargs[name] = _convert_like(var, getattr(defaults, name), value)
     try:
-        return dataclasses.replace(defaults, **kwargs) if dataclasses.is_dataclass(
-            defaults
-        ) else config_cls(**kwargs)
+        if dataclasses.is_dataclass(defaults) and not isinstance(defaults, type):
+            return dataclasses.replace(defaults, **kwargs)
+        return config_cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{ENGINE_PREFIX}*: {exc}") from None
 

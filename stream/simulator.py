@@ -275,6 +275,23 @@ class Sub:
         "month_total", "month_days", "group_after", "trend",
     )
 
+    # Set when the cast is drawn (World._subscriber), before anything reads them.
+    idx: int
+    sid: str
+    msisdn: str
+    ported_in: bool
+    segment: str
+    tier: str | None
+    account_id: str
+    account_manager: str | None
+    postpaid: bool
+    fee: float
+    rate: float
+    out_rate: float
+    in_rate: float
+    home_cell: str
+    kind: str
+
     def __init__(self) -> None:
         self.group: Group | None = None
         self.join_day = 0
@@ -373,12 +390,12 @@ class World:
             size = min(rng.randint(*p.group_size), n_members - lo)
             if n_members - lo - size < p.group_size[0]:
                 size = n_members - lo
-            g = len(self.groups)
+            gi = len(self.groups)
             self.groups.append(Group(
-                index=g, group_id=f"G{g + 1:04d}", account_id=f"AC-G{g + 1:04d}",
+                index=gi, group_id=f"G{gi + 1:04d}", account_id=f"AC-G{gi + 1:04d}",
                 segment=_pick(rng, p.group_segments),
-                cell_id=f"C{_mix(self.seed, g, 5) % 90000 + 10000}",
-                account_manager=f"AM{g % 17 + 1:03d}", lo=lo, hi=lo + size))
+                cell_id=f"C{_mix(self.seed, gi, 5) % 90000 + 10000}",
+                account_manager=f"AM{gi % 17 + 1:03d}", lo=lo, hi=lo + size))
             lo += size
         n_members = lo
         k = round(p.collective_share * len(self.groups))
@@ -705,7 +722,7 @@ class World:
                 else:
                     k = int(p.contacts * random_() ** 2)
                     other = self.contact(idx, k)
-                c = cell if random_() > p.other_cell_share else (
+                c: str | None = cell if random_() > p.other_cell_share else (
                     f"C{int(random_() * 90000) + 10000}")
                 forwarded = None
                 charge = 0.0

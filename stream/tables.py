@@ -332,7 +332,7 @@ class WalReader:
 def _plain_table_class() -> type:
     import faust
 
-    class PlainTable(faust.Table):  # type: ignore[misc]
+    class PlainTable(faust.Table):  # type: ignore[type-arg]
         """A table whose changelog has raw string keys and orjson values.
 
         Faust derives changelog codecs from ``key_type``/``value_type`` (JSON-quoted keys
