@@ -50,6 +50,15 @@ def main() -> int:
                 # The calibration stage's table (learner keys, stage state, held items).
                 "calibration": dict(parts.calibration.table.data)
                 if parts.calibration is not None else None,
+                # Diagnostic (README "Known bug"): Faust's ack bookkeeping per input
+                # partition: committed offset, the lowest acked offsets, how many wait.
+                "faust_acks": {
+                    f"{tp.topic}/{tp.partition}": [
+                        app.consumer._committed_offset.get(tp),
+                        sorted(app.consumer._acked.get(tp) or [])[:8],
+                        len(app.consumer._acked.get(tp) or ()),
+                        str(app.consumer._gap.get(tp)),
+                    ] for tp in app.consumer.assignment() if tp.topic in parts.topics.kinds},
                 "events": sum(
                     s.value
                     for m in parts.metrics.events.collect()
