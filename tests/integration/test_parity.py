@@ -189,16 +189,22 @@ def test_kill9_mid_stream_then_restart_gives_the_replay_alerts_and_state(broker,
     Tried up to three times, each on topics of its own (README "Known bug: a hand-over
     that differs from replay": once in session 4 a group alert's reasons came in another
     order than replay's). Three failures in a row fail the test."""
-    failures = []
+    _up_to_three_tries(lambda path: _kill9_once(broker, world, path, fast_path), tmp_path)
+
+
+def _up_to_three_tries(run, tmp_path) -> None:
+    """``run(directory)`` up to three times (README "Known bug: a hand-over that differs
+    from replay"); the last failure is raised if all three fail."""
+    failure: AssertionError | None = None
     for attempt in range(3):
         try:
-            _kill9_once(broker, world, tmp_path / f"attempt{attempt}", fast_path)
-            break
+            run(tmp_path / f"attempt{attempt}")
+            return
         except AssertionError as exc:
-            failures.append(exc)
-            print(f"kill -9 attempt {attempt + 1} differed from replay: {exc!s:.300}")
-    else:
-        raise failures[-1]
+            failure = exc
+            print(f"attempt {attempt + 1} differed from replay: {exc!s:.300}")
+    assert failure is not None
+    raise failure
 
 
 def _kill9_once(broker, world, tmp_path, fast_path) -> None:
@@ -296,16 +302,7 @@ def test_two_workers_share_the_world_and_one_stopped_mid_stream_hands_over(broke
     Tried up to three times, each on topics of its own: a known bug (README "Known bug:
     a hand-over that differs from replay") makes about one run in five end with alerts
     that differ from replay's. Three failures in a row fail the test."""
-    failures = []
-    for attempt in range(3):
-        try:
-            _hand_over_once(broker, world, tmp_path / f"attempt{attempt}")
-            break
-        except AssertionError as exc:
-            failures.append(exc)
-            print(f"hand-over attempt {attempt + 1} differed from replay: {exc!s:.300}")
-    else:
-        raise failures[-1]
+    _up_to_three_tries(lambda path: _hand_over_once(broker, world, path), tmp_path)
 
 
 def _hand_over_once(broker, world, tmp_path) -> None:
