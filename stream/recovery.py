@@ -85,6 +85,24 @@ async def fetch_highwaters(consumer: Any, partitions: Iterable[TP]) -> dict[TP, 
 FETCH_MAX_WAIT_MS = 100
 
 
+def fetch_position(consumer: Any, tp: Any) -> int | None:
+    """The offset ``consumer`` (a started :class:`aiokafka.AIOKafkaConsumer`) fetches next
+    for ``tp``; None when ``tp`` is not assigned or waits for a seek.
+
+    aiokafka moves it past the records it returns, and to the offset of a seek, so every
+    record returned since the last seek lies below it; one at or above it was fetched
+    before a seek and comes again (read directly, as Faust's consumer thread owns the
+    consumer: the consumer's own ``position()`` would wait on that thread).
+    """
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+    except AttributeError:  # no subscription or assignment (yet, or any more)
+        return None
+    if state is None or not state.has_valid_position:
+        return None
+    return int(state.position)
+
+
 class FetchHighwaterConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's aiokafka consumer thread, with highwaters from Fetch responses."""
 
@@ -105,7 +123,18 @@ class FetchHighwaterConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class FetchHighwaterConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer with Fetch-based highwaters and an optional batch path.
+    """Faust's aiokafka consumer with Fetch-based highwaters, no records from before a
+    seek, and an optional batch path.
+
+    Records fetched before a seek: Faust's loop takes a fetch's records, and a rebalance
+    can seek the partition back to its committed offset before it hands them on (aiokafka
+    runs in Faust's consumer thread, the loop in the app's). Faust then stamps them with
+    the new generation, counts the offsets between the seek and them as a gap that is
+    acked, handles them, and drops the records the fetcher delivers again from the seek as
+    "read already": they are never handled, and the commit skips them. So the loop keeps a
+    record only if it lies below the fetcher's position for its partition (which moves
+    only when records are returned, or by a seek); the others come again from the seek.
+    ``stale_dropped`` counts them.
 
     Batch path: when the app carries a batch sink (``app.churnwatch.batch_sink``, an
     ``async`` callable taking a list of messages, and ``app.churnwatch.batch_topics``),
@@ -116,8 +145,22 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
     Faust's. The sink acks the messages it has processed (``consumer.ack``).
     """
 
+    stale_dropped = 0
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return FetchHighwaterConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _fetch_position(self, tp: Any) -> int | None:
+        try:
+            consumer = self._thread._ensure_consumer()
+        except Exception:  # stopping
+            return None
+        return fetch_position(consumer, tp)
+
+    def _drop_stale(self, tp: Any, n: int) -> None:
+        self.stale_dropped += n
+        log.info("rebalance: %d records of %s fetched before a seek dropped; they come "
+                 "again from the seek", n, tp)
 
     def _batch_path(self) -> tuple[Any, frozenset[str]]:
         parts = getattr(self.app, "churnwatch", None)
@@ -126,10 +169,10 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
         sink, batch_topics = self._batch_path()
-        if sink is None:
-            return await super()._drain_messages(fetcher)
-        # Faust's loop (faust.transport.consumer.Consumer._drain_messages), with the
-        # messages of ``batch_topics`` collected per fetch and handed to ``sink``.
+        # Faust's loop (faust.transport.consumer.Consumer._drain_messages), without
+        # records fetched before a seek (class docstring), and with the messages of
+        # ``batch_topics`` (if a sink is set) collected per fetch and handed to ``sink``.
+        fetch_position = self._fetch_position
         callback = self.callback
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -168,9 +211,14 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
                     if not recs:
                         continue
                     monitor.track_tp_end_offset(tp, self.highwater(tp))
-                    if tp.topic not in batch_topics:
-                        for record in recs:
+                    if sink is None or tp.topic not in batch_topics:
+                        for n, record in enumerate(recs):
                             offset = record.offset
+                            # Each await below can let a rebalance seek the partition.
+                            limit = fetch_position(tp)
+                            if limit is None or offset >= limit:
+                                self._drop_stale(tp, len(recs) - n)
+                                break
                             r_offset = get_read_offset(tp)
                             if r_offset is not None and offset < r_offset:
                                 continue
@@ -186,8 +234,12 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
                         continue
                     r_offset = get_read_offset(tp)
                     gaps = acks_enabled_for(tp.topic)
-                    for record in recs:
+                    limit = fetch_position(tp)
+                    for n, record in enumerate(recs):
                         offset = record.offset
+                        if limit is None or offset >= limit:
+                            self._drop_stale(tp, len(recs) - n)
+                            break
                         if r_offset is not None and offset < r_offset:
                             continue  # read already (Faust drops these too)
                         if r_offset and offset - r_offset > 1 and gaps:

@@ -61,6 +61,53 @@ def test_fetch_highwater_sees_the_whole_last_batch(broker):
     assert listed <= fetched  # Tansu 0.6 answers 1 here: the base offset of the batch + 1
 
 
+@pytest.mark.timeout(30)
+def test_records_fetched_before_a_seek_lie_at_or_above_the_fetch_position(broker):
+    """What the worker's consumer relies on to drop records fetched before a rebalance's
+    seek (stream.recovery.FetchHighwaterConsumer): those records are at or above
+    aiokafka's fetch position after the seek, and records returned since are below it."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from stream.recovery import fetch_position
+
+    topic = "seek-probe"
+    broker.create_topics([topic], partitions=1)
+
+    async def go() -> tuple[list[int], int | None, int | None, list[int], int | None]:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        for i in range(30):
+            await producer.send_and_wait(topic, b"x%d" % i, partition=0)
+        await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            before = fetch_position(consumer, tp)  # not assigned yet
+            consumer.assign([tp])
+            consumer.seek(tp, 10)
+            in_hand = []
+            while len(in_hand) < 20:  # a fetch's records, not yet handled...
+                batch = await consumer.getmany(tp, timeout_ms=2000, max_records=20)
+                in_hand += [r.offset for r in batch.get(tp, [])]
+            read_to = fetch_position(consumer, tp)
+            consumer.seek(tp, 12)  # ...when a rebalance seeks back to a committed offset
+            after_seek = fetch_position(consumer, tp)
+            again = await consumer.getmany(tp, timeout_ms=2000, max_records=5)
+            return in_hand, before, read_to, [r.offset for r in again[tp]], after_seek
+        finally:
+            await consumer.stop()
+
+    in_hand, before, read_to, again, after_seek = asyncio.run(go())
+    assert before is None
+    assert in_hand == list(range(10, 30)) and read_to == 30  # all returned: below it
+    assert after_seek == 12
+    # Stale after the seek: 12 and up, which the fetcher delivers again from 12.
+    assert [o for o in in_hand if o >= after_seek] == list(range(12, 30))
+    assert again == list(range(12, 17))
+
+
 @pytest.mark.timeout(90)
 def test_kill9_then_restart_recovers_every_key_with_its_latest_state(broker, tmp_path):
     settings, environ = unique_settings(broker.bootstrap)
