@@ -126,6 +126,7 @@ class BatchProcessor:
         self.clock = clock
         self.newest_event_s = float("-inf")
         self.reorder = Reorder(max_held=max_held)
+        self._out_of_order_reported = 0
         #: (topic, partition) -> offset after the last message delivered to us
         self.position: dict[tuple[str, int], int] = {}
         #: (topic, partition) -> every offset below this one is reflected in the state
@@ -389,6 +390,10 @@ class BatchProcessor:
         if self.newest_event_s > float("-inf"):
             metrics.event_time_lag.set(max(0.0, self.clock() - self.newest_event_s))
         metrics.events_held.set(len(self.reorder))
+        late = self.reorder.out_of_order - self._out_of_order_reported
+        if late:
+            metrics.events_out_of_order.inc(late)
+            self._out_of_order_reported += late
         metrics.subscribers_tracked.set(len(self.tables.subscriber_index))
         metrics.table_keys.labels(table="subscribers").set(len(self.tables.subscribers.data))
         metrics.table_keys.labels(table="population").set(len(self.tables.population.data))

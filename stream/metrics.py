@@ -72,6 +72,13 @@ class Metrics:
             "Accepted events waiting for their partition's event-time order to settle.",
             registry=registry,
         )
+        self.events_out_of_order = Counter(
+            "churnwatch_events_out_of_order_total",
+            "Accepted events that came after their partition had released a later one "
+            "(held by a producer beyond CHURNWATCH_ORDER_MARGIN_S, or late): processed "
+            "in another order than replay's.",
+            registry=registry,
+        )
         self.subscribers_tracked = Gauge(
             "churnwatch_subscribers_tracked",
             "Subscribers with state in this worker's active partitions.",

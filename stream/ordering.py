@@ -18,8 +18,10 @@ lateness depend on event time, so the worker restores the order before the engin
   A topic-partition that has delivered nothing and is not caught up holds everything
   back, so profiles are read before the events.
 
-Events arriving later than what was already released (real lateness on a live stream)
-are still processed; the engine's allowed lateness deals with them. ``max_held`` bounds
+Events arriving later than what was already released (real lateness on a live stream,
+or a producer that held them past the margin) are still processed; the engine's allowed
+lateness deals with them. They are counted (``out_of_order``; the worker's
+``churnwatch_events_out_of_order_total``): their order is not replay's. ``max_held`` bounds
 memory: beyond it the oldest events are released regardless (counted as ``forced``).
 """
 
@@ -50,6 +52,10 @@ class Reorder:
         self._seq = itertools.count()
         self.held = 0
         self.forced = 0
+        #: events pushed behind what their partition had already released (their order
+        #: against replay's is lost: a producer held them past the margin, or lateness)
+        self.out_of_order = 0
+        self._last: dict[int, tuple[float, int]] = {}
 
     def push(self, topic: str, partition: int, offset: int, ts: float, kind: str,
              item: Any, written_s: float | None = None) -> None:
@@ -60,6 +66,9 @@ class Reorder:
             (ts, KIND_ORDER[kind], offset, next(self._seq), item,
              float("-inf") if written_s is None else written_s),
         )
+        last = self._last.get(partition)
+        if last is not None and (ts, KIND_ORDER[kind]) < last:
+            self.out_of_order += 1
         tp = (topic, partition)
         if ts > self._newest.get(tp, NOTHING):
             self._newest[tp] = ts
@@ -96,7 +105,9 @@ class Reorder:
                 ts, written = heap[0][0], heap[0][5]
                 if all(newest >= ts or (since is not None and written <= since)
                        for newest, since in sources):
-                    out.append(pop(heap)[4])
+                    entry = pop(heap)
+                    self._last[partition] = entry[:2]
+                    out.append(entry[4])
                 else:
                     break
         if self.held - len(out) > self.max_held:
@@ -123,6 +134,7 @@ class Reorder:
         dropped: list[Any] = []
         for p in partitions:
             dropped.extend(entry[4] for entry in self._heaps.pop(p, ()))
+            self._last.pop(p, None)
             for tp in [tp for tp in self._newest if tp[1] == p]:
                 del self._newest[tp]
         self.held -= len(dropped)

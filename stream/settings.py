@@ -74,7 +74,8 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     How long a producer may hold a record before the broker has it, plus a fetch response's
     trip back (default 0.25 s; ``churnwatch produce`` lingers 20 ms): live events wait about
     this long for the event-time order of their partition to settle. Raise it for
-    producers that linger longer or a slow network.
+    producers that linger longer or a slow network; ``churnwatch_events_out_of_order_total``
+    counts events that came later than it allowed.
 ``CHURNWATCH_SESSION_TIMEOUT_S``, ``CHURNWATCH_HEARTBEAT_S``, ``CHURNWATCH_REQUEST_TIMEOUT_S``,
 ``CHURNWATCH_COMMIT_INTERVAL_S``
     Consumer group timings (defaults 10, 1, 30 and 1 seconds).

@@ -73,6 +73,22 @@ def test_profiles_come_first_and_a_silent_topic_holds_back():
     assert r.release(KINDS, lambda t, p: 1.0 if t != CALLS else None) == ["call"]
 
 
+def test_reorder_counts_an_event_behind_what_its_partition_released():
+    r = Reorder()
+    r.push(CALLS, 0, 0, 10.0, "calls", "c10")
+    r.push(CALLS, 0, 1, 30.0, "calls", "c30")
+    assert r.release(KINDS, lambda t, p: 100.0) == ["c10", "c30"]
+    r.push(BILLING, 0, 0, 30.0, "billing", "b30")  # after c30 in replay's order too
+    r.push(CALLS, 1, 0, 5.0, "calls", "other partition")
+    assert r.out_of_order == 0
+    r.push(BILLING, 0, 1, 20.0, "billing", "b20")  # replay would have put it before c30
+    assert r.out_of_order == 1
+    assert r.release(KINDS, lambda t, p: 100.0) == ["b20", "b30", "other partition"]
+    r.drop_partitions([0])  # a rebalance: what comes again is not out of order
+    r.push(CALLS, 0, 0, 10.0, "calls", "c10")
+    assert r.out_of_order == 1
+
+
 def test_batch_cache_writes_each_key_once_with_its_partition():
     table, index = FakeTable(), PartitionIndex()
     cache = BatchCache(table, index)
