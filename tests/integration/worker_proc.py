@@ -59,6 +59,10 @@ def main() -> int:
                         len(app.consumer._acked.get(tp) or ()),
                         str(app.consumer._gap.get(tp)),
                     ] for tp in app.consumer.assignment() if tp.topic in parts.topics.kinds},
+                # Records fetched before a rebalance's seek, dropped (stream.recovery).
+                "stale_dropped": app.consumer.stale_dropped,
+                # Events processed out of replay's order (stream.ordering).
+                "out_of_order": parts.processor.reorder.out_of_order,
                 "events": sum(
                     s.value
                     for m in parts.metrics.events.collect()
