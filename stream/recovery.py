@@ -126,15 +126,27 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with Fetch-based highwaters, no records from before a
     seek, and an optional batch path.
 
-    Records fetched before a seek: Faust's loop takes a fetch's records, and a rebalance
-    can seek the partition back to its committed offset before it hands them on (aiokafka
-    runs in Faust's consumer thread, the loop in the app's). Faust then stamps them with
-    the new generation, counts the offsets between the seek and them as a gap that is
-    acked, handles them, and drops the records the fetcher delivers again from the seek as
-    "read already": they are never handled, and the commit skips them. So the loop keeps a
-    record only if it lies below the fetcher's position for its partition (which moves
-    only when records are returned, or by a seek); the others come again from the seek.
-    ``stale_dropped`` counts them.
+    Two races with a rebalance's seek, which aiokafka runs in Faust's consumer thread
+    while this loop runs in the app's:
+
+    * records fetched before the seek, handled after it: Faust stamps them with the new
+      generation (so its generation check passes them), counts the offsets between the
+      seek and them as a gap that is acked, and later drops the records fetched again
+      from the seek as "read already". So the loop keeps a record only if it lies below
+      the fetcher's position for its partition (which moves only when records are
+      returned, or by a seek); the others come again from the seek. ``stale_dropped``
+      counts them.
+    * Faust's read offsets, which its loop uses to drop records read already and to find
+      gaps, are set to the committed offsets only *after* the seek's await; a fetch
+      handled in between is judged against the old ones. A fresh record below an old
+      read offset was dropped (lost, if the worker had held it for event-time order and
+      forgot it in the rebalance), and one above a read offset set later made a gap.
+      Acked gaps put offsets twice in Faust's ack list, and its commit then crawled one
+      offset at a time (a stall seen in the crash tests). The input topics need neither
+      check: their offsets have no gaps (not compacted, no transactions) and the batch
+      processor skips what its state already holds (:class:`stream.agents.BatchProcessor`,
+      applied marks and positions). So their records skip both; other topics (changelogs,
+      the stages' topics) keep Faust's.
 
     Batch path: when the app carries a batch sink (``app.churnwatch.batch_sink``, an
     ``async`` callable taking a list of messages, and ``app.churnwatch.batch_topics``),
@@ -173,6 +185,8 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
         # records fetched before a seek (class docstring), and with the messages of
         # ``batch_topics`` (if a sink is set) collected per fetch and handed to ``sink``.
         fetch_position = self._fetch_position
+        parts = getattr(self.app, "churnwatch", None)
+        inputs = frozenset(getattr(getattr(parts, "topics", None), "kinds", None) or ())
         callback = self.callback
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -219,12 +233,13 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
                             if limit is None or offset >= limit:
                                 self._drop_stale(tp, len(recs) - n)
                                 break
-                            r_offset = get_read_offset(tp)
-                            if r_offset is not None and offset < r_offset:
-                                continue
-                            if (r_offset and offset - r_offset > 1
-                                    and acks_enabled_for(record.topic)):
-                                await self._add_gap(tp, r_offset + 1, offset)
+                            if tp.topic not in inputs:  # Faust's bookkeeping (above)
+                                r_offset = get_read_offset(tp)
+                                if r_offset is not None and offset < r_offset:
+                                    continue
+                                if (r_offset and offset - r_offset > 1
+                                        and acks_enabled_for(record.topic)):
+                                    await self._add_gap(tp, r_offset + 1, offset)
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
@@ -232,21 +247,18 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
                                                   self.suspend_flow.wait())
                             set_read_offset(tp, offset)
                         continue
-                    r_offset = get_read_offset(tp)
-                    gaps = acks_enabled_for(tp.topic)
+                    # Input topics: no read offsets, no gaps (class docstring).
                     limit = fetch_position(tp)
+                    last = None
                     for n, record in enumerate(recs):
                         offset = record.offset
                         if limit is None or offset >= limit:
                             self._drop_stale(tp, len(recs) - n)
                             break
-                        if r_offset is not None and offset < r_offset:
-                            continue  # read already (Faust drops these too)
-                        if r_offset and offset - r_offset > 1 and gaps:
-                            await self._add_gap(tp, r_offset + 1, offset)
                         batch.append(to_message(tp, record))
-                        r_offset = offset
-                    set_read_offset(tp, r_offset)
+                        last = offset
+                    if last is not None:
+                        set_read_offset(tp, last)
                 if batch:
                     # Shielded: a stop lets the batch in hand finish (state, alerts, acks).
                     await asyncio.shield(sink(batch))
