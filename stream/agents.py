@@ -527,6 +527,11 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                 # a stream event acks itself; a message from the batch path, the consumer
                 acks=[item.ack if hasattr(item, "message") else partial(consumer.ack, item)
                       for item in result.done])
+            # The batch's state is flushed: its applied marks are what the input topics
+            # commit (stream.recovery.FetchHighwaterConsumer.mark_durable).
+            mark_durable = getattr(consumer, "mark_durable", None)
+            if mark_durable is not None:
+                mark_durable(processor.applied)
             if metrics is not None and (items or result.done):
                 metrics.batch_seconds.observe(time.perf_counter() - started)
                 metrics.batch_events.observe(len(result.done))
@@ -574,6 +579,9 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
         # must never be cut in two by a reset.
         async with lock:
             probes.clear()
+            forget = getattr(app.consumer, "forget_durable", None)
+            if forget is not None:
+                forget()
             dropped = processor.reset()
             if dropped:
                 log.info("rebalance: %d held events dropped (delivered again)", dropped)

@@ -158,9 +158,49 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
     """
 
     stale_dropped = 0
+    #: input (topic, partition) -> offset below which every record is in the state the
+    #: worker has flushed (the batch processor's applied marks; :meth:`mark_durable`)
+    _durable: dict[Any, int] | None = None
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return FetchHighwaterConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def mark_durable(self, marks: Mapping[tuple[str, int], int]) -> None:
+        """``(topic, partition) -> offset``: every record below ``offset`` is in state
+        that is flushed to its changelog. The input topics commit these marks.
+
+        Why not Faust's acks: Faust commits the end of the first run of consecutive
+        acked offsets above its own record of the committed offset. Both can go wrong
+        around a rebalance: an acked gap puts offsets twice in the list (the commit then
+        crawls), and a record of the committed offset that is behind the broker's (seen
+        after a ``kill -9``) makes the list start "after a hole" (the commit never moves). The applied marks say
+        directly what may be committed, and are restored with the state after a crash.
+        """
+        durable = self._durable
+        if durable is None:
+            durable = self._durable = {}
+        for (topic, partition), offset in marks.items():
+            durable[TP(topic, partition)] = int(offset)
+
+    def forget_durable(self) -> None:
+        """A rebalance: the marks come again from the restored state."""
+        if self._durable:
+            self._durable.clear()
+
+    def _new_offset(self, tp: TP) -> int | None:
+        durable = self._durable.get(tp) if self._durable else None
+        if durable is None:
+            return super()._new_offset(tp)
+        # Acks at or above the mark wait for it; those below it are in it.
+        acked = self._acked.get(tp)
+        if acked:
+            index = self._acked_index[tp]
+            below = [offset for offset in acked if offset < durable]
+            if below:
+                acked[:] = [offset for offset in acked if offset >= durable]
+                index.difference_update(below)
+        committed = self._committed_offset[tp]
+        return durable if committed is None or durable > committed else None
 
     def _fetch_position(self, tp: Any) -> int | None:
         try:
