@@ -50,8 +50,9 @@ def main() -> int:
                 # The calibration stage's table (learner keys, stage state, held items).
                 "calibration": dict(parts.calibration.table.data)
                 if parts.calibration is not None else None,
-                # Diagnostic (README "Known bug"): Faust's ack bookkeeping per input
-                # partition: committed offset, the lowest acked offsets, how many wait.
+                # Diagnostic (README "Rebalances: two races with a seek"): Faust's ack
+                # bookkeeping per input partition: committed offset, the lowest acked
+                # offsets, how many wait.
                 "faust_acks": {
                     f"{tp.topic}/{tp.partition}": [
                         app.consumer._committed_offset.get(tp),
