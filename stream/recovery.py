@@ -171,10 +171,11 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
 
         Why not Faust's acks: Faust commits the end of the first run of consecutive
         acked offsets above its own record of the committed offset. Both can go wrong
-        around a rebalance: an acked gap puts offsets twice in the list (the commit then
-        crawls), and a record of the committed offset that is behind the broker's (seen
-        after a ``kill -9``) makes the list start "after a hole" (the commit never moves). The applied marks say
-        directly what may be committed, and are restored with the state after a crash.
+        around a rebalance. An acked gap puts offsets twice in the list (the commit then
+        crawls). A record of the committed offset that is behind the broker's (seen after
+        a ``kill -9``) makes the list start "after a hole" (the commit never moves). The
+        applied marks say directly what may be committed, and come back with the state
+        after a crash.
         """
         durable = self._durable
         if durable is None:
