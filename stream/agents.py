@@ -132,6 +132,11 @@ class BatchProcessor:
         #: (topic, partition) -> every offset below this one is reflected in the state
         self.applied: dict[tuple[str, int], int] = {}
         self._marks_loaded: set[int] = set()
+        #: (topic, partition) -> offset to fetch again from: a message came after a hole
+        #: (``process``); the agent seeks there (:meth:`take_holes`)
+        self.holes: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> (hole's offset, times fetched again, last time)
+        self._hole_tries: dict[tuple[str, int], tuple[int, int, float]] = {}
         self._held_offsets: dict[tuple[str, int], list[int]] = {}
         self._released: dict[tuple[str, int], set[int]] = {}
         self._touched: set[tuple[str, int]] = set()
@@ -141,6 +146,31 @@ class BatchProcessor:
         self._marks_sent: dict[int, int] = {}
         #: subscriber alerts, exits and progress marks go to the calibration stage
         self.calibration = calibration
+
+    #: A hole fetched again this many times (a second apart) is taken as real: offsets
+    #: a transactional producer's markers use, which never come.
+    HOLE_TRIES = 3
+
+    def _hole(self, tp: tuple[str, int], expected: int) -> bool:
+        """A message after a hole at ``expected``: True to fetch the hole again first."""
+        now = self.clock()
+        at, tries, last = self._hole_tries.get(tp, (expected, 0, float("-inf")))
+        if at != expected:
+            tries, last = 0, float("-inf")
+        if tries >= self.HOLE_TRIES and now - last >= 1.0:
+            log.error("%s[%d]: offsets from %d never came after %d fetches; going on",
+                      tp[0], tp[1], expected, tries)
+            self._hole_tries.pop(tp, None)
+            return False
+        if now - last >= 1.0:  # messages already on their way do not count
+            self.holes[tp] = expected
+            self._hole_tries[tp] = (expected, tries + 1, now)
+        return True
+
+    def take_holes(self) -> dict[tuple[str, int], int]:
+        """Where to seek: the holes found since the last call."""
+        holes, self.holes = self.holes, {}
+        return holes
 
     def engine(self, partition: int) -> EngineLike:
         engine = self.engines.get(partition)
@@ -156,6 +186,8 @@ class BatchProcessor:
         self.position.clear()
         self.applied.clear()
         self._marks_loaded.clear()
+        self.holes.clear()
+        self._hole_tries.clear()
         self._held_offsets.clear()
         self._released.clear()
         self._touched.clear()
@@ -198,6 +230,12 @@ class BatchProcessor:
                 self._load_marks(partition)
             seen = position.get(tp)
             mark = applied.get(tp)
+            expected = seen if seen is not None else mark
+            if expected is not None and offset > expected and self._hole(tp, expected):
+                # Offsets [expected, offset) never reached us (a rebalance's seek raced
+                # the fetch): not processed, not acked; fetched again from ``expected``.
+                outcomes[(topic, "hole")] += 1
+                continue
             if (seen is not None and offset < seen) or (mark is not None and offset < mark):
                 # Delivered before: Faust seeks back to the committed offset after a
                 # rebalance or a fetch problem. Below ``seen`` it is held or processed in
@@ -503,6 +541,12 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
             if len(processor.reorder) or items:
                 probes_from_fetches()
             result = processor.process(items, caught_up)
+            for (topic, partition), offset in processor.take_holes().items():
+                tp = TP(topic, partition)
+                if tp in app.consumer.assignment():
+                    log.warning("%s: a hole before this fetch; fetching again from %d",
+                                tp, offset)
+                    await app.consumer.seek(tp, offset)
             sent = [
                 await alerts_topic.send(key=None if key is None else key.encode(), value=alert)
                 for key, alert in result.alerts
@@ -545,7 +589,12 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
     async def seek_back(stale: list[Any]) -> None:
         """Messages fetched in an earlier generation are dropped unprocessed, so make sure
         they come again where the partition is still ours: Faust does not always seek
-        back (the same assignment again), and an offset never acked stops the commits."""
+        back (the same assignment again), and an offset never acked stops the commits.
+
+        Back to the partition's applied mark if that is lower: the events read before
+        the stale ones but held for event-time order were forgotten in the rebalance
+        (``BatchProcessor.reset``), and a seek to the first stale offset would skip them
+        for good (seen as a subscriber's lost call in the ``kill -9`` test)."""
         lowest: dict[Any, int] = {}
         for item in stale:
             m = getattr(item, "message", item)
@@ -556,7 +605,8 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                     len(stale))
         for tp, offset in lowest.items():
             if tp in assigned:
-                await app.consumer.seek(tp, offset)
+                mark = processor.tables.applied_marks(tp.partition).get(tp.topic)
+                await app.consumer.seek(tp, offset if mark is None else min(offset, mark))
 
     async def detect(stream: Any) -> None:
         async for events in stream.noack_take(batch_size, within=within):

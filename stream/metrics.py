@@ -22,7 +22,8 @@ class Metrics:
         self.registry = registry
         self.events = Counter(
             "churnwatch_events_total",
-            "Input messages consumed, by topic and outcome (accepted, rejected).",
+            "Input messages consumed, by topic and outcome (accepted, rejected, "
+            "redelivered, hole, engine_error).",
             ["topic", "outcome"],
             registry=registry,
         )
