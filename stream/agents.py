@@ -6,7 +6,10 @@ agent over the three input topics.
 
 Per batch (``stream.take_events(batch_size, within=batch_within_s)``):
 
-1. every message is validated; a rejection becomes a dead letter (original bytes, topic,
+1. a message the state already holds (below its partition's applied mark, or seen in
+   this run) is skipped; one after a hole in its partition's offsets waits, and the
+   agent seeks back to the hole (a rebalance's seek can race a fetch); every other
+   message is validated; a rejection becomes a dead letter (original bytes, topic,
    partition, offset, reason), counted by reason; the agent keeps going;
 2. accepted events go to the engine of their input partition (one engine per partition,
    each over :class:`stream.tables.PartitionView` s of the state tables, so each partition
