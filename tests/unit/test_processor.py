@@ -38,9 +38,10 @@ def _msg(topic, partition, offset, event) -> NS:
               key=event.get("subscriber_id", "").encode(), value=orjson.dumps(event))
 
 
-def _processor(tables: StateTables) -> BatchProcessor:
+def _processor(tables: StateTables, clock=None) -> BatchProcessor:
     return BatchProcessor(tables, KINDS, lambda p: FakeEngine(
-        subscribers=tables.subscriber_view(p), population=tables.population_view(p)))
+        subscribers=tables.subscriber_view(p), population=tables.population_view(p)),
+        **({} if clock is None else {"clock": clock}))
 
 
 def test_reorder_releases_in_event_time_across_topics():
@@ -92,9 +93,7 @@ def test_reorder_counts_an_event_behind_what_its_partition_released():
 def test_a_message_after_a_hole_waits_for_the_hole_to_be_fetched_again():
     tables = Tables()
     now = [0.0]
-    proc = BatchProcessor(tables, KINDS, lambda p: FakeEngine(
-        subscribers=tables.subscriber_view(p), population=tables.population_view(p)),
-        clock=lambda: now[0])
+    proc = _processor(tables, clock=lambda: now[0])
     events = [call_event(i, "s1") for i in range(8)]
     msgs = [_msg(CALLS, 0, i, e) for i, e in enumerate(events)]
     first = proc.process(msgs[:3] + msgs[5:7], None)  # 3 and 4 never came
@@ -111,9 +110,7 @@ def test_a_message_after_a_hole_waits_for_the_hole_to_be_fetched_again():
 def test_a_hole_that_never_fills_is_given_up_after_three_fetches():
     tables = Tables()
     now = [0.0]
-    proc = BatchProcessor(tables, KINDS, lambda p: FakeEngine(
-        subscribers=tables.subscriber_view(p), population=tables.population_view(p)),
-        clock=lambda: now[0])
+    proc = _processor(tables, clock=lambda: now[0])
     events = [call_event(i, "s1") for i in range(4)]
     msgs = [_msg(CALLS, 0, o, e) for o, e in zip((0, 1, 3, 4), events)]  # 2: a marker
     assert [m.offset for m in proc.process(msgs[:3], None).done] == [0, 1]
