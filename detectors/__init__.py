@@ -1,7 +1,7 @@
 """Pure churn detectors: per-subscriber models, population context, risk, zones, reasons.
 
 No I/O and no Kafka here: ``stream/`` and ``churnwatch replay`` drive the :class:`Engine`
-(``tests/unit/test_detectors_units.py`` proves in a fresh interpreter that importing this
+(``tests/detectors/test_detectors_units.py`` proves in a fresh interpreter that importing this
 package loads neither faust, aiokafka nor kafka).
 
 >>> from detectors import Engine, EngineConfig

@@ -41,7 +41,7 @@ __all__ = [
 
 #: Bump when the features or the state layout change meaning.
 CALIBRATION_STATE_VERSION = 1
-#: Outcomes a call-centre tool may report (``stream/schemas/outcome.schema.json``).
+#: Outcomes a call-centre tool may report (``stream/contracts/schemas/outcome.schema.json``).
 OUTCOMES: tuple[str, ...] = ("retained", "unreachable", "not_at_risk", "churned", "no_answer")
 #: What each outcome says about risk: at risk (True), a false alarm (False), nothing (None).
 LABELS: dict[str, bool | None] = {

@@ -12,15 +12,16 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("stream.demo", "embedded broker + worker + simulated feed, alerts as they arrive"),
-    "broker": ("stream.broker", "start the embedded Kafka-protocol broker (Tansu)"),
-    "worker": ("stream.worker", "run one Faust worker"),
-    "replay": ("stream.replay", "run the detectors over a directory of JSON Lines files"),
-    "produce": ("stream.produce", "publish a replay directory to the input topics"),
-    "alerts": ("stream.alerts_tail", "read the alert topic (`churnwatch alerts tail`)"),
-    "simulate": ("stream.simulator", "write a labelled simulated telecom world"),
-    "evaluate": ("stream.evaluate", "score alerts against a simulated world's truth"),
-    "bench": ("stream.bench", "measure throughput, latency, state size and recovery"),
+    "demo": ("stream.tools.demo",
+             "embedded broker + worker + simulated feed, alerts as they arrive"),
+    "broker": ("stream.tools.broker", "start the embedded Kafka-protocol broker (Tansu)"),
+    "worker": ("stream.tools.worker", "run one Faust worker"),
+    "replay": ("stream.tools.replay", "run the detectors over a directory of JSON Lines files"),
+    "produce": ("stream.tools.produce", "publish a replay directory to the input topics"),
+    "alerts": ("stream.tools.alerts_tail", "read the alert topic (`churnwatch alerts tail`)"),
+    "simulate": ("stream.tools.simulator", "write a labelled simulated telecom world"),
+    "evaluate": ("stream.tools.evaluate", "score alerts against a simulated world's truth"),
+    "bench": ("stream.tools.bench", "measure throughput, latency, state size and recovery"),
 }
 
 

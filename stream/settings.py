@@ -36,7 +36,8 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     (alerts, write-ahead copy, state records), so small batches cap throughput.
 ``CHURNWATCH_FAST_PATH``
     ``true`` (default): input messages reach the batch processor a fetch at a time straight
-    from Faust's consumer (:class:`stream.recovery.FetchHighwaterConsumer`); ``false``:
+    from Faust's consumer
+    (:class:`stream.service.faust_internals.transport.FetchHighwaterConsumer`); ``false``:
     through a Faust agent (``stream.noack_take``), about half as fast. Both give the
     replay's alerts after a ``kill -9`` (tests/integration/test_parity.py runs both).
 ``CHURNWATCH_GROUPS`` [groups]
@@ -287,7 +288,7 @@ class Settings:
 
         overrides = dict(self.engine_overrides)
         if self.ported_file:
-            from stream.replay import load_ported_numbers
+            from stream.contracts.ported import load_ported_numbers
 
             try:
                 overrides["ported_numbers"] = load_ported_numbers(Path(self.ported_file))

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.tools.broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-from stream.broker import ensure_topics, free_port
-from stream.processes import stop_process
+from stream.service.admin import ensure_topics
 from stream.settings import Settings
+from stream.tools.broker import free_port
+from stream.tools.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 _ids = itertools.count(1)
@@ -170,7 +171,7 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 10.0) -> list[Any
     """Every record of ``topic`` up to its high watermark (fetch-based, not ListOffsets)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream.recovery import fetch_highwaters
+    from stream.service.faust_internals.transport import fetch_highwaters
 
     async def go() -> list[Any]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -228,7 +229,7 @@ def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[Any, int]:
     """True end offsets (fetch high watermarks) of every partition of ``topics``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream.recovery import fetch_highwaters
+    from stream.service.faust_internals.transport import fetch_highwaters
 
     async def go() -> dict[Any, int]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.tools.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

@@ -49,10 +49,10 @@ def _learner_state(table: dict) -> dict:
 def world(tmp_path_factory) -> tuple[Path, Path]:
     """The world, and an outcomes file answered by the simulated call centre (dated
     before the world's last two days: later ones wait for event time that never comes)."""
-    from stream.callcentre import CallCentre
-    from stream.replay import replay_directory
     from stream.settings import Settings
-    from stream.simulator import WorldParams, simulate
+    from stream.tools.callcentre import CallCentre
+    from stream.tools.replay import replay_directory
+    from stream.tools.simulator import WorldParams, simulate
 
     out = tmp_path_factory.mktemp("calworld")
     simulate(out, WorldParams(subscribers=SUBSCRIBERS, days=DAYS, seed=SEED))
@@ -78,7 +78,7 @@ def world(tmp_path_factory) -> tuple[Path, Path]:
 def _expected(world: Path, outcomes: Path, settings) -> tuple[dict, dict, object]:
     from collections import Counter
 
-    from stream.replay import replay_directory
+    from stream.tools.replay import replay_directory
 
     store: dict = {}
     learner = settings.outcome_learner(store)
@@ -98,7 +98,7 @@ def _calibrated(alert: dict) -> tuple:
 
 @pytest.mark.timeout(300)
 def test_stream_learns_the_replay_model_and_recovers_it_after_kill9(broker, world, tmp_path):
-    from stream.produce import count_lines, produce_directory
+    from stream.tools.produce import count_lines, produce_directory
 
     directory, outcomes = world
     settings, environ = unique_settings(

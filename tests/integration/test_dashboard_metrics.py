@@ -22,8 +22,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.helpers import WorkerProc, produce, unique_settings, wait_for
-from tests.unit.test_deploy_config import (
+from tests.deploy.test_deploy_config import (
     SCRAPE_SERIES,
     TARGET_LABELS,
     dashboard_queries,
@@ -31,6 +30,7 @@ from tests.unit.test_deploy_config import (
     promql_metrics,
     rule_queries,
 )
+from tests.integration.helpers import WorkerProc, produce, unique_settings, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(280)]
 
@@ -42,10 +42,10 @@ POISON = [b"{not json", b"\xff\xfe", b'{"event_id": "x", "subscriber_id": "S1"}'
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small world, with the simulated call centre's answers to its alerts in
     ``outcomes.jsonl`` (so the outcome panels have series)."""
-    from stream.callcentre import CallCentre
-    from stream.replay import replay_directory
     from stream.settings import Settings
-    from stream.simulator import WorldParams, simulate
+    from stream.tools.callcentre import CallCentre
+    from stream.tools.replay import replay_directory
+    from stream.tools.simulator import WorldParams, simulate
 
     out = tmp_path_factory.mktemp("world")
     simulate(out, WorldParams(subscribers=SUBSCRIBERS, days=DAYS, seed=SEED))
@@ -105,7 +105,7 @@ def missing_from(exposition: dict[str, list[dict[str, str]]],
 def test_every_dashboard_query_is_backed_by_the_running_worker(
     broker: Any, world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stream.produce import produce_directory
+    from stream.tools.produce import produce_directory
 
     monkeypatch.setenv("TEST_LOGLEVEL", "INFO")  # the log checked for personal data below
     # With the calibration stage, so that the call-centre outcome panels are backed too.

@@ -2,7 +2,7 @@
 
 Member signals (scripted groups, some defecting) are produced to the internal
 ``churn.group-signals`` topic keyed by ``group_id``; a worker running only the group agent
-(:mod:`stream.group_stage`, on the service's app class) folds them into its table and
+(:mod:`stream.service.group_stage`, on the service's app class) folds them into its table and
 publishes group alerts. The in-memory :class:`detectors.group.GroupStage`, one per
 partition as in ``churnwatch replay``, must give the same alert ids. The second test moves
 partitions to a second worker halfway (a rebalance): the groups' state must come back from
@@ -78,7 +78,7 @@ def scripted_signals(seed: int = 7) -> list[dict[str, Any]]:
 
 def expected_alerts(signals: list[dict[str, Any]], partitions: int) -> list[dict[str, Any]]:
     from detectors.group import GroupConfig, GroupStage
-    from stream.partitioning import partition_of
+    from stream.contracts.partitioning import partition_of
 
     stages = [GroupStage(GroupConfig(), {}, meta_key=f"__stage__/{p}")
               for p in range(partitions)]
@@ -115,7 +115,7 @@ class GroupWorker:
         return self
 
     def stop(self, grace_s: float = 20.0) -> int:
-        from stream.processes import stop_process
+        from stream.tools.processes import stop_process
 
         return 0 if self.process is None else stop_process(self.process, grace_s)
 
@@ -124,8 +124,8 @@ class GroupWorker:
 
 
 def _setup(broker: Any) -> tuple[Any, dict[str, str], str]:
-    from stream.broker import create_topics
-    from stream.group_stage import group_topic_names, signals_topic_name
+    from stream.service.admin import create_topics
+    from stream.service.group_stage import group_topic_names, signals_topic_name
 
     settings, environ = unique_settings(broker.bootstrap)
     topic = signals_topic_name(settings)
@@ -179,7 +179,7 @@ def test_groups_move_with_a_rebalance_without_losing_their_state(broker, tmp_pat
     first_half = {a["alert_id"] for a in expected_alerts(signals[:half], settings.partitions)}
     # Signals of the second half must need the first half's state: episodes that opened
     # in the first half escalate in the second, on every partition (whichever moves).
-    from stream.partitioning import partition_of
+    from stream.contracts.partitioning import partition_of
 
     spanning = {a["group_id"] for a in expected if a["alert_id"] in first_half} & {
         a["group_id"] for a in expected if a["alert_id"] not in first_half}
@@ -223,9 +223,9 @@ def main() -> int:
     """A worker with only the group stage (the test's subprocess)."""
     import faust
 
-    from stream import codecs
-    from stream.app import ChurnwatchApp
-    from stream.group_stage import AGENT_NAME, declare
+    from stream.service import codecs
+    from stream.service.app import ChurnwatchApp
+    from stream.service.group_stage import AGENT_NAME, declare
     from stream.settings import Settings
 
     settings = Settings.from_env()

@@ -34,7 +34,7 @@ PACED_RATE = 3000  # events/s
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from stream.simulator import WorldParams, simulate
+    from stream.tools.simulator import WorldParams, simulate
 
     out = tmp_path_factory.mktemp("world")
     simulate(out, WorldParams(subscribers=SUBSCRIBERS, days=DAYS, seed=SEED))
@@ -85,7 +85,7 @@ def _poison(clean: Path, out: Path, every: int = 20) -> Counter[str]:
 
 
 def _replay(directory: Path, settings) -> tuple[dict[str, dict], Counter[str], dict]:
-    from stream.replay import replay_directory
+    from stream.tools.replay import replay_directory
 
     counters: Counter[str] = Counter()
     stores: list[dict] = []
@@ -126,7 +126,7 @@ def _check_group_context(alerts: list[dict], expected: dict[str, dict]) -> int:
 
 
 def _lines(directory: Path) -> int:
-    from stream.produce import count_lines
+    from stream.tools.produce import count_lines
 
     return count_lines(directory)
 
@@ -135,7 +135,7 @@ def _lines(directory: Path) -> int:
 @pytest.mark.parametrize("fast_path", ["false", "true"])
 def test_alerts_and_dead_letters_match_replay_on_a_poisoned_world(broker, world, tmp_path,
                                                                   fast_path):
-    from stream.produce import produce_directory
+    from stream.tools.produce import produce_directory
 
     poisoned = tmp_path / "poisoned"
     bad = _poison(world, poisoned)
@@ -188,7 +188,7 @@ def test_kill9_mid_stream_then_restart_gives_the_replay_alerts_and_state(broker,
                                                                          tmp_path, fast_path):
     """``kill -9`` halfway, restart: the run finishes with exactly the replay result, and
     every input offset committed."""
-    from stream.produce import produce_directory
+    from stream.tools.produce import produce_directory
 
     settings, environ = unique_settings(
         broker.bootstrap, CHURNWATCH_PORTED_FILE=str(world / "ported.jsonl"),
@@ -208,7 +208,8 @@ def test_kill9_mid_stream_then_restart_gives_the_replay_alerts_and_state(broker,
         second.start()
         # Every input message applied by the second worker (its applied marks reach the
         # log end), and committed: records fetched before a rebalance's seek once made
-        # Faust count a gap as acked and stall the commit (stream.recovery).
+        # Faust count a gap as acked and stall the commit
+        # (stream.service.faust_internals.transport).
         wait_for(lambda: all_applied(broker.bootstrap, settings.app_id, settings.input_topics,
                                      second.dump()),
                  90, lambda: f"all input applied: {second.dump() and second.dump()['applied']}"
@@ -290,7 +291,7 @@ def test_two_workers_share_the_world_and_one_stopped_mid_stream_hands_over(broke
     groups); one gets SIGTERM halfway, the other takes its partitions over, with their
     state, and the run ends with exactly the replay's alerts, group alerts included, and
     every input offset committed."""
-    from stream.produce import produce_directory
+    from stream.tools.produce import produce_directory
 
     settings, environ = unique_settings(
         broker.bootstrap, CHURNWATCH_PORTED_FILE=str(world / "ported.jsonl"),

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from stream.broker import EmbeddedBroker
-from stream.partitioning import partition_of
-from stream.produce import produce_directory
-from stream.simulator import WorldParams, simulate
+from stream.contracts.partitioning import partition_of
+from stream.tools.broker import EmbeddedBroker
+from stream.tools.produce import produce_directory
+from stream.tools.simulator import WorldParams, simulate
 from tests.integration.helpers import unique_settings
 
 pytestmark = pytest.mark.integration

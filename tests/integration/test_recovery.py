@@ -1,7 +1,8 @@
 """Table state survives ``kill -9`` completely: every key comes back with its latest state.
 
 The embedded broker's ListOffsets(latest) stops short of the log end (it answers the base
-offset of the last batch + 1); :mod:`stream.recovery` asks for the high watermark with a
+offset of the last batch + 1); :mod:`stream.service.faust_internals.transport` asks for the high
+watermark with a
 Fetch instead. These tests prove the bug is real here, that the fix sees the true end,
 and that a restarted worker holds exactly the latest changelog value of every key.
 """
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from stream.tables import APPLIED_KEY, is_wal_key
+from stream.service.tables import APPLIED_KEY, is_wal_key
 from tests.integration.helpers import (
     SESSION_TIMEOUT_S,
     WorkerProc,
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.integration
 def test_fetch_highwater_sees_the_whole_last_batch(broker):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from stream.recovery import fetch_highwaters
+    from stream.service.faust_internals.transport import fetch_highwaters
 
     topic = "recovery-probe"
     broker.create_topics([topic], partitions=1)
@@ -64,11 +65,12 @@ def test_fetch_highwater_sees_the_whole_last_batch(broker):
 @pytest.mark.timeout(30)
 def test_records_fetched_before_a_seek_lie_at_or_above_the_fetch_position(broker):
     """What the worker's consumer relies on to drop records fetched before a rebalance's
-    seek (stream.recovery.FetchHighwaterConsumer): those records are at or above
+    seek (stream.service.faust_internals.transport.FetchHighwaterConsumer): those records are at
+    or above
     aiokafka's fetch position after the seek, and records returned since are below it."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from stream.recovery import fetch_position
+    from stream.service.faust_internals.transport import fetch_position
 
     topic = "seek-probe"
     broker.create_topics([topic], partitions=1)
@@ -173,7 +175,7 @@ def _list_offsets_stop_short(bootstrap: str, topic: str) -> bool:
     """True when ListOffsets(latest) is below the fetch high watermark on some partition."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream.recovery import fetch_highwaters
+    from stream.service.faust_internals.transport import fetch_highwaters
 
     async def go() -> bool:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
@@ -239,6 +241,6 @@ def test_restart_with_applied_but_uncommitted_input_keeps_processing(broker, tmp
 
 
 def _held(worker: WorkerProc) -> float | None:
-    from stream.processes import metric_sum
+    from stream.tools.processes import metric_sum
 
     return metric_sum(worker.metrics_port, "churnwatch_events_held")

@@ -204,7 +204,7 @@ def test_churnwatch_worker_command_serves_metrics_and_exits_0_on_sigterm(broker,
     import subprocess
     import sys
 
-    from stream.broker import free_port
+    from stream.tools.broker import free_port
     from tests.integration.helpers import REPO
 
     settings, environ = unique_settings(broker.bootstrap)

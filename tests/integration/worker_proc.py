@@ -18,8 +18,8 @@ import orjson
 def main() -> int:
     import faust
 
-    from stream.app import create_app
-    from stream.metrics import serve
+    from stream.service.app import create_app
+    from stream.service.metrics import serve
     from stream.settings import Settings
 
     settings = Settings.from_env()
@@ -60,9 +60,10 @@ def main() -> int:
                         len(app.consumer._acked.get(tp) or ()),
                         str(app.consumer._gap.get(tp)),
                     ] for tp in app.consumer.assignment() if tp.topic in parts.topics.kinds},
-                # Records fetched before a rebalance's seek, dropped (stream.recovery).
+                # Records fetched before a rebalance's seek, dropped
+                # (stream.service.faust_internals.transport).
                 "stale_dropped": app.consumer.stale_dropped,
-                # Events processed out of replay's order (stream.ordering).
+                # Events processed out of replay's order (stream.service.ordering).
                 "out_of_order": parts.processor.reorder.out_of_order,
                 "events": sum(
                     s.value

@@ -1,0 +1,1 @@
+"""The service: the Faust app, its agents, tables, stages and metrics."""

@@ -1,0 +1,166 @@
+"""Build the Faust app from :class:`stream.settings.Settings` (nothing happens at import).
+
+``create_app(settings)`` returns a ready :class:`faust.App` with its topics
+(:mod:`stream.service.topics`), state tables (:mod:`stream.service.tables`), the agent
+(:mod:`stream.service.agents`), the group stage (:mod:`stream.service.group_stage`, unless
+``CHURNWATCH_GROUPS=false``), the calibration stage (:mod:`stream.service.calibration_stage`,
+unless ``CHURNWATCH_CALIBRATION=false``) and metrics (:mod:`stream.service.metrics`). The app uses
+:class:`stream.service.faust_internals.transport.ChurnwatchTransport`, whose consumer asks for
+changelog end
+offsets with a Fetch instead of ListOffsets: the embedded broker's ListOffsets stops short
+and Faust would otherwise lose the last batch of table updates on recovery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from stream.service import codecs
+from stream.service.agents import BatchProcessor, EngineLike, register
+from stream.service.faust_internals.gate import BatchGate, gate_for_agent
+from stream.service.faust_internals.transport import ChurnwatchTransport
+from stream.service.metrics import Metrics, install_faust_sensor
+from stream.service.tables import StateTables
+from stream.service.topics import declare
+from stream.settings import Settings
+
+
+class ChurnwatchApp(faust.App):
+    """A Faust app on :class:`ChurnwatchTransport` (complete changelog recovery)."""
+
+    churnwatch: Any = None  #: the parts built by create_app (topics, tables, processor, ...)
+
+    def _new_transport(self) -> Any:
+        return ChurnwatchTransport(self.conf.broker_consumer, self)
+
+    async def on_stop(self) -> None:
+        parts = self.churnwatch
+        if parts is not None and parts.batch_sink is not None:
+            # The batch path is fed by the fetcher, which Faust stops first without waiting
+            # for the batch in hand: finish that batch before the tables are revoked and
+            # the producer stops (stream.service.faust_internals.gate).
+            await parts.gate.close()
+        await super().on_stop()
+
+
+class Parts:
+    """What create_app wired together, for the worker and the tests."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+def broker_credentials(settings: Settings) -> Any:
+    if settings.sasl_mechanism:
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=settings.ssl_context(),
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(settings.ssl_context())
+    return None
+
+
+def default_engine_factory(settings: Settings, tables: StateTables) -> Callable[[int], Any]:
+    from detectors import Engine
+
+    config = settings.engine_config()
+
+    def make(partition: int) -> Any:
+        return Engine(
+            config,
+            subscribers=tables.subscriber_view(partition),
+            population=tables.population_view(partition),
+            signals=settings.groups,
+        )
+
+    return make
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    engine_factory: Callable[[StateTables], Callable[[int], EngineLike]] | None = None,
+) -> ChurnwatchApp:
+    """The worker's Faust app. ``settings.bootstrap`` must name a running broker."""
+    if not settings.bootstrap:
+        raise ValueError("create_app needs settings.bootstrap (start the embedded broker first)")
+    codecs.register()
+    registry = registry if registry is not None else CollectorRegistry()
+    app = ChurnwatchApp(
+        settings.app_id,
+        broker=[f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
+        store=settings.store,
+        datadir=settings.datadir,
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        topic_disable_leader=True,
+        table_standby_replicas=settings.standby_replicas,
+        key_serializer=codecs.RAW,
+        value_serializer=codecs.ORJSON,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        broker_request_timeout=settings.request_timeout_s,
+        broker_commit_interval=settings.commit_interval_s,
+        broker_max_poll_records=max(settings.batch_size, 500),
+        # A batch's state records (two changelog topics, every partition) then mostly
+        # leave in one produce request, which narrows the window for a half-written batch.
+        producer_linger=0.01,
+        producer_max_request_size=4 * 1024 * 1024,
+        stream_buffer_maxsize=max(4 * settings.batch_size, 4096),
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+    )
+    metrics = Metrics(registry)
+    install_faust_sensor(app, registry)
+    topics = declare(app, settings)
+    tables = StateTables.on_app(app, settings.partitions)
+    make_factory = engine_factory or (lambda t: default_engine_factory(settings, t))
+    processor = BatchProcessor(tables, topics.kinds, make_factory(tables), metrics=metrics,
+                               calibration=settings.calibration)
+    groups = None
+    if settings.groups:
+        from stream.service.group_stage import declare as declare_groups
+
+        groups = declare_groups(app, settings, alerts_topic=topics.alerts, metrics=metrics)
+        if groups.contexts is not None:
+            processor.group_context = groups.contexts.reason
+    calibration = None
+    if settings.calibration:
+        from stream.service.calibration_stage import declare as declare_calibration
+
+        calibration = declare_calibration(app, settings, alerts_topic=topics.alerts,
+                                          deadletter_topic=topics.deadletter, metrics=metrics)
+    if settings.fast_path:
+        gate = BatchGate("churnwatch-detect")  # closed by ChurnwatchApp.on_stop
+    else:
+        gate = gate_for_agent(app, "churnwatch-detect")
+    agent, handle = register(app, topics, processor, settings, groups=groups, gate=gate)
+    app.churnwatch = Parts(
+        batch_sink=handle if settings.fast_path else None,
+        batch_topics=frozenset(topics.kinds),
+        settings=settings,
+        registry=registry,
+        metrics=metrics,
+        topics=topics,
+        tables=tables,
+        processor=processor,
+        agent=agent,
+        groups=groups,
+        calibration=calibration,
+        gate=gate,
+    )
+    return app

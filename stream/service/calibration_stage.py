@@ -1,0 +1,604 @@
+"""The calibration stage: one global model learns from outcomes and port-outs (issue 8).
+
+The subscriber engines (N partitions) send what they would have published for
+subscribers to the internal ``churn.calibration`` topic (ONE partition) instead of
+``churn.alerts``, with the port-outs and deactivations they see and their progress::
+
+    {"kind": "alert", "partition": p, "at": [T, o], "alert": {...}}
+    {"kind": "exit",  "partition": p, "at": [T, o], "subscriber_id": ..., "ts": ...}
+    {"kind": "day",   "partition": p, "at": [T, o], "day": closed_to}
+
+``at`` is the position, in replay's merge order, of the input event the record came
+from: its event time ``T`` (epoch seconds) and kind order ``o`` (calls 0, billing 1). A
+``day`` mark says partition ``p`` has processed every event up to ``at`` and closed
+every day up to ``day`` (``detectors.Engine.closed_to``). Call-centre tools report to
+``churn.outcomes`` (ONE partition). One agent reads both topics and runs
+:class:`detectors.OutcomeLearner` over the one-partition ``calibration`` table; the
+calibrated alerts go to ``churn.alerts`` (docs/outcomes.md).
+
+**Replay's order.** ``churnwatch replay`` feeds its learner in the order of its event-time
+merge: each input event's alerts, then its exit, and outcomes after the calls and billing
+events of the same instant. The stage restores that order across the partitions: items
+wait in a heap keyed ``(T, o, partition, arrival)`` (outcomes ``(ts, 2, 0, offset)``) and
+the smallest goes to the learner once every partition has passed it (its last mark or
+item is later; at the same position the lower partition goes first, replay's line order
+being unknown here). Outcomes produced ahead of the stream (tests; a tool whose clock is
+ahead) so wait until the engines have reached their time, and are not ``unknown_alert``.
+
+A partition that sends nothing (idle, or far behind) would hold everything. So an item
+held for ``hold_s`` seconds also goes once every partition has closed the days its labels
+need (``day(ts) - 1 - lag_days``, the learner's sealing rule: the model is the same
+whatever the interleaving within that slack), and beyond ``max_held`` the oldest go
+regardless (``forced``, counted). A partition that has sent nothing for ``idle_s``
+seconds (never reported: no traffic at all; or a stuck worker) is not waited for by items
+held that long (``released_idle``, counted): out of replay's order only if it wakes with
+earlier events.
+
+**State and restarts.** Everything is in the table: the learner's keys, ``__stage__``
+(the partitions' marks and positions, the offset below which each input topic is in the
+state, counters) and each held item under ``h:<n>``. A batch's keys go to the changelog
+as one write-ahead copy first (:func:`stream.service.tables.wal_chunks`), then key by key, so a
+``kill -9`` leaves the state of one batch or the next, never a mix; the applied offsets
+in the same copy make a redelivered message change nothing. Alerts and dead letters are
+delivered before the state that says they were made (at least once, same ``alert_id``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import orjson
+
+from detectors.days import Clock, parse_ts
+from stream.contracts.validation import Accepted, Rejected, Validator, dead_letter
+from stream.service.faust_internals.batch import commit, current
+from stream.service.faust_internals.gate import BatchGate, gate_for_agent
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_TABLE = "calibration"
+AGENT_NAME = "churnwatch-calibration"
+STAGE_KEY = "__stage__"
+HELD_PREFIX = "h:"
+#: Outcomes come after the calls (0) and billing (1) events of the same instant.
+OUTCOME_ORDER = 2
+STAGE_STATE_VERSION = 1
+#: How often the stage looks at its held items when no message comes (s).
+TICK_S = 0.5
+
+Key = tuple[float, int, int, int]
+
+
+def changelog_topic_name(settings: Any) -> str:
+    """The calibration table's changelog (Faust's ``<app id>-<table>-changelog``)."""
+    return f"{settings.app_id}-{CALIBRATION_TABLE}-changelog"
+
+
+def position(value: Any) -> tuple[float, int]:
+    """``[T, o]`` as a comparable tuple."""
+    return float(value[0]), int(value[1])
+
+
+@dataclass
+class StageOutput:
+    """What one call of :meth:`CalibrationStage.process` produced."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    #: (key, dead letter) of rejected outcomes
+    dead_letters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
+    #: (outcome, segment, zone published, leading reason) of the outcomes taken
+    outcomes: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+
+class CalibrationStage:
+    """Orders alerts, exits and outcomes as replay does and feeds them to the learner.
+
+    ``store`` is a mutable mapping (a dict, or the batch cache's view of the table);
+    ``keys()`` lists the store's keys (read once, to find held items after a restart);
+    ``learner_factory(store)`` builds the :class:`detectors.OutcomeLearner` (it carries on
+    from what the store holds).
+
+    Examples
+    --------
+    Two partitions; an alert of partition 1 waits for partition 0 to pass it:
+
+    >>> from stream.settings import Settings
+    >>> store = {}
+    >>> stage = CalibrationStage(store, Settings().outcome_learner, sources=2,
+    ...                          keys=lambda: list(store), clock=lambda: 0.0)
+    >>> alert = {"alert_id": "a1", "kind": "subscriber", "status": "open",
+    ...          "subscriber_id": "s1", "zone": "red", "risk_score": 0.8, "reasons": [],
+    ...          "ts": "2026-03-02T01:00:00+08:00"}
+    >>> at = [parse_ts("2026-03-02T01:00:05+08:00"), 0]
+    >>> rec = {"kind": "alert", "partition": 1, "at": at, "alert": alert}
+    >>> stage.process([("c", 0, orjson.dumps(rec))]).alerts
+    []
+    >>> mark = {"kind": "day", "partition": 0, "at": [at[0] + 60, 0], "day": 20513}
+    >>> [a["calibration_version"] for a in stage.process([("c", 1, orjson.dumps(mark))]).alerts]
+    ['newton-1/0@2026-02-28']
+    """
+
+    def __init__(
+        self,
+        store: MutableMapping[str, Any],
+        learner_factory: Callable[[MutableMapping[str, Any]], Any],
+        sources: int,
+        *,
+        keys: Callable[[], Iterable[str]] | None = None,
+        lag_days: int = 1,
+        hold_s: float = 5.0,
+        idle_s: float = 300.0,
+        max_held: int = 50_000,
+        validator: Validator | None = None,
+        topics: tuple[str, str] = ("churn.calibration", "churn.outcomes"),
+        clock: Callable[[], float] = time.monotonic,
+        tz_offset_hours: float = 8.0,
+    ) -> None:
+        self.store = store
+        self.learner_factory = learner_factory
+        self.sources = sources
+        self.keys = keys if keys is not None else (lambda: list(store))
+        self.lag_days = lag_days
+        self.hold_s = hold_s
+        self.idle_s = idle_s
+        self.max_held = max_held
+        self.validator = validator or Validator()
+        self.topics = topics
+        self.clock = clock
+        self.days = Clock(tz_offset_hours, 0.0)
+        self.learner: Any = None
+        self.loaded = False
+        self.marks: dict[int, int] = {}
+        self.pos: dict[int, tuple[float, int]] = {}
+        self.applied: dict[str, int] = {}
+        self.seq = 0
+        self.counters: Counter[str] = Counter()
+        #: (key, held since (wall clock), table key of the item)
+        self.heap: list[tuple[Key, float, str]] = []
+        #: counters already reported as metrics (see :func:`_record`)
+        self.reported: Counter[str] = Counter()
+        #: wall clock of each partition's last record, and of the stage's load: liveness
+        #: only (never in the state, never in what the learner sees)
+        self.heard: dict[int, float] = {}
+        self.started = clock()
+
+    # -- state ----------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget what is in memory (after a failed batch or a rebalance): the next batch
+        loads it from the store again."""
+        self.learner = None
+        self.loaded = False
+        self.heap = []
+
+    def load(self) -> None:
+        saved = self.store.get(STAGE_KEY)
+        now = self.clock()
+        if saved is not None:
+            if saved.get("v") != STAGE_STATE_VERSION:
+                raise ValueError(f"calibration stage state version {saved.get('v')!r} unknown")
+            self.marks = {int(k): int(v) for k, v in saved["marks"].items()}
+            self.pos = {int(k): position(v) for k, v in saved["pos"].items()}
+            self.applied = {str(k): int(v) for k, v in saved["applied"].items()}
+            self.seq = int(saved["seq"])
+            self.counters = Counter(saved["counters"])
+        else:
+            self.marks, self.pos, self.applied, self.seq = {}, {}, {}, 0
+            self.counters = Counter()
+        self.heap = []
+        self.heard, self.started = {}, now
+        for k in self.keys():
+            if k.startswith(HELD_PREFIX):
+                item = self.store.get(k)
+                if item is not None:
+                    self.heap.append((tuple(item["k"]), now, k))
+        heapq.heapify(self.heap)
+        self.learner = self.learner_factory(self.store)
+        self.loaded = True
+        # What an earlier worker counted is not this one's to report again.
+        self.reported = self.totals()
+
+    def totals(self) -> Counter[str]:
+        """The learner's counters (``l.``) and the stage's (``s.``), as saved."""
+        now: Counter[str] = Counter()
+        if self.learner is not None:
+            now.update({f"l.{k}": v for k, v in self.learner.counters.items()})
+        now.update({f"s.{k}": v for k, v in self.counters.items()})
+        return now
+
+    def save(self) -> None:
+        self.store[STAGE_KEY] = {
+            "v": STAGE_STATE_VERSION,
+            "marks": {str(k): v for k, v in self.marks.items()},
+            "pos": {str(k): list(v) for k, v in self.pos.items()},
+            "applied": dict(self.applied), "seq": self.seq, "counters": dict(self.counters)}
+
+    @property
+    def held(self) -> int:
+        return len(self.heap)
+
+    # -- input ----------------------------------------------------------------------------
+    def process(self, messages: Iterable[tuple[str, int, bytes | None]]) -> StageOutput:
+        """Take ``(topic, offset, raw value)`` messages ("c": churn.calibration, "o":
+        churn.outcomes, or the full topic names) and release what can go, in order."""
+        if not self.loaded:
+            self.load()
+        out = StageOutput()
+        for topic, offset, raw in messages:
+            src = "o" if topic in ("o", self.topics[1]) else "c"
+            if offset < self.applied.get(src, 0):
+                self.counters["redelivered"] += 1  # in the state already
+                continue
+            self.applied[src] = offset + 1
+            if src == "o":
+                self._take_outcome(offset, raw or b"", out)
+            else:
+                self._take_record(raw)
+        self.release(out)
+        self.save()
+        return out
+
+    def _take_outcome(self, offset: int, raw: bytes, out: StageOutput) -> None:
+        verdict = self.validator.check("outcome", raw)
+        if not isinstance(verdict, Accepted):
+            self.counters[f"dead_{verdict.reason}"] += 1
+            out.dead_letters.append((None, dead_letter(raw, self.topics[1], 0, offset, verdict)))
+            return
+        self._hold((verdict.epoch_s, OUTCOME_ORDER, 0, offset),
+                   {"kind": "outcome", "offset": offset, "outcome": verdict.event,
+                    "raw": raw.decode("utf-8")})
+
+    def _take_record(self, raw: bytes | None) -> None:
+        try:
+            rec = orjson.loads(raw or b"")
+            kind = rec["kind"]
+            p = int(rec["partition"])
+            at = position(rec["at"])
+        except (ValueError, KeyError, TypeError, IndexError):
+            # Our own engines write this topic: a bad record is a bug, not input.
+            log.warning("calibration stage: ignored a record it cannot read")
+            self.counters["bad_record"] += 1
+            return
+        self.heard[p] = self.clock()
+        if at > self.pos.get(p, (float("-inf"), 0)):
+            self.pos[p] = at  # a partition's records come in its order
+        if kind == "day":
+            if rec.get("day") is not None and int(rec["day"]) > self.marks.get(p, -1 << 40):
+                self.marks[p] = int(rec["day"])
+            return
+        if kind not in ("alert", "exit"):
+            self.counters["bad_record"] += 1
+            return
+        self.seq += 1
+        self._hold((at[0], at[1], p, self.seq), rec)
+
+    def _hold(self, key: Key, item: dict[str, Any]) -> None:
+        hkey = f"{HELD_PREFIX}{key[2]}:{key[3]}:{item['kind'][0]}"
+        self.store[hkey] = {"k": list(key), "i": item}
+        heapq.heappush(self.heap, (key, self.clock(), hkey))
+        self.counters["held"] += 1
+
+    # -- release --------------------------------------------------------------------------
+    def idle(self, now: float) -> set[int]:
+        """Partitions that have sent nothing for ``idle_s`` seconds (nor since the load):
+        no traffic at all, or a worker stuck; the release does not wait for them."""
+        return {q for q in range(self.sources)
+                if now - self.heard.get(q, self.started) >= self.idle_s}
+
+    def passed(self, key: Key, skip: Collection[int] = ()) -> bool:
+        """Every partition (but ``skip``) has passed ``key`` (nothing earlier can come)."""
+        t, order, p = key[0], key[1], key[2]
+        for q in range(self.sources):
+            if q in skip:
+                continue
+            at = self.pos.get(q)
+            if at is None:
+                return False
+            if order == OUTCOME_ORDER:
+                if at[0] <= t:
+                    return False
+            elif q != p and not (at > (t, order) or (at == (t, order) and p < q)):
+                return False
+        return True
+
+    def sealed_enough(self, item: dict[str, Any]) -> bool:
+        """Every partition has closed the days the learner seals on this item."""
+        if len(self.marks) < self.sources:
+            return False
+        ts = item["outcome"]["ts"] if item["kind"] == "outcome" else (
+            item["alert"]["ts"] if item["kind"] == "alert" else item["ts"])
+        need = self.days.day(parse_ts(ts)) - 1 - self.lag_days
+        return min(self.marks.values()) >= need
+
+    def release(self, out: StageOutput) -> None:
+        """Feed the learner every held item that can go, smallest key first."""
+        now = self.clock()
+        heap = self.heap
+        while heap:
+            key, since, hkey = heap[0]
+            item = self.store[hkey]["i"]
+            if len(heap) > self.max_held:
+                self.counters["forced"] += 1
+            elif self.passed(key):
+                pass
+            elif now - since >= self.hold_s and self.sealed_enough(item):
+                self.counters["released_by_days"] += 1
+            elif (now - since >= self.idle_s and (idle := self.idle(now))
+                  and self.passed(key, idle)):
+                # Out of replay's order only if an idle partition wakes with earlier
+                # events (all idle: the input has ended, or paused): counted.
+                self.counters["released_idle"] += 1
+            else:
+                break
+            heapq.heappop(heap)
+            del self.store[hkey]
+            self._feed(item, out)
+
+    def _feed(self, item: dict[str, Any], out: StageOutput) -> None:
+        learner = self.learner
+        kind = item["kind"]
+        if kind == "alert":
+            try:
+                out.alerts.append(learner.alert(item["alert"]))
+            except (KeyError, TypeError, ValueError):
+                # An alert the model cannot read (an engine bug or a test stand-in): it
+                # still goes out, as the engine made it; never lost, counted.
+                log.exception("calibration: published an alert uncalibrated")
+                self.counters["uncalibrated"] += 1
+                out.alerts.append(dict(item["alert"]))
+        elif kind == "exit":
+            learner.exit(str(item["subscriber_id"]), str(item["ts"]))
+        else:
+            outcome = item["outcome"]
+            pending = self.store.get(f"a:{outcome['alert_id']}")
+            reason = learner.outcome(outcome)
+            if reason is None:
+                out.outcomes.append((str(outcome["outcome"]), *_answered(pending)))
+                return
+            self.counters[f"dead_{reason}"] += 1
+            detail = {"unknown_alert": "no alert of that id in the learner's horizon",
+                      "subscriber_mismatch": "subscriber_id is not the alert's"}[reason]
+            letter = dead_letter(item["raw"].encode("utf-8"), self.topics[1], 0,
+                                 int(item["offset"]), Rejected(reason, "alert_id", detail))
+            out.dead_letters.append((None, letter))
+
+
+def uncalibrated(values: Iterable[bytes | None]) -> list[dict[str, Any]]:
+    """The alerts (as the engines made them, stamped now) in raw ``churn.calibration``
+    records: what is published when the stage cannot calibrate a batch.
+
+    >>> rec = {"kind": "alert", "partition": 0, "at": [0, 0], "alert": {"alert_id": "a1"}}
+    >>> [a["alert_id"] for a in uncalibrated([orjson.dumps(rec), b"junk", None])]
+    ['a1']
+    """
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    alerts = []
+    for raw in values:
+        try:
+            rec = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "alert" and isinstance(
+                rec.get("alert"), dict):
+            alerts.append({**rec["alert"], "emitted_at": stamp})
+    return alerts
+
+
+def _answered(pending: Any) -> tuple[str, str, str]:
+    """``(segment, zone, leading reason)`` of the alert an outcome answers, from the
+    learner's record of it (``"m"``); "unknown" without one.
+
+    >>> _answered({"s": "s1", "t": 0, "m": ["sme", "red", "usage_drop"], "done": 1})
+    ('sme', 'red', 'usage_drop')
+    >>> _answered(None)
+    ('unknown', 'unknown', 'unknown')
+    """
+    labels = pending.get("m") if isinstance(pending, dict) else None
+    if not labels:
+        return "unknown", "unknown", "unknown"
+    segment, zone, reason = labels
+    return str(segment), str(zone), str(reason)
+
+
+class TableStore(MutableMapping[str, Any]):
+    """The stage's view of its one-partition table, through a batch cache."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+
+    def __getitem__(self, key: str) -> Any:
+        return self.cache.get(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.cache.set(0, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.cache.delete(0, key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.cache.contains(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self.cache.get(key)
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.cache.data))
+
+    def __len__(self) -> int:
+        return len(self.cache.data)
+
+
+@dataclass
+class Calibration:
+    """What :func:`declare` put on the app."""
+
+    topic: Any  #: churn.calibration + churn.outcomes, raw (the agent's input)
+    table: Any
+    stage: CalibrationStage
+    agent: Any = None
+    alerts_topic: Any = None
+    deadletter_topic: Any = None
+    cache: Any = None
+    handle: Any = None
+
+
+def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any,
+            metrics: Any = None, gate: BatchGate | None = None) -> Calibration:
+    """Declare the calibration stage on ``app``: its input topic, table and agent."""
+    from stream.service.codecs import RAW
+    from stream.service.tables import (
+        BatchCache,
+        PartitionIndex,
+        WalReader,
+        plain_table,
+        send_records,
+        wal_chunks,
+    )
+
+    topic = app.topic(settings.topic_calibration, settings.topic_outcomes, partitions=1,
+                      replicas=settings.replication, key_type=bytes, key_serializer=RAW,
+                      value_type=bytes, value_serializer=RAW)
+    table = plain_table(app, CALIBRATION_TABLE, partitions=1, key_type=str,
+                        help="The calibration learner and stage (one partition).")
+    wal = table.wal = WalReader()
+
+    async def overlay() -> None:
+        # The last complete write-ahead copy over the recovered keys: the batch whole.
+        for subs, _ in wal.latest.values():
+            for key, value in subs.items():
+                if value is None:
+                    table.data.pop(key, None)
+                else:
+                    table.data[key] = value
+        wal.latest.clear()
+        wal.pending.clear()
+
+    table.on_recover(overlay)
+    cache = BatchCache(table, PartitionIndex())
+    stage = CalibrationStage(
+        TableStore(cache), settings.outcome_learner, settings.partitions,
+        keys=lambda: list(table.data), lag_days=settings.calibration_lag_days,
+        hold_s=settings.calibration_hold_s, idle_s=settings.calibration_idle_s,
+        max_held=settings.calibration_max_held,
+        topics=(settings.topic_calibration, settings.topic_outcomes),
+        tz_offset_hours=settings.tz_offset_hours)
+    cal = Calibration(topic=topic, table=table, stage=stage, alerts_topic=alerts_topic,
+                      deadletter_topic=deadletter_topic, cache=cache)
+    if gate is None:
+        gate = gate_for_agent(app, AGENT_NAME)
+    lock = gate.lock
+
+    async def handle(events: list[Any]) -> None:
+        async with lock:
+            if gate.closed:  # stopping: not acked, so delivered again
+                return
+            events, _ = current(app, events)
+            if not events and not stage.heap:
+                return
+            try:
+                out = stage.process([(e.message.topic, e.message.offset, e.message.value)
+                                     for e in events])
+            except Exception:  # a model bug must not stop the stage, nor lose alerts
+                log.exception("calibration stage failed on a batch of %d", len(events))
+                cache.discard()
+                stage.reset()
+                # The batch's alerts go out as the engines made them (counted); its exits
+                # and outcomes are lost to the model, not to anyone waiting for an alert.
+                raw_alerts = uncalibrated(e.message.value for e in events
+                                          if e.message.topic == settings.topic_calibration)
+                await commit(app, [await alerts_topic.send(
+                    key=str(a["subscriber_id"]).encode(), value=a) for a in raw_alerts],
+                    acks=[e.ack for e in events])
+                if metrics is not None:
+                    metrics.calibration_uncalibrated.inc(len(raw_alerts))
+                return
+            sent = []
+            stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+            for alert in out.alerts:
+                alert["emitted_at"] = stamp
+                sent.append(await alerts_topic.send(
+                    key=str(alert["subscriber_id"]).encode(), value=alert))
+            for key, letter in out.dead_letters:
+                sent.append(await deadletter_topic.send(key=key, value=letter))
+            await commit(app, sent, state, acks=[e.ack for e in events])
+            if metrics is not None:
+                _record(metrics, stage, out)
+
+    def state() -> list[Callable[[], None]]:
+        records = cache.drain()
+        if not records:
+            return []
+        # The batch's keys land together: a write-ahead copy, then key by key.
+        chunks = wal_chunks(os.urandom(6).hex(), 0, [(b"s", k, v) for _, k, v in records])
+        return [partial(send_records, table, [(0, k, v) for k, v in chunks]),
+                partial(send_records, table, records)]
+
+    async def calibrate(stream: Any) -> None:
+        async for events in stream.noack_take(500, within=0.05):
+            await handle(events)
+
+    async def tick() -> None:
+        # Held items may be due (hold_s) with no message coming.
+        if stage.loaded and stage.heap:
+            await handle([])
+
+    async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        async with lock:  # after the batch in hand
+            cache.discard()
+            stage.reset()
+
+    async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        async with lock:  # loaded from the recovered table on the next batch
+            stage.reset()
+
+    app.on_partitions_revoked.connect(on_partitions_revoked)
+    app.on_partitions_assigned.connect(on_partitions_assigned)
+    app.timer(TICK_S, name="churnwatch-calibration-tick")(tick)
+    cal.agent = app.agent(topic, name=AGENT_NAME, concurrency=1)(calibrate)
+    cal.handle = handle
+    return cal
+
+
+LEARNED = "labels_"
+
+
+def _record(metrics: Any, stage: CalibrationStage, out: StageOutput) -> None:
+    """Metrics of one batch (counters as deltas of the learner's and stage's own)."""
+    for alert in out.alerts:
+        metrics.alerts.labels(kind="subscriber", zone=str(alert.get("zone"))).inc()
+        for reason in alert.get("reasons") or ():
+            metrics.alert_reasons.labels(code=str(reason.get("code"))).inc()
+    for outcome, segment, zone, reason in out.outcomes:
+        metrics.outcomes.labels(outcome=outcome, segment=segment, zone=zone,
+                                reason=reason).inc()
+    for _, letter in out.dead_letters:
+        metrics.dead_letters.labels(reason=str(letter["reason"])).inc()
+    reported = stage.reported
+    for name, value in stage.totals().items():
+        delta = value - reported.get(name, 0)
+        if delta <= 0:
+            continue
+        reported[name] = value
+        if name.startswith("l." + LEARNED):
+            _, source, label = name[2:].split("_")
+            metrics.labels_learned.labels(source=source, label=label).inc(delta)
+        elif name == "l.late_labels":
+            metrics.late_labels.inc(delta)
+        elif name == "s.forced":
+            metrics.calibration_forced.inc(delta)
+        elif name == "s.released_idle":
+            metrics.calibration_idle.inc(delta)
+        elif name == "s.uncalibrated":
+            metrics.calibration_uncalibrated.inc(delta)
+    metrics.calibration_held.set(stage.held)

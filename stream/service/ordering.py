@@ -1,0 +1,145 @@
+"""Event-time order across the input topics of one partition.
+
+``churnwatch replay`` feeds each partition's engine the profiles first, then calls and
+billing merged by event time. A worker receives the three topics' partition ``p`` as
+separate streams, interleaved however the fetcher delivers them (thousands of calls may
+arrive before the billing events of the same hours). The engine's day closing and
+lateness depend on event time, so the worker restores the order before the engine:
+
+* every accepted event waits in a heap per input partition, keyed like replay's merge:
+  ``(event time, kind order, offset)`` (profiles carry time 0 and so come first);
+* an event is released once no input topic-partition of its partition can still deliver
+  an earlier one. A topic-partition rules that out if it has delivered an event at least
+  as late (each topic-partition is in time order), or if it is *caught up*: everything
+  below a high watermark that was read *after the event was written* (its Kafka
+  timestamp) has been delivered. The worker probes the high watermarks with a Fetch
+  (:func:`stream.service.faust_internals.transport.fetch_highwaters`) while events are held; a
+  probe older than
+  the event proves nothing, since an earlier event may have been written meanwhile.
+  A topic-partition that has delivered nothing and is not caught up holds everything
+  back, so profiles are read before the events.
+
+Events arriving later than what was already released (real lateness on a live stream,
+or a producer that held them past the margin) are still processed; the engine's allowed
+lateness deals with them. They are counted (``out_of_order``; the worker's
+``churnwatch_events_out_of_order_total``): their order is not replay's. ``max_held`` bounds
+memory: beyond it the oldest events are released regardless (counted as ``forced``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+KIND_ORDER = {"subscribers": -1, "calls": 0, "billing": 1}
+NOTHING = float("-inf")
+
+TopicPartition = tuple[str, int]
+#: (topic, partition) -> the wall-clock time of a high-watermark probe up to which
+#: everything was delivered to us, or None when not caught up.
+CaughtUp = Callable[[str, int], "float | None"]
+
+
+class Reorder:
+    """Per-partition heaps of held events, released in event-time order."""
+
+    def __init__(self, max_held: int = 200_000) -> None:
+        self.max_held = max_held
+        self._heaps: dict[int, list[tuple[float, int, int, int, Any, float]]] = defaultdict(list)
+        self._newest: dict[TopicPartition, float] = {}
+        self._seq = itertools.count()
+        self.held = 0
+        self.forced = 0
+        #: events pushed behind what their partition had already released (their order
+        #: against replay's is lost: a producer held them past the margin, or lateness)
+        self.out_of_order = 0
+        self._last: dict[int, tuple[float, int]] = {}
+
+    def push(self, topic: str, partition: int, offset: int, ts: float, kind: str,
+             item: Any, written_s: float | None = None) -> None:
+        """Hold ``item`` (an accepted event of ``kind`` at time ``ts``, written to Kafka at
+        ``written_s``, wall clock; None: long ago)."""
+        heapq.heappush(
+            self._heaps[partition],
+            (ts, KIND_ORDER[kind], offset, next(self._seq), item,
+             float("-inf") if written_s is None else written_s),
+        )
+        last = self._last.get(partition)
+        if last is not None and (ts, KIND_ORDER[kind]) < last:
+            self.out_of_order += 1
+        tp = (topic, partition)
+        if ts > self._newest.get(tp, NOTHING):
+            self._newest[tp] = ts
+        self.held += 1
+
+    def delivered(self, topic: str, partition: int, ts: float | None = None) -> None:
+        """Note a delivery on ``(topic, partition)`` that holds nothing (e.g. a rejection)."""
+        tp = (topic, partition)
+        if tp not in self._newest:
+            self._newest[tp] = NOTHING if ts is None else ts
+
+    def release(self, topics: Iterable[str], caught_up: CaughtUp | None) -> list[Any]:
+        """Pop every item that can no longer be preceded, in order, partition by partition.
+
+        ``caught_up=None`` releases everything (a closed input, e.g. in tests).
+        """
+        topics = tuple(topics)
+        out: list[Any] = []
+        pop = heapq.heappop
+        for partition, heap in self._heaps.items():
+            if not heap:
+                continue
+            if caught_up is None:
+                while heap:
+                    out.append(pop(heap)[4])
+                continue
+            # Per topic-partition: the newest event time delivered, and since when it is
+            # known to be caught up (None: not caught up).
+            sources = [
+                (self._newest.get((topic, partition), NOTHING), caught_up(topic, partition))
+                for topic in topics
+            ]
+            while heap:
+                ts, written = heap[0][0], heap[0][5]
+                if all(newest >= ts or (since is not None and written <= since)
+                       for newest, since in sources):
+                    entry = pop(heap)
+                    self._last[partition] = entry[:2]
+                    out.append(entry[4])
+                else:
+                    break
+        if self.held - len(out) > self.max_held:
+            out.extend(self._force(self.held - len(out) - self.max_held))
+        self.held -= len(out)
+        return out
+
+    def _force(self, n: int) -> list[Any]:
+        """Release the ``n`` oldest held items across partitions (memory bound)."""
+        merged = heapq.nsmallest(
+            n, ((entry, p) for p, heap in self._heaps.items() for entry in heap)
+        )
+        out = []
+        for entry, p in merged:
+            self._heaps[p].remove(entry)
+            out.append(entry[4])
+        for p in {p for _, p in merged}:
+            heapq.heapify(self._heaps[p])
+        self.forced += len(out)
+        return out
+
+    def drop_partitions(self, partitions: Iterable[int]) -> list[Any]:
+        """Forget the held items of ``partitions`` (revoked); they are returned, unprocessed."""
+        dropped: list[Any] = []
+        for p in partitions:
+            dropped.extend(entry[4] for entry in self._heaps.pop(p, ()))
+            self._last.pop(p, None)
+            for tp in [tp for tp in self._newest if tp[1] == p]:
+                del self._newest[tp]
+        self.held -= len(dropped)
+        return dropped
+
+    def __len__(self) -> int:
+        return self.held

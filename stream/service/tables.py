@@ -1,0 +1,469 @@
+"""State tables and the per-batch views the detectors engine works on.
+
+Two Faust tables, both co-partitioned with the input topics (same partition count; the
+changelog partition of a key is the input partition its events arrive on):
+
+``subscribers``
+    key ``subscriber_id``, value the engine's plain versioned state dict.
+``population``
+    key ``"<partition>/<name>"``: each input partition keeps its own population baseline
+    (as ``churnwatch replay`` does), so its entries live in that partition's changelog.
+    ``"<partition>/__applied__"`` holds, per input topic, the offset below which that
+    partition's messages are reflected in the state (see :meth:`BatchProcessor.flush
+    <stream.service.agents.BatchProcessor.flush>`): after a crash, messages delivered again below
+    it are skipped, so state and alerts change exactly once per message.
+
+**A batch is written whole or not at all.** A batch's state is many changelog records in two
+topics, and the embedded broker has no transactions, so a ``kill -9`` could leave part of
+a batch written. So each batch first writes a *write-ahead* copy of everything it changes
+in one input partition (subscriber states, population entries, applied marks) to that
+partition of the population changelog, under the keys ``"<partition>/__wal__/<i>"``
+(chunks of at most ``WAL_CHUNK_BYTES``, all with the batch's id and chunk count), waits
+until the broker has it, and only then writes the per-key records. On recovery the chunks
+are not put in the table: :class:`WalReader` keeps the last complete write-ahead copy of
+each partition and, once the changelogs are read, applies it over the recovered keys. A
+crash before the copy is complete leaves the state of the batch before (the per-key
+records of the batch were not sent yet); a crash after it completes the batch. Either way
+every key comes back as of one and the same batch, with the marks of that batch. The
+per-key records keep the changelog compactable on a real Kafka (only the latest copy of
+each chunk key is needed).
+
+The engine never touches a table directly: it gets a :class:`PartitionView` per input
+partition, over a :class:`BatchCache` per table. During a batch, reads come from the cache
+(falling back to the table) and writes stay in the cache; :meth:`BatchCache.flush` then
+writes each touched key to the table and its changelog **once per batch**, with the right
+partition. A :class:`PartitionIndex` remembers which keys belong to which partition
+(filled from live writes and from changelog recovery), so a view can be iterated (the
+engine's day sweep walks all subscribers of its partition).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import orjson
+
+SUBSCRIBERS_TABLE = "subscribers"
+POPULATION_TABLE = "population"
+#: Population-table key (after the partition prefix) of the applied-offset marks.
+APPLIED_KEY = "__applied__"
+#: Population-table key part of a batch's write-ahead chunks (never kept in the table).
+WAL_KEY = "__wal__"
+_WAL_MARK = b"/" + WAL_KEY.encode() + b"/"
+#: Largest write-ahead chunk: well under a real Kafka's default 1 MB message limit.
+WAL_CHUNK_BYTES = 512 * 1024
+_DELETED = object()
+
+
+def is_wal_key(key: bytes | str | None) -> bool:
+    """True for a write-ahead chunk key (``"<partition>/__wal__/<i>"``)."""
+    if key is None:
+        return False
+    raw = key if isinstance(key, bytes) else key.encode()
+    return _WAL_MARK in raw
+
+
+class PartitionIndex:
+    """Which keys of one table belong to which partition (in this worker's memory)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, set[str]] = defaultdict(set)
+
+    def add(self, partition: int, key: str) -> None:
+        self.keys[partition].add(key)
+
+    def discard(self, partition: int, key: str) -> None:
+        self.keys[partition].discard(key)
+
+    def drop_partitions(self, partitions: set[int]) -> list[str]:
+        """Forget ``partitions``; return their keys."""
+        dropped: list[str] = []
+        for p in partitions:
+            dropped.extend(self.keys.pop(p, ()))
+        return dropped
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.keys.values())
+
+    async def on_changelog_event(self, event: Any) -> None:
+        """Faust ``on_changelog_event`` callback: index keys as recovery reads them."""
+        message = event.message
+        key = message.key
+        if isinstance(key, bytes):
+            key = key.decode("utf-8")
+        if key is None or is_wal_key(key):
+            return
+        if message.value is None:
+            self.discard(message.partition, key)
+        else:
+            self.add(message.partition, key)
+
+
+class BatchCache:
+    """A write-back cache over a table's store for the duration of one batch."""
+
+    def __init__(self, table: Any, index: PartitionIndex) -> None:
+        self.table = table
+        self.data = table.data  # the store (a dict for memory://)
+        self.index = index
+        self.cache: dict[str, Any] = {}
+        self.dirty: dict[str, int] = {}  # key -> changelog partition
+
+    def get(self, key: str) -> Any:
+        try:
+            value = self.cache[key]
+        except KeyError:
+            value = self.cache[key] = self.data[key]  # KeyError if absent
+            return value
+        if value is _DELETED:
+            raise KeyError(key)
+        return value
+
+    def get_or_none(self, key: str) -> Any:
+        try:
+            return self.get(key)
+        except KeyError:
+            return None
+
+    def contains(self, key: str) -> bool:
+        if key in self.cache:
+            return self.cache[key] is not _DELETED
+        return key in self.data
+
+    def set(self, partition: int, key: str, value: Any) -> None:
+        self.cache[key] = value
+        self.dirty[key] = partition
+        self.index.add(partition, key)
+
+    def delete(self, partition: int, key: str) -> None:
+        if not self.contains(key):
+            raise KeyError(key)
+        self.cache[key] = _DELETED
+        self.dirty[key] = partition
+        self.index.discard(partition, key)
+
+    def drain(self) -> list[tuple[int, str, bytes | None]]:
+        """Put every touched key in the table; return ``(partition, key, serialized value
+        or None for a deletion)`` of each, for the changelog."""
+        data = self.data
+        dumps = orjson.dumps
+        out: list[tuple[int, str, bytes | None]] = []
+        for key, partition in self.dirty.items():
+            value = self.cache[key]
+            if value is _DELETED:
+                out.append((partition, key, None))
+                data.pop(key, None)
+            else:
+                out.append((partition, key, dumps(value)))
+                data[key] = value
+        self.dirty.clear()
+        self.cache.clear()
+        return out
+
+    def flush(self) -> int:
+        """Write every touched key to the table and its changelog once; return how many."""
+        written = self.drain()
+        send_records(self.table, written)
+        return len(written)
+
+    def discard(self) -> None:
+        """Forget unflushed changes (after a failed batch)."""
+        self.dirty.clear()
+        self.cache.clear()
+
+
+class PartitionView(MutableMapping[str, Any]):
+    """The ``MutableMapping`` the engine sees for one partition of one table.
+
+    ``prefix`` namespaces keys (the population table keeps one baseline per partition).
+    """
+
+    def __init__(self, cache: BatchCache, partition: int, prefix: str = "") -> None:
+        self._cache = cache
+        self.partition = partition
+        self._prefix = prefix
+
+    def __getitem__(self, key: str) -> Any:
+        return self._cache.get(self._prefix + key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._cache.set(self.partition, self._prefix + key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._cache.delete(self.partition, self._prefix + key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._cache.contains(self._prefix + key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self._cache.get(self._prefix + key)
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(self._prefix)
+        # A copy: the engine may write while it walks.
+        for key in list(self._cache.index.keys.get(self.partition, ())):
+            yield key[n:]
+
+    def __len__(self) -> int:
+        return len(self._cache.index.keys.get(self.partition, ()))
+
+
+def send_records(table: Any, records: list[tuple[int, str, bytes | None]]) -> None:
+    """Send serialized ``(partition, key, value)`` records to ``table``'s changelog."""
+    send = table.send_changelog
+    for partition, key, value in records:
+        send(partition, key, value, value_serializer="raw")
+
+
+def wal_chunks(batch_id: str, partition: int,
+               entries: list[tuple[bytes, str, bytes | None]],
+               limit: int = WAL_CHUNK_BYTES) -> list[tuple[str, bytes]]:
+    """The write-ahead chunks (key, JSON value) of one partition's ``(table tag, key,
+    value)`` entries; tag ``b"s"`` for subscribers, ``b"p"`` for population.
+
+    >>> chunks = wal_chunks("b1", 2, [(b"s", "s1", b'{"n":1}'), (b"p", "2/x", None)])
+    >>> [(k, orjson.loads(v)) for k, v in chunks]  # doctest: +NORMALIZE_WHITESPACE
+    [('2/__wal__/0', {'v': 1, 'id': 'b1', 'i': 0, 'n': 1, 's': {'s1': {'n': 1}},
+      'p': {'2/x': None}})]
+    """
+    groups: list[list[tuple[bytes, str, bytes | None]]] = [[]]
+    size = 0
+    for entry in entries:
+        n = len(entry[1]) + (len(entry[2]) if entry[2] is not None else 4) + 8
+        if groups[-1] and size + n > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(entry)
+        size += n
+    dumps = orjson.dumps
+    out = []
+    for i, group in enumerate(groups):
+        parts: dict[bytes, list[bytes]] = {b"s": [], b"p": []}
+        for tag, key, value in group:
+            parts[tag].append(dumps(key) + b":" + (b"null" if value is None else value))
+        body = b'{"v":1,"id":"%s","i":%d,"n":%d,"s":{%s},"p":{%s}}' % (
+            batch_id.encode(), i, len(groups), b",".join(parts[b"s"]), b",".join(parts[b"p"]))
+        out.append((f"{partition}/{WAL_KEY}/{i}", body))
+    return out
+
+
+@dataclass
+class Staged:
+    """One batch's state changes, serialized and already in the tables' memory.
+
+    Send :attr:`wal` (:meth:`send_wal`), wait until the broker has it, then send the
+    per-key :attr:`records` (:meth:`send_records`).
+    """
+
+    tables: Any
+    wal: list[tuple[int, str, bytes]] = field(default_factory=list)
+    subscribers: list[tuple[int, str, bytes | None]] = field(default_factory=list)
+    population: list[tuple[int, str, bytes | None]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> int:
+        return len(self.subscribers) + len(self.population)
+
+    def send_wal(self) -> None:
+        send_records(self.tables.population, self.wal)  # type: ignore[arg-type]
+
+    def send_records(self) -> None:
+        send_records(self.tables.subscribers, self.subscribers)
+        send_records(self.tables.population, self.population)
+
+
+class WalReader:
+    """The last complete write-ahead copy of each partition seen in the changelog."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, dict[str, Any]] = {}
+        #: partition -> (subscriber entries, population entries) of its last complete copy
+        self.latest: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def feed(self, partition: int, value: bytes | None) -> None:
+        """One chunk, in changelog order."""
+        if value is None:
+            return
+        chunk = orjson.loads(value)
+        pending = self.pending.get(partition)
+        if pending is None or pending["id"] != chunk["id"]:
+            pending = self.pending[partition] = {"id": chunk["id"], "n": chunk["n"],
+                                                 "chunks": {}}
+        pending["chunks"][chunk["i"]] = chunk
+        if len(pending["chunks"]) == pending["n"]:
+            subs: dict[str, Any] = {}
+            pops: dict[str, Any] = {}
+            for c in pending["chunks"].values():
+                subs.update(c["s"])
+                pops.update(c["p"])
+            self.latest[partition] = (subs, pops)
+            del self.pending[partition]
+
+    def overlay(self, tables: StateTables) -> int:
+        """Apply (and forget) the last complete copy of every partition; keys written."""
+        n = 0
+        for partition, (subs, pops) in self.latest.items():
+            for store, index, entries in (
+                (tables.subscribers.data, tables.subscriber_index, subs),
+                (tables.population.data, tables.population_index, pops),
+            ):
+                for key, value in entries.items():
+                    if value is None:
+                        store.pop(key, None)
+                        index.discard(partition, key)
+                    else:
+                        store[key] = value
+                        index.add(partition, key)
+                    n += 1
+        self.latest.clear()
+        self.pending.clear()
+        return n
+
+
+@cache
+def _plain_table_class() -> type:
+    import faust
+
+    class PlainTable(faust.Table):  # type: ignore[type-arg]
+        """A table whose changelog has raw string keys and orjson values.
+
+        Faust derives changelog codecs from ``key_type``/``value_type`` (JSON-quoted keys
+        for ``str``), and builds the changelog topic inside its constructor, so the
+        choice has to be made here rather than set afterwards. With ``wal`` set, write-ahead
+        chunks read from the changelog go to it instead of into the table.
+        """
+
+        wal: WalReader | None = None
+
+        def _serializer_from_type(self, typ: Any) -> Any:
+            return "raw" if typ in (str, bytes) else "orjson"
+
+        def apply_changelog_batch(self, batch: Any) -> None:
+            wal = self.wal
+            if wal is not None:
+                rest = []
+                for event in batch:
+                    message = event.message
+                    if is_wal_key(message.key):
+                        wal.feed(message.partition, message.value)
+                    else:
+                        rest.append(event)
+                batch = rest
+            super().apply_changelog_batch(batch)
+
+    return PlainTable
+
+
+def plain_table(app: Any, name: str, **kwargs: Any) -> Any:
+    """``app.Table(name, **kwargs)`` with the :class:`PlainTable` class (raw string keys,
+    orjson values in the changelog)."""
+    table = _plain_table_class()(app, name=name, beacon=app.tables.beacon, **kwargs)
+    return app.tables.add(table)
+
+
+class StateTables:
+    """The two tables with their indexes and caches.
+
+    ``StateTables(subscribers, population)`` takes any two objects with ``data`` (a dict)
+    and ``send_changelog``; :meth:`on_app` builds the Faust tables.
+    """
+
+    def __init__(self, subscribers: Any, population: Any,
+                 subscriber_index: PartitionIndex | None = None,
+                 population_index: PartitionIndex | None = None) -> None:
+        self.subscribers = subscribers
+        self.population = population
+        self.subscriber_index = subscriber_index or PartitionIndex()
+        self.population_index = population_index or PartitionIndex()
+        self.subscriber_cache = BatchCache(self.subscribers, self.subscriber_index)
+        self.population_cache = BatchCache(self.population, self.population_index)
+        self.wal = WalReader()
+        self.wal_chunk_bytes = WAL_CHUNK_BYTES
+
+    @classmethod
+    def on_app(cls, app: Any, partitions: int) -> StateTables:
+        subscriber_index, population_index = PartitionIndex(), PartitionIndex()
+        subscribers = plain_table(
+            app,
+            SUBSCRIBERS_TABLE,
+            partitions=partitions,
+            key_type=str,
+            on_changelog_event=subscriber_index.on_changelog_event,
+            help="Detector state per subscriber (the engine's versioned dicts).",
+        )
+        population = plain_table(
+            app,
+            POPULATION_TABLE,
+            partitions=partitions,
+            key_type=str,
+            on_changelog_event=population_index.on_changelog_event,
+            help="Population baselines, one set per input partition.",
+        )
+        tables = cls(subscribers, population, subscriber_index, population_index)
+        population.wal = tables.wal
+
+        async def overlay() -> None:
+            # Both tables' changelogs are applied by now (Faust flushes its recovery
+            # buffers before it calls the recovery callbacks).
+            tables.wal.overlay(tables)
+
+        population.on_recover(overlay)
+        return tables
+
+    def subscriber_view(self, partition: int) -> PartitionView:
+        return PartitionView(self.subscriber_cache, partition)
+
+    def population_view(self, partition: int) -> PartitionView:
+        return PartitionView(self.population_cache, partition, prefix=f"{partition}/")
+
+    def applied_marks(self, partition: int) -> dict[str, int]:
+        """Per input topic, the offset below which partition ``partition`` is applied."""
+        try:
+            return dict(self.population_cache.get(f"{partition}/{APPLIED_KEY}"))
+        except KeyError:
+            return {}
+
+    def set_applied_marks(self, partition: int, marks: dict[str, int]) -> None:
+        current = self.applied_marks(partition)
+        current.update(marks)
+        self.population_cache.set(partition, f"{partition}/{APPLIED_KEY}", current)
+
+    def stage(self) -> Staged:
+        """Move the batch's changes into the tables; the records that make them durable
+        (a write-ahead copy per partition, then the per-key records)."""
+        staged = Staged(self, subscribers=self.subscriber_cache.drain(),
+                        population=self.population_cache.drain())
+        by_partition: dict[int, list[tuple[bytes, str, bytes | None]]] = defaultdict(list)
+        for tag, records in ((b"s", staged.subscribers), (b"p", staged.population)):
+            for partition, key, value in records:
+                by_partition[partition].append((tag, key, value))
+        batch_id = os.urandom(6).hex()
+        for partition, entries in by_partition.items():
+            staged.wal.extend((partition, key, value)
+                              for key, value in wal_chunks(batch_id, partition, entries,
+                                                             self.wal_chunk_bytes))
+        return staged
+
+    def flush(self) -> int:
+        """Stage and send everything at once (no waiting between copy and records)."""
+        staged = self.stage()
+        staged.send_wal()
+        staged.send_records()
+        return staged.keys
+
+    def discard(self) -> None:
+        self.subscriber_cache.discard()
+        self.population_cache.discard()
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop the in-memory index of partitions this worker no longer holds."""
+        self.subscriber_index.drop_partitions(partitions)
+        self.population_index.drop_partitions(partitions)

@@ -1,0 +1,1 @@
+"""The tools around the service: replay, simulate, evaluate, bench, demo, produce, tail, broker."""
