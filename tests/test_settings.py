@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
 from stream.settings import Settings, SettingsError, build_engine_config
@@ -47,9 +50,20 @@ def test_environment_values_are_parsed():
     assert "staging.telecom.calls" in s.all_topics and len(s.all_topics) == 5
 
 
-def test_sasl_and_tls(tmp_path):
-    ca = tmp_path / "ca.pem"
-    ca.write_text("not really a certificate")
+@pytest.fixture(scope="module")
+def ca_pem(tmp_path_factory):
+    """A self-signed CA certificate in PEM, made by openssl for the test."""
+    if not shutil.which("openssl"):
+        pytest.fail("the openssl command is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("ca")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca"],
+                   cwd=d, check=True, capture_output=True, timeout=60)
+    return d / "ca.pem"
+
+
+def test_sasl_and_tls(ca_pem):
+    ca = ca_pem
     s = Settings.from_env({
         "KAFKA_BOOTSTRAP": "kafka.example:9093",
         "KAFKA_SASL_MECHANISM": "scram-sha-512",
