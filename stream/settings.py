@@ -542,11 +542,15 @@ def _pem_problems(s: Settings) -> Iterator[str]:
         if b"-----BEGIN CERTIFICATE-----" not in Path(s.ssl_certfile).read_bytes():
             yield f"KAFKA_SSL_CERTFILE: {s.ssl_certfile} is not a PEM certificate"
             return
+        key = s.ssl_keyfile or s.ssl_certfile
+        var = "KAFKA_SSL_KEYFILE" if s.ssl_keyfile else "KAFKA_SSL_CERTFILE"
+        if b"PRIVATE KEY-----" not in Path(key).read_bytes():
+            yield f"{var}: {key} is not a PEM private key"
+            return
         try:
             ssl.create_default_context().load_cert_chain(s.ssl_certfile, s.ssl_keyfile)
         except ssl.SSLError as exc:
-            var = "KAFKA_SSL_KEYFILE" if s.ssl_keyfile else "KAFKA_SSL_CERTFILE"
-            yield (f"{var}: no usable PEM private key for {s.ssl_certfile} "
+            yield (f"{var}: {key} is not the private key of {s.ssl_certfile} "
                    f"({exc.reason or exc})")
 
 
