@@ -213,3 +213,23 @@ def test_worker_starts_in_an_empty_directory_and_logs_no_terminal_codes(
             proc.kill()
             proc.wait(10)
     assert b"\x1b" not in log.read_bytes(), log.read_bytes()[-500:]
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["produce", "."], "churnwatch produce: KAFKA_BOOTSTRAP: not set"),
+    (["alerts", "tail"], "churnwatch alerts: KAFKA_BOOTSTRAP: not set"),
+    (["worker", "--metrics-port", "70000"],
+     "churnwatch worker: CHURNWATCH_METRICS_PORT: 70000 is not a port number"),
+])
+def test_command_options_are_checked_with_the_settings(
+    argv: list[str], said: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("CHURNWATCH_", "KAFKA_")):
+            monkeypatch.delenv(name)
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == EXIT_CONFIG
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(said)
