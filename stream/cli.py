@@ -84,6 +84,9 @@ def run_command(args: argparse.Namespace) -> int:
             from stream.service.preflight import check_brokers
 
             check_brokers(settings)
+        # The detectors' overrides last: checking them imports the detectors (River,
+        # numpy), seconds on a busy machine that the broker's verdict should not wait for.
+        settings.engine_config()
         return int(module.run(args))
     except (SettingsError, BrokerUnusable) as exc:
         print(f"churnwatch {name}: {exc}", file=sys.stderr)
@@ -91,9 +94,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def command_settings(module: Any, args: argparse.Namespace) -> Any:
-    """Every setting the command will use, validated: the environment, the TOML file, the
-    detectors' overrides and the command's own options (``--bootstrap``, a module's
-    ``settings_from_args``)."""
+    """Every setting the command will use, validated: the environment, the TOML file and
+    the command's own options (``--bootstrap``, a module's ``settings_from_args``)."""
     from stream.settings import Settings
 
     if hasattr(module, "settings_from_args"):
@@ -102,5 +104,4 @@ def command_settings(module: Any, args: argparse.Namespace) -> Any:
         settings = Settings.from_env()
     if getattr(args, "bootstrap", None):
         settings = settings.with_bootstrap(args.bootstrap)
-    settings.engine_config()
     return settings

@@ -22,6 +22,8 @@ from typing import Any
 DEFAULT_TIMEOUT_S = 4.0
 _API_VERSIONS = 18
 _CORRELATION_ID = 0x0C0FFEE
+#: First byte of a TLS alert or handshake record (a Kafka response starts with its size).
+_TLS_RECORD_TYPES = (b"\x15", b"\x16")
 
 
 class BrokerUnusable(Exception):
@@ -98,7 +100,7 @@ def _api_versions(sock: socket.socket, protocol: str) -> str | None:
         return "no Kafka answer in time (not a Kafka listener?)"
     except (ConnectionError, OSError) as exc:
         return f"the connection failed ({_cause(exc)}): not a Kafka listener?"
-    if head[:1] in (b"\x15", b"\x16"):  # a TLS alert or handshake record
+    if head[:1] in _TLS_RECORD_TYPES:
         return (f"the listener speaks TLS, but KAFKA_SECURITY_PROTOCOL is {protocol} "
                 "(use SSL or SASL_SSL)")
     if len(head) < 8:
@@ -111,12 +113,16 @@ def _api_versions(sock: socket.socket, protocol: str) -> str | None:
 
 
 def _read(sock: socket.socket, n: int) -> bytes:
+    """Up to ``n`` bytes; fewer at the end of the stream or on a TLS record's first byte
+    (a TLS listener's alert is shorter than a Kafka response header)."""
     data = b""
     while len(data) < n:
         chunk = sock.recv(n - len(data))
         if not chunk:
             break
         data += chunk
+        if data[:1] in _TLS_RECORD_TYPES:
+            break
     return data
 
 
