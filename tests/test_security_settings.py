@@ -236,3 +236,54 @@ def test_the_tls_context_completes_a_mutual_handshake(
             break
         threading.Event().wait(0.05)
     assert seen == ["client", "refused"]
+
+
+def test_sasl_protocols_without_sasl_settings_are_refused(pki: dict[str, Path]) -> None:
+    for protocol in ("SASL_SSL", "SASL_PLAINTEXT"):
+        with pytest.raises(SettingsError, match=f"^KAFKA_SECURITY_PROTOCOL: {protocol} needs "
+                                                "KAFKA_SASL_MECHANISM"):
+            Settings.from_env({"KAFKA_BOOTSTRAP": BOOTSTRAP, "KAFKA_SECURITY_PROTOCOL": protocol,
+                               "KAFKA_SSL_CAFILE": str(pki["ca_pem"])})
+
+
+def test_tls_files_with_a_plaintext_protocol_are_refused(pki: dict[str, Path]) -> None:
+    with pytest.raises(SettingsError, match="^KAFKA_SECURITY_PROTOCOL: TLS files are set"):
+        Settings.from_env({"KAFKA_BOOTSTRAP": BOOTSTRAP, "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+                           "KAFKA_SSL_CAFILE": str(pki["ca_pem"])})
+
+
+@pytest.mark.parametrize(("variable", "said"), [
+    ("KAFKA_SSL_CAFILE", "is not a PEM CA certificate bundle"),
+    ("KAFKA_SSL_CERTFILE", "is not a PEM certificate"),
+    ("KAFKA_SSL_KEYFILE", "is not a PEM private key"),
+])
+def test_files_that_are_not_pem_are_refused_with_one_line(
+    pki: dict[str, Path], tmp_path: Path, variable: str, said: str
+) -> None:
+    not_pem = tmp_path / "der.bin"
+    subprocess.run(["openssl", "x509", "-in", str(pki["client_pem"]), "-outform", "DER",
+                    "-out", str(not_pem)], check=True, capture_output=True, timeout=60)
+    env = {"KAFKA_BOOTSTRAP": BOOTSTRAP, "KAFKA_SSL_CAFILE": str(pki["ca_pem"]),
+           "KAFKA_SSL_CERTFILE": str(pki["client_pem"]),
+           "KAFKA_SSL_KEYFILE": str(pki["client_key"]), variable: str(not_pem)}
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    message = str(refused.value)
+    assert message.startswith(f"{variable}: {not_pem}") and said in message
+    assert "\n" not in message
+
+
+def test_a_key_that_does_not_match_the_certificate_is_refused(pki: dict[str, Path]) -> None:
+    with pytest.raises(SettingsError, match="^KAFKA_SSL_KEYFILE: .* is not the private key of"):
+        Settings.from_env({"KAFKA_BOOTSTRAP": BOOTSTRAP, "KAFKA_SSL_CAFILE": str(pki["ca_pem"]),
+                           "KAFKA_SSL_CERTFILE": str(pki["client_pem"]),
+                           "KAFKA_SSL_KEYFILE": str(pki["server_key"])})
+
+
+def test_the_password_is_a_secret(pki: dict[str, Path]) -> None:
+    from pydantic import SecretStr
+
+    settings = Settings.from_env(scram_env(pki))
+    assert isinstance(settings.sasl_password, SecretStr)
+    assert "s3cret-pw" not in str(settings) and "s3cret-pw" not in str(settings.model_dump())
+    assert settings.sasl_password_text == "s3cret-pw"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
 from stream.settings import Settings, SettingsError, build_engine_config
@@ -47,9 +50,20 @@ def test_environment_values_are_parsed():
     assert "staging.telecom.calls" in s.all_topics and len(s.all_topics) == 5
 
 
-def test_sasl_and_tls(tmp_path):
-    ca = tmp_path / "ca.pem"
-    ca.write_text("not really a certificate")
+@pytest.fixture(scope="module")
+def ca_pem(tmp_path_factory):
+    """A self-signed CA certificate in PEM, made by openssl for the test."""
+    if not shutil.which("openssl"):
+        pytest.fail("the openssl command is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("ca")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca"],
+                   cwd=d, check=True, capture_output=True, timeout=60)
+    return d / "ca.pem"
+
+
+def test_sasl_and_tls(ca_pem):
+    ca = ca_pem
     s = Settings.from_env({
         "KAFKA_BOOTSTRAP": "kafka.example:9093",
         "KAFKA_SASL_MECHANISM": "scram-sha-512",
@@ -178,3 +192,51 @@ def test_calibration_settings_build_the_learner_and_reject_bad_values():
                        ("CHURNWATCH_CALIBRATION_HORIZON_DAYS", "0")):
         with pytest.raises(SettingsError, match=var):
             Settings.from_env({var: value})
+
+
+def test_the_constructor_reads_no_environment_and_replace_validates(monkeypatch):
+    monkeypatch.setenv("CHURNWATCH_PARTITIONS", "abc")
+    assert Settings().partitions == 4
+    assert Settings(partitions=6).replace(store="rocksdb://").partitions == 6
+    with pytest.raises(SettingsError, match="^CHURNWATCH_METRICS_PORT: 70000 is not a port"):
+        Settings().replace(metrics_port=70000)
+    with pytest.raises(SettingsError, match="^CHURNWATCH_PARTITIONS: expected an integer"):
+        Settings().replace(partitions="many")
+
+
+def test_engine_overrides_merge_toml_and_nested_environment(tmp_path):
+    path = tmp_path / "churnwatch.toml"
+    path.write_text('[engine]\nred = 0.8\ncooldown_days = 10\n')
+    s = Settings.from_env({"CHURNWATCH_ENGINE__COOLDOWN_DAYS": "4",
+                           "CHURNWATCH_ENGINE__OUR_OPERATOR": "China Unicom"}, toml_path=path)
+    assert s.engine_overrides == {"red": 0.8, "cooldown_days": "4",
+                                  "our_operator": "China Unicom"}
+    config = s.engine_config()
+    assert (config.red, config.cooldown_days, config.our_operator) == (0.8, 4, "China Unicom")
+
+
+def test_an_empty_bootstrap_in_the_environment_wins_over_the_file(tmp_path):
+    path = tmp_path / "churnwatch.toml"
+    path.write_text('bootstrap = "kafka:9092"\npartitions = 6\n')
+    assert Settings.from_env({}, toml_path=path).bootstrap == "kafka:9092"
+    s = Settings.from_env({"KAFKA_BOOTSTRAP": ""}, toml_path=path)
+    assert s.embedded and s.partitions == 6
+
+
+def test_toml_values_are_typed_and_checked(tmp_path):
+    path = tmp_path / "churnwatch.toml"
+    path.write_text("partitions = true\n")
+    with pytest.raises(SettingsError, match="^CHURNWATCH_PARTITIONS: "):
+        Settings.from_env({}, toml_path=path)
+    path.write_text('partitions = "7"\nfast_path = false\n')
+    s = Settings.from_env({}, toml_path=path)
+    assert (s.partitions, s.fast_path) == (7, False)
+
+
+def test_metrics_beyond_loopback_are_flagged():
+    assert not Settings.from_env({}).metrics_exposed
+    assert not Settings.from_env({"CHURNWATCH_METRICS_HOST": "::1"}).metrics_exposed
+    assert not Settings.from_env({"CHURNWATCH_METRICS_HOST": "localhost"}).metrics_exposed
+    assert Settings.from_env({"CHURNWATCH_METRICS_HOST": "0.0.0.0"}).metrics_exposed
+    assert not Settings.from_env({"CHURNWATCH_METRICS_HOST": "0.0.0.0",
+                                  "CHURNWATCH_METRICS_PORT": "0"}).metrics_exposed

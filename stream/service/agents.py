@@ -64,14 +64,6 @@ LEAVING = frozenset({"port_out", "deactivation"})
 EngineFactory = Callable[[int], EngineLike]
 
 
-class MessageLike(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
 @dataclass
 class BatchResult:
     alerts: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)

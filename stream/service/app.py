@@ -58,7 +58,7 @@ def broker_credentials(settings: Settings) -> Any:
     if settings.sasl_mechanism:
         return faust.SASLCredentials(
             username=settings.sasl_username,
-            password=settings.sasl_password,
+            password=settings.sasl_password_text,
             mechanism=settings.sasl_mechanism,
             ssl_context=settings.ssl_context(),
         )

@@ -462,8 +462,3 @@ class StateTables:
     def discard(self) -> None:
         self.subscriber_cache.discard()
         self.population_cache.discard()
-
-    def forget_partitions(self, partitions: set[int]) -> None:
-        """Drop the in-memory index of partitions this worker no longer holds."""
-        self.subscriber_index.drop_partitions(partitions)
-        self.population_index.drop_partitions(partitions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 
@@ -13,6 +14,8 @@ def run_worker(settings: Any, loglevel: str = "warning") -> int:
     from stream.service.app import create_app
     from stream.service.metrics import serve
 
+    # Faust creates the data directory but not its parents.
+    Path(settings.datadir).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     parts = app.churnwatch
     server = None
@@ -29,6 +32,9 @@ def run_worker(settings: Any, loglevel: str = "warning") -> int:
         redirect_stdouts=False,
         override_logging=True,
     )
+    if not getattr(worker.stdout, "isatty", lambda: False)():
+        # Faust's start-up spinner writes cursor escape codes (ESC[?25h) even into a file.
+        worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

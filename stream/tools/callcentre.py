@@ -4,7 +4,7 @@ that learning from them (:mod:`detectors.calibration`) makes alerts better over 
 :class:`CallCentre` plays the retention team of a world written by ``churnwatch simulate``:
 every opening or escalation alert of a subscriber is called once, some hours later in
 event time. Most calls reach nobody (``unreachable``, ``no_answer``; the sources' region
-reached 33 of 266, see ``/work/shared/DOMAIN.md``); a reached subscriber who is really
+reached 33 of 266, see ``docs/domain.md``); a reached subscriber who is really
 leaving (``truth.jsonl``'s ``churn``) is ``retained`` (some), denies it (``not_at_risk``,
 a wrong answer the learner must live with), or is reported ``churned`` once the port-out
 happens; a reached subscriber who is not leaving says ``not_at_risk``. A number already
@@ -14,7 +14,8 @@ the alert and the truth (one random stream per alert id), not on the other alert
 The world is written before the calls are made, so a ``retained`` churner still ports out
 in ``billing.jsonl``: the learner takes the call's label first and the port-out changes
 nothing. :func:`learning_experiment` runs the loop offline over a world and its replayed
-alerts; ``docs/outcomes.md`` has the figures and the design for the stream.
+alerts; ``docs/outcomes.md`` has the design for the stream and
+``docs/decisions/0008-outcome-calibration-off-by-default.md`` the figures.
 """
 
 from __future__ import annotations

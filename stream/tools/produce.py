@@ -119,14 +119,11 @@ def produce_directory(
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.settings import SettingsError, client_settings
+    from stream.settings import client_settings
     from stream.tools.progress import Progress
 
-    try:
-        settings = client_settings(args.bootstrap)
-    except SettingsError as exc:
-        print(f"produce: {exc}", file=sys.stderr)
-        return 2
+    # A SettingsError reaches `churnwatch`'s one handler: one line, exit 2.
+    settings = client_settings(args.bootstrap)
     if not args.directory.is_dir():
         print(f"produce: {args.directory} is not a directory", file=sys.stderr)
         return 2

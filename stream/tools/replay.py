@@ -365,15 +365,12 @@ def stamp(alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def _settings() -> Any:
-    """The service's settings from the environment, or None (with a warning) if they
-    cannot be read: the replay still runs, with the defaults."""
-    from stream.settings import Settings, SettingsError
+    """The service's settings from the environment (a bad value raises
+    :class:`stream.settings.SettingsError` naming it: the replay must not silently differ
+    from the service)."""
+    from stream.settings import Settings
 
-    try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        print(f"replay: service settings unreadable ({exc}); using defaults", file=sys.stderr)
-        return None
+    return Settings.from_env()
 
 
 def _default_partitions() -> int:

@@ -46,14 +46,10 @@ def settings_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from stream.service.admin import ensure_topics
-    from stream.settings import SettingsError
     from stream.tools.broker import EmbeddedBroker
 
-    try:
-        settings = settings_from_args(args)
-    except SettingsError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
-        return 2
+    # A SettingsError reaches `churnwatch`'s one handler: one line, exit 2.
+    settings = settings_from_args(args)
     broker = None
     if settings.embedded:
         broker = EmbeddedBroker().start()
