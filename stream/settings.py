@@ -77,6 +77,12 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     this long for the event-time order of their partition to settle. Raise it for
     producers that linger longer or a slow network; ``churnwatch_events_out_of_order_total``
     counts events that came later than it allowed.
+``CHURNWATCH_DEADLETTER_MAX_BYTES`` [deadletter_max_bytes]
+    The dead-letter topic's message limit (default 1048588, Kafka's ``max.message.bytes``):
+    a dead letter keeps only a prefix of a larger original (docs/contracts.md).
+``CHURNWATCH_EVENT_MAX_PAST_DAYS`` [event_max_past_days]
+    An event stamped more than this many days before the wall clock is rejected as
+    ``absurd_value`` (default 3650); raise it to replay older history.
 ``CHURNWATCH_SESSION_TIMEOUT_S``, ``CHURNWATCH_HEARTBEAT_S``, ``CHURNWATCH_REQUEST_TIMEOUT_S``,
 ``CHURNWATCH_COMMIT_INTERVAL_S``
     Consumer group timings (defaults 10, 1, 30 and 1 seconds).
@@ -154,6 +160,8 @@ class Settings:
     calibration_max_held: int = 50_000
     calibration_idle_s: float = 300.0
     order_margin_s: float = 0.25
+    deadletter_max_bytes: int = 1_048_588
+    event_max_past_days: int = 3650
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
     heartbeat_s: float = 1.0
@@ -405,6 +413,10 @@ class Settings:
                       "need 0 < CHURNWATCH_CALIBRATION_YELLOW <= CHURNWATCH_CALIBRATION_RED <= 1")
         if self.order_margin_s < 0:
             raise bad("CHURNWATCH_ORDER_MARGIN_S", "must be >= 0")
+        if self.deadletter_max_bytes < 16384:
+            raise bad("CHURNWATCH_DEADLETTER_MAX_BYTES", "must be >= 16384")
+        if self.event_max_past_days <= 0:
+            raise bad("CHURNWATCH_EVENT_MAX_PAST_DAYS", "must be > 0")
         if self.standby_replicas < 0:
             raise bad("CHURNWATCH_STANDBY_REPLICAS", "must be >= 0")
         if self.heartbeat_s * 3 > self.session_timeout_s:
@@ -472,6 +484,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "calibration_max_held": ("CHURNWATCH_CALIBRATION_MAX_HELD", "int"),
     "calibration_idle_s": ("CHURNWATCH_CALIBRATION_IDLE_S", "float"),
     "order_margin_s": ("CHURNWATCH_ORDER_MARGIN_S", "float"),
+    "deadletter_max_bytes": ("CHURNWATCH_DEADLETTER_MAX_BYTES", "int"),
+    "event_max_past_days": ("CHURNWATCH_EVENT_MAX_PAST_DAYS", "int"),
     "session_timeout_s": ("CHURNWATCH_SESSION_TIMEOUT_S", "float"),
     "heartbeat_s": ("CHURNWATCH_HEARTBEAT_S", "float"),
     "request_timeout_s": ("CHURNWATCH_REQUEST_TIMEOUT_S", "float"),

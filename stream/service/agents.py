@@ -9,8 +9,11 @@ Per batch (``stream.take_events(batch_size, within=batch_within_s)``):
 1. a message the state already holds (below its partition's applied mark, or seen in
    this run) is skipped; one after a hole in its partition's offsets waits, and the
    agent seeks back to the hole (a rebalance's seek can race a fetch); every other
-   message is validated; a rejection becomes a dead letter (original bytes, topic,
-   partition, offset, reason), counted by reason; the agent keeps going;
+   message is validated, and its key and partition checked against its subscriber
+   (:func:`stream.contracts.validation.check_routing`); a rejection becomes a dead letter
+   (original bytes up to the broker's message limit, topic, partition, offset, reason),
+   counted by reason; the agent keeps going (a dead letter that cannot be published is
+   counted and logged, and its input still acked);
 2. accepted events go to the engine of their input partition (one engine per partition,
    each over :class:`stream.service.tables.PartitionView` s of the state tables, so each partition
    keeps its own population baseline, as ``churnwatch replay`` does);
@@ -26,9 +29,11 @@ Per batch (``stream.take_events(batch_size, within=batch_within_s)``):
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,7 +41,14 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from stream.contracts.validation import Accepted, Validator, dead_letter
+from stream.contracts.validation import (
+    KAFKA_MAX_MESSAGE_BYTES,
+    Accepted,
+    Validator,
+    check_routing,
+    dead_letter,
+    dead_letter_key,
+)
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate
 from stream.service.ordering import KIND_ORDER, CaughtUp, Reorder
@@ -89,6 +101,11 @@ class BatchResult:
     calibration: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _event_id(event: dict[str, Any]) -> str:
+    """An event's ``event_id`` for a log line (profiles have none), bounded."""
+    return str(event.get("event_id", "-"))[:64]
+
+
 def alert_key(alert: dict[str, Any]) -> str | None:
     """The alert topic key: the group for group alerts, else the subscriber."""
     if alert.get("kind") == "group" and alert.get("group_id"):
@@ -116,6 +133,8 @@ class BatchProcessor:
         max_held: int = 200_000,
         group_context: Callable[[str | None], dict[str, Any] | None] | None = None,
         calibration: bool = False,
+        partitions: int | None = None,
+        deadletter_max_bytes: int = KAFKA_MAX_MESSAGE_BYTES,
     ) -> None:
         self.tables = tables
         self.kinds = kinds
@@ -149,6 +168,12 @@ class BatchProcessor:
         self._marks_sent: dict[int, int] = {}
         #: subscriber alerts, exits and progress marks go to the calibration stage
         self.calibration = calibration
+        #: partitions of every input topic: a record off murmur2(key) is a dead letter
+        #: (``None``: not checked)
+        self.partitions = partitions
+        self.deadletter_max_bytes = deadletter_max_bytes
+        #: input topics already warned about for misrouted records (warned once each)
+        self._misrouted_warned: set[str] = set()
 
     #: A hole fetched again this many times (a second apart) is taken as real: offsets
     #: a transactional producer's markers use, which never come.
@@ -261,14 +286,22 @@ class BatchProcessor:
             position[tp] = offset + 1
             touched.add(tp)
             kind = kinds[topic]
-            raw = m.value if m.value is not None else b""
+            raw = m.value
             verdict = check(kind, raw)
+            if isinstance(verdict, Accepted):
+                verdict = check_routing(verdict.event, m.key, partition,
+                                        self.partitions) or verdict
             if not isinstance(verdict, Accepted):
                 outcomes[(topic, "rejected")] += 1
                 reasons[verdict.reason] += 1
-                result.dead_letters.append(
-                    (m.key, dead_letter(raw, topic, partition, offset, verdict))
-                )
+                if verdict.reason == "wrong_partition" and topic not in self._misrouted_warned:
+                    self._misrouted_warned.add(topic)
+                    log.warning("%s: records on another partition than murmur2(key) gives "
+                                "(first at [%d]@%d); dead-lettered as wrong_partition: the "
+                                "producer must use Kafka's default partitioner (librdkafka: "
+                                "partitioner=murmur2_random)", topic, partition, offset)
+                result.dead_letters.append((dead_letter_key(m.key), dead_letter(
+                    raw, topic, partition, offset, verdict, self.deadletter_max_bytes)))
                 result.done.append(item)
                 reorder.delivered(topic, partition)
                 continue
@@ -291,8 +324,12 @@ class BatchProcessor:
                 # The validator's parsed event time, so the engine does not parse it again.
                 alerts = self.engine(m.partition).process(
                     kind, verdict.event, ts=None if kind == "subscribers" else verdict.epoch_s)
-            except Exception:  # a detector bug must not stop the partition: log, count
-                log.exception("engine failed on %s[%d]@%d", m.topic, m.partition, m.offset)
+            except Exception as exc:  # a detector bug must not stop the partition: log, count
+                # Position and event id, and the stack without the exception's text or
+                # locals: those can hold a subscriber id or a number.
+                log.error("engine failed on %s[%d]@%d (event %s): %s\n%s", m.topic,
+                          m.partition, m.offset, _event_id(verdict.event),
+                          type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
                 outcomes[(m.topic, "engine_error")] += 1
                 result.done.append(item)
                 continue
@@ -556,8 +593,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                 await alerts_topic.send(key=None if key is None else key.encode(), value=alert)
                 for key, alert in result.alerts
             ]
-            sent += [await dead_topic.send(key=key, value=letter)
-                     for key, letter in result.dead_letters]
+            await publish_dead_letters(result.dead_letters)
             if result.calibration:
                 # One partition: each engine partition's records stay in its order.
                 calibration_topic = topics.calibration
@@ -584,6 +620,39 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
             if metrics is not None and (items or result.done):
                 metrics.batch_seconds.observe(time.perf_counter() - started)
                 metrics.batch_events.observe(len(result.done))
+
+    #: exception types already logged for dead letters that could not be published
+    letter_failures: set[str] = set()
+
+    async def publish_dead_letters(letters: list[tuple[bytes | None, dict[str, Any]]]) -> None:
+        """Publish and wait for the batch's dead letters. One that cannot be published
+        (too large for the producer or the broker, a broker error) is counted and logged
+        once per kind of error, and never stops the worker: its input is still acked
+        (a poison message must not be redelivered forever)."""
+        if not letters:
+            return
+        pending: list[tuple[dict[str, Any], Any]] = []
+        failures: list[tuple[dict[str, Any], BaseException]] = []
+        for key, letter in letters:
+            try:
+                pending.append((letter, await dead_topic.send(key=key, value=letter)))
+            except Exception as exc:  # e.g. the producer's size check
+                failures.append((letter, exc))
+        results = await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
+        failures += [(letter, outcome) for (letter, _), outcome in zip(pending, results,
+                                                                          strict=True)
+                     if isinstance(outcome, BaseException)]
+        for letter, error in failures:
+            if metrics is not None:
+                metrics.dead_letter_failures.inc()
+            name = type(error).__name__
+            if name not in letter_failures:
+                letter_failures.add(name)
+                log.error("dead letter for %s[%s]@%s (%s, %d bytes) not published: %s; "
+                          "the input is acked anyway (churnwatch_dead_letter_failures_total "
+                          "counts every such letter; this is logged once per error type)",
+                          letter["topic"], letter["partition"], letter["offset"],
+                          letter["reason"], letter["raw_size"], name)
 
     def state() -> list[Callable[[], None]]:
         # The write-ahead copy first, then the per-key records: a crash leaves the batch

@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, MutableMapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -438,6 +438,9 @@ def run(args: argparse.Namespace) -> int:
             directory, partitions=partitions, on_dead_letter=write_dead, counters=counts,
             groups=getattr(args, "groups", True), learner=learner, outcomes=outcomes_path,
             call_centre=centre, on_answer=write_answer,
+            # The service's plausible window of event time, where its settings can be read.
+            validator=None if settings is None else Validator(
+                max_past=timedelta(days=settings.event_max_past_days)),
         ):
             zones[f"{alert['kind']}/{alert['status']}/{alert['zone']}"] += 1
             out.write(orjson.dumps(stamp(alert)) + b"\n")
