@@ -12,7 +12,10 @@ def run_worker(settings: Any, loglevel: str = "warning") -> int:
 
     from stream.service.app import create_app
     from stream.service.metrics import serve
+    from stream.service.redaction import install
 
+    # Before anything logs: Faust and aiokafka log keys and values at debug level.
+    install()
     app = create_app(settings)
     parts = app.churnwatch
     server = None
