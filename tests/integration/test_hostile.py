@@ -192,11 +192,15 @@ def _topic_only_records(world: Path, settings: Any) -> tuple[list[tuple], Counte
     ]
     reasons = Counter({"null_value": 1, "key_mismatch": 2, "wrong_partition": 1})
     for size in BIG:
-        pad = b"x" * (size - 200)
-        records.append((topic, sid.encode(), b'{"event_id": "big%d", "pad": "%s"}' % (size, pad),
-                        right))
+        records.append((topic, sid.encode(), _big(size), right))
         reasons["oversized"] += 1
     return records, reasons
+
+
+def _big(size: int) -> bytes:
+    """A JSON message of exactly ``size`` bytes."""
+    head = b'{"event_id": "big%d", "pad": "' % size
+    return head + b"x" * (size - len(head) - 2) + b'"}'
 
 
 def _produce(bootstrap: str, records: list[tuple]) -> None:
@@ -291,7 +295,7 @@ def test_hostile_corpus_gives_the_clean_alerts_on_replay_and_on_a_live_worker(
         by_size[letter["raw_size"]] = letter
     for size in BIG:
         letter = by_size[size]
-        raw = b'{"event_id": "big%d", "pad": "%s"}' % (size, b"x" * (size - 200))
+        raw = _big(size)
         assert letter["raw_sha256"] == hashlib.sha256(raw).hexdigest()
         kept = base64.b64decode(letter["raw_base64"])
         assert raw.startswith(kept)
@@ -315,7 +319,7 @@ def test_a_dead_letter_that_cannot_be_published_is_counted_and_the_worker_goes_o
         broker.bootstrap, CHURNWATCH_DEADLETTER_MAX_BYTES=str(8_000_000))
     sid = "s-00007"
     right = partition_of(sid, settings.partitions)
-    big = b'{"pad": "' + b"x" * 10_000_000 + b'"}'
+    big = _big(10_000_000)
     _produce(broker.bootstrap, [
         (settings.topic_calls, sid.encode(), big, right),
         (settings.topic_calls, sid.encode(), orjson.dumps(call_event(1, sid)), right),
