@@ -33,7 +33,6 @@ import asyncio
 import heapq
 import logging
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from stream.contracts.validation import (
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate
 from stream.service.ordering import KIND_ORDER, CaughtUp, Reorder
+from stream.service.redaction import stack
 from stream.service.signal_order import closed_to
 
 log = logging.getLogger(__name__)
@@ -327,9 +327,8 @@ class BatchProcessor:
             except Exception as exc:  # a detector bug must not stop the partition: log, count
                 # Position and event id, and the stack without the exception's text or
                 # locals: those can hold a subscriber id or a number.
-                log.error("engine failed on %s[%d]@%d (event %s): %s\n%s", m.topic,
-                          m.partition, m.offset, _event_id(verdict.event),
-                          type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+                log.error("engine failed on %s[%d]@%d (event %s): %s", m.topic, m.partition,
+                          m.offset, _event_id(verdict.event), stack(exc))
                 outcomes[(m.topic, "engine_error")] += 1
                 result.done.append(item)
                 continue
@@ -477,6 +476,40 @@ class BatchProcessor:
         metrics.table_keys.labels(table="population").set(len(self.tables.population.data))
 
 
+async def publish_dead_letters(
+    topic: Any, letters: list[tuple[bytes | None, dict[str, Any]]], metrics: Any,
+    logged: set[str],
+) -> None:
+    """Publish ``letters`` to ``topic`` and wait for them. One that cannot be published
+    (too large for the producer or the broker, a broker error) is counted
+    (``churnwatch_dead_letter_failures_total``) and logged once per kind of error (the
+    names in ``logged``), and never stops the worker: its input is still acked (a poison
+    message must not be redelivered forever)."""
+    if not letters:
+        return
+    pending: list[tuple[dict[str, Any], Any]] = []
+    failures: list[tuple[dict[str, Any], BaseException]] = []
+    for key, letter in letters:
+        try:
+            pending.append((letter, await topic.send(key=key, value=letter)))
+        except Exception as exc:  # e.g. the producer's size check
+            failures.append((letter, exc))
+    results = await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
+    failures += [(letter, outcome) for (letter, _), outcome in zip(pending, results, strict=True)
+                 if isinstance(outcome, BaseException)]
+    for letter, error in failures:
+        if metrics is not None:
+            metrics.dead_letter_failures.inc()
+        name = type(error).__name__
+        if name not in logged:
+            logged.add(name)
+            log.error("dead letter for %s[%s]@%s (%s, %d bytes) not published: %s; the input "
+                      "is acked anyway (churnwatch_dead_letter_failures_total counts every "
+                      "such letter; this is logged once per error type)", letter["topic"],
+                      letter["partition"], letter["offset"], letter["reason"],
+                      letter["raw_size"], name)
+
+
 def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
              groups: Any = None, gate: BatchGate | None = None) -> Any:
     """Define the agent (and its release timer) on ``app``; returns ``(agent, handle)``.
@@ -593,7 +626,8 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                 await alerts_topic.send(key=None if key is None else key.encode(), value=alert)
                 for key, alert in result.alerts
             ]
-            await publish_dead_letters(result.dead_letters)
+            await publish_dead_letters(dead_topic, result.dead_letters, metrics,
+                                       letter_failures)
             if result.calibration:
                 # One partition: each engine partition's records stay in its order.
                 calibration_topic = topics.calibration
@@ -623,36 +657,6 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
 
     #: exception types already logged for dead letters that could not be published
     letter_failures: set[str] = set()
-
-    async def publish_dead_letters(letters: list[tuple[bytes | None, dict[str, Any]]]) -> None:
-        """Publish and wait for the batch's dead letters. One that cannot be published
-        (too large for the producer or the broker, a broker error) is counted and logged
-        once per kind of error, and never stops the worker: its input is still acked
-        (a poison message must not be redelivered forever)."""
-        if not letters:
-            return
-        pending: list[tuple[dict[str, Any], Any]] = []
-        failures: list[tuple[dict[str, Any], BaseException]] = []
-        for key, letter in letters:
-            try:
-                pending.append((letter, await dead_topic.send(key=key, value=letter)))
-            except Exception as exc:  # e.g. the producer's size check
-                failures.append((letter, exc))
-        results = await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
-        failures += [(letter, outcome) for (letter, _), outcome in zip(pending, results,
-                                                                          strict=True)
-                     if isinstance(outcome, BaseException)]
-        for letter, error in failures:
-            if metrics is not None:
-                metrics.dead_letter_failures.inc()
-            name = type(error).__name__
-            if name not in letter_failures:
-                letter_failures.add(name)
-                log.error("dead letter for %s[%s]@%s (%s, %d bytes) not published: %s; "
-                          "the input is acked anyway (churnwatch_dead_letter_failures_total "
-                          "counts every such letter; this is logged once per error type)",
-                          letter["topic"], letter["partition"], letter["offset"],
-                          letter["reason"], letter["raw_size"], name)
 
     def state() -> list[Callable[[], None]]:
         # The write-ahead copy first, then the per-key records: a crash leaves the batch

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["RedactingFilter", "install", "redact"]
+__all__ = ["RedactingFilter", "install", "redact", "stack"]
 
 _BYTES = re.compile(r"""\bb(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 # key=/value= up to the next separator; a quoted or bracketed value whole.
@@ -47,6 +48,20 @@ def redact(text: str) -> str:
     text = _ASSIGNED.sub(lambda m: f"{m.group(1)}=<redacted>", text)
     text = _BYTES.sub("b'<redacted>'", text)
     return _DIGITS.sub("<number>", text)
+
+
+def stack(exc: BaseException) -> str:
+    """An exception's type and stack for a log line, without its text: the text of a
+    ``KeyError`` or ``ValueError`` often quotes the subscriber id or number at fault.
+
+    >>> try:
+    ...     {}["s-00042"]
+    ... except KeyError as exc:
+    ...     text = stack(exc)
+    >>> text.startswith("KeyError\n") and "s-00042" not in text
+    True
+    """
+    return f"{type(exc).__name__}\n" + "".join(traceback.format_tb(exc.__traceback__))
 
 
 def redact_record(record: logging.LogRecord) -> None:

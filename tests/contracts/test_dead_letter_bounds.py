@@ -102,3 +102,17 @@ def test_routing() -> None:
     wrong = check_routing(event, b"s-00042", (right + 1) % 4, 4)
     assert wrong.reason == "wrong_partition" and "partitioner=murmur2_random" in wrong.detail
     assert "s-00042" not in wrong.detail
+
+
+def test_the_asyncapi_dead_letter_examples_validate() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "asyncapi.yaml").read_text())
+    message = doc["components"]["messages"]["deadLetter"]
+    assert message["payload"]["schema"]["$ref"].endswith("deadletter.schema.json")
+    assert doc["channels"]["deadletters"]["address"] == "churn.deadletter"
+    assert len(message["examples"]) == 2
+    for example in message["examples"]:
+        validate(example["payload"])
