@@ -19,6 +19,8 @@ Reason codes (also the ``reason`` label of the dead-letter metric):
   (:func:`check_routing`);
 - ``wrong_partition``: the key is right but the record sits on another partition than
   Kafka's murmur2 partitioner gives it (:func:`check_routing`).
+- ``too_late``: dated in a day its partition has already closed
+  (:mod:`stream.service.lateness`, where the engine's state is known).
 
 A dead letter (:func:`dead_letter`) always fits the broker's message limit: beyond it, it
 keeps a bounded prefix of the original bytes with their full size and SHA-256.
@@ -40,7 +42,7 @@ from stream.contracts import INPUT_KINDS, SCHEMA_VERSION, schema
 from stream.contracts.partitioning import partition_of
 
 REASONS = ("oversized", "not_utf8", "malformed_json", "schema", "absurd_value", "null_value",
-           "key_mismatch", "wrong_partition")
+           "key_mismatch", "wrong_partition", "too_late")
 #: Kafka's default ``max.message.bytes`` (broker and topic): the largest record batch a
 #: broker takes unless configured otherwise.
 KAFKA_MAX_MESSAGE_BYTES = 1_048_588

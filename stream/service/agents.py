@@ -13,7 +13,9 @@ Per batch (``stream.take_events(batch_size, within=batch_within_s)``):
    (:func:`stream.contracts.validation.check_routing`); a rejection becomes a dead letter
    (original bytes up to the broker's message limit, topic, partition, offset, reason),
    counted by reason; the agent keeps going (a dead letter that cannot be published is
-   counted and logged, and its input still acked);
+   counted and logged, and its input still acked); an event dated in a day its engine
+   has closed becomes a ``too_late`` dead letter when it is released
+   (:mod:`stream.service.lateness`);
 2. accepted events go to the engine of their input partition (one engine per partition,
    each over :class:`stream.service.tables.PartitionView` s of the state tables, so each partition
    keeps its own population baseline, as ``churnwatch replay`` does);
@@ -50,6 +52,7 @@ from stream.contracts.validation import (
 )
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate
+from stream.service.lateness import too_late
 from stream.service.ordering import KIND_ORDER, CaughtUp, Reorder
 from stream.service.redaction import stack
 from stream.service.signal_order import closed_to
@@ -320,9 +323,18 @@ class BatchProcessor:
             touched.add((m.topic, m.partition))  # its mark moves (maybe held since long)
             if verdict.epoch_s > newest:
                 newest = verdict.epoch_s
+            engine = self.engine(m.partition)
+            late = too_late(engine, kind, verdict.epoch_s)
+            if late is not None:  # for a closed day: its models must not see it twice
+                outcomes[(m.topic, "rejected")] += 1
+                reasons[late.reason] += 1
+                result.dead_letters.append((dead_letter_key(m.key), dead_letter(
+                    m.value, m.topic, m.partition, m.offset, late, self.deadletter_max_bytes)))
+                result.done.append(item)
+                continue
             try:
                 # The validator's parsed event time, so the engine does not parse it again.
-                alerts = self.engine(m.partition).process(
+                alerts = engine.process(
                     kind, verdict.event, ts=None if kind == "subscribers" else verdict.epoch_s)
             except Exception as exc:  # a detector bug must not stop the partition: log, count
                 # Position and event id, and the stack without the exception's text or

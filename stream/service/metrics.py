@@ -32,7 +32,8 @@ VOCABULARY: dict[str, frozenset[str]] = {
                          "bill_drop", "resolved", "group_context", "none", "unknown",
                          # dead-letter reasons (stream.contracts.validation, outcomes)
                          "oversized", "not_utf8", "malformed_json", "schema", "absurd_value",
-                         "null_value", "key_mismatch", "wrong_partition", "unknown_alert",
+                         "null_value", "key_mismatch", "wrong_partition", "too_late",
+                         "unknown_alert",
                          "subscriber_mismatch"}),
     "outcome": frozenset({"retained", "unreachable", "not_at_risk", "churned", "no_answer",
                           # churnwatch_events_total outcomes

@@ -25,6 +25,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,9 @@ FILE_CASES: list[tuple[str, Change, str]] = [
 ]
 #: The very first event of the calls file, from 1970: rejected although nothing came before.
 FIRST_1970 = "absurd_value"
+#: Days after the original that a call is sent again (same event_id) and a late call (an
+#: event_id of its own) comes: their day is closed by then.
+RESEND_AFTER_DAYS = 2
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +127,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _hostile_files(clean: Path, out: Path) -> Counter[str]:
-    """Copy ``clean`` into ``out`` with :data:`FILE_CASES` mixed in; the reasons expected."""
+def _hostile_files(clean: Path, out: Path, late: list[bytes] | None = None) -> Counter[str]:
+    """Copy ``clean`` into ``out`` with :data:`FILE_CASES` mixed in; the reasons expected.
+
+    A re-sent call and a late one go in two days after the original, or into ``late``
+    when given (the caller publishes them itself)."""
     out.mkdir()
     expected: Counter[str] = Counter()
     for path in clean.iterdir():
@@ -132,6 +139,18 @@ def _hostile_files(clean: Path, out: Path) -> Counter[str]:
             (out / path.name).write_bytes(path.read_bytes())
             continue
         lines = path.read_bytes().splitlines()
+        if path.stem == "calls":
+            # A re-send, byte for byte, and a late call, both two days after the original.
+            original = orjson.loads(lines[len(lines) // 3])
+            due = datetime.fromisoformat(original["ts"]) + timedelta(days=RESEND_AFTER_DAYS)
+            at = next(i for i, line in enumerate(lines) if _ts(line) >= due)
+            resent = [lines[len(lines) // 3],
+                      orjson.dumps({**original, "event_id": "hostile-late"})]
+            if late is None:
+                lines[at:at] = resent
+            else:
+                late.extend(resent)
+            expected["too_late"] += 2
         cases = [(change, reason) for kind, change, reason in FILE_CASES if kind == path.stem]
         every = max(1, len(lines) // (len(cases) + 1))
         mixed: list[bytes] = []
@@ -152,6 +171,10 @@ def _hostile_files(clean: Path, out: Path) -> Counter[str]:
             expected[FIRST_1970] += 1
         (out / path.name).write_bytes(b"\n".join(mixed) + b"\n")
     return expected
+
+
+def _ts(line: bytes) -> datetime:
+    return datetime.fromisoformat(orjson.loads(line)["ts"])
 
 
 def _replay(directory: Path, settings: Any) -> tuple[dict[str, tuple], Counter[str]]:
@@ -241,6 +264,11 @@ def test_hostile_corpus_gives_the_clean_alerts_on_replay_and_on_a_live_worker(
 
     hostile = tmp_path / "hostile"
     file_reasons = _hostile_files(world, hostile)
+    # The stream's copy: the same, but the re-send and the late call are published after
+    # the world is processed. (A worker that starts on a backlog sorts it by event time:
+    # they would not be late then, and the re-send would be a plain duplicate.)
+    hostile_stream, late = tmp_path / "hostile_stream", []
+    assert _hostile_files(world, hostile_stream, late) == file_reasons
     settings, environ = unique_settings(
         broker.bootstrap, CHURNWATCH_PORTED_FILE=str(hostile / "ported.jsonl"))
     clean, clean_rejected = _replay(world, settings)
@@ -249,22 +277,32 @@ def test_hostile_corpus_gives_the_clean_alerts_on_replay_and_on_a_live_worker(
     replayed, rejected = _replay(hostile, settings)
     assert replayed == clean
     assert rejected == file_reasons
-    assert sum(file_reasons.values()) == len(FILE_CASES) + 1
+    assert sum(file_reasons.values()) == len(FILE_CASES) + 3
 
     # The live path: the same files, plus what only topics carry.
     extra, extra_reasons = _topic_only_records(world, settings)
-    produce_directory(hostile, settings)
+    produce_directory(hostile_stream, settings)
     _produce(broker.bootstrap, extra)
-    total = count_lines(hostile) + len(extra)
+    early = count_lines(hostile_stream) + len(extra)
+    total = early + len(late)
     worker = WorkerProc(environ, tmp_path, fake_engine=False).start()
     try:
+        wait_for(lambda: (d := worker.dump()) and d["events"] == early, 120,
+                 lambda: f"{early} messages: {(worker.dump() or {}).get('events')}"
+                         f"\n{worker.tail()}")
+        sid = orjson.loads(late[0])["subscriber_id"]
+        _produce(broker.bootstrap, [(settings.topic_calls, sid.encode(), line,
+                                     partition_of(sid, settings.partitions)) for line in late])
         wait_for(lambda: (d := worker.dump()) and d["events"] == total, 120,
                  lambda: f"{total} messages: {(worker.dump() or {}).get('events')}"
                          f"\n{worker.tail()}")
         expected_letters = file_reasons + extra_reasons
         letters = wait_for(
             lambda: (got := read_topic(broker.bootstrap, settings.topic_deadletter))
-            and len(got) >= sum(expected_letters.values()) and got, 30, "every dead letter")
+            and len(got) >= sum(expected_letters.values()) and got, 30,
+            lambda: f"every dead letter: {expected_letters} expected, got " + str(Counter(
+                orjson.loads(r.value)["reason"]
+                for r in read_topic(broker.bootstrap, settings.topic_deadletter))))
         alerts: list[dict[str, Any]] = []
 
         def complete() -> bool:
