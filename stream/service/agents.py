@@ -31,12 +31,11 @@ Per batch (``stream.take_events(batch_size, within=batch_within_s)``):
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -488,33 +487,44 @@ class BatchProcessor:
         metrics.table_keys.labels(table="population").set(len(self.tables.population.data))
 
 
-async def publish_dead_letters(
-    topic: Any, letters: list[tuple[bytes | None, dict[str, Any]]], metrics: Any,
-    logged: set[str],
-) -> None:
-    """Publish ``letters`` to ``topic`` and wait for them. One that cannot be published
-    (too large for the producer or the broker, a broker error) is counted
-    (``churnwatch_dead_letter_failures_total``) and logged once per kind of error (the
-    names in ``logged``), and never stops the worker: its input is still acked (a poison
-    message must not be redelivered forever)."""
-    if not letters:
-        return
-    pending: list[tuple[dict[str, Any], Any]] = []
-    failures: list[tuple[dict[str, Any], BaseException]] = []
-    for key, letter in letters:
+class DeadLetters:
+    """Publishes dead letters so that one that cannot be published never stops a worker.
+
+    Such a letter (too large for the producer or the broker, a broker error) is counted
+    (``churnwatch_dead_letter_failures_total``) and logged once per kind of error; its
+    input is acked like any other (a poison message must not be redelivered forever).
+    """
+
+    def __init__(self, topic: Any, metrics: Any = None) -> None:
+        self.topic = topic
+        self.metrics = metrics
+        self._logged: set[str] = set()
+
+    async def send(
+        self, letters: list[tuple[bytes | None, dict[str, Any]]]
+    ) -> list[Awaitable[None]]:
+        """Queue ``letters``; awaitables that finish when each is delivered or has failed
+        (never raising), for the batch's commit to wait on with its other outputs."""
+        waits: list[Awaitable[None]] = []
+        for key, letter in letters:
+            try:
+                waits.append(self._settle(letter, await self.topic.send(key=key, value=letter)))
+            except Exception as exc:  # e.g. the producer's own size check
+                self.failed(letter, exc)
+        return waits
+
+    async def _settle(self, letter: dict[str, Any], delivery: Awaitable[Any]) -> None:
         try:
-            pending.append((letter, await topic.send(key=key, value=letter)))
-        except Exception as exc:  # e.g. the producer's size check
-            failures.append((letter, exc))
-    results = await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
-    failures += [(letter, outcome) for (letter, _), outcome in zip(pending, results, strict=True)
-                 if isinstance(outcome, BaseException)]
-    for letter, error in failures:
-        if metrics is not None:
-            metrics.dead_letter_failures.inc()
+            await delivery
+        except Exception as exc:
+            self.failed(letter, exc)
+
+    def failed(self, letter: dict[str, Any], error: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.dead_letter_failures.inc()
         name = type(error).__name__
-        if name not in logged:
-            logged.add(name)
+        if name not in self._logged:
+            self._logged.add(name)
             log.error("dead letter for %s[%s]@%s (%s, %d bytes) not published: %s; the input "
                       "is acked anyway (churnwatch_dead_letter_failures_total counts every "
                       "such letter; this is logged once per error type)", letter["topic"],
@@ -638,8 +648,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                 await alerts_topic.send(key=None if key is None else key.encode(), value=alert)
                 for key, alert in result.alerts
             ]
-            await publish_dead_letters(dead_topic, result.dead_letters, metrics,
-                                       letter_failures)
+            sent += await dead_letters.send(result.dead_letters)
             if result.calibration:
                 # One partition: each engine partition's records stay in its order.
                 calibration_topic = topics.calibration
@@ -667,8 +676,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                 metrics.batch_seconds.observe(time.perf_counter() - started)
                 metrics.batch_events.observe(len(result.done))
 
-    #: exception types already logged for dead letters that could not be published
-    letter_failures: set[str] = set()
+    dead_letters = DeadLetters(dead_topic, metrics)
 
     def state() -> list[Callable[[], None]]:
         # The write-ahead copy first, then the per-key records: a crash leaves the batch

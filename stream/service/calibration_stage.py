@@ -60,7 +60,7 @@ import orjson
 
 from detectors.days import Clock, parse_ts
 from stream.contracts.validation import Accepted, Rejected, Validator, dead_letter
-from stream.service.agents import publish_dead_letters
+from stream.service.agents import DeadLetters
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate, gate_for_agent
 from stream.service.redaction import stack
@@ -501,8 +501,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
     if gate is None:
         gate = gate_for_agent(app, AGENT_NAME)
     lock = gate.lock
-    #: exception types already logged for dead letters that could not be published
-    letter_failures: set[str] = set()
+    dead_letters = DeadLetters(deadletter_topic, metrics)
 
     async def handle(events: list[Any]) -> None:
         async with lock:
@@ -535,8 +534,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
                 alert["emitted_at"] = stamp
                 sent.append(await alerts_topic.send(
                     key=str(alert["subscriber_id"]).encode(), value=alert))
-            await publish_dead_letters(deadletter_topic, out.dead_letters, metrics,
-                                       letter_failures)
+            sent += await dead_letters.send(out.dead_letters)
             await commit(app, sent, state, acks=[e.ack for e in events])
             if metrics is not None:
                 _record(metrics, stage, out)
