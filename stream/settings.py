@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     order_margin_s: float = Field(
         0.25, description="how long a live event waits for an earlier one on another input "
                           "topic of its partition")
+    deadletter_max_bytes: int = Field(
+        1_048_588, description="the dead-letter topic's message limit (Kafka's "
+                               "`max.message.bytes`): a larger original keeps only a prefix")
+    event_max_past_days: int = Field(
+        3650, description="an event stamped more than this many days before the wall clock "
+                          "is `absurd_value`; raise it to replay older history")
     session_timeout_s: float = Field(10.0, description="consumer group session timeout")
     heartbeat_s: float = Field(
         1.0, description="consumer heartbeat interval, at most a third of the session timeout")
@@ -508,6 +514,10 @@ def _problems(s: Settings) -> Iterator[str]:
                  "standby_replicas"):
         if getattr(s, name) < 0:
             yield f"{ENV_VARS[name]}: must be >= 0, got {getattr(s, name)}"
+    if s.deadletter_max_bytes < 16384:
+        yield f"CHURNWATCH_DEADLETTER_MAX_BYTES: must be >= 16384, got {s.deadletter_max_bytes}"
+    if s.event_max_past_days <= 0:
+        yield f"CHURNWATCH_EVENT_MAX_PAST_DAYS: must be > 0, got {s.event_max_past_days}"
     if s.calibration_warmup < 0 or s.calibration_min_class < 0:
         yield "CHURNWATCH_CALIBRATION_WARMUP: warm-up and min class must be >= 0"
     if s.calibration_idle_s < s.calibration_hold_s:

@@ -9,8 +9,13 @@ Per batch (``stream.take_events(batch_size, within=batch_within_s)``):
 1. a message the state already holds (below its partition's applied mark, or seen in
    this run) is skipped; one after a hole in its partition's offsets waits, and the
    agent seeks back to the hole (a rebalance's seek can race a fetch); every other
-   message is validated; a rejection becomes a dead letter (original bytes, topic,
-   partition, offset, reason), counted by reason; the agent keeps going;
+   message is validated, and its key and partition checked against its subscriber
+   (:func:`stream.contracts.validation.check_routing`); a rejection becomes a dead letter
+   (original bytes up to the broker's message limit, topic, partition, offset, reason),
+   counted by reason; the agent keeps going (a dead letter that cannot be published is
+   counted and logged, and its input still acked); an event dated in a day its engine
+   has closed becomes a ``too_late`` dead letter when it is released
+   (:mod:`stream.service.lateness`);
 2. accepted events go to the engine of their input partition (one engine per partition,
    each over :class:`stream.service.tables.PartitionView` s of the state tables, so each partition
    keeps its own population baseline, as ``churnwatch replay`` does);
@@ -30,16 +35,25 @@ import heapq
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from stream.contracts.validation import Accepted, Validator, dead_letter
+from stream.contracts.validation import (
+    KAFKA_MAX_MESSAGE_BYTES,
+    Accepted,
+    Validator,
+    check_routing,
+    dead_letter,
+    dead_letter_key,
+)
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate
+from stream.service.lateness import too_late
 from stream.service.ordering import KIND_ORDER, CaughtUp, Reorder
+from stream.service.redaction import stack
 from stream.service.signal_order import closed_to
 
 log = logging.getLogger(__name__)
@@ -81,6 +95,11 @@ class BatchResult:
     calibration: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _event_id(event: dict[str, Any]) -> str:
+    """An event's ``event_id`` for a log line (profiles have none), bounded."""
+    return str(event.get("event_id", "-"))[:64]
+
+
 def alert_key(alert: dict[str, Any]) -> str | None:
     """The alert topic key: the group for group alerts, else the subscriber."""
     if alert.get("kind") == "group" and alert.get("group_id"):
@@ -108,6 +127,8 @@ class BatchProcessor:
         max_held: int = 200_000,
         group_context: Callable[[str | None], dict[str, Any] | None] | None = None,
         calibration: bool = False,
+        partitions: int | None = None,
+        deadletter_max_bytes: int = KAFKA_MAX_MESSAGE_BYTES,
     ) -> None:
         self.tables = tables
         self.kinds = kinds
@@ -141,6 +162,12 @@ class BatchProcessor:
         self._marks_sent: dict[int, int] = {}
         #: subscriber alerts, exits and progress marks go to the calibration stage
         self.calibration = calibration
+        #: partitions of every input topic: a record off murmur2(key) is a dead letter
+        #: (``None``: not checked)
+        self.partitions = partitions
+        self.deadletter_max_bytes = deadletter_max_bytes
+        #: input topics already warned about for misrouted records (warned once each)
+        self._misrouted_warned: set[str] = set()
 
     #: A hole fetched again this many times (a second apart) is taken as real: offsets
     #: a transactional producer's markers use, which never come.
@@ -253,14 +280,22 @@ class BatchProcessor:
             position[tp] = offset + 1
             touched.add(tp)
             kind = kinds[topic]
-            raw = m.value if m.value is not None else b""
+            raw = m.value
             verdict = check(kind, raw)
+            if isinstance(verdict, Accepted):
+                verdict = check_routing(verdict.event, m.key, partition,
+                                        self.partitions) or verdict
             if not isinstance(verdict, Accepted):
                 outcomes[(topic, "rejected")] += 1
                 reasons[verdict.reason] += 1
-                result.dead_letters.append(
-                    (m.key, dead_letter(raw, topic, partition, offset, verdict))
-                )
+                if verdict.reason == "wrong_partition" and topic not in self._misrouted_warned:
+                    self._misrouted_warned.add(topic)
+                    log.warning("%s: records on another partition than murmur2(key) gives "
+                                "(first at [%d]@%d); dead-lettered as wrong_partition: the "
+                                "producer must use Kafka's default partitioner (librdkafka: "
+                                "partitioner=murmur2_random)", topic, partition, offset)
+                result.dead_letters.append((dead_letter_key(m.key), dead_letter(
+                    raw, topic, partition, offset, verdict, self.deadletter_max_bytes)))
                 result.done.append(item)
                 reorder.delivered(topic, partition)
                 continue
@@ -279,12 +314,24 @@ class BatchProcessor:
             touched.add((m.topic, m.partition))  # its mark moves (maybe held since long)
             if verdict.epoch_s > newest:
                 newest = verdict.epoch_s
+            engine = self.engine(m.partition)
+            late = too_late(engine, kind, verdict.epoch_s)
+            if late is not None:  # for a closed day: its models must not see it twice
+                outcomes[(m.topic, "rejected")] += 1
+                reasons[late.reason] += 1
+                result.dead_letters.append((dead_letter_key(m.key), dead_letter(
+                    m.value, m.topic, m.partition, m.offset, late, self.deadletter_max_bytes)))
+                result.done.append(item)
+                continue
             try:
                 # The validator's parsed event time, so the engine does not parse it again.
-                alerts = self.engine(m.partition).process(
+                alerts = engine.process(
                     kind, verdict.event, ts=None if kind == "subscribers" else verdict.epoch_s)
-            except Exception:  # a detector bug must not stop the partition: log, count
-                log.exception("engine failed on %s[%d]@%d", m.topic, m.partition, m.offset)
+            except Exception as exc:  # a detector bug must not stop the partition: log, count
+                # Position and event id, and the stack without the exception's text or
+                # locals: those can hold a subscriber id or a number.
+                log.error("engine failed on %s[%d]@%d (event %s): %s", m.topic, m.partition,
+                          m.offset, _event_id(verdict.event), stack(exc))
                 outcomes[(m.topic, "engine_error")] += 1
                 result.done.append(item)
                 continue
@@ -432,6 +479,51 @@ class BatchProcessor:
         metrics.table_keys.labels(table="population").set(len(self.tables.population.data))
 
 
+class DeadLetters:
+    """Publishes dead letters so that one that cannot be published never stops a worker.
+
+    Such a letter (too large for the producer or the broker, a broker error) is counted
+    (``churnwatch_dead_letter_failures_total``) and logged once per kind of error; its
+    input is acked like any other (a poison message must not be redelivered forever).
+    """
+
+    def __init__(self, topic: Any, metrics: Any = None) -> None:
+        self.topic = topic
+        self.metrics = metrics
+        self._logged: set[str] = set()
+
+    async def send(
+        self, letters: list[tuple[bytes | None, dict[str, Any]]]
+    ) -> list[Awaitable[None]]:
+        """Queue ``letters``; awaitables that finish when each is delivered or has failed
+        (never raising), for the batch's commit to wait on with its other outputs."""
+        waits: list[Awaitable[None]] = []
+        for key, letter in letters:
+            try:
+                waits.append(self._settle(letter, await self.topic.send(key=key, value=letter)))
+            except Exception as exc:  # e.g. the producer's own size check
+                self.failed(letter, exc)
+        return waits
+
+    async def _settle(self, letter: dict[str, Any], delivery: Awaitable[Any]) -> None:
+        try:
+            await delivery
+        except Exception as exc:
+            self.failed(letter, exc)
+
+    def failed(self, letter: dict[str, Any], error: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.dead_letter_failures.inc()
+        name = type(error).__name__
+        if name not in self._logged:
+            self._logged.add(name)
+            log.error("dead letter for %s[%s]@%s (%s, %d bytes) not published: %s; the input "
+                      "is acked anyway (churnwatch_dead_letter_failures_total counts every "
+                      "such letter; this is logged once per error type)", letter["topic"],
+                      letter["partition"], letter["offset"], letter["reason"],
+                      letter["raw_size"], name)
+
+
 def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
              groups: Any = None, gate: BatchGate | None = None) -> Any:
     """Define the agent (and its release timer) on ``app``; returns ``(agent, handle)``.
@@ -548,8 +640,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                 await alerts_topic.send(key=None if key is None else key.encode(), value=alert)
                 for key, alert in result.alerts
             ]
-            sent += [await dead_topic.send(key=key, value=letter)
-                     for key, letter in result.dead_letters]
+            sent += await dead_letters.send(result.dead_letters)
             if result.calibration:
                 # One partition: each engine partition's records stay in its order.
                 calibration_topic = topics.calibration
@@ -576,6 +667,8 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
             if metrics is not None and (items or result.done):
                 metrics.batch_seconds.observe(time.perf_counter() - started)
                 metrics.batch_events.observe(len(result.done))
+
+    dead_letters = DeadLetters(dead_topic, metrics)
 
     def state() -> list[Callable[[], None]]:
         # The write-ahead copy first, then the per-key records: a crash leaves the batch

@@ -14,11 +14,13 @@ and Faust would otherwise lose the last batch of table updates on recovery.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry
 
+from stream.contracts.validation import Validator
 from stream.service import codecs
 from stream.service.agents import BatchProcessor, EngineLike, register
 from stream.service.faust_internals.gate import BatchGate, gate_for_agent
@@ -129,8 +131,11 @@ def create_app(
     topics = declare(app, settings)
     tables = StateTables.on_app(app, settings.partitions)
     make_factory = engine_factory or (lambda t: default_engine_factory(settings, t))
-    processor = BatchProcessor(tables, topics.kinds, make_factory(tables), metrics=metrics,
-                               calibration=settings.calibration)
+    processor = BatchProcessor(
+        tables, topics.kinds, make_factory(tables), metrics=metrics,
+        calibration=settings.calibration, partitions=settings.partitions,
+        validator=Validator(max_past=timedelta(days=settings.event_max_past_days)),
+        deadletter_max_bytes=settings.deadletter_max_bytes)
     groups = None
     if settings.groups:
         from stream.service.group_stage import declare as declare_groups

@@ -60,8 +60,10 @@ import orjson
 
 from detectors.days import Clock, parse_ts
 from stream.contracts.validation import Accepted, Rejected, Validator, dead_letter
+from stream.service.agents import DeadLetters
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate, gate_for_agent
+from stream.service.redaction import stack
 
 log = logging.getLogger(__name__)
 
@@ -348,10 +350,11 @@ class CalibrationStage:
         if kind == "alert":
             try:
                 out.alerts.append(learner.alert(item["alert"]))
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError) as exc:
                 # An alert the model cannot read (an engine bug or a test stand-in): it
-                # still goes out, as the engine made it; never lost, counted.
-                log.exception("calibration: published an alert uncalibrated")
+                # still goes out, as the engine made it; never lost, counted. (The stack
+                # without the exception's text: it can quote a subscriber.)
+                log.error("calibration: published an alert uncalibrated: %s", stack(exc))
                 self.counters["uncalibrated"] += 1
                 out.alerts.append(dict(item["alert"]))
         elif kind == "exit":
@@ -498,6 +501,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
     if gate is None:
         gate = gate_for_agent(app, AGENT_NAME)
     lock = gate.lock
+    dead_letters = DeadLetters(deadletter_topic, metrics)
 
     async def handle(events: list[Any]) -> None:
         async with lock:
@@ -509,8 +513,9 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
             try:
                 out = stage.process([(e.message.topic, e.message.offset, e.message.value)
                                      for e in events])
-            except Exception:  # a model bug must not stop the stage, nor lose alerts
-                log.exception("calibration stage failed on a batch of %d", len(events))
+            except Exception as exc:  # a model bug must not stop the stage, nor lose alerts
+                log.error("calibration stage failed on a batch of %d: %s", len(events),
+                          stack(exc))
                 cache.discard()
                 stage.reset()
                 # The batch's alerts go out as the engines made them (counted); its exits
@@ -529,8 +534,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
                 alert["emitted_at"] = stamp
                 sent.append(await alerts_topic.send(
                     key=str(alert["subscriber_id"]).encode(), value=alert))
-            for key, letter in out.dead_letters:
-                sent.append(await deadletter_topic.send(key=key, value=letter))
+            sent += await dead_letters.send(out.dead_letters)
             await commit(app, sent, state, acks=[e.ack for e in events])
             if metrics is not None:
                 _record(metrics, stage, out)

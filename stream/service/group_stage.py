@@ -47,6 +47,7 @@ from stream.service.agents import alert_key
 from stream.service.codecs import ORJSON, RAW
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate, gate_for_agent
+from stream.service.redaction import stack
 from stream.service.signal_order import Sequencer, is_watermark
 from stream.service.tables import (
     BatchCache,
@@ -277,8 +278,9 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
             try:
                 alerts, contexts, seqs = stage.process(
                     [(e.message.partition, e.value) for e in events])
-            except Exception:  # a model bug must not stop the stage: log, drop the batch
-                log.exception("group stage failed on a batch of %d", len(events))
+            except Exception as exc:  # a model bug must not stop the stage: log, drop the batch
+                # The stack without the exception's text: it can quote a subscriber.
+                log.error("group stage failed on a batch of %d: %s", len(events), stack(exc))
                 stage.cache.discard()
                 for e in events:
                     e.ack()

@@ -13,7 +13,10 @@ def run_worker(settings: Any, loglevel: str = "warning") -> int:
 
     from stream.service.app import create_app
     from stream.service.metrics import serve
+    from stream.service.redaction import install
 
+    # Before anything logs: Faust and aiokafka log keys and values at debug level.
+    install()
     # Faust creates the data directory but not its parents.
     Path(settings.datadir).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)

@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, MutableMapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -274,6 +274,7 @@ def _events(
 ) -> Iterator[dict[str, Any]]:
     """The event loop of :func:`replay_directory`: calls and billing in event time, with
     the learner, outcomes and the call centre when given (the order is documented there)."""
+    from stream.service.lateness import too_late
     from stream.tools.callcentre import load_truth
 
     if call_centre is not None and truth is None:
@@ -346,6 +347,14 @@ def _events(
             continue
         n += 1
         p = partition_for(item["subscriber_id"])
+        late = too_late(engines[p], INPUT_KINDS[order], ts)
+        if late is not None:  # as the service: a closed day's models never see it
+            counts[f"accepted.{INPUT_KINDS[order]}"] -= 1
+            counts[f"rejected.{late.reason}"] += 1
+            if on_dead_letter is not None:  # the event re-encoded; ``number`` is its line
+                on_dead_letter(dead_letter(orjson.dumps(item), TOPIC_OF_KIND[INPUT_KINDS[order]],
+                                           None, number, late))
+            continue
         alerts = engines[p].process(INPUT_KINDS[order], item, ts=ts)
         if alerts or groups:
             raised = judged(p, alerts)
@@ -435,6 +444,9 @@ def run(args: argparse.Namespace) -> int:
             directory, partitions=partitions, on_dead_letter=write_dead, counters=counts,
             groups=getattr(args, "groups", True), learner=learner, outcomes=outcomes_path,
             call_centre=centre, on_answer=write_answer,
+            # The service's plausible window of event time, where its settings can be read.
+            validator=None if settings is None else Validator(
+                max_past=timedelta(days=settings.event_max_past_days)),
         ):
             zones[f"{alert['kind']}/{alert['status']}/{alert['zone']}"] += 1
             out.write(orjson.dumps(stamp(alert)) + b"\n")
