@@ -971,7 +971,8 @@ def plot(report: dict[str, Any], path: Path) -> bool:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", type=Path, help="a world written by `churnwatch simulate`")
+    parser.add_argument("directory", type=Path, nargs="?", default=None,
+                        help="a world written by `churnwatch simulate` (none with --suite)")
     parser.add_argument("--alerts", type=Path, default=None,
                         help="alerts (JSON Lines); default: replay the directory")
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
@@ -992,6 +993,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stream.tools.callcentre import add_arguments as call_centre_arguments
 
     call_centre_arguments(parser)
+    from stream.tools.suite import add_arguments as suite_arguments
+
+    suite_arguments(parser)
 
 
 def _replay(directory: Path, *, calibration: bool = True, outcomes: Path | None = None,
@@ -1025,7 +1029,17 @@ def read_outcomes(path: Path) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    directory: Path = args.directory
+    if getattr(args, "suite", False):
+        if args.directory is not None:
+            print("evaluate: --suite simulates its own worlds; drop DIR", file=sys.stderr)
+            return 2
+        from stream.tools import suite
+
+        return suite.run(args)
+    directory: Path | None = args.directory
+    if directory is None:
+        print("evaluate: name a world directory, or pass --suite", file=sys.stderr)
+        return 2
     if not (directory / "truth.jsonl").exists():
         print(f"evaluate: {directory} has no truth.jsonl (write one with `churnwatch "
               f"simulate`)", file=sys.stderr)

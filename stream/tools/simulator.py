@@ -158,6 +158,18 @@ class WorldParams:
     bill_time_s: int = 2 * 3600  # monthly bill posted 02:00 on the 1st
     topups: tuple[float, ...] = (30.0, 50.0, 100.0, 200.0)
 
+    # What the engine must not depend on (the presets of ``stream/tools/scenarios.py``
+    # set these; the defaults are the world as it always was, byte for byte).
+    preset: str = "default"  # the name of the preset these parameters came from
+    # "varied": the home cell, 20% of calls from other cells, roaming cells on trips;
+    # "home": every call from the home cell (a constant cell); "none": cell_id null.
+    cell_ids: str = "varied"
+    trip_cells: str = "roaming"  # "home": trips change no cell (absences at home)
+    trip_forward_off_net: bool = False  # trips forward to an off-net number, never on-net
+    # Share of an individual churner's fall in outgoing calls that incoming calls follow
+    # (0.5: incoming falls half as far; 1.0: both directions fall together).
+    churn_in_follow: float = 0.5
+
 
 OUR_OPERATOR = "China Mobile"
 OPERATOR_PREFIXES: dict[str, tuple[int, ...]] = {
@@ -167,6 +179,8 @@ OPERATOR_PREFIXES: dict[str, tuple[int, ...]] = {
     "China Telecom": (133, 149, 153, 173, 177, 180, 181, 189, 190, 191, 193, 199),
     "China Broadnet": (192,),
 }
+CELL_MODES = ("varied", "home", "none")
+TRIP_CELL_MODES = ("roaming", "home")
 COMPETITORS = ("China Unicom", "China Telecom", "China Broadnet")
 COMPETITOR_WEIGHTS = (0.5, 0.45, 0.05)
 
@@ -319,6 +333,9 @@ class World:
     def __init__(self, p: WorldParams) -> None:
         if p.subscribers < 1 or p.days < 1:
             raise ValueError("subscribers and days must be positive")
+        if p.cell_ids not in CELL_MODES or p.trip_cells not in TRIP_CELL_MODES:
+            raise ValueError(f"cell_ids must be one of {', '.join(CELL_MODES)} and "
+                             f"trip_cells one of {', '.join(TRIP_CELL_MODES)}")
         self.p = p
         self.seed = p.seed
         self.hours = {True: _hour_table(_BUSINESS_HOURS), False: _hour_table(_CONSUMER_HOURS)}
@@ -604,7 +621,9 @@ class World:
     def _family_number(self, s: Sub, rng: random.Random) -> str:
         h = _mix(self.seed, s.idx, 14)
         if rng.random() < 0.5:
-            return self.msisdn(rng.randrange(self.p.subscribers))
+            j = rng.randrange(self.p.subscribers)  # drawn either way: the same cast
+            if not self.p.trip_forward_off_net:
+                return self.msisdn(j)
         return self._competitor_target(h)
 
     # -- one day ------------------------------------------------------------------------
@@ -627,7 +646,8 @@ class World:
                 prog = min(1.0, (day - s.churn_start) / max(1, s.decay_days))
                 m = 1.0 - (1.0 - s.floor) * prog
                 out *= m
-                inc *= 0.5 + 0.5 * m
+                follow = p.churn_in_follow
+                inc *= (1.0 - follow) + follow * m
         if s.kind == "plan_downgrade" and s.plan_change and day >= s.plan_change[0]:
             out *= p.downgrade_usage
         for start, end, act, _ in s.trips:
@@ -705,8 +725,10 @@ class World:
         mu = math.log(seg.median_call_s)
         g = s.group
         usage = 0.0
-        roaming = any(a <= day < b for a, b, _, _ in s.trips)
-        cell = f"R{s.home_cell[1:]}" if roaming else s.home_cell
+        away = any(a <= day < b for a, b, _, _ in s.trips)
+        one_cell = p.cell_ids == "home" or (away and p.trip_cells == "home")
+        no_cells = p.cell_ids == "none"
+        cell = f"R{s.home_cell[1:]}" if away and not one_cell else s.home_cell
         random_ = rng.random
         for direction, n in (("out", n_out), ("in", n_in)):
             for _ in range(n):
@@ -724,6 +746,8 @@ class World:
                     other = self.contact(idx, k)
                 c: str | None = cell if random_() > p.other_cell_share else (
                     f"C{int(random_() * 90000) + 10000}")
+                if one_cell or no_cells:  # the draws above are kept: the same calls
+                    c = None if no_cells else cell
                 forwarded = None
                 charge = 0.0
                 if direction == "out":
@@ -936,8 +960,17 @@ def simulate(out: Path, params: WorldParams, *,
     return summary
 
 
+#: Knobs written to ``world.json`` only when they differ from their defaults, so that a
+#: default world's bytes are those it had before the knobs existed.
+_SCENARIO_FIELDS = ("preset", "cell_ids", "trip_cells", "trip_forward_off_net",
+                    "churn_in_follow")
+
+
 def _params_json(p: WorldParams) -> dict[str, Any]:
     d = asdict(p)
+    for name in _SCENARIO_FIELDS:
+        if d[name] == getattr(WorldParams, name):
+            del d[name]
     d["start"] = p.start.isoformat()
     d["holiday_start"] = p.holiday_start.isoformat() if p.holiday_start else None
     d["make_up_workdays"] = [x.isoformat() for x in p.make_up_workdays]
@@ -959,6 +992,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=date.fromisoformat, default=WorldParams.start,
                         help="first day, local time (default %(default)s, a Monday)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
+    from stream.tools.scenarios import PRESETS
+
+    parser.add_argument("--preset", choices=list(PRESETS), default="default",
+                        help="a named scenario (docs/simulator.md); --set applies on top "
+                             "(default %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a WorldParams field, VALUE in JSON "
                              "(e.g. --set collective_share=0.3 --set 'trip_days=[5,9]')")
@@ -974,7 +1012,7 @@ def with_overrides(params: WorldParams, settings: list[str]) -> WorldParams:
     import dataclasses
     import json
 
-    names = {f.name for f in dataclasses.fields(params)} - {"segments"}
+    names = {f.name for f in dataclasses.fields(params)} - {"segments", "preset"}
     changes: dict[str, Any] = {}
     for setting in settings:
         name, sep, raw = setting.partition("=")
@@ -1000,10 +1038,13 @@ def with_overrides(params: WorldParams, settings: list[str]) -> WorldParams:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream.tools.scenarios import apply_preset
+
     try:
-        params = with_overrides(
+        params = with_overrides(apply_preset(
+            getattr(args, "preset", "default"),
             WorldParams(subscribers=args.subscribers, days=args.days, seed=args.seed,
-                        start=args.start), args.set)
+                        start=args.start)), args.set)
     except ValueError as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
