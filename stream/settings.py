@@ -28,6 +28,9 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     Faust's data directory; give each worker its own. Default ``.churnwatch/worker``.
 ``CHURNWATCH_WEB_ENABLED``, ``CHURNWATCH_WEB_HOST``, ``CHURNWATCH_WEB_PORT``
     Faust's own web server: off by default; when on it binds 127.0.0.1:6066 by default.
+``CHURNWATCH_QUEUE_CAPACITY`` [queue_capacity]
+    Calls the call centre makes a day: the work queue's listing picks that many items by
+    expected retained value (docs/callcentre.md). 0 (default): list all open work.
 ``CHURNWATCH_METRICS_HOST``, ``CHURNWATCH_METRICS_PORT``
     The Prometheus endpoint, 127.0.0.1:9108 by default; port 0 turns it off.
 ``CHURNWATCH_BATCH_SIZE``, ``CHURNWATCH_BATCH_WITHIN_S``
@@ -137,6 +140,7 @@ class Settings:
     web_enabled: bool = False
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    queue_capacity: int = 0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
 
@@ -405,6 +409,8 @@ class Settings:
                       "need 0 < CHURNWATCH_CALIBRATION_YELLOW <= CHURNWATCH_CALIBRATION_RED <= 1")
         if self.order_margin_s < 0:
             raise bad("CHURNWATCH_ORDER_MARGIN_S", "must be >= 0")
+        if self.queue_capacity < 0:
+            raise bad("CHURNWATCH_QUEUE_CAPACITY", "must be >= 0")
         if self.standby_replicas < 0:
             raise bad("CHURNWATCH_STANDBY_REPLICAS", "must be >= 0")
         if self.heartbeat_s * 3 > self.session_timeout_s:
@@ -455,6 +461,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "web_enabled": ("CHURNWATCH_WEB_ENABLED", "bool"),
     "web_host": ("CHURNWATCH_WEB_HOST", "str"),
     "web_port": ("CHURNWATCH_WEB_PORT", "int"),
+    "queue_capacity": ("CHURNWATCH_QUEUE_CAPACITY", "int"),
     "metrics_host": ("CHURNWATCH_METRICS_HOST", "str"),
     "metrics_port": ("CHURNWATCH_METRICS_PORT", "int"),
     "batch_size": ("CHURNWATCH_BATCH_SIZE", "int"),
