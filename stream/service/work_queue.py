@@ -256,7 +256,7 @@ def ordered(items: Iterable[Mapping[str, Any]], capacity: int | None = None
     """Items by priority (highest first); with ``capacity``, only the ``capacity`` items of
     highest expected retained value, still listed by priority. Ties go by key.
 
-    >>> items = [{"key": "a", "zone": "yellow", "risk_score": 0.9, "value_at_risk": 700.0},
+    >>> items = [{"key": "a", "zone": "yellow", "risk_score": 0.9, "value_at_risk": 500.0},
     ...          {"key": "b", "zone": "red", "risk_score": 0.8, "value_at_risk": 100.0},
     ...          {"key": "c", "zone": "red", "risk_score": 0.7, "value_at_risk": 50.0}]
     >>> [i["key"] for i in ordered(items)]
