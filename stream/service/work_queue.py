@@ -60,7 +60,7 @@ def item_key(alert: Mapping[str, Any]) -> str | None:
 def fold(item: Mapping[str, Any] | None, alert: Mapping[str, Any]) -> dict[str, Any] | None:
     """The item after ``alert`` (None: the episode is closed, or never opened).
 
-    A repeat of the item's own alert (at-least-once delivery) changes nothing; a new
+    A repeat of one of the item's alerts (at-least-once delivery) changes nothing; a new
     ``open``/``escalated`` alert replaces the item and keeps a claim on the same episode.
 
     >>> a = {"alert_id": "a1", "kind": "subscriber", "status": "open", "subscriber_id": "s1",
@@ -69,8 +69,9 @@ def fold(item: Mapping[str, Any] | None, alert: Mapping[str, Any]) -> dict[str, 
     >>> item = fold(None, a)
     >>> item["alert_id"], "msisdn" in item, item["opened_ts"]
     ('a1', False, '2026-03-02T10:00:00+08:00')
-    >>> fold(item, {**a, "alert_id": "a2", "status": "escalated", "zone": "red"})["zone"]
-    'red'
+    >>> item = fold(item, {**a, "alert_id": "a2", "status": "escalated", "zone": "red"})
+    >>> item["zone"], fold(item, a)["zone"]  # the first alert delivered again: no change
+    ('red', 'red')
     >>> fold(item, {**a, "alert_id": "a3", "status": "resolved"}) is None
     True
     >>> fold(item, {**a, "alert_id": "a4", "status": "archived"}) is None  # unknown: ends
@@ -79,7 +80,7 @@ def fold(item: Mapping[str, Any] | None, alert: Mapping[str, Any]) -> dict[str, 
     status = alert.get("status")
     if status not in OPEN_STATUSES:
         return None
-    if item is not None and item.get("alert_id") == alert.get("alert_id"):
+    if item is not None and alert.get("alert_id") in (item.get("alert_ids") or ()):
         return dict(item)
     new = {name: alert.get(name) for name in ITEM_FIELDS}
     new["key"] = item_key(alert)

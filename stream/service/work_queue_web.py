@@ -71,6 +71,13 @@ class WorkQueueService:
     tz_offset_hours: float
     metrics: Any = None
     validator: Validator | None = None
+    #: awaited before a view writes the table (:func:`_changelog_metadata`)
+    before_write: Callable[[], Awaitable[Any]] | None = None
+
+    async def writable(self) -> None:
+        """Before a write from a view: see :func:`_changelog_metadata`."""
+        if self.before_write is not None:
+            await self.before_write()
 
     def local_items(self) -> list[dict[str, Any]]:
         return [dict(v) for v in self.table.values() if isinstance(v, Mapping)]
@@ -109,7 +116,8 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
     service = WorkQueueService(
         table=table, agent=None, outcomes_topic=outcomes, deadletter_topic=deadletter_topic,
         capacity=int(getattr(settings, "queue_capacity", 0) or 0),
-        tz_offset_hours=float(settings.tz_offset_hours), metrics=metrics)
+        tz_offset_hours=float(settings.tz_offset_hours), metrics=metrics,
+        before_write=lambda: _changelog_metadata(app, table))
 
     async def fold_alerts(stream: Any) -> None:
         async for alert in stream:
@@ -202,6 +210,8 @@ def _views(app: Any, service: WorkQueueService) -> None:
                 hold_s = float(request.query.get("hold_s", wq.DEFAULT_CLAIM_S))
             except ValueError:
                 return self.json({"error": "hold_s must be a number of seconds"}, status=400)
+            # No await between reading the item and writing it: claims cannot interleave.
+            await service.writable()
             item = table.get(key)
             if item is None:
                 return self.json({"error": "no open episode"}, status=404)
@@ -243,6 +253,8 @@ async def _report_outcome(service: WorkQueueService, key: str,
     await service.outcomes_topic.send(key=str(outcome["subscriber_id"]).encode(),
                                       value=outcome, partition=0)
     closed = False
+    await service.writable()
+    item = service.table.get(key)  # again: it may have changed while we sent
     if item is not None:
         if outcome["outcome"] in FINAL_OUTCOMES:
             del service.table[key]
@@ -322,6 +334,20 @@ def _route_with_body(app: Any, table: Any) -> Callable[[Any], Any]:
         return post
 
     return decorate
+
+
+async def _changelog_metadata(app: Any, table: Any) -> None:
+    """Make the producer track the table's changelog in its metadata.
+
+    A write from a view has no stream event, so its partition comes from the key and the
+    producer's metadata. aiokafka refreshes metadata for the topics its client tracks only,
+    and a topic it found already known (the agent's writes) is never tracked: the next
+    refresh (e.g. for the first outcome sent) drops it and the write fails.
+    """
+    name = table.changelog_topic.get_topic_name()
+    client = app.producer._ensure_producer().client
+    await client.add_topic(name)
+    await client._wait_on_metadata(name)
 
 
 def _flag(text: str | None) -> bool:
