@@ -7,18 +7,29 @@ the other owns are routed by Faust (``table_route``) and the listing gathers bot
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import orjson
 import pytest
+import yaml
 
 from stream.contracts.partitioning import partition_of
 from stream.tools.broker import EmbeddedBroker, free_port
-from tests.integration.helpers import WorkerProc, produce, read_topic, unique_settings, wait_for
+from tests.integration.helpers import (
+    REPO,
+    WorkerProc,
+    produce,
+    read_topic,
+    unique_settings,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +57,18 @@ def http(port: int, method: str, path: str, body: bytes | None = None) -> tuple[
         return exc.code, json.loads(exc.read())
 
 
+@functools.cache
+def openapi_check(name: str) -> Callable[[Any], Any]:
+    """A validator of the documented schema ``name`` (deploy/openapi.yaml)."""
+    doc = yaml.safe_load((REPO / "deploy" / "openapi.yaml").read_text())
+    return fastjsonschema.compile({"$ref": f"#/components/schemas/{name}",
+                                   "components": doc["components"]})
+
+
 def keys(port: int, query: str = "") -> list[str]:
     status, body = http(port, "GET", f"/queue{query}")
     assert status == 200, body
+    openapi_check("Listing")(body)
     assert body["complete"], body
     return [i["key"] for i in body["items"]]
 
@@ -100,12 +120,14 @@ def test_queue_endpoints_on_two_workers(broker: EmbeddedBroker, tmp_path: Path) 
         for port in ports:
             status, item = http(port, "GET", f"/queue/items/{s_b}")
             assert status == 200 and item["alert_id"] == "alert-b-1", item
+            openapi_check("Item")(item)
             assert "msisdn" not in item and item["due_at"].startswith("2026-03-03")
         assert http(ports[1], "GET", f"/queue/items/{s_c}")[0] == 404
 
         # Claims: idempotent for the holder, refused to others, hidden from the list.
         status, first = http(ports[1], "POST", f"/queue/items/{s_a}/claim?by=agent-1")
         assert status == 200 and first["claim"]["by"] == "agent-1", first
+        openapi_check("Item")(first)
         status, again = http(ports[0], "POST", f"/queue/items/{s_a}/claim?by=agent-1")
         assert status == 200 and again["claim"] == first["claim"]
         status, other = http(ports[0], "POST", f"/queue/items/{s_a}/claim?by=agent-2")
@@ -132,6 +154,7 @@ def test_queue_endpoints_on_two_workers(broker: EmbeddedBroker, tmp_path: Path) 
         assert item["attempts"] == 2 and item["claim"] is None  # no answer: claim released
         status, body = report(ports[0], s_a, outcome="perhaps")
         assert status == 422 and body["field"] == "outcome", body
+        openapi_check("Rejection")(body)
         status, body = report(ports[1], s_a, alert_id="alert-b-1")
         assert status == 422 and body["field"] == "alert_id", body
         status, body = report(ports[1], s_a, outcome="retained")

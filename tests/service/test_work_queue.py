@@ -192,3 +192,23 @@ def test_sync_waits_for_the_registry_and_gives_up() -> None:
         assert feed.stalled and asyncio.run(feed.sync(400.0)) is False  # no second wait
     finally:
         ported_feed.SYNC_TIMEOUT_S = old
+
+
+def test_openapi_documents_every_view_and_method() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from stream.service.app import create_app
+    from stream.settings import Settings
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "openapi.yaml").read_text())
+    assert str(doc["openapi"]).startswith("3.1")
+    app = create_app(Settings(bootstrap="127.0.0.1:9", web_enabled=True))
+    views = {path: view for path, view in app.web.views.items() if path.startswith("/queue")}
+    assert set(doc["paths"]) == set(views)
+    for path, view in views.items():
+        served = {m for m in ("get", "post", "put", "patch", "delete") if m in vars(view)}
+        assert {m for m in doc["paths"][path] if m != "parameters"} == served, path
+    # Without the web server there is no queue (nothing to serve it).
+    assert not create_app(Settings(bootstrap="127.0.0.1:9")).churnwatch.work_queue
