@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -170,6 +172,19 @@ def test_queue_endpoints_on_two_workers(broker: EmbeddedBroker, tmp_path: Path) 
                    read_topic(broker.bootstrap, settings.topic_deadletter)]
         assert sorted(d["field"] for d in letters) == ["alert_id", "outcome"]
         assert all(d["topic"] == settings.topic_outcomes for d in letters)
+
+        # The example client: list red work, claim the first item free, report an outcome.
+        def example(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, str(REPO / "examples" / "queue_client.py"),
+                 "--url", f"http://127.0.0.1:{ports[1]}", "--agent", "agent-9", *args],
+                capture_output=True, text=True, timeout=60)
+
+        shown = example("--zone", "red")
+        assert shown.returncode == 0 and "claimed G-1" in shown.stdout, shown
+        reported = example("--report", s_b, "--alert-id", "alert-b-1", "--outcome", "churned")
+        assert reported.returncode == 0 and '"item_closed": true' in reported.stdout, reported
+        assert keys(ports[0], "?include_claimed=true") == ["G-1"]
         for worker in workers:
             log = worker.log.read_text(errors="replace")
             assert s_a not in log and s_b not in log and "13800000000" not in log
