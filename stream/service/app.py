@@ -137,8 +137,7 @@ def create_app(
     install_faust_sensor(app, registry)
     topics = declare(app, settings)
     tables = StateTables.on_app(app, settings.partitions)
-    ported = PortedFeed(settings, settings.engine_config().ported_numbers,
-                        margin_s=settings.order_margin_s)
+    ported = PortedFeed(settings, settings.engine_config().ported_numbers)
     make_factory = engine_factory or (lambda t: default_engine_factory(settings, t, ported))
     processor = BatchProcessor(tables, topics.kinds, make_factory(tables), metrics=metrics,
                                calibration=settings.calibration)
