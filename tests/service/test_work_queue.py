@@ -213,3 +213,21 @@ def test_openapi_documents_every_view_and_method() -> None:
         assert {m for m in doc["paths"][path] if m != "parameters"} == served, path
     # Without the web server there is no queue (nothing to serve it).
     assert not create_app(Settings(bootstrap="127.0.0.1:9")).churnwatch.work_queue
+
+
+def test_capacity_from_the_command_line_and_the_environment() -> None:
+    import argparse
+
+    from stream.settings import Settings, SettingsError
+    from stream.tools.worker import add_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--capacity", "40", "--web-port", "6100"])
+    settings = settings_from_args(args, environ={"CHURNWATCH_QUEUE_CAPACITY": "7"})
+    assert (settings.queue_capacity, settings.web_enabled, settings.web_host) == (
+        40, True, "127.0.0.1")  # loopback unless told otherwise
+    assert settings_from_args(parser.parse_args([]), environ={
+        "CHURNWATCH_QUEUE_CAPACITY": "7"}).queue_capacity == 7
+    with pytest.raises(SettingsError, match="CHURNWATCH_QUEUE_CAPACITY"):
+        Settings.from_env({"CHURNWATCH_QUEUE_CAPACITY": "-1"})
