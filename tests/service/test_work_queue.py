@@ -138,62 +138,6 @@ def test_outcomes_are_validated_published_and_close_the_work() -> None:
     assert status == 202 and len(svc.outcomes_topic.sent) == 3
 
 
-@pytest.mark.parametrize("number", ["13912345678", "+8613912345678"])
-def test_ported_registry_updates_live_engines(number: str) -> None:
-    from detectors import Engine, EngineConfig
-    from stream.service.ported_feed import PortedFeed
-
-    feed = PortedFeed(settings=None, initial={"13500000000": "China Unicom"})
-    engine = feed.attach(Engine(feed.config_for(EngineConfig())))
-    assert engine.lookup.operator("13500000000") == "China Unicom"
-    assert engine.lookup.operator("13912345678") == "China Mobile"
-    assert engine._operator("13912345678")[0] is False  # cached: on our network
-    record = orjson.dumps({"number": number, "operator": "China Telecom"})
-    assert feed.apply([(number.encode(), record)]) == 1
-    assert engine.lookup.operator("13912345678") == "China Telecom"
-    assert engine._operator("13912345678")[0] is True  # the cache was dropped
-    assert feed.apply([(number.encode(), record)]) == 0  # the same again: no change
-    assert feed.apply([(number.encode(), None)]) == 1  # tombstone: the prefix again
-    assert engine.lookup.operator("13912345678") == "China Mobile"
-    assert feed.apply([(b"x", b"not json"), (None, b"{}")]) == 0
-    # A new engine starts from what the registry holds now.
-    fresh = Engine(feed.config_for(EngineConfig()))
-    assert fresh.config.ported_numbers == {"13500000000": "China Unicom"}
-
-
-def test_sync_waits_for_the_registry_and_gives_up() -> None:
-    from stream.service import ported_feed
-    from stream.service.ported_feed import PortedFeed, newest_written_s
-
-    feed = PortedFeed(settings=None)
-
-    class Msg:
-        def __init__(self, ts: float) -> None:
-            self.timestamp = ts
-
-    assert newest_written_s([Msg(1_700_000_000_000), Msg(1_700_000_001.5)]) == 1_700_000_001.5
-    assert asyncio.run(feed.sync(None)) is True
-
-    async def later() -> bool:
-        async def catch_up() -> None:
-            await asyncio.sleep(0.1)
-            feed.complete_as_of = 200.0
-
-        task = asyncio.create_task(catch_up())
-        done = await feed.sync(150.0)
-        await task
-        return done
-
-    assert asyncio.run(later()) is True
-    old = ported_feed.SYNC_TIMEOUT_S
-    ported_feed.SYNC_TIMEOUT_S = 0.05
-    try:
-        assert asyncio.run(feed.sync(300.0)) is False
-        assert feed.stalled and asyncio.run(feed.sync(400.0)) is False  # no second wait
-    finally:
-        ported_feed.SYNC_TIMEOUT_S = old
-
-
 def test_openapi_documents_every_view_and_method() -> None:
     from pathlib import Path
 
