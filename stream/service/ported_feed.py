@@ -173,7 +173,13 @@ class PortedFeed:
         if self.stalled:
             return False
         deadline = time.monotonic() + SYNC_TIMEOUT_S
-        while newest_written_s > self.complete_as_of:
+        while True:
+            if self._consumer is not None:
+                # The consumer fetches in the background: its latest responses may already
+                # show the registry complete, without waiting for the reader's next round.
+                await self._note_progress(self._consumer)
+            if newest_written_s <= self.complete_as_of:
+                break
             if time.monotonic() > deadline:
                 log.warning("ported registry: not caught up after %.0f s; going on",
                             SYNC_TIMEOUT_S)
