@@ -91,7 +91,9 @@ class WorkQueueService:
             return "ignored"
         status = alert.get("status")
         if status not in wq.OPEN_STATUSES and status not in wq.TERMINAL_STATUSES:
-            log.warning("work queue: alert status %r unknown; its item is closed", status)
+            # The value is not logged: an unknown field's content is not known to be safe.
+            log.warning("work queue: an alert status this version does not know; "
+                        "its item is closed")
         before = self.table.get(key)
         after = wq.fold(before, alert)
         if after is None:
