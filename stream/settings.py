@@ -176,6 +176,9 @@ class Settings(BaseSettings):
         30.0, description="Kafka request timeout, above the session timeout")
     commit_interval_s: float = Field(1.0, description="offset commit interval")
 
+    queue_capacity: int = Field(
+        0, description="calls the call centre makes a day: the work queue lists that many items "
+                       "by expected retained value (docs/callcentre.md); 0: all open work")
     topic_prefix: str = Field("", description="prefix of every topic name of the contract")
     ported_file: str | None = Field(
         None, description='JSON Lines of `{"number", "operator"}`: ported numbers, which '
@@ -514,6 +517,8 @@ def _problems(s: Settings) -> Iterator[str]:
                  "standby_replicas"):
         if getattr(s, name) < 0:
             yield f"{ENV_VARS[name]}: must be >= 0, got {getattr(s, name)}"
+    if s.queue_capacity < 0:
+        yield f"CHURNWATCH_QUEUE_CAPACITY: must be >= 0, got {s.queue_capacity}"
     if s.deadletter_max_bytes < 16384:
         yield f"CHURNWATCH_DEADLETTER_MAX_BYTES: must be >= 16384, got {s.deadletter_max_bytes}"
     if s.event_max_past_days <= 0:

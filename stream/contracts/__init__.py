@@ -18,6 +18,9 @@ TOPIC_ALERTS = "churn.alerts"
 TOPIC_DEADLETTER = "churn.deadletter"
 #: Call-centre tools report what a contact achieved on an alert (one partition).
 TOPIC_OUTCOMES = "churn.outcomes"
+#: The ported-numbers registry: compacted, keyed by number, ``{"number", "operator"}``
+#: values (latest wins; stream/service/ported_feed.py). Published by ``churnwatch produce``.
+TOPIC_PORTED = "telecom.ported"
 #: Internal: raw subscriber alerts, exits and day marks on their way to the one
 #: calibration model (one partition; docs/outcomes.md).
 TOPIC_CALIBRATION = "churn.calibration"

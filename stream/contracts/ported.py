@@ -10,6 +10,10 @@ from pathlib import Path
 
 import orjson
 
+#: The registry's file in a replay directory (what ``churnwatch simulate`` writes, replay
+#: loads and ``churnwatch produce`` publishes to ``telecom.ported``).
+PORTED_FILE = "ported.jsonl"
+
 
 def load_ported_numbers(path: Path) -> dict[str, str]:
     """Number -> operator from a JSON Lines file of ``{"number", "operator"}`` objects."""

@@ -20,8 +20,10 @@ def create_topics(
     replication: int = 1,
     client_kwargs: dict[str, Any] | None = None,
     timeout_s: float = 30.0,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created.
+    """Create the topics that do not exist yet (with topic ``configs``, e.g.
+    ``{"cleanup.policy": "compact"}``); return the names created.
 
     An existing topic with fewer partitions than asked is an error (co-partitioning of
     tables with the inputs depends on the counts being equal).
@@ -40,7 +42,8 @@ def create_topics(
         missing = [n for n in wanted if n not in existing]
         if missing:
             admin.create_topics(
-                [NewTopic(n, num_partitions=partitions, replication_factor=replication)
+                [NewTopic(n, num_partitions=partitions, replication_factor=replication,
+                          topic_configs=dict(configs or {}))
                  for n in missing],
                 timeout_ms=int(timeout_s * 1000),
             )
@@ -65,6 +68,8 @@ def ensure_topics(settings: Settings) -> list[str]:
 
     With calibration on, also ``churn.outcomes``, the internal ``churn.calibration`` and the
     calibration table's changelog, each with ONE partition (one model: docs/outcomes.md).
+    The ported-numbers registry is compacted (latest operator per number); with the web
+    server on (the work queue), ``churn.outcomes`` is created too (one partition).
     """
     if not settings.bootstrap:
         raise BrokerError("ensure_topics needs a bootstrap address (start the broker first)")
@@ -75,6 +80,16 @@ def ensure_topics(settings: Settings) -> list[str]:
         settings.replication,
         client_kwargs=settings.kafka_client_kwargs(),
     )
+    from stream.service.ported_feed import ported_topic_name
+
+    created += create_topics(
+        settings.bootstrap, [ported_topic_name(settings)], settings.partitions,
+        settings.replication, client_kwargs=settings.kafka_client_kwargs(),
+        configs={"cleanup.policy": "compact"})
+    if settings.web_enabled and not settings.calibration:
+        created += create_topics(settings.bootstrap, [settings.topic_outcomes], 1,
+                                 settings.replication,
+                                 client_kwargs=settings.kafka_client_kwargs())
     if settings.calibration:
         from stream.service.calibration_stage import changelog_topic_name
 

@@ -525,7 +525,8 @@ class DeadLetters:
 
 
 def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
-             groups: Any = None, gate: BatchGate | None = None) -> Any:
+             groups: Any = None, gate: BatchGate | None = None,
+             before_batch: Callable[[list[Any]], Awaitable[Any]] | None = None) -> Any:
     """Define the agent (and its release timer) on ``app``; returns ``(agent, handle)``.
 
     ``handle(items)`` processes a batch of Faust events or bare consumer messages: the
@@ -540,6 +541,9 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
     ``gate`` (:class:`stream.service.faust_internals.gate.BatchGate`): batches run under its lock,
     none after it
     closes; the caller closes it when the worker stops.
+
+    ``before_batch(items)`` is awaited before a batch's new messages are processed (the
+    ported-numbers registry catching up: :mod:`stream.service.ported_feed`).
     """
 
     from faust.types import TP
@@ -626,6 +630,8 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
             items, stale = current(app, items)
             if stale:
                 await seek_back(stale)
+            if before_batch is not None and items:
+                await before_batch(items)
             started = time.perf_counter()
             if len(processor.reorder) or items:
                 probes_from_fetches()

@@ -4,7 +4,9 @@
 (:mod:`stream.service.topics`), state tables (:mod:`stream.service.tables`), the agent
 (:mod:`stream.service.agents`), the group stage (:mod:`stream.service.group_stage`, unless
 ``CHURNWATCH_GROUPS=false``), the calibration stage (:mod:`stream.service.calibration_stage`,
-unless ``CHURNWATCH_CALIBRATION=false``) and metrics (:mod:`stream.service.metrics`). The app uses
+unless ``CHURNWATCH_CALIBRATION=false``), metrics (:mod:`stream.service.metrics`), the
+ported-numbers registry (:mod:`stream.service.ported_feed`) and, with the web server on,
+the call centre's work queue (:mod:`stream.service.work_queue_web`). The app uses
 :class:`stream.service.faust_internals.transport.ChurnwatchTransport`, whose consumer asks for
 changelog end
 offsets with a Fetch instead of ListOffsets: the embedded broker's ListOffsets stops short
@@ -26,6 +28,7 @@ from stream.service.agents import BatchProcessor, EngineLike, register
 from stream.service.faust_internals.gate import BatchGate, gate_for_agent
 from stream.service.faust_internals.transport import ChurnwatchTransport
 from stream.service.metrics import Metrics, install_faust_sensor
+from stream.service.ported_feed import PortedFeed, newest_written_s
 from stream.service.tables import StateTables
 from stream.service.topics import declare
 from stream.settings import Settings
@@ -46,6 +49,8 @@ class ChurnwatchApp(faust.App):
             # for the batch in hand: finish that batch before the tables are revoked and
             # the producer stops (stream.service.faust_internals.gate).
             await parts.gate.close()
+        if parts is not None and parts.ported is not None:
+            await parts.ported.stop()
         await super().on_stop()
 
 
@@ -69,18 +74,22 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
-def default_engine_factory(settings: Settings, tables: StateTables) -> Callable[[int], Any]:
+def default_engine_factory(settings: Settings, tables: StateTables,
+                           ported: PortedFeed | None = None) -> Callable[[int], Any]:
+    """Engines over the state tables; with ``ported``, each starts from the registry's
+    numbers and follows its updates."""
     from detectors import Engine
 
     config = settings.engine_config()
 
     def make(partition: int) -> Any:
-        return Engine(
-            config,
+        engine = Engine(
+            config if ported is None else ported.config_for(config),
             subscribers=tables.subscriber_view(partition),
             population=tables.population_view(partition),
             signals=settings.groups,
         )
+        return engine if ported is None else ported.attach(engine)
 
     return make
 
@@ -130,7 +139,8 @@ def create_app(
     install_faust_sensor(app, registry)
     topics = declare(app, settings)
     tables = StateTables.on_app(app, settings.partitions)
-    make_factory = engine_factory or (lambda t: default_engine_factory(settings, t))
+    ported = PortedFeed(settings, settings.engine_config().ported_numbers)
+    make_factory = engine_factory or (lambda t: default_engine_factory(settings, t, ported))
     processor = BatchProcessor(
         tables, topics.kinds, make_factory(tables), metrics=metrics,
         calibration=settings.calibration, partitions=settings.partitions,
@@ -153,7 +163,15 @@ def create_app(
         gate = BatchGate("churnwatch-detect")  # closed by ChurnwatchApp.on_stop
     else:
         gate = gate_for_agent(app, "churnwatch-detect")
-    agent, handle = register(app, topics, processor, settings, groups=groups, gate=gate)
+    agent, handle = register(app, topics, processor, settings, groups=groups, gate=gate,
+                             before_batch=lambda items: ported.sync(newest_written_s(items)))
+    app.task(ported.run)  # its consumer is stopped by ChurnwatchApp.on_stop
+    work_queue = None
+    if settings.web_enabled:
+        from stream.service.work_queue_web import declare as declare_work_queue
+
+        work_queue = declare_work_queue(app, settings, alerts_topic=topics.alerts,
+                                        deadletter_topic=topics.deadletter, metrics=metrics)
     app.churnwatch = Parts(
         batch_sink=handle if settings.fast_path else None,
         batch_topics=frozenset(topics.kinds),
@@ -167,5 +185,7 @@ def create_app(
         groups=groups,
         calibration=calibration,
         gate=gate,
+        ported=ported,
+        work_queue=work_queue,
     )
     return app

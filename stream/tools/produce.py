@@ -1,6 +1,9 @@
 """`churnwatch produce DIR`: publish a replay directory to the input topics (kafka-python).
 
-Profiles first (as the compacted topic is read first), then calls and billing merged by
+The ported-numbers registry (``DIR/ported.jsonl``) goes first, to the compacted
+``telecom.ported`` keyed by number, and is acknowledged before any event is sent: a worker
+applies it before the events that follow (:mod:`stream.service.ported_feed`). Then
+profiles (as the compacted topic is read first), then calls and billing merged by
 event time, so each subscriber's events reach its partition in time order. Lines are sent
 as they are, bad ones included: rejecting them is the worker's job, with a dead letter.
 """
@@ -19,6 +22,8 @@ from typing import Any
 import orjson
 
 from stream.contracts import INPUT_KINDS
+from stream.contracts.ported import PORTED_FILE
+from stream.service.ported_feed import ported_topic_name
 
 _NO_TIME = float("-inf")
 
@@ -67,6 +72,24 @@ def messages(directory: Path) -> Iterator[tuple[str, bytes | None, bytes]]:
         yield INPUT_KINDS[order], key, line
 
 
+def ported_records(directory: Path) -> Iterator[tuple[bytes, bytes]]:
+    """(number, line) of ``DIR/ported.jsonl``; lines without a number are skipped."""
+    path = directory / PORTED_FILE
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        for line in handle:
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            try:
+                number = orjson.loads(line).get("number")
+            except (orjson.JSONDecodeError, AttributeError):
+                number = None
+            if isinstance(number, str) and number:
+                yield number.encode("utf-8"), line
+
+
 def count_lines(directory: Path) -> int:
     total = 0
     for kind in INPUT_KINDS:
@@ -101,6 +124,12 @@ def produce_directory(
     counts = dict.fromkeys(INPUT_KINDS, 0)
     started = time.perf_counter()
     try:
+        ported_topic = ported_topic_name(settings)
+        for number, line in ported_records(directory):
+            producer.send(ported_topic, key=number, value=line)
+            counts["ported"] = counts.get("ported", 0) + 1
+        if counts.get("ported"):
+            producer.flush(timeout=60)  # acknowledged before the first event is sent
         for n, (kind, key, value) in enumerate(messages(directory), start=1):
             producer.send(topics[kind], key=key, value=value)
             if on_send is not None:

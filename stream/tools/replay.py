@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from stream.contracts import INPUT_KINDS, TOPIC_OF_KIND, TOPIC_OUTCOMES
-from stream.contracts.ported import load_ported_numbers
+from stream.contracts.ported import PORTED_FILE, load_ported_numbers
 from stream.contracts.validation import Accepted, Rejected, Validator, dead_letter
 
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 DEFAULT_PARTITIONS = 4
 PROGRESS_EVERY = 500_000
 
-#: Optional file of ported numbers in a replay directory: ``{"number": ..., "operator": ...}``
-#: a line. The prefix of a ported number says nothing about its operator.
-PORTED_FILE = "ported.jsonl"
+# PORTED_FILE (stream.contracts.ported): optional ported numbers in a replay directory,
+# ``{"number": ..., "operator": ...}`` a line; on the stream the same records come from
+# ``telecom.ported``, read before the events.
 #: Call-centre outcomes in a replay directory, one ``churn.outcomes`` message a line.
 OUTCOMES_FILE = "outcomes.jsonl"
 #: Billing kinds after which a subscriber has gone: an exit for the learner (as the

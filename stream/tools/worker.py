@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "CHURNWATCH_METRICS_PORT or 9108)")
     parser.add_argument("--web-port", type=int, default=None,
                         help="enable Faust's web server on this port (127.0.0.1)")
+    parser.add_argument("--capacity", type=int, default=None,
+                        help="calls a day: the work queue lists that many items by expected "
+                             "retained value (default CHURNWATCH_QUEUE_CAPACITY; 0: all)")
     parser.add_argument("--datadir", default=None,
                         help="Faust data directory (default CHURNWATCH_DATADIR)")
     parser.add_argument("--loglevel", default="warning",
@@ -41,6 +44,8 @@ def settings_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
         changes.update(web_enabled=True, web_port=args.web_port)
     if args.datadir is not None:
         changes["datadir"] = args.datadir
+    if getattr(args, "capacity", None) is not None:
+        changes["queue_capacity"] = args.capacity
     return settings.replace(**changes) if changes else settings
 
 

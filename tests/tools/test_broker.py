@@ -43,7 +43,8 @@ def test_session_broker_fixture_and_ensure_topics(broker):
                                   "CHURNWATCH_TOPIC_PREFIX": "ensure.",
                                   "CHURNWATCH_PARTITIONS": "2"})
     assert sorted(ensure_topics(settings)) == sorted(
-        (*settings.all_topics, "ensure.churn.group-signals", "ensure.churn.group-context"))
+        (*settings.all_topics, "ensure.churn.group-signals", "ensure.churn.group-context",
+         "ensure.telecom.ported"))
     assert ensure_topics(settings) == []
 
 
