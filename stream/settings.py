@@ -77,6 +77,11 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     this long for the event-time order of their partition to settle. Raise it for
     producers that linger longer or a slow network; ``churnwatch_events_out_of_order_total``
     counts events that came later than it allowed.
+``CHURNWATCH_ORDER_MAX_HELD``
+    Events the event-time reorder may hold (default 200000). Input partitions that run
+    ahead are not fetched while they hold their share of it, so a worker catching up on a
+    backlog stays within it; beyond it the oldest are released regardless (counted in
+    ``churnwatch_events_forced_total``).
 ``CHURNWATCH_SESSION_TIMEOUT_S``, ``CHURNWATCH_HEARTBEAT_S``, ``CHURNWATCH_REQUEST_TIMEOUT_S``,
 ``CHURNWATCH_COMMIT_INTERVAL_S``
     Consumer group timings (defaults 10, 1, 30 and 1 seconds).
@@ -154,6 +159,7 @@ class Settings:
     calibration_max_held: int = 50_000
     calibration_idle_s: float = 300.0
     order_margin_s: float = 0.25
+    order_max_held: int = 200_000
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
     heartbeat_s: float = 1.0
@@ -391,7 +397,8 @@ class Settings:
         if self.calibration_lag_days < 0:
             raise bad("CHURNWATCH_CALIBRATION_LAG_DAYS", "must be >= 0")
         for var, value in (("CHURNWATCH_CALIBRATION_HORIZON_DAYS", self.calibration_horizon_days),
-                           ("CHURNWATCH_CALIBRATION_MAX_HELD", self.calibration_max_held)):
+                           ("CHURNWATCH_CALIBRATION_MAX_HELD", self.calibration_max_held),
+                           ("CHURNWATCH_ORDER_MAX_HELD", self.order_max_held)):
             if value <= 0:
                 raise bad(var, f"must be > 0, got {value}")
         if self.calibration_warmup < 0 or self.calibration_min_class < 0:
@@ -472,6 +479,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "calibration_max_held": ("CHURNWATCH_CALIBRATION_MAX_HELD", "int"),
     "calibration_idle_s": ("CHURNWATCH_CALIBRATION_IDLE_S", "float"),
     "order_margin_s": ("CHURNWATCH_ORDER_MARGIN_S", "float"),
+    "order_max_held": ("CHURNWATCH_ORDER_MAX_HELD", "int"),
     "session_timeout_s": ("CHURNWATCH_SESSION_TIMEOUT_S", "float"),
     "heartbeat_s": ("CHURNWATCH_HEARTBEAT_S", "float"),
     "request_timeout_s": ("CHURNWATCH_REQUEST_TIMEOUT_S", "float"),
