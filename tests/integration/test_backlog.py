@@ -65,3 +65,38 @@ def test_a_backlog_ten_times_the_hold_limit_gives_the_replay_alerts(broker, worl
         f"{len(ids - set(expected))} extra")
     assert {a["alert_id"]: _summary(a) for a in alerts} == {
         k: _summary(a) for k, a in expected.items()}
+
+
+@pytest.mark.timeout(240)
+def test_a_world_produced_unpaced_to_a_running_worker_gives_the_replay_alerts(broker, world,
+                                                                               tmp_path):
+    """The README's by-hand steps, with the default settings: a worker running, then
+    ``churnwatch produce`` as fast as the broker takes it (faster than the worker)."""
+    from stream.tools.produce import produce_directory
+
+    settings, environ = unique_settings(
+        broker.bootstrap, CHURNWATCH_PORTED_FILE=str(world / "ported.jsonl"))
+    expected, _, _ = _replay(world, settings)
+    worker = WorkerProc(environ, tmp_path, fake_engine=False).start()
+    try:
+        wait_for(lambda: (d := worker.dump()) and d["assigned"], 60,
+                 lambda: f"the worker with its partitions\n{worker.tail()}")
+        produce_directory(world, settings)
+        wait_for(lambda: all_applied(broker.bootstrap, settings.app_id, settings.input_topics,
+                                     worker.dump()), 180,
+                 lambda: f"all input applied\n{worker.tail()}")
+        alerts = _alerts_when_complete(broker.bootstrap, settings, expected, worker)
+        dump = worker.dump()
+        assert worker.terminate() == 0, worker.tail()
+    finally:
+        worker.terminate(5)
+    assert dump is not None
+    print(f"unpaced: held at most {dump['held_peak']}, forced {dump['forced']}, "
+          f"out of order {dump['out_of_order']}")
+    ids = {a["alert_id"] for a in alerts}
+    assert ids == set(expected), (
+        f"{len(set(expected) - ids)} of {len(expected)} replay alerts missing, "
+        f"{len(ids - set(expected))} extra; out of order {dump['out_of_order']}")
+    assert {a["alert_id"]: _summary(a) for a in alerts} == {
+        k: _summary(a) for k, a in expected.items()}
+    assert dump["forced"] == 0 and dump["out_of_order"] == 0
