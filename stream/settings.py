@@ -16,6 +16,11 @@ Environment variables (TOML key in brackets: top-level keys of the file)
     TLS: a CA bundle, and optionally a client certificate with its key.
 ``CHURNWATCH_APP_ID`` [app_id]
     Faust application id (consumer group, changelog topic prefix). Default ``churnwatch``.
+``CHURNWATCH_INSTANCE_ID`` [instance_id]
+    This worker's static group membership id (Kafka's ``group.instance.id``), unique per
+    worker and the same across its restarts; empty (the default): dynamic membership. A
+    restarted worker then gets its partitions back without waiting for the broker to
+    expire its old session; a stopped one keeps them until the session timeout.
 ``CHURNWATCH_PARTITIONS`` [partitions]
     Partitions of every topic (inputs, tables, alerts). Default 4.
 ``CHURNWATCH_REPLICATION`` [replication]
@@ -133,6 +138,7 @@ class Settings:
     ssl_keyfile: str | None = None
 
     app_id: str = "churnwatch"
+    instance_id: str = ""
     partitions: int = 4
     replication: int = 1
     standby_replicas: int = 0
@@ -454,6 +460,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "ssl_certfile": ("KAFKA_SSL_CERTFILE", "str"),
     "ssl_keyfile": ("KAFKA_SSL_KEYFILE", "str"),
     "app_id": ("CHURNWATCH_APP_ID", "str"),
+    "instance_id": ("CHURNWATCH_INSTANCE_ID", "str"),
     "partitions": ("CHURNWATCH_PARTITIONS", "int"),
     "replication": ("CHURNWATCH_REPLICATION", "int"),
     "standby_replicas": ("CHURNWATCH_STANDBY_REPLICAS", "int"),

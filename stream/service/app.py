@@ -122,6 +122,8 @@ def create_app(
         value_serializer=codecs.ORJSON,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
+        # Static membership (settings.instance_id): a restart takes its partitions back.
+        consumer_group_instance_id=settings.instance_id or None,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_s,
         broker_request_timeout=settings.request_timeout_s,
