@@ -89,3 +89,61 @@ def test_the_worker_joins_with_its_instance_id():
     assert app.conf.consumer_group_instance_id == "worker-1"
     app = create_app(Settings(bootstrap="127.0.0.1:9"))
     assert app.conf.consumer_group_instance_id is None
+
+
+@pytest.mark.timeout(180)
+def test_with_a_standby_replica_the_other_worker_takes_over_a_killed_ones_state(broker,
+                                                                              tmp_path):
+    """``CHURNWATCH_STANDBY_REPLICAS=1`` with two workers: each keeps a copy of the
+    other's tables, so when one is killed the survivor takes its partitions over with
+    every key's latest state and goes on processing."""
+    from tests.integration.helpers import (
+        WorkerProc,
+        all_committed,
+        call_event,
+        events_records,
+        latest_by_key,
+        produce,
+        read_topic,
+        unique_settings,
+        wait_for,
+    )
+
+    settings, environ = unique_settings(broker.bootstrap, CHURNWATCH_STANDBY_REPLICAS="1")
+    subscribers = 200
+    events = [call_event(i, f"s{i % subscribers:04d}", day=1 + i // subscribers)
+              for i in range(subscribers * 5)]
+    one = WorkerProc(environ, tmp_path, name="one").start()
+    two = WorkerProc(environ, tmp_path, name="two").start()
+    try:
+        def split() -> bool:
+            a, b = one.dump(), two.dump()
+            return bool(a and b and a["assigned"] and b["assigned"]
+                        and not set(a["assigned"]) & set(b["assigned"]))
+
+        wait_for(split, 90, lambda: f"both workers with partitions\n{two.tail()}")
+        produce(broker.bootstrap, events_records(settings.topic_calls, events))
+        wait_for(lambda: all_committed(broker.bootstrap, settings.app_id,
+                                       settings.input_topics), 60, "input committed")
+        expected = latest_by_key(read_topic(
+            broker.bootstrap, f"{settings.app_id}-subscribers-changelog"))
+        assert len(expected) == subscribers
+        one.kill9()
+        killed = time.monotonic()
+        dump = wait_for(
+            lambda: (d := two.dump()) and d["recovered"]
+            and set(d["assigned"]) == set(range(settings.partitions))
+            and d["subscribers"] == expected and d, 90,
+            lambda: f"the survivor to own every partition with its state\n{two.tail()}")
+        took = time.monotonic() - killed
+        more = [call_event(10_000 + i, f"s{i:04d}", day=9) for i in range(subscribers)]
+        produce(broker.bootstrap, events_records(settings.topic_calls, more))
+        dump = wait_for(
+            lambda: (d := two.dump()) and all(v["n"] == 6 for v in d["subscribers"].values())
+            and d, 60, lambda: f"the new calls processed\n{two.tail()}")
+        assert len(dump["subscribers"]) == subscribers
+        assert two.terminate() == 0, two.tail()
+    finally:
+        one.terminate(5)
+        two.terminate(5)
+    print(f"the survivor owned every partition with its state {took:.1f} s after the kill")
