@@ -94,9 +94,10 @@ def test_the_worker_joins_with_its_instance_id():
 @pytest.mark.timeout(180)
 def test_with_a_standby_replica_the_other_worker_takes_over_a_killed_ones_state(broker,
                                                                               tmp_path):
-    """``CHURNWATCH_STANDBY_REPLICAS=1`` with two workers: each keeps a copy of the
-    other's tables, so when one is killed the survivor takes its partitions over with
-    every key's latest state and goes on processing."""
+    """``CHURNWATCH_STANDBY_REPLICAS=1`` with two workers: each follows the other's
+    changelogs; when one is killed the survivor takes its partitions over with every
+    key's latest state and goes on processing (with the in-memory store Faust still
+    reads the taken-over changelogs from their start: docs/operations.md)."""
     from tests.integration.helpers import (
         WorkerProc,
         all_committed,
