@@ -169,6 +169,14 @@ class Settings(BaseSettings):
     event_max_past_days: int = Field(
         3650, description="an event stamped more than this many days before the wall clock "
                           "is `absurd_value`; raise it to replay older history")
+    order_max_held: int = Field(
+        200_000, description="events the event-time reorder may hold; input partitions that run "
+                             "ahead are not fetched while they hold their share, and beyond it "
+                             "the oldest go regardless (`churnwatch_events_forced_total`)")
+    instance_id: str = Field(
+        "", description="this worker's static group membership id (Kafka's "
+                        "`group.instance.id`), unique per worker and kept across restarts; "
+                        "empty: dynamic membership")
     session_timeout_s: float = Field(10.0, description="consumer group session timeout")
     heartbeat_s: float = Field(
         1.0, description="consumer heartbeat interval, at most a third of the session timeout")
@@ -510,7 +518,7 @@ def _problems(s: Settings) -> Iterator[str]:
         yield f"CHURNWATCH_STORE: {s.store!r} is not one of {', '.join(STORES)}"
     for name in ("partitions", "replication", "batch_size", "batch_within_s",
                  "session_timeout_s", "heartbeat_s", "request_timeout_s", "commit_interval_s",
-                 "calibration_horizon_days", "calibration_max_held"):
+                 "calibration_horizon_days", "calibration_max_held", "order_max_held"):
         if getattr(s, name) <= 0:
             yield f"{ENV_VARS[name]}: must be > 0, got {getattr(s, name)}"
     for name in ("calibration_lag_days", "calibration_hold_s", "order_margin_s",

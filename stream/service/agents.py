@@ -143,6 +143,7 @@ class BatchProcessor:
         self.newest_event_s = float("-inf")
         self.reorder = Reorder(max_held=max_held)
         self._out_of_order_reported = 0
+        self._forced_reported = 0
         #: (topic, partition) -> offset after the last message delivered to us
         self.position: dict[tuple[str, int], int] = {}
         #: (topic, partition) -> every offset below this one is reflected in the state
@@ -474,6 +475,11 @@ class BatchProcessor:
         if late:
             metrics.events_out_of_order.inc(late)
             self._out_of_order_reported += late
+        forced = self.reorder.forced - self._forced_reported
+        if forced:
+            metrics.events_forced.inc(forced)
+            self._forced_reported += forced
+        metrics.order_lag.set(self.reorder.lag_s())
         metrics.subscribers_tracked.set(len(self.tables.subscriber_index))
         metrics.table_keys.labels(table="subscribers").set(len(self.tables.subscribers.data))
         metrics.table_keys.labels(table="population").set(len(self.tables.population.data))
@@ -636,6 +642,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
             if len(processor.reorder) or items:
                 probes_from_fetches()
             result = processor.process(items, caught_up)
+            hold_back_ahead()
             for (topic, partition), offset in processor.take_holes().items():
                 tp = TP(topic, partition)
                 if tp in app.consumer.assignment():
@@ -675,6 +682,23 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                 metrics.batch_events.observe(len(result.done))
 
     dead_letters = DeadLetters(dead_topic, metrics)
+
+    def hold_back_ahead() -> None:
+        """Fetch no more of the input topic-partitions holding more than their share of
+        the reorder's limit: they run ahead of their partition's other input topics in
+        event time (stream.service.ordering), and the hold stays bounded without releasing
+        anything out of order."""
+        consumer = app.consumer
+        hold_back = getattr(consumer, "hold_back", None)
+        if hold_back is None:
+            return
+        inputs = sum(1 for tp in consumer.assignment() if tp.topic in topics.kinds)
+        share = max(1, processor.reorder.max_held // (2 * max(1, inputs)))
+        ahead = processor.reorder.running_ahead(
+            share, ((tp.topic, tp.partition) for tp in consumer.held_back))
+        hold_back(ahead)
+        if metrics is not None:
+            metrics.inputs_held_back.set(len(ahead))
 
     def state() -> list[Callable[[], None]]:
         # The write-ahead copy first, then the per-key records: a crash leaves the batch
@@ -728,6 +752,9 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
             forget = getattr(app.consumer, "forget_durable", None)
             if forget is not None:
                 forget()
+            hold_back = getattr(app.consumer, "hold_back", None)
+            if hold_back is not None:
+                hold_back(())
             dropped = processor.reset()
             if dropped:
                 log.info("rebalance: %d held events dropped (delivered again)", dropped)

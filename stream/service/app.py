@@ -94,6 +94,19 @@ def default_engine_factory(settings: Settings, tables: StateTables,
     return make
 
 
+def max_poll_records(settings: Settings) -> int:
+    """Records per fetch handed to the worker: a batch, but at most a sixth of the
+    reorder's limit per input partition, so that the records a held-back partition took
+    in its last fetch fit the other half of the limit (``stream.service.ordering``).
+
+    >>> from stream.settings import Settings
+    >>> max_poll_records(Settings()), max_poll_records(Settings(order_max_held=6000))
+    (5000, 250)
+    """
+    share = settings.order_max_held // (2 * 3 * settings.partitions)
+    return max(1, min(max(settings.batch_size, 500), share))
+
+
 def create_app(
     settings: Settings,
     *,
@@ -120,11 +133,13 @@ def create_app(
         value_serializer=codecs.ORJSON,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
+        # Static membership (settings.instance_id): a restart takes its partitions back.
+        consumer_group_instance_id=settings.instance_id or None,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_s,
         broker_request_timeout=settings.request_timeout_s,
         broker_commit_interval=settings.commit_interval_s,
-        broker_max_poll_records=max(settings.batch_size, 500),
+        broker_max_poll_records=max_poll_records(settings),
         # A batch's state records (two changelog topics, every partition) then mostly
         # leave in one produce request, which narrows the window for a half-written batch.
         producer_linger=0.01,
@@ -145,7 +160,7 @@ def create_app(
         tables, topics.kinds, make_factory(tables), metrics=metrics,
         calibration=settings.calibration, partitions=settings.partitions,
         validator=Validator(max_past=timedelta(days=settings.event_max_past_days)),
-        deadletter_max_bytes=settings.deadletter_max_bytes)
+        deadletter_max_bytes=settings.deadletter_max_bytes, max_held=settings.order_max_held)
     groups = None
     if settings.groups:
         from stream.service.group_stage import declare as declare_groups

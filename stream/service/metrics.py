@@ -134,6 +134,25 @@ class Metrics:
             "in another order than replay's.",
             registry=registry,
         )
+        self.events_forced = Counter(
+            "churnwatch_events_forced_total",
+            "Accepted events released before their partition's event-time order settled, "
+            "because the reorder held CHURNWATCH_ORDER_MAX_HELD events: processed in "
+            "another order than replay's.",
+            registry=registry,
+        )
+        self.order_lag = Gauge(
+            "churnwatch_order_lag_seconds",
+            "Event time between the newest event read and the oldest event held for "
+            "event-time order (the largest over this worker's partitions).",
+            registry=registry,
+        )
+        self.inputs_held_back = Gauge(
+            "churnwatch_inputs_held_back",
+            "Input topic-partitions not fetched for now: they ran ahead of the other input "
+            "topics of their partition in event time.",
+            registry=registry,
+        )
         self.subscribers_tracked = Gauge(
             "churnwatch_subscribers_tracked",
             "Subscribers with state in this worker's active partitions.",

@@ -22,15 +22,24 @@ lateness depend on event time, so the worker restores the order before the engin
 Events arriving later than what was already released (real lateness on a live stream,
 or a producer that held them past the margin) are still processed; the engine's allowed
 lateness deals with them. They are counted (``out_of_order``; the worker's
-``churnwatch_events_out_of_order_total``): their order is not replay's. ``max_held`` bounds
-memory: beyond it the oldest events are released regardless (counted as ``forced``).
+``churnwatch_events_out_of_order_total``): their order is not replay's.
+
+Bounded without losing the order: a worker behind its input (a backlog, an overload)
+fetches every topic-partition at the same pace in bytes, not in event time (a fetch of
+billing covers many more days than a fetch of calls), so the topic that runs ahead in
+event time piles up here waiting for the others. :meth:`Reorder.running_ahead` names the
+topic-partitions holding more than their share; the worker stops fetching those until
+the others catch up (as Kafka Streams pauses a partition whose buffer is full), so the
+hold stays within ``max_held`` and nothing is released early. ``max_held`` is the last
+resort: beyond it the oldest events are released regardless (counted as ``forced``,
+``churnwatch_events_forced_total``; their order is not replay's either).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -48,10 +57,15 @@ class Reorder:
 
     def __init__(self, max_held: int = 200_000) -> None:
         self.max_held = max_held
-        self._heaps: dict[int, list[tuple[float, int, int, int, Any, float]]] = defaultdict(list)
+        self._heaps: dict[int, list[tuple[float, int, int, int, Any, float, str]]] = (
+            defaultdict(list))
         self._newest: dict[TopicPartition, float] = {}
+        #: events held per input topic-partition
+        self.held_by: Counter[TopicPartition] = Counter()
         self._seq = itertools.count()
         self.held = 0
+        #: the most events held at once
+        self.peak = 0
         self.forced = 0
         #: events pushed behind what their partition had already released (their order
         #: against replay's is lost: a producer held them past the margin, or lateness)
@@ -65,8 +79,9 @@ class Reorder:
         heapq.heappush(
             self._heaps[partition],
             (ts, KIND_ORDER[kind], offset, next(self._seq), item,
-             float("-inf") if written_s is None else written_s),
+             float("-inf") if written_s is None else written_s, topic),
         )
+        self.held_by[(topic, partition)] += 1
         last = self._last.get(partition)
         if last is not None and (ts, KIND_ORDER[kind]) < last:
             self.out_of_order += 1
@@ -74,6 +89,8 @@ class Reorder:
         if ts > self._newest.get(tp, NOTHING):
             self._newest[tp] = ts
         self.held += 1
+        if self.held > self.peak:
+            self.peak = self.held
 
     def delivered(self, topic: str, partition: int, ts: float | None = None) -> None:
         """Note a delivery on ``(topic, partition)`` that holds nothing (e.g. a rejection)."""
@@ -94,7 +111,9 @@ class Reorder:
                 continue
             if caught_up is None:
                 while heap:
-                    out.append(pop(heap)[4])
+                    entry = pop(heap)
+                    self.held_by[(entry[6], partition)] -= 1
+                    out.append(entry[4])
                 continue
             # Per topic-partition: the newest event time delivered, and since when it is
             # known to be caught up (None: not caught up).
@@ -108,6 +127,7 @@ class Reorder:
                        for newest, since in sources):
                     entry = pop(heap)
                     self._last[partition] = entry[:2]
+                    self.held_by[(entry[6], partition)] -= 1
                     out.append(entry[4])
                 else:
                     break
@@ -124,6 +144,7 @@ class Reorder:
         out = []
         for entry, p in merged:
             self._heaps[p].remove(entry)
+            self.held_by[(entry[6], p)] -= 1
             out.append(entry[4])
         for p in {p for _, p in merged}:
             heapq.heapify(self._heaps[p])
@@ -138,8 +159,29 @@ class Reorder:
             self._last.pop(p, None)
             for tp in [tp for tp in self._newest if tp[1] == p]:
                 del self._newest[tp]
+            for tp in [tp for tp in self.held_by if tp[1] == p]:
+                del self.held_by[tp]
         self.held -= len(dropped)
         return dropped
+
+    def running_ahead(self, share: int, paused: Iterable[TopicPartition] = ()
+                      ) -> set[TopicPartition]:
+        """The input topic-partitions to stop fetching: those holding ``share`` events or
+        more, and those in ``paused`` still holding more than half of it (so a paused one
+        is not resumed for every event released)."""
+        paused = set(paused)
+        return {tp for tp, n in self.held_by.items()
+                if n >= share or (tp in paused and n > share // 2)}
+
+    def lag_s(self) -> float:
+        """How far, in event time, the release point is behind the newest event read:
+        the newest event time delivered on any input topic of a partition minus that of
+        its oldest held event (the largest over partitions; 0 when nothing is held)."""
+        newest: dict[int, float] = {}
+        for (_, partition), ts in self._newest.items():
+            newest[partition] = max(ts, newest.get(partition, NOTHING))
+        return max((newest.get(p, NOTHING) - heap[0][0]
+                    for p, heap in self._heaps.items() if heap), default=0.0)
 
     def __len__(self) -> int:
         return self.held

@@ -22,7 +22,7 @@ def test_bench_prints_and_writes_figures(broker: EmbeddedBroker, tmp_path: Path)
            "CHURNWATCH_SESSION_TIMEOUT_S": "6", "CHURNWATCH_REQUEST_TIMEOUT_S": "20"}
     done = subprocess.run(
         [sys.executable, "-m", "stream", "bench", "--subscribers", "40", "--days", "12",
-         "--repeat", "1", "--only", "raw,pipeline,replay,state", "--json", str(out)],
+         "--repeat", "1", "--only", "raw,pipeline,catchup,replay,state", "--json", str(out)],
         env=env, capture_output=True, text=True, timeout=220,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -31,4 +31,7 @@ def test_bench_prints_and_writes_figures(broker: EmbeddedBroker, tmp_path: Path)
     for name in ("raw_events_per_s", "pipeline_events_per_s", "replay_events_per_s"):
         assert figures[name] > 0, name
     assert 0 < figures["state"]["serialized_mean"] <= figures["state"]["serialized_max"]
+    assert figures["catchup"]["events_per_s"] > 0
+    assert figures["catchup"]["forced"] == 0 and figures["catchup"]["out_of_order"] == 0
+    assert "catch-up on a backlog" in done.stdout
     assert "pipeline, 1 worker" in done.stdout and "replay, one core" in done.stdout

@@ -32,6 +32,17 @@ def main() -> int:
     if dump:
         path = Path(dump)
 
+        peaks: dict[str, int] = {}
+
+        def held_peak_by_topic() -> dict[str, int]:
+            # Sampled with the dump: which input topic's events wait for the others.
+            now: dict[str, int] = {}
+            for (topic, _), n in parts.processor.reorder.held_by.items():
+                now[topic] = now.get(topic, 0) + n
+            for topic, n in now.items():
+                peaks[topic] = max(n, peaks.get(topic, 0))
+            return dict(peaks)
+
         @app.timer(0.3)
         async def write_dump() -> None:
             tables = parts.tables
@@ -65,6 +76,10 @@ def main() -> int:
                 "stale_dropped": app.consumer.stale_dropped,
                 # Events processed out of replay's order (stream.service.ordering).
                 "out_of_order": parts.processor.reorder.out_of_order,
+                # Released early (the reorder's limit), and the most held at once.
+                "forced": parts.processor.reorder.forced,
+                "held_peak": parts.processor.reorder.peak,
+                "held_peak_by_topic": held_peak_by_topic(),
                 "events": sum(
                     s.value
                     for m in parts.metrics.events.collect()

@@ -155,12 +155,37 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
     cap a worker near 7k events/s). Everything else (changelogs during recovery, group
     membership, assignment, flow control during rebalances, offsets, commits) stays
     Faust's. The sink acks the messages it has processed (``consumer.ack``).
+
+    Held back (:meth:`hold_back`): input topic-partitions running ahead of the others in
+    event time are left out of the fetches until the worker has released what they
+    delivered (decision record 0010 in ``docs/decisions/``). Faust fetches every assigned
+    partition at once, at the same pace in bytes, and its own pause (``pause_partitions``)
+    is its recovery's and flow control's: resuming through it could feed a partition whose
+    table is still restoring. So the filter sits where Faust asks its thread for records.
     """
 
     stale_dropped = 0
     #: input (topic, partition) -> offset below which every record is in the state the
     #: worker has flushed (the batch processor's applied marks; :meth:`mark_durable`)
     _durable: dict[Any, int] | None = None
+    #: input topic-partitions left out of the fetches (:meth:`hold_back`)
+    held_back: frozenset[TP] = frozenset()
+
+    def hold_back(self, tps: Iterable[tuple[str, int]]) -> None:
+        """Fetch nothing more of ``tps`` (``(topic, partition)`` pairs) until the next call
+        leaves them out; the records already handed over still come."""
+        self.held_back = frozenset(TP(topic, partition) for topic, partition in tps)
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        held = self.held_back
+        if held and active_partitions:
+            active_partitions = active_partitions - held
+            if not active_partitions:
+                # aiokafka reads an empty set as "every partition": wait instead (the
+                # worker's release timer frees a held-back partition within its period).
+                await self.sleep(min(timeout, 0.05))
+                return {}
+        return await super()._getmany(active_partitions, timeout)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return FetchHighwaterConsumerThread(self, loop=self.loop, beacon=self.beacon)
