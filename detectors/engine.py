@@ -17,105 +17,32 @@ from detectors.policy import AlertPolicy
 from detectors.population import Population
 from detectors.risk import Assessment, Signal, combine, drop_score
 from detectors.spend import SpendDrop
-from detectors.state import STATE_VERSION, fingerprint, remember, shared
+from detectors.state import (
+    STATE_VERSION,
+    Closed,
+    DayCounts,
+    Numbers,
+    Profile,
+    fingerprint,
+    remember,
+    shared,
+)
+from detectors.upgrade import upgrade
 
 __all__ = ["Engine", "upgrade"]
 
 State = dict[str, Any]
 
-# Open-day counters: [day, call_charge_milli, bill_charge_milli, n_in, n_fwd, n_fwd_off,
-# n_new_off, n_out, n_located, n_away, operator_index, forwarding_evidence_judged (x10),
-# plan_fee_change_milli, plan_downgrades, bills, bill_total_cents, away_at_last_located_call
-# (-1: no located call)]. Everything a day's events change is a sum (or a max) here,
-# applied when the day closes, so the order in which the calls and billing streams
-# interleave within the allowed lateness is moot.
-(DAY, CALL_CH, BILL_CH, N_IN, N_FWD, N_OFF, N_NEW, N_OUT, N_LOC, N_AWAY, OP, JUDGED,
- PLAN, DOWN, BILLS, BILL_SUM, AWAY_END) = range(17)
-UNKNOWN_PROFILE = [None, None, None, "unknown", None, None]
+UNKNOWN_PROFILE = Profile.new()
 HOME_CAP = 50  # votes the home cell can bank, so a long trip does not move home
 AWAY_RUN = 3  # located calls in a row away from the home cell that make a trip
 FAMILIAR_SIZE = 2
 FAMILIAR_MIN = 3
-# Small engine-level numbers, in one list "m" (one list costs less memory than five):
-# home cell (16-bit fingerprint, -1 unknown), its votes, other-cell run, last other cell,
-# away flag; usage CUSUM, count pending (0/1), pending count, CUSUM at last home call;
-# incoming calls: days, baseline mean, last-week mean; operator index of the last
-# new off-net forward target; whether the last closed day was spent away; forwarding seen
-# on days without a located call, waiting for a call from home (incoming, new off-net).
-# Since state version 3 "m" also holds what were top-level keys and small lists, so the
-# state dict keeps at most 10 keys (a CPython dict of 11-21 keys costs 464 B, of 6-10
-# 272 B) and one list header stands for several: the subscriber's watermark, last closed
-# day, closed days, last active day (-1: none), last plan downgrade day (-1: none), the bill
-# model (bills, mean, last ratio, day; no bill yet: 0 bills) and the forwarding model's six
-# numbers (:meth:`detectors.forwarding.Forwarding.to_state`; 0 days: not started). Zero
-# floats are stored as the integer 0 (one shared object, not 24 B each).
-(M_CELL, M_VOTES, M_RUN, M_LAST, M_AWAY, M_CUSUM, M_PEND, M_PEND_N, M_CUSUM_HOME,
- M_IN_N, M_IN_BASE, M_IN_FAST, M_FWD_OP, M_DAY_AWAY, M_UNC_IN, M_UNC_NEW,
- M_W, M_C, M_N, M_L, M_R, M_B_N, M_B_MEAN, M_B_RATIO, M_B_DAY) = range(25)
-M_F = 25  # the forwarding model's six numbers: m[M_F:M_F_END]
-M_F_END = M_F + 6
-NEW_MISC = (-1, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0,
-            0, -1, 0, -1, -1, 0, 0, 1, -1,
-            0, 0, 0, 0, 0, 0)
-V2_MISC = 16  # length of "m" in state version 2
 ENGINE_KEY = "__engine__"  # the engine's own event-time position, in the population store
 NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
 SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise
 SPEND_MILLI = 1000 // SPEND_SCALE
 CARRY_FWD_STRENGTH = {0.6: 0.55, 1.0: 0.75}
-
-
-def upgrade(st: State) -> None:
-    """Bring a state written by an earlier version up to :data:`STATE_VERSION` in place.
-
-    Version 1 had 14 numbers in ``"m"``; version 2 adds forwarding waiting for a call
-    from home (two numbers, zero when nothing waits). Version 3 moves the top-level
-    scalars ``w c n l r``, the bill model ``b`` and the forwarding model ``f`` into ``"m"``,
-    the usage model ``u`` into the spend model's list ``s`` (one list for both: they
-    always learn on the same days), and stores open days' rows relative to the last closed
-    day. A closed state (``x``) keeps its keys.
-
-    Examples
-    --------
-    >>> st = {"v": 2, "w": 1771430370, "c": 20501, "n": 44, "l": 20502,
-    ...       "o": [[20502] + [0] * 9 + [-1] + [0] * 5 + [-1]],
-    ...       "m": [24917, 50, 0, 3577, 0, 0.0, 1, 3, 0.0, 44, 4.34, 5.64, -1, 0, 0.0, 0.0],
-    ...       "s": [30, 6.644, 0.32, 62, 64], "u": [30, 3.832, 11.8, 3, 7],
-    ...       "f": [44, 0.0, 0.0, 0, 0.0, 0.0]}
-    >>> upgrade(st)
-    >>> sorted(st), st["v"], st["o"][0][0], st["s"], len(st["m"]) == len(NEW_MISC)
-    (['m', 'o', 's', 'v'], 3, 1, [30, 6.644, 0.32, 3.832, 11.8, 62, 64, 3, 7], True)
-
-    """
-    version = st.get("v", 1)
-    m = st.get("m")
-    if m is not None and len(m) < V2_MISC:
-        m.extend(NEW_MISC[len(m):V2_MISC])
-    if version < 3 and m is not None and "x" not in st:
-        c = st.pop("c", -1)
-        bill = st.pop("b", None) or [0, 0, 1, -1]
-        fwd = st.pop("f", None)
-        m.extend([st.pop("w", 0), c, st.pop("n", 0), st.pop("l", -1), st.pop("r", -1),
-                  *bill])
-        m.extend(_zeros(fwd) if fwd is not None else NEW_MISC[M_F:])
-        for i in (M_CUSUM, M_CUSUM_HOME, M_IN_BASE, M_IN_FAST, M_UNC_IN, M_UNC_NEW):
-            if m[i] == 0:
-                m[i] = 0
-        for row in st.get("o", ()):
-            row[DAY] -= c
-        spend, usage = st.pop("s", None), st.pop("u", None)
-        if spend is not None and usage is not None:
-            st["s"] = SpendDrop.pack(spend, usage)
-    st["v"] = STATE_VERSION
-
-
-def _zeros(values: list[Any]) -> list[Any]:
-    """``values`` with zero floats as the integer 0 (shared; JSON reads back the same)."""
-    return [v if v else 0 for v in values]
-
-
-def _new_row(day: int) -> list[int]:
-    return [day, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, -1]
 
 
 def _milli(amount: Any) -> int:
@@ -233,7 +160,7 @@ class Engine:
         if saved is not None:
             self._closed_to = int(saved["closed_to"])
             self._next_sweep = self.clock.close_time(self._closed_to + 1)
-        self._closed_row: list[int] | None = None
+        self._closed_row: DayCounts | None = None
         self._fwd_params: dict[str, float] = {
             "min_calls": cfg.fwd_min_calls,
             "min_share": cfg.fwd_min_share,
@@ -289,7 +216,7 @@ class Engine:
         elif "x" in st:
             counters["after_close"] += 1
             return alerts
-        elif st["v"] != STATE_VERSION:
+        elif st["v"] != STATE_VERSION or type(st["m"]) is not Numbers:
             upgrade(st)
         seen, ring = remember(
             st.get("e", ""), fingerprint(event["event_id"]), self.config.dedupe_ring
@@ -303,19 +230,19 @@ class Engine:
         clock = self.clock
         day = clock.day(ts)
         m = st["m"]
-        if m[M_C] < 0 and not st["o"]:
-            m[M_C] = min(day, self._closed_to + 1) - 1  # type: ignore[operator]
-        if ts > m[M_W]:
-            m[M_W] = int(ts)
+        if m.closed < 0 and not st["o"]:
+            m.closed = min(day, self._closed_to + 1) - 1  # type: ignore[operator]
+        if ts > m.watermark:
+            m.watermark = int(ts)
             target = clock.closable(ts)
-            if target > m[M_C] and st["o"]:
+            if target > m.closed and st["o"]:
                 alerts.extend(self._close_until(sid, st, target))
-        if day <= m[M_C] and m[M_N] == 0 and day > self._closed_to:  # type: ignore[operator]
+        if day <= m.closed and m.age == 0 and day > self._closed_to:  # type: ignore[operator]
             # No day closed yet: an earlier first event from the other stream.
             for row in st["o"]:
-                row[DAY] += m[M_C] - (day - 1)
-            m[M_C] = day - 1
-        if day <= m[M_C]:
+                row.day += m.closed - (day - 1)
+            m.closed = day - 1
+        if day <= m.closed:
             counters["late"] += 1
             self._late(st, kind, event, day)
         elif kind == "calls":
@@ -348,10 +275,10 @@ class Engine:
                 SpendDrop(cfg.baseline_days, cfg.recent_days, 1))
 
     def _fwd(self, st: State) -> Forwarding:
-        return Forwarding.from_state(st["m"][M_F:M_F_END], **self._fwd_params)
+        return Forwarding.from_state(st["m"].forwarding(), **self._fwd_params)
 
     def _new_state(self) -> State:
-        return {"v": STATE_VERSION, "o": [], "m": list(NEW_MISC)}
+        return {"v": STATE_VERSION, "o": [], "m": Numbers.new()}
 
     def _profile(self, event: dict[str, Any]) -> None:
         sid = event["subscriber_id"]
@@ -359,32 +286,32 @@ class Engine:
         if st is None:
             st = self._new_state()
             self.counters["subscribers"] += 1
-        elif st["v"] != STATE_VERSION:
+        else:
             upgrade(st)
         # Values many subscribers have in common are kept once for all (see ``shared``).
-        st["p"] = [
+        st["p"] = Profile([
             event.get("msisdn"),
             shared(event.get("account_id")),
             shared(event.get("group_id")),
             shared(event.get("segment") or "unknown"),
             shared(event.get("tier")),
             shared(event.get("account_manager")),
-        ]
+        ])
         self.counters["profiles"] += 1
         self.subscribers[sid] = st
 
     @staticmethod
-    def _row(st: State, day: int) -> list[int]:
+    def _row(st: State, day: int) -> DayCounts:
         """The open row of ``day``; rows hold their day relative to the last closed day
         (a small number, which CPython does not allocate)."""
-        rows: list[list[int]] = st["o"]
-        rel = day - st["m"][M_C]
+        rows: list[DayCounts] = st["o"]
+        rel = day - st["m"].closed
         for row in reversed(rows):
-            if row[DAY] == rel:
+            if row.day == rel:
                 return row
-        row = _new_row(rel)
+        row = DayCounts.at(rel)
         rows.append(row)
-        rows.sort(key=lambda r: r[DAY])
+        rows.sort(key=lambda r: r.day)
         return row
 
     def _operator(self, number: str) -> tuple[bool, int]:
@@ -400,64 +327,64 @@ class Engine:
         return found
 
     def _call(
-        self, sid: str, st: State, event: dict[str, Any], row: list[int], ts: float, day: int
+        self, sid: str, st: State, event: dict[str, Any], row: DayCounts, ts: float, day: int
     ) -> list[dict[str, Any]]:
         alerts: list[dict[str, Any]] = []
         charge = event.get("charge")
         if charge:
-            row[CALL_CH] += _milli(charge)
+            row.call_charge += _milli(charge)
         cell = event.get("cell_id")
         if cell:
-            row[N_LOC] += 1
+            row.n_located += 1
             fp = zlib.crc32(cell.encode()) & 0xFFFF
             m = st["m"]
-            if m[M_CELL] < 0:
-                m[M_CELL], m[M_VOTES] = fp, 1
-            elif m[M_CELL] == fp:
-                if m[M_VOTES] < HOME_CAP:
-                    m[M_VOTES] += 1
-                m[M_RUN] = m[M_AWAY] = 0
-                if m[M_UNC_NEW]:
+            if m.cell < 0:
+                m.cell, m.votes = fp, 1
+            elif m.cell == fp:
+                if m.votes < HOME_CAP:
+                    m.votes += 1
+                m.run = m.away = 0
+                if m.waiting_new:
                     self._confirm(st)
-                if row[N_NEW] > 0:
+                if row.n_new > 0:
                     checked = self._forward_check(sid, st, row, ts, day)
                     if checked:
                         alerts = checked
             else:
-                row[N_AWAY] += 1
+                row.n_away += 1
                 # Twice in a row from the same other cell, or AWAY_RUN other cells in a
                 # row: staying elsewhere, not passing through.
-                if (m[M_RUN] >= 1 and m[M_LAST] == fp) or m[M_RUN] + 1 >= AWAY_RUN:
-                    m[M_AWAY] = 1
-                    m[M_UNC_IN] = m[M_UNC_NEW] = 0  # it was a trip
-                m[M_RUN] += 1
-                m[M_LAST] = fp
-                m[M_VOTES] -= 1
-                if m[M_VOTES] <= 0:
-                    m[M_CELL], m[M_VOTES], m[M_RUN], m[M_LAST], m[M_AWAY] = fp, 1, 0, -1, 0
-            row[AWAY_END] = m[M_AWAY]
+                if (m.run >= 1 and m.last_cell == fp) or m.run + 1 >= AWAY_RUN:
+                    m.away = 1
+                    m.waiting_in = m.waiting_new = 0  # it was a trip
+                m.run += 1
+                m.last_cell = fp
+                m.votes -= 1
+                if m.votes <= 0:
+                    m.cell, m.votes, m.run, m.last_cell, m.away = fp, 1, 0, -1, 0
+            row.away_end = m.away
         if event["direction"] == "out":
-            row[N_OUT] += 1
+            row.n_out += 1
             m = st["m"]
-            if day > m[M_L]:
-                m[M_L] = day
+            if day > m.last_active:
+                m.last_active = day
             fp = zlib.crc32(normalise(event["other_party"]).encode()) & 0xFFFF
             st["k"] = see_contact(st.get("k", []), fp, FAMILIAR_SIZE)
             return alerts
-        row[N_IN] += 1
+        row.n_in += 1
         target = event.get("forwarded_to")
         if not target:
             return alerts
-        row[N_FWD] += 1
+        row.n_fwd += 1
         off, index = self._operator(target)
         if not off:
             return alerts
-        row[N_OFF] += 1
+        row.n_off += 1
         fp = zlib.crc32(normalise(target).encode()) & 0xFFFF
         if is_familiar(st.get("k", []), fp, FAMILIAR_MIN):
             return alerts
-        row[N_NEW] += 1
-        row[OP] = index
+        row.n_new += 1
+        row.operator = index
         return self._forward_check(sid, st, row, ts, day)
 
     def _confirm(self, st: State, fwd: Forwarding | None = None) -> None:
@@ -465,19 +392,19 @@ class Engine:
         m = st["m"]
         model = fwd
         if model is None:
-            if not m[M_F]:
-                m[M_UNC_IN] = m[M_UNC_NEW] = 0
+            if not m.fwd_days:
+                m.waiting_in = m.waiting_new = 0
                 return
             model = self._fwd(st)
-        model.acc_in = round(model.acc_in + m[M_UNC_IN], 2)
-        model.acc_new = round(model.acc_new + m[M_UNC_NEW], 2)
-        m[M_UNC_IN] = m[M_UNC_NEW] = 0
+        model.acc_in = round(model.acc_in + m.waiting_in, 2)
+        model.acc_new = round(model.acc_new + m.waiting_new, 2)
+        m.waiting_in = m.waiting_new = 0
         if fwd is None:
-            m[M_F:M_F_END] = model.to_state()
+            m.set_forwarding(model.to_state())
         self.counters["forwarding_confirmed"] += 1
 
     def _forward_check(
-        self, sid: str, st: State, row: list[int], ts: float, day: int
+        self, sid: str, st: State, row: DayCounts, ts: float, day: int
     ) -> list[dict[str, Any]]:
         """Judge at once when today's forwarding evidence becomes overwhelming, if home.
 
@@ -485,44 +412,45 @@ class Engine:
         one. A switch while at home is a new SIM; the same while travelling is a trip.
         """
         m = st["m"]
-        if not m[M_F] or row[N_LOC] <= 2 * row[N_AWAY] or m[M_AWAY]:
+        if not m.fwd_days or row.n_located <= 2 * row.n_away or m.away:
             return []
         fwd = self._fwd(st)
-        level = round(10 * fwd.evidence(row[N_IN], row[N_NEW]))
+        level = round(10 * fwd.evidence(row.n_in, row.n_new))
         # Only overwhelming evidence is judged at once; weaker waits for the day's close.
-        if level < 10 or level <= row[JUDGED]:
+        if level < 10 or level <= row.judged:
             return []
-        row[JUDGED] = level
+        row.judged = level
         self.counters["intraday_judgements"] += 1
         return self._judge(sid, st, day, ts, self.clock.iso(ts), daily=False, today=row)
 
     def _billing(
-        self, sid: str, st: State, event: dict[str, Any], row: list[int], day: int
+        self, sid: str, st: State, event: dict[str, Any], row: DayCounts, day: int
     ) -> bool:
         kind = event["kind"]
         amount = event.get("amount") or 0.0
         if kind == "charge":
-            row[BILL_CH] += _milli(amount)
+            row.bill_charge += _milli(amount)
         elif kind == "topup":
             m = st["m"]
-            if day > m[M_L]:
-                m[M_L] = day
+            if day > m.last_active:
+                m.last_active = day
         elif kind == "bill":
-            row[BILLS] += 1
-            row[BILL_SUM] += round(float(amount) * 100)
+            row.bills += 1
+            row.bill_cents += round(float(amount) * 100)
         elif kind == "plan_change":
             previous = event.get("previous_amount")
             if previous is not None:
-                row[PLAN] += _milli(amount) - _milli(previous)
+                row.plan_change += _milli(amount) - _milli(previous)
                 if float(amount) < float(previous):
-                    row[DOWN] += 1
+                    row.downgrades += 1
         elif kind in ("port_out", "deactivation"):
             self.counters[kind] += 1
-            if self._emit_signals and "p" in st and st["p"][2]:
+            if self._emit_signals and "p" in st and st["p"].group_id:
                 self._emit(event["subscriber_id"], st, event["ts"], day, None, None, None,
                            left=kind)
             level = st["a"][0] if "a" in st else 0
-            closed: State = {"v": STATE_VERSION, "x": [kind, day, level], "e": st.get("e", "")}
+            closed: State = {"v": STATE_VERSION, "x": Closed([kind, day, level]),
+                             "e": st.get("e", "")}
             if "p" in st:
                 closed["p"] = st["p"]
             st.clear()
@@ -530,33 +458,33 @@ class Engine:
             return True
         return False
 
-    def _apply_money(self, st: State, row: list[int], day: int) -> None:
+    def _apply_money(self, st: State, row: DayCounts, day: int) -> None:
         """Apply a day's plan changes and bills (at close, or at once when late)."""
-        if row[PLAN] and "s" in st:
+        if row.plan_change and "s" in st:
             spend, usage = self._models(st)
-            spend.shift(row[PLAN] / 1000.0 / 30.0)
+            spend.shift(row.plan_change / 1000.0 / 30.0)
             st["s"] = SpendDrop.pack_models(spend, usage)
-        if row[DOWN]:
-            st["m"][M_R] = day
-            self.counters["plan_downgrade"] += row[DOWN]
-        if row[BILLS]:
-            self._bill(st, row[BILL_SUM] / 100.0, day)
+        if row.downgrades:
+            st["m"].downgrade = day
+            self.counters["plan_downgrade"] += row.downgrades
+        if row.bills:
+            self._bill(st, row.bill_cents / 100.0, day)
 
     def _bill(self, st: State, amount: float, day: int) -> None:
         m = st["m"]
-        n, mean = m[M_B_N], (m[M_B_MEAN] if m[M_B_N] else 0.0)
+        n, mean = m.bill_n, (m.bill_mean if m.bill_n else 0.0)
         ratio = amount / mean if n >= 2 and mean > 0 else 1.0
         n += 1
         mean = round(mean + max(1.0 / n, 0.5) * (amount - mean), 2)
-        m[M_B_N:M_B_DAY + 1] = [n, mean, round(ratio, 3), day]
+        m.bill_n, m.bill_mean, m.bill_ratio, m.bill_day = n, mean, round(ratio, 3), day
 
     def _late(self, st: State, kind: str, event: dict[str, Any], day: int) -> None:
         """Use a late event where it still can be: spend, outgoing calls, activity."""
         m = st["m"]
-        days_ago = m[M_C] - day
+        days_ago = m.closed - day
         if kind == "calls":
             if event["direction"] == "out":
-                m[M_L] = max(m[M_L], day)
+                m.last_active = max(m.last_active, day)
                 if "s" in st:
                     spend, usage = self._models(st)
                     if usage.add_late(days_ago, 1):
@@ -565,13 +493,13 @@ class Engine:
         else:
             kind_b = event["kind"]
             if kind_b in ("port_out", "deactivation", "plan_change", "bill"):
-                row = _new_row(day)
+                row = DayCounts.at(day)
                 self._billing("", st, event, row, day)
                 if "x" not in st:
                     self._apply_money(st, row, day)
                 return
             if kind_b == "topup":
-                m[M_L] = max(m[M_L], day)
+                m.last_active = max(m.last_active, day)
             # Billing and call charges are combined by max per day; a late charge is added
             # as is (the day's call charges are gone), an overestimate at worst.
             cents = _milli(event.get("amount")) // SPEND_MILLI if kind_b == "charge" else 0
@@ -604,9 +532,9 @@ class Engine:
             st = store[sid]
             if "x" in st:
                 continue
-            if st["v"] != STATE_VERSION:
+            if st["v"] != STATE_VERSION or type(st["m"]) is not Numbers:
                 upgrade(st)
-            c = st["m"][M_C]
+            c = st["m"].closed
             if c < 0 or c >= target:
                 continue
             alerts.extend(self._close_until(sid, st, target))
@@ -615,26 +543,24 @@ class Engine:
 
     def _close_until(self, sid: str, st: State, target: int) -> list[dict[str, Any]]:
         alerts: list[dict[str, Any]] = []
-        if st["v"] != STATE_VERSION:
-            upgrade(st)
-        rows: list[list[int]] = st["o"]
+        rows: list[DayCounts] = st["o"]
         m = st["m"]
-        base = m[M_C]
+        base = m.closed
         day = base + 1
         while day <= target:
             row = None
-            if rows and rows[0][DAY] + base == day:
+            if rows and rows[0].day + base == day:
                 row = rows.pop(0)
-                row[DAY] = day  # out of the state: absolute again
+                row.day = day  # out of the state: absolute again
             alerts.extend(self._close_day(sid, st, day, row))
-            m[M_C] = day
+            m.closed = day
             day += 1
         for row in rows:
-            row[DAY] -= target - base
+            row.day -= target - base
         return alerts
 
     @staticmethod
-    def _away(st: State, row: list[int] | None) -> bool:
+    def _away(st: State, row: DayCounts | None) -> bool:
         """Was the subscriber away from home on ``row``'s day (the cell numbers in ``"m"``)?
 
         One call from another cell is a commute; two in a row from the same other cell, or
@@ -643,66 +569,66 @@ class Engine:
         its own last located call, or, without one, like the day before: never by calls of
         the next day, which may or may not have arrived yet.
         """
-        if row is not None and row[AWAY_END] >= 0:
-            return bool(row[AWAY_END])
-        return bool(st["m"][M_DAY_AWAY])
+        if row is not None and row.away_end >= 0:
+            return bool(row.away_end)
+        return bool(st["m"].day_away)
 
     def _close_day(
-        self, sid: str, st: State, day: int, row: list[int] | None
+        self, sid: str, st: State, day: int, row: DayCounts | None
     ) -> list[dict[str, Any]]:
         cfg = self.config
         self.counters["closed_days"] += 1
         m = st["m"]
-        m[M_N] += 1
+        m.age += 1
         away = self._away(st, row)
-        m[M_DAY_AWAY] = int(away)
+        m.day_away = int(away)
         if row is None:
-            row = _new_row(day)
+            row = DayCounts.at(day)
         self._apply_money(st, row, day)
         spend, usage = self._models(st)
         fwd = self._fwd(st)
         if away:
             self.counters["away_days"] += 1
-            fwd.close_day(row[N_IN], row[N_FWD], 0)
+            fwd.close_day(row.n_in, row.n_fwd, 0)
         else:
-            cents = max(row[CALL_CH], row[BILL_CH]) // SPEND_MILLI
+            cents = max(row.call_charge, row.bill_charge) // SPEND_MILLI
             spend.update(cents)
-            usage.update(row[N_OUT])
-            if row[N_NEW] and not row[N_LOC] > 2 * row[N_AWAY]:
+            usage.update(row.n_out)
+            if row.n_new and not row.n_located > 2 * row.n_away:
                 # Forwarding on a day with no call from home: a trip or a switch, cannot
                 # tell yet; neither evidence nor normal. Without any located call it waits,
                 # decaying like carried evidence, for the next call from home to confirm it
                 # (a trip shows itself by calls from elsewhere, which drop it).
                 fwd.close_day(0, 0, 0)
-                if not row[N_LOC]:
+                if not row.n_located:
                     carry = fwd.carry
-                    m[M_UNC_IN] = round((m[M_UNC_IN] + row[N_IN]) * carry, 2) or 0
-                    m[M_UNC_NEW] = round((m[M_UNC_NEW] + row[N_NEW]) * carry, 2) or 0
+                    m.waiting_in = round((m.waiting_in + row.n_in) * carry, 2) or 0
+                    m.waiting_new = round((m.waiting_new + row.n_new) * carry, 2) or 0
             else:
-                if m[M_UNC_NEW]:
+                if m.waiting_new:
                     self._confirm(st, fwd)
-                fwd.close_day(row[N_IN], row[N_FWD], row[N_NEW])
+                fwd.close_day(row.n_in, row.n_fwd, row.n_new)
             if spend.ready and usage.ready:
-                segment = st["p"][3] if "p" in st else "unknown"
+                segment = st["p"].segment if "p" in st else "unknown"
                 self.population.add(
                     segment,
                     day,
-                    (cents, round(spend.mean * SPEND_SCALE), 100 * row[N_OUT],
+                    (cents, round(spend.mean * SPEND_SCALE), 100 * row.n_out,
                      round(usage.mean * 100)),
                 )
-        self._cusum(st, day, None if away else row[N_OUT], usage, away,
-                    row[N_LOC] > row[N_AWAY])
+        self._cusum(st, day, None if away else row.n_out, usage, away,
+                    row.n_located > row.n_away)
         if not away:
-            m[M_IN_N] += 1
-            x = float(row[N_IN])
-            slow = max(1.0 / m[M_IN_N], 2.0 / (cfg.baseline_days + 1))
-            m[M_IN_BASE] = round(m[M_IN_BASE] + slow * (x - m[M_IN_BASE]), 2) or 0
-            fast = max(1.0 / m[M_IN_N], 0.25)
-            m[M_IN_FAST] = round(m[M_IN_FAST] + fast * (x - m[M_IN_FAST]), 2) or 0
-        if row[OP] >= 0:
-            m[M_FWD_OP] = row[OP]
+            m.in_days += 1
+            x = float(row.n_in)
+            slow = max(1.0 / m.in_days, 2.0 / (cfg.baseline_days + 1))
+            m.in_base = round(m.in_base + slow * (x - m.in_base), 2) or 0
+            fast = max(1.0 / m.in_days, 0.25)
+            m.in_fast = round(m.in_fast + fast * (x - m.in_fast), 2) or 0
+        if row.operator >= 0:
+            m.fwd_operator = row.operator
         st["s"] = SpendDrop.pack_models(spend, usage)
-        m[M_F:M_F_END] = fwd.to_state()
+        m.set_forwarding(fwd.to_state())
         close = self.clock.close_time(day)
         self._closed_row = row  # for the reasons' figures only
         alerts = self._judge(
@@ -728,30 +654,30 @@ class Engine:
         """
         cfg = self.config
         m = st["m"]
-        if m[M_PEND] and m[M_N] > cfg.warmup_days and usage.mean >= cfg.min_daily_calls:
-            segment = st["p"][3] if "p" in st else "unknown"
+        if m.pending and m.age > cfg.warmup_days and usage.mean >= cfg.min_daily_calls:
+            segment = st["p"].segment if "p" in st else "unknown"
             factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
             lam = usage.mean * (factor if factor is not None else 1.0)
-            if m[M_IN_BASE] >= 0.5:
+            if m.in_base >= 0.5:
                 # Presence: incoming calls fall with outgoing ones when the subscriber is
                 # away or simply quiet (a trip with no call from elsewhere, a bad week),
                 # but only at half the pace when outgoing calls move to another SIM.
-                lam *= min(1.0, m[M_IN_FAST] / m[M_IN_BASE] / cfg.presence_ratio)
+                lam *= min(1.0, m.in_fast / m.in_base / cfg.presence_ratio)
             # Dispersion of the daily counts, and the baseline's own uncertainty while it
             # rests on few days (a young baseline is a noisy yardstick).
             phi = min(cfg.cusum_phi_max, max(1.0, usage.var / usage.mean)) * (
                 1.0 + 7.0 / max(usage.n, 1)
             )
-            llr = (lam * (1.0 - cfg.cusum_rho) + m[M_PEND_N] * math.log(cfg.cusum_rho)) / phi
-            m[M_CUSUM] = round(min(3.0 * cfg.cusum_red, max(0.0, m[M_CUSUM] + llr)), 3) or 0
+            llr = (lam * (1.0 - cfg.cusum_rho) + m.pending_count * math.log(cfg.cusum_rho)) / phi
+            m.cusum = round(min(3.0 * cfg.cusum_red, max(0.0, m.cusum + llr)), 3) or 0
         if away:
-            m[M_CUSUM] = min(m[M_CUSUM], m[M_CUSUM_HOME])
+            m.cusum = min(m.cusum, m.cusum_home)
         elif seen_home:
-            m[M_CUSUM_HOME] = m[M_CUSUM]
+            m.cusum_home = m.cusum
         if count is None:
-            m[M_PEND], m[M_PEND_N] = 0, 0
+            m.pending, m.pending_count = 0, 0
         else:
-            m[M_PEND], m[M_PEND_N] = 1, count
+            m.pending, m.pending_count = 1, count
 
     # ------------------------------------------------------------------------------------
     # Judgement
@@ -764,7 +690,7 @@ class Engine:
         now: float,
         ts_iso: str,
         daily: bool,
-        today: list[int] | None,
+        today: DayCounts | None,
         away: bool = False,
         models: tuple[SpendDrop, SpendDrop, Forwarding] | None = None,
     ) -> list[dict[str, Any]]:
@@ -778,7 +704,7 @@ class Engine:
         status = policy.step(assessment.level, now, daily and not assessment.hold)
         if policy.level or policy.resolved_at > NEVER:
             st["a"] = policy.to_state()
-        if self._emit_signals and "p" in st and st["p"][2]:
+        if self._emit_signals and "p" in st and st["p"].group_id:
             self._member_signal(sid, st, day, ts_iso, assessment, models)
         if status is None:
             return []
@@ -789,7 +715,7 @@ class Engine:
         self,
         st: State,
         day: int,
-        today: list[int] | None = None,
+        today: DayCounts | None = None,
         away: bool = False,
         models: tuple[SpendDrop, SpendDrop, Forwarding] | None = None,
     ) -> Assessment:
@@ -802,15 +728,15 @@ class Engine:
         else:
             spend, usage, fwd = models
         signals: list[Signal] = []
-        segment = st["p"][3] if "p" in st else "unknown"
-        warm = m[M_N] >= cfg.warmup_days
+        segment = st["p"].segment if "p" in st else "unknown"
+        warm = m.age >= cfg.warmup_days
         silent = absent = False
         if warm and not away:
             first = day - cfg.recent_days + 1
-            rebased = m[M_R] >= 0 and day - m[M_R] < cfg.recent_days
-            cusum = m[M_CUSUM]
+            rebased = m.downgrade >= 0 and day - m.downgrade < cfg.recent_days
+            cusum = m.cusum
             absent = (
-                m[M_IN_BASE] >= 0.5 and m[M_IN_FAST] < cfg.absent_ratio * m[M_IN_BASE]
+                m.in_base >= 0.5 and m.in_fast < cfg.absent_ratio * m.in_base
                 and usage.ratio_week < cfg.absent_ratio
             )
             if absent:
@@ -824,7 +750,7 @@ class Engine:
                 sig = self._drop("spend_drop", spend, pop, segment)
                 if sig is not None:
                     signals.append(sig)
-            quiet = day - m[M_L] if m[M_L] >= 0 and today is None else 0
+            quiet = day - m.last_active if m.last_active >= 0 and today is None else 0
             if quiet and usage.ready and usage.mean >= 0.05:
                 # Days without a call that happen by chance less than once in a thousand
                 # (a Poisson day, its rate cut by the dispersion of this subscriber's days).
@@ -839,18 +765,18 @@ class Engine:
                         {"days_silent": quiet, "usual_calls_per_day": round(usage.mean, 2)},
                     ))
         if not away:
-            n_in = today[N_IN] if today is not None else 0
-            n_new = today[N_NEW] if today is not None else 0
+            n_in = today.n_in if today is not None else 0
+            n_new = today.n_new if today is not None else 0
             strength = (fwd.evidence(n_in, n_new) if today is not None
                         else fwd.carried_strength())
             if strength > 0:
                 signals.append(self._forward_signal(st, fwd, strength, today))
-        if m[M_B_N] and m[M_B_RATIO] < cfg.bill_ratio and day - m[M_B_DAY] <= 31:
+        if m.bill_n and m.bill_ratio < cfg.bill_ratio and day - m.bill_day <= 31:
             signals.append(Signal(
                 "bill_drop", 0.3,
-                f"the last monthly bill is {m[M_B_RATIO]:.0%} of the usual "
-                f"{m[M_B_MEAN]:.2f} yuan",
-                {"ratio": m[M_B_RATIO], "usual_bill": m[M_B_MEAN]},
+                f"the last monthly bill is {m.bill_ratio:.0%} of the usual "
+                f"{m.bill_mean:.2f} yuan",
+                {"ratio": m.bill_ratio, "usual_bill": m.bill_mean},
             ))
         assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
         assessment.hold = away or absent
@@ -935,26 +861,27 @@ class Engine:
         return Signal("usage_drop", strength, summary, figures)
 
     def _forward_signal(
-        self, st: State, fwd: Forwarding, strength: float, today: list[int] | None
+        self, st: State, fwd: Forwarding, strength: float, today: DayCounts | None
     ) -> Signal:
         value = CARRY_FWD_STRENGTH[strength] + (0.1 if fwd.streak >= 2 else 0.0)
-        op_index = today[OP] if today is not None and today[OP] >= 0 else st["m"][M_FWD_OP]
+        op_index = (today.operator if today is not None and today.operator >= 0
+                    else st["m"].fwd_operator)
         operator = self._operators[op_index] if 0 <= op_index < len(self._operators) else None
         where = f"a {operator} number" if operator else "an off-net number"
         usual = (f"usually {round(100 * fwd.usual_new_off)}% of their incoming calls go to "
                  f"such numbers")
         if today is not None:
-            summary = (f"{today[N_NEW]} of {today[N_IN]} incoming calls today forwarded to "
+            summary = (f"{today.n_new} of {today.n_in} incoming calls today forwarded to "
                        f"{where} they never called before; {usual}")
-            figures: dict[str, Any] = {"forwarded": today[N_NEW], "incoming": today[N_IN]}
+            figures: dict[str, Any] = {"forwarded": today.n_new, "incoming": today.n_in}
         else:
             last = self._closed_row
             running = f"{fwd.streak} day{'s' if fwd.streak != 1 else ''} running"
-            if last is not None and last[N_IN]:
-                summary = (f"{last[N_NEW]} of {last[N_IN]} incoming calls on "
-                           f"{self.clock.date(last[DAY])} forwarded to {where} not called "
+            if last is not None and last.n_in:
+                summary = (f"{last.n_new} of {last.n_in} incoming calls on "
+                           f"{self.clock.date(last.day)} forwarded to {where} not called "
                            f"before ({running}); {usual}")
-                figures = {"days": fwd.streak, "forwarded": last[N_NEW], "incoming": last[N_IN]}
+                figures = {"days": fwd.streak, "forwarded": last.n_new, "incoming": last.n_in}
             else:
                 summary = f"incoming calls forwarded to {where} ({running}); {usual}"
                 figures = {"days": fwd.streak}
@@ -1004,10 +931,11 @@ class Engine:
         st["g"] = key
         profile = st["p"]
         self.signals.append({
-            "group_id": profile[2], "subscriber_id": sid, "ts": ts_iso, "day": day,
+            "group_id": profile.group_id, "subscriber_id": sid, "ts": ts_iso, "day": day,
             "zone": zone, "operator": operator, "spend_ratio": ratio,
             "monthly_value": round(value, 2), "left": left,
-            "segment": profile[3], "account_id": profile[1], "account_manager": profile[5],
+            "segment": profile.segment, "account_id": profile.account_id,
+            "account_manager": profile.account_manager,
         })
 
     def _alert(
