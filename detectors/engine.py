@@ -9,12 +9,14 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
+from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.days import Clock, parse_ts
 from detectors.forwarding import Forwarding, is_familiar, see_contact
 from detectors.numbers import PREFIXES, OperatorLookup, normalise
 from detectors.policy import AlertPolicy
 from detectors.population import Population
+from detectors.presence import HomeCell
 from detectors.risk import Assessment, Signal, combine, drop_score
 from detectors.spend import SpendDrop
 from detectors.state import (
@@ -28,14 +30,13 @@ from detectors.state import (
     shared,
 )
 from detectors.upgrade import upgrade
+from detectors.usage import IncomingRate, PoissonCusum
 
 __all__ = ["Engine", "upgrade"]
 
 State = dict[str, Any]
 
 UNKNOWN_PROFILE = Profile.new()
-HOME_CAP = 50  # votes the home cell can bank, so a long trip does not move home
-AWAY_RUN = 3  # located calls in a row away from the home cell that make a trip
 FAMILIAR_SIZE = 2
 FAMILIAR_MIN = 3
 ENGINE_KEY = "__engine__"  # the engine's own event-time position, in the population store
@@ -161,6 +162,12 @@ class Engine:
             self._closed_to = int(saved["closed_to"])
             self._next_sweep = self.clock.close_time(self._closed_to + 1)
         self._closed_row: DayCounts | None = None
+        # The models whose state is in the subscriber's numbers, applied to one subscriber
+        # at a time: each is loaded from the numbers, updated, and stored back.
+        self._home = HomeCell()
+        self._usage_cusum = PoissonCusum(cfg.cusum_rho, cfg.cusum_red, 3.0 * cfg.cusum_red)
+        self._incoming = IncomingRate(span=cfg.baseline_days)
+        self._bill_level = BillLevel()
         self._fwd_params: dict[str, float] = {
             "min_calls": cfg.fwd_min_calls,
             "min_share": cfg.fwd_min_share,
@@ -275,7 +282,7 @@ class Engine:
                 SpendDrop(cfg.baseline_days, cfg.recent_days, 1))
 
     def _fwd(self, st: State) -> Forwarding:
-        return Forwarding.from_state(st["m"].forwarding(), **self._fwd_params)
+        return Forwarding.from_state(st["m"].forwarding, **self._fwd_params)
 
     def _new_state(self) -> State:
         return {"v": STATE_VERSION, "o": [], "m": Numbers.new()}
@@ -336,32 +343,20 @@ class Engine:
         cell = event.get("cell_id")
         if cell:
             row.n_located += 1
-            fp = zlib.crc32(cell.encode()) & 0xFFFF
-            m = st["m"]
-            if m.cell < 0:
-                m.cell, m.votes = fp, 1
-            elif m.cell == fp:
-                if m.votes < HOME_CAP:
-                    m.votes += 1
-                m.run = m.away = 0
+            home = self._home
+            home.state = m = st["m"]  # the numbers begin with the home cell's state
+            home.update(zlib.crc32(cell.encode()) & 0xFFFF)
+            if home.at_home:
                 if m.waiting_new:
                     self._confirm(st)
                 if row.n_new > 0:
                     checked = self._forward_check(sid, st, row, ts, day)
                     if checked:
                         alerts = checked
-            else:
+            elif home.elsewhere:
                 row.n_away += 1
-                # Twice in a row from the same other cell, or AWAY_RUN other cells in a
-                # row: staying elsewhere, not passing through.
-                if (m.run >= 1 and m.last_cell == fp) or m.run + 1 >= AWAY_RUN:
-                    m.away = 1
+                if home.drift_detected:
                     m.waiting_in = m.waiting_new = 0  # it was a trip
-                m.run += 1
-                m.last_cell = fp
-                m.votes -= 1
-                if m.votes <= 0:
-                    m.cell, m.votes, m.run, m.last_cell, m.away = fp, 1, 0, -1, 0
             row.away_end = m.away
         if event["direction"] == "out":
             row.n_out += 1
@@ -400,7 +395,7 @@ class Engine:
         model.acc_new = round(model.acc_new + m.waiting_new, 2)
         m.waiting_in = m.waiting_new = 0
         if fwd is None:
-            m.set_forwarding(model.to_state())
+            m.forwarding = model.to_state()
         self.counters["forwarding_confirmed"] += 1
 
     def _forward_check(
@@ -472,11 +467,10 @@ class Engine:
 
     def _bill(self, st: State, amount: float, day: int) -> None:
         m = st["m"]
-        n, mean = m.bill_n, (m.bill_mean if m.bill_n else 0.0)
-        ratio = amount / mean if n >= 2 and mean > 0 else 1.0
-        n += 1
-        mean = round(mean + max(1.0 / n, 0.5) * (amount - mean), 2)
-        m.bill_n, m.bill_mean, m.bill_ratio, m.bill_day = n, mean, round(ratio, 3), day
+        bill = self._bill_level
+        bill.n, bill.mean, bill.ratio, _ = m.bill
+        bill.update(amount)
+        m.bill = [bill.n, bill.mean, bill.ratio, day]
 
     def _late(self, st: State, kind: str, event: dict[str, Any], day: int) -> None:
         """Use a late event where it still can be: spend, outgoing calls, activity."""
@@ -576,7 +570,6 @@ class Engine:
     def _close_day(
         self, sid: str, st: State, day: int, row: DayCounts | None
     ) -> list[dict[str, Any]]:
-        cfg = self.config
         self.counters["closed_days"] += 1
         m = st["m"]
         m.age += 1
@@ -619,16 +612,14 @@ class Engine:
         self._cusum(st, day, None if away else row.n_out, usage, away,
                     row.n_located > row.n_away)
         if not away:
-            m.in_days += 1
-            x = float(row.n_in)
-            slow = max(1.0 / m.in_days, 2.0 / (cfg.baseline_days + 1))
-            m.in_base = round(m.in_base + slow * (x - m.in_base), 2) or 0
-            fast = max(1.0 / m.in_days, 0.25)
-            m.in_fast = round(m.in_fast + fast * (x - m.in_fast), 2) or 0
+            incoming = self._incoming
+            incoming.n, incoming.base, incoming.fast = m.incoming
+            incoming.update(float(row.n_in))
+            m.incoming = [incoming.n, incoming.base, incoming.fast]
         if row.operator >= 0:
             m.fwd_operator = row.operator
         st["s"] = SpendDrop.pack_models(spend, usage)
-        m.set_forwarding(fwd.to_state())
+        m.forwarding = fwd.to_state()
         close = self.clock.close_time(day)
         self._closed_row = row  # for the reasons' figures only
         alerts = self._judge(
@@ -668,8 +659,11 @@ class Engine:
             phi = min(cfg.cusum_phi_max, max(1.0, usage.var / usage.mean)) * (
                 1.0 + 7.0 / max(usage.n, 1)
             )
-            llr = (lam * (1.0 - cfg.cusum_rho) + m.pending_count * math.log(cfg.cusum_rho)) / phi
-            m.cusum = round(min(3.0 * cfg.cusum_red, max(0.0, m.cusum + llr)), 3) or 0
+            cusum = self._usage_cusum
+            cusum.level = m.cusum
+            cusum.expect(lam, phi)
+            cusum.update(m.pending_count)
+            m.cusum = cusum.level
         if away:
             m.cusum = min(m.cusum, m.cusum_home)
         elif seen_home:

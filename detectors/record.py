@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["Record"]
+__all__ = ["Record", "group"]
 
 R = TypeVar("R", bound="Record")
 
@@ -65,8 +65,10 @@ class Record(list[Any]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Fields are the annotated names with a default (an annotation alone declares
+        # something else, such as a group property set after the class).
         own = [name for name in cls.__dict__.get("__annotations__", {})
-               if not name.isupper()]
+               if not name.isupper() and name in cls.__dict__]
         if not own:
             return
         fields = cls.FIELDS + tuple(own)
@@ -102,3 +104,31 @@ class Record(list[Any]):
 
         """
         return dict(zip(self.FIELDS, self, strict=False))
+
+
+def group(record: type[Record], first: str, last: str) -> property:
+    """A property for the fields ``first`` to ``last`` of ``record`` as one list (a slice:
+    read and written in one step, as a model's state is loaded and stored).
+
+    Examples
+    --------
+    >>> class Box(Record):
+    ...     a: int = 1
+    ...     b: int = 2
+    ...     c: int = 3
+    >>> Box.bc = group(Box, "b", "c")
+    >>> box = Box.new()
+    >>> box.bc = [20, 30]
+    >>> box.bc, box
+    ([20, 30], [1, 20, 30])
+
+    """
+    start, stop = record.FIELDS.index(first), record.FIELDS.index(last) + 1
+
+    def get(self: list[Any]) -> list[Any]:
+        return self[start:stop]
+
+    def put(self: list[Any], values: list[Any]) -> None:
+        self[start:stop] = values
+
+    return property(get, put, doc=f"the fields {first} to {last}")

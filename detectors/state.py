@@ -37,7 +37,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from detectors.record import Record
+from detectors.presence import HomeState
+from detectors.record import Record, group
 
 __all__ = [
     "STATE_VERSION",
@@ -161,16 +162,20 @@ class Numbers(Record):
     fwd_acc_in: float = 0
     fwd_acc_new: float = 0
 
-    def forwarding(self) -> list[Any]:
-        """The forwarding model's state (:meth:`Forwarding.from_state`)."""
-        return self[_FWD:]
-
-    def set_forwarding(self, state: list[Any]) -> None:
-        """Store the forwarding model's state (:meth:`Forwarding.to_state`)."""
-        self[_FWD:] = state
+    # The models' states, each a slice of the numbers (loaded and stored in one step).
+    usage: list[Any]
+    incoming: list[Any]
+    bill: list[Any]
+    forwarding: list[Any]
 
 
-_FWD = Numbers.FIELDS.index("fwd_days")
+Numbers.usage = group(Numbers, "cusum", "cusum_home")  # type: ignore[assignment]
+Numbers.incoming = group(Numbers, "in_days", "in_fast")  # type: ignore[assignment]
+Numbers.bill = group(Numbers, "bill_n", "bill_day")  # type: ignore[assignment]
+Numbers.forwarding = group(Numbers, "fwd_days", "fwd_acc_new")  # type: ignore[assignment]
+# HomeCell works on the numbers directly: they must begin with its state's fields.
+if Numbers.FIELDS[: len(HomeState.FIELDS)] != HomeState.FIELDS:
+    raise TypeError("Numbers must begin with the fields of HomeState")
 
 
 class Closed(Record):
