@@ -135,43 +135,44 @@ class DayClose(Judgement):
         if row is None:
             row = DayCounts.at(day)
         self._apply_money(st, row, day)
+        n_in, n_fwd, _, n_new, n_out, n_located, n_away = row.counts
         spend, usage = self._models(st)
         fwd = self._fwd(st)
         if away:
             self.counters["away_days"] += 1
-            fwd.close_day(row.n_in, row.n_fwd, 0)
+            fwd.close_day(n_in, n_fwd, 0)
         else:
             cents = max(row.call_charge, row.bill_charge) // SPEND_MILLI
             spend.update(cents)
-            usage.update(row.n_out)
-            if row.n_new and not row.n_located > 2 * row.n_away:
+            usage.update(n_out)
+            if n_new and not n_located > 2 * n_away:
                 # Forwarding on a day with no call from home: a trip or a switch, cannot
                 # tell yet; neither evidence nor normal. Without any located call it waits,
                 # decaying like carried evidence, for the next call from home to confirm it
                 # (a trip shows itself by calls from elsewhere, which drop it).
                 fwd.close_day(0, 0, 0)
-                if not row.n_located:
+                if not n_located:
                     carry = fwd.carry
-                    m.waiting_in = round((m.waiting_in + row.n_in) * carry, 2) or 0
-                    m.waiting_new = round((m.waiting_new + row.n_new) * carry, 2) or 0
+                    m.waiting_in = round((m.waiting_in + n_in) * carry, 2) or 0
+                    m.waiting_new = round((m.waiting_new + n_new) * carry, 2) or 0
             else:
                 if m.waiting_new:
                     self._confirm(st, fwd)
-                fwd.close_day(row.n_in, row.n_fwd, row.n_new)
+                fwd.close_day(n_in, n_fwd, n_new)
             if spend.ready and usage.ready:
                 segment = st["p"].segment if "p" in st else "unknown"
                 self.population.add(
                     segment,
                     day,
-                    (cents, round(spend.mean * SPEND_SCALE), 100 * row.n_out,
+                    (cents, round(spend.mean * SPEND_SCALE), 100 * n_out,
                      round(usage.mean * 100)),
                 )
-        self._cusum(st, day, None if away else row.n_out, usage, away,
-                    row.n_located > row.n_away)
+        self._cusum(st, day, None if away else n_out, usage, away,
+                    n_located > n_away)
         if not away:
             incoming = self._incoming
             incoming.n, incoming.base, incoming.fast = m.incoming
-            incoming.update(float(row.n_in))
+            incoming.update(float(n_in))
             m.incoming = [incoming.n, incoming.base, incoming.fast]
         if row.operator >= 0:
             m.fwd_operator = row.operator

@@ -216,26 +216,28 @@ class Engine(Events):
         clock = self.clock
         day = clock.day(ts)
         m = st["m"]
-        if m.closed < 0 and not st["o"]:
-            m.closed = min(day, self._closed_to + 1) - 1  # type: ignore[operator]
+        closed = m.closed
+        if closed < 0 and not st["o"]:
+            closed = m.closed = min(day, self._closed_to + 1) - 1  # type: ignore[operator]
         if ts > m.watermark:
             m.watermark = int(ts)
             target = clock.closable(ts)
-            if target > m.closed and st["o"]:
+            if target > closed and st["o"]:
                 alerts.extend(self._close_until(sid, st, target))
-        if day <= m.closed and m.age == 0 and day > self._closed_to:  # type: ignore[operator]
+                closed = m.closed
+        if day <= closed and m.age == 0 and day > self._closed_to:  # type: ignore[operator]
             # No day closed yet: an earlier first event from the other stream.
             for row in st["o"]:
-                row.day += m.closed - (day - 1)
-            m.closed = day - 1
-        if day <= m.closed:
+                row.day += closed - (day - 1)
+            closed = m.closed = day - 1
+        if day <= closed:
             counters["late"] += 1
             self._late(st, kind, event, day)
         elif kind == "calls":
-            alerts.extend(self._call(sid, st, event, self._row(st, day), ts, day))
+            alerts.extend(self._call(sid, st, event, self._row(st, day - closed), ts, day))
         else:
             # A port-out or deactivation closes the state here, with no alert after it.
-            self._billing(sid, st, event, self._row(st, day), day)
+            self._billing(sid, st, event, self._row(st, day - closed), day)
         store[sid] = st
         return alerts
 

@@ -58,11 +58,10 @@ class Events(DayClose):
         self.subscribers[sid] = st
 
     @staticmethod
-    def _row(st: State, day: int) -> DayCounts:
-        """The open row of ``day``; rows hold their day relative to the last closed day
-        (a small number, which CPython does not allocate)."""
+    def _row(st: State, rel: int) -> DayCounts:
+        """The open row of the day ``rel`` days after the last closed one; rows hold their
+        day relative to it (a small number, which CPython does not allocate)."""
         rows: list[DayCounts] = st["o"]
-        rel = day - st["m"].closed
         for row in reversed(rows):
             if row.day == rel:
                 return row

@@ -6,6 +6,7 @@ Used for daily spend (in cents) and for daily outgoing calls (in hundredths of a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from river import stats
 
@@ -199,7 +200,7 @@ class SpendDrop(stats.base.Univariate):
     @classmethod
     def unpack(
         cls,
-        state: list[float],
+        state: list[Any],
         baseline_days: int = 90,
         recent_days: int = 14,
         scales: tuple[int, int] = (100, 100),
@@ -210,8 +211,9 @@ class SpendDrop(stats.base.Univariate):
         first.n = second.n = int(state[0])
         first.mean, first.var, second.mean, second.var = state[1:5]
         k = 5 + (len(state) - 5) // 2
-        first.recent = [int(c) for c in state[5:k]]
-        second.recent = [int(c) for c in state[k:]]
+        # Slices are new lists; the amounts are already integers (as stored).
+        first.recent = state[5:k]
+        second.recent = state[k:]
         return first, second
 
     @staticmethod

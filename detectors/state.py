@@ -99,6 +99,9 @@ class DayCounts(Record):
     #: away flag after the day's last located call (-1: no located call)
     away_end: int = -1
 
+    #: the call counters (``n_in`` to ``n_away``), read in one step when the day closes
+    counts: list[int]
+
     @classmethod
     def at(cls, day: int) -> DayCounts:
         """Zero counters for ``day``."""
@@ -169,6 +172,7 @@ class Numbers(Record):
     forwarding: list[Any]
 
 
+DayCounts.counts = group(DayCounts, "n_in", "n_away")  # type: ignore[assignment]
 Numbers.usage = group(Numbers, "cusum", "cusum_home")  # type: ignore[assignment]
 Numbers.incoming = group(Numbers, "in_days", "in_fast")  # type: ignore[assignment]
 Numbers.bill = group(Numbers, "bill_n", "bill_day")  # type: ignore[assignment]
