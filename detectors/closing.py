@@ -115,7 +115,7 @@ class DayClose(Judgement):
         """Was the subscriber away from home on ``row``'s day (the cell numbers in ``"m"``)?
 
         One call from another cell is a commute; two in a row from the same other cell, or
-        ``AWAY_RUN`` other cells in a row, with no call from the home cell in between, is a
+        ``HomeCell.away_run`` other cells in a row, with no call from the home cell in between, is a
         stay elsewhere (it holds until a call from home). A day is judged by the state after
         its own last located call, or, without one, like the day before: never by calls of
         the next day, which may or may not have arrived yet.

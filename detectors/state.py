@@ -8,25 +8,22 @@ short on purpose (the serialized budget is 512 bytes):
 key    meaning
 =====  =====================================================================================
 ``v``  state version (:data:`STATE_VERSION`)
-``p``  profile ``[msisdn, account_id, group_id, segment, tier, account_manager]`` or absent
-``o``  open days: counters per day (see ``detectors.engine``), usually one or two; each
-       row's day is relative to the last closed day (a small number)
-``m``  the engine's numbers in one list (``engine.M_*``): home cell, usage CUSUM,
-       incoming-call means, the event-time watermark, last closed day, closed days (age),
-       last active day, last plan downgrade, the bill model, the forwarding model
-       (:class:`detectors.forwarding.Forwarding` state)
+``p``  profile (:class:`Profile`), or absent
+``o``  open days (:class:`DayCounts`), usually one or two; each row's day is relative to
+       the last closed day (a small number)
+``m``  every model's numbers in one record (:class:`Numbers`)
 ``s``  spend (tenths of a yuan) and usage (outgoing calls a day) models in one list
        (:meth:`detectors.spend.SpendDrop.pack`)
 ``k``  familiar numbers: ``[fingerprint, count, ...]`` (Misra-Gries, 16-bit fingerprints)
 ``a``  alert policy (:class:`detectors.policy.AlertPolicy` state), once it has alerted
 ``e``  dedupe ring: base64 of the last 32-bit event-id fingerprints
 ``g``  the last member signal emitted (group members, with ``signals=True`` only)
-``x``  set once the subscriber ported out or was deactivated: ``[kind, day, level]``
+``x``  set once the subscriber ported out or was deactivated (:class:`Closed`)
 =====  =====================================================================================
 
 At most 10 keys: a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys 464. Zero
 floats are stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
-Version 3 (this one) is upgraded from 1 and 2 in place by :func:`detectors.engine.upgrade`.
+Version 3 (this one) is upgraded from 1 and 2 in place by :func:`detectors.upgrade.upgrade`.
 """
 
 from __future__ import annotations
