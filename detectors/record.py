@@ -7,10 +7,10 @@ equals the list it is read back as, so a state restored from a changelog compare
 the one that was written. The layout is declared once, in the class; positions never
 appear in the code that uses it.
 
-Why not ``msgspec.Struct(array_like=True)``: the same array on the wire, but a Struct is
-not a ``list`` (the service's tables write states with orjson, which does not know
-Structs, and a restored state would no longer equal the one in memory), and it is no
-smaller in memory (both are a header and one pointer per field).
+Why not ``msgspec.Struct(array_like=True)``: the same array on the wire, and smaller in
+memory (a ``gc=False`` Struct of the 31 numbers takes 264 B, this record 312 B), but a
+Struct is not a ``list``: the service's tables write states with orjson, which does not
+know Structs, and a state read back would no longer equal the one in memory.
 
 Fields are read through C-level getters (``operator.itemgetter``), as fast as indexing by
 a constant; writing through the name goes through a small Python setter, so the few
