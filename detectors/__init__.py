@@ -1,5 +1,11 @@
 """Pure churn detectors: per-subscriber models, population context, risk, zones, reasons.
 
+Each per-subscriber model is a River estimator in its own module (:class:`HomeCell`,
+:class:`PoissonCusum`, :class:`IncomingRate`, :class:`SpendDrop`, :class:`BillLevel`,
+:class:`Forwarding`, :class:`AlertPolicy`); the :class:`Engine` aggregates events into days
+(``events``), closes days and lets the models learn (``closing``), then judges
+(``judgement``). Stored state is plain data of named records (``state``, ``record``).
+
 No I/O and no Kafka here: ``stream/`` and ``churnwatch replay`` drive the :class:`Engine`
 (``tests/detectors/test_detectors_units.py`` proves in a fresh interpreter that importing this
 package loads neither faust, aiokafka nor kafka).
@@ -16,6 +22,7 @@ package loads neither faust, aiokafka nor kafka).
 
 from __future__ import annotations
 
+from detectors.bill import BillLevel
 from detectors.calibration import OutcomeLearner, RiskCalibrator
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.days import Clock, parse_ts
@@ -24,9 +31,11 @@ from detectors.forwarding import Forwarding
 from detectors.numbers import OperatorLookup
 from detectors.policy import ZONES, AlertPolicy
 from detectors.population import Population
+from detectors.presence import HomeCell
 from detectors.risk import Assessment, Signal, combine
 from detectors.spend import SpendDrop
 from detectors.state import STATE_VERSION, deep_sizeof
+from detectors.usage import IncomingRate, PoissonCusum
 
 __all__ = [
     "MODEL_VERSION",
@@ -34,12 +43,16 @@ __all__ = [
     "ZONES",
     "AlertPolicy",
     "Assessment",
+    "BillLevel",
     "Clock",
     "Engine",
     "EngineConfig",
     "Forwarding",
+    "HomeCell",
+    "IncomingRate",
     "OperatorLookup",
     "OutcomeLearner",
+    "PoissonCusum",
     "Population",
     "RiskCalibrator",
     "Signal",

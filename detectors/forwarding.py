@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from river import base
+
 __all__ = ["Forwarding", "is_familiar", "see_contact"]
 
 
@@ -41,8 +45,13 @@ def is_familiar(familiar: list[int], fp: int, min_count: int) -> bool:
     return False
 
 
-class Forwarding:
+class Forwarding(base.AnomalyDetector):
     """Daily forwarding of one subscriber, and how unusual the latest is.
+
+    A River anomaly detector: :meth:`learn_one` learns a closed day's counts
+    (``{"n_in": ..., "n_fwd": ..., "n_new_off": ...}``), :meth:`score_one` is the strength of
+    the evidence in a day's counts so far (0, 0.6 or 1.0). The engine calls the same two
+    steps by their own names, :meth:`close_day` and :meth:`evidence`, with plain numbers.
 
     Counted per day by the engine: incoming calls, forwarded calls, and forwarded to *new*
     off-net numbers (another operator's, by prefix and the ported list, and not one of
@@ -148,6 +157,15 @@ class Forwarding:
         self.streak = 0
         self.acc_in = 0.0
         self.acc_new = 0.0
+
+    def learn_one(self, x: dict[Any, Any]) -> None:
+        """Learn one closed day's counts (missing counts are zero)."""
+        self.close_day(int(x.get("n_in", 0)), int(x.get("n_fwd", 0)),
+                       int(x.get("n_new_off", 0)))
+
+    def score_one(self, x: dict[Any, Any]) -> float:
+        """Strength of the evidence in a day's counts so far (missing counts are zero)."""
+        return self.evidence(int(x.get("n_in", 0)), int(x.get("n_new_off", 0)))
 
     @property
     def habitual(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from river import base
+
 __all__ = ["ZONES", "AlertPolicy"]
 
 #: Zones in order of severity; the index is the zone's level.
@@ -9,7 +11,7 @@ ZONES: tuple[str, ...] = ("blue", "green", "yellow", "red", "white")
 YELLOW = 2
 
 
-class AlertPolicy:
+class AlertPolicy(base.Base):
     """Decide which zone changes deserve an alert.
 
     An episode opens (``"open"``) when a subscriber enters yellow or worse, unless an

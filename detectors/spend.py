@@ -6,11 +6,14 @@ Used for daily spend (in cents) and for daily outgoing calls (in hundredths of a
 from __future__ import annotations
 
 import math
+from typing import Any
+
+from river import stats
 
 __all__ = ["SpendDrop"]
 
 
-class SpendDrop:
+class SpendDrop(stats.base.Univariate):
     """A daily amount of one subscriber (spend, or calls): recent window versus baseline.
 
     The last ``recent_days`` closed days are kept exactly (integer cents, a whole number of
@@ -18,6 +21,9 @@ class SpendDrop:
     exponentially weighted mean and variance with span ``baseline_days``, so the baseline
     and the recent window never overlap and a slow decline is not absorbed into the
     baseline before it is noticed.
+
+    A River univariate statistic: :meth:`update` adds a closed day, :meth:`get` is the
+    recent window as a share of the baseline (:attr:`ratio`).
 
     The baseline is River's ``stats.EWMean`` / ``stats.EWVar`` recurrence (Finch, 2009)
     written out on plain floats, with a count-adaptive weight ``max(1/n, 2/(span+1))`` so
@@ -70,10 +76,10 @@ class SpendDrop:
         self.var = 0.0
         self.recent: list[int] = []
 
-    def update(self, cents: int) -> None:
+    def update(self, x: float) -> None:
         """Add one closed day's amount, in integer units of ``1 / scale``."""
         recent = self.recent
-        recent.append(cents)
+        recent.append(x)  # type: ignore[arg-type]  # an int, as the engine passes it
         if len(recent) > self.recent_days:
             self._learn(recent.pop(0) / self.scale)
 
@@ -85,12 +91,6 @@ class SpendDrop:
         # Rounded so the stored state stays short; cents are the currency's resolution.
         self.mean = round(self.mean + incr, 3)
         self.var = round((1.0 - a) * (self.var + diff * incr), 2)
-
-    def rebase(self, factor: float) -> None:
-        """Scale the baseline and the recent window (a plan change the customer chose)."""
-        self.mean = round(self.mean * factor, 3)
-        self.var = round(self.var * factor * factor, 2)
-        self.recent = [round(c * factor) for c in self.recent]
 
     def shift(self, per_day: float) -> None:
         """Move the baseline and the recent window by ``per_day`` (a plan fee change)."""
@@ -116,6 +116,10 @@ class SpendDrop:
             self.recent[len(self.recent) - 1 - days_ago] += cents
             return True
         return False
+
+    def get(self) -> float:
+        """The recent window as a share of the baseline (:attr:`ratio`)."""
+        return self.ratio
 
     @property
     def ready(self) -> bool:
@@ -196,7 +200,7 @@ class SpendDrop:
     @classmethod
     def unpack(
         cls,
-        state: list[float],
+        state: list[Any],
         baseline_days: int = 90,
         recent_days: int = 14,
         scales: tuple[int, int] = (100, 100),
@@ -207,8 +211,9 @@ class SpendDrop:
         first.n = second.n = int(state[0])
         first.mean, first.var, second.mean, second.var = state[1:5]
         k = 5 + (len(state) - 5) // 2
-        first.recent = [int(c) for c in state[5:k]]
-        second.recent = [int(c) for c in state[k:]]
+        # Slices are new lists; the amounts are already integers (as stored).
+        first.recent = state[5:k]
+        second.recent = state[k:]
         return first, second
 
     @staticmethod

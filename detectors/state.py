@@ -8,25 +8,22 @@ short on purpose (the serialized budget is 512 bytes):
 key    meaning
 =====  =====================================================================================
 ``v``  state version (:data:`STATE_VERSION`)
-``p``  profile ``[msisdn, account_id, group_id, segment, tier, account_manager]`` or absent
-``o``  open days: counters per day (see ``detectors.engine``), usually one or two; each
-       row's day is relative to the last closed day (a small number)
-``m``  the engine's numbers in one list (``engine.M_*``): home cell, usage CUSUM,
-       incoming-call means, the event-time watermark, last closed day, closed days (age),
-       last active day, last plan downgrade, the bill model, the forwarding model
-       (:class:`detectors.forwarding.Forwarding` state)
+``p``  profile (:class:`Profile`), or absent
+``o``  open days (:class:`DayCounts`), usually one or two; each row's day is relative to
+       the last closed day (a small number)
+``m``  every model's numbers in one record (:class:`Numbers`)
 ``s``  spend (tenths of a yuan) and usage (outgoing calls a day) models in one list
        (:meth:`detectors.spend.SpendDrop.pack`)
 ``k``  familiar numbers: ``[fingerprint, count, ...]`` (Misra-Gries, 16-bit fingerprints)
 ``a``  alert policy (:class:`detectors.policy.AlertPolicy` state), once it has alerted
 ``e``  dedupe ring: base64 of the last 32-bit event-id fingerprints
 ``g``  the last member signal emitted (group members, with ``signals=True`` only)
-``x``  set once the subscriber ported out or was deactivated: ``[kind, day, level]``
+``x``  set once the subscriber ported out or was deactivated (:class:`Closed`)
 =====  =====================================================================================
 
 At most 10 keys: a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys 464. Zero
 floats are stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
-Version 3 (this one) is upgraded from 1 and 2 in place by :func:`detectors.engine.upgrade`.
+Version 3 (this one) is upgraded from 1 and 2 in place by :func:`detectors.upgrade.upgrade`.
 """
 
 from __future__ import annotations
@@ -37,8 +34,16 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from detectors.presence import HomeState
+from detectors.record import Record, group
+
 __all__ = [
     "STATE_VERSION",
+    "Closed",
+    "DayCounts",
+    "Numbers",
+    "Profile",
+    "decode",
     "deep_sizeof",
     "fingerprint",
     "remember",
@@ -46,6 +51,157 @@ __all__ = [
 ]
 
 STATE_VERSION = 3
+
+
+class Profile(Record):
+    """``"p"``: who the subscriber is (from the subscribers stream)."""
+
+    __slots__ = ()
+    msisdn: str | None = None
+    account_id: str | None = None
+    group_id: str | None = None
+    segment: str = "unknown"
+    tier: str | None = None
+    account_manager: str | None = None
+
+
+class DayCounts(Record):
+    """``"o"``: one open day's counters, applied when the day closes.
+
+    Everything a day's events change is a sum (or a max) here, so the order in which the
+    calls and billing streams interleave within the allowed lateness is moot. While open,
+    ``day`` is relative to the last closed day (a small number, which CPython does not
+    allocate); money in thousandths of a yuan (``bill_cents``: hundredths).
+    """
+
+    __slots__ = ()
+    day: int = 0
+    call_charge: int = 0
+    bill_charge: int = 0
+    n_in: int = 0
+    n_fwd: int = 0
+    n_off: int = 0
+    n_new: int = 0
+    n_out: int = 0
+    n_located: int = 0
+    n_away: int = 0
+    #: index of the operator of the day's last new off-net forward target (-1: none)
+    operator: int = -1
+    #: strongest forwarding evidence judged intra-day (x10)
+    judged: int = 0
+    plan_change: int = 0
+    downgrades: int = 0
+    bills: int = 0
+    bill_cents: int = 0
+    #: away flag after the day's last located call (-1: no located call)
+    away_end: int = -1
+
+    #: the call counters (``n_in`` to ``n_away``), read in one step when the day closes
+    counts: list[int]
+
+    @classmethod
+    def at(cls, day: int) -> DayCounts:
+        """Zero counters for ``day``."""
+        row = cls(cls.DEFAULTS)
+        row[0] = day
+        return row
+
+
+class Numbers(Record):
+    """``"m"``: the subscriber's numbers, every model's scalars in one array.
+
+    One array and not one per model: a list header costs 56 bytes and the in-memory budget
+    is 2 KiB a subscriber. The groups, by model: home cell and stays away
+    (:mod:`detectors.presence`), the usage CUSUM and incoming-call means (:mod:`detectors.usage`),
+    the subscriber's clock, the bill model (:mod:`detectors.bill`), and the forwarding model
+    (:class:`detectors.forwarding.Forwarding`, its :class:`~detectors.forwarding.ForwardingState`).
+    Zero floats are stored as the integer 0 (one shared object, not 24 B each).
+    """
+
+    __slots__ = ()
+    # presence: home cell (16-bit fingerprint, -1 unknown), its votes, the run of calls
+    # from other cells, the last other cell, whether a stay away is running
+    cell: int = -1
+    votes: int = 0
+    run: int = 0
+    last_cell: int = -1
+    away: int = 0
+    # usage: Poisson CUSUM level, yesterday's count pending (0/1) and the count, the level
+    # at the last call from home
+    cusum: float = 0
+    pending: int = 0
+    pending_count: int = 0
+    cusum_home: float = 0
+    # incoming calls: days learned, baseline mean, last-week mean
+    in_days: int = 0
+    in_base: float = 0
+    in_fast: float = 0
+    # operator index of the last new off-net forward target; last closed day spent away
+    fwd_operator: int = -1
+    day_away: int = 0
+    # forwarding seen on days without a located call, waiting for a call from home
+    waiting_in: float = 0
+    waiting_new: float = 0
+    # clock: event-time watermark (s), last closed day, closed days (age), last active day
+    # (-1: none), last plan downgrade day (-1: none)
+    watermark: int = 0
+    closed: int = -1
+    age: int = 0
+    last_active: int = -1
+    downgrade: int = -1
+    # bill: bills seen, their mean, the last one's ratio to it, its day
+    bill_n: int = 0
+    bill_mean: float = 0
+    bill_ratio: float = 1
+    bill_day: int = -1
+    # forwarding (ForwardingState; 0 days: not started)
+    fwd_days: int = 0
+    fwd_usual: float = 0
+    fwd_usual_new_off: float = 0
+    fwd_streak: int = 0
+    fwd_acc_in: float = 0
+    fwd_acc_new: float = 0
+
+    # The models' states, each a slice of the numbers (loaded and stored in one step).
+    usage: list[Any]
+    incoming: list[Any]
+    bill: list[Any]
+    forwarding: list[Any]
+
+
+DayCounts.counts = group(DayCounts, "n_in", "n_away")  # type: ignore[assignment]
+Numbers.usage = group(Numbers, "cusum", "cusum_home")  # type: ignore[assignment]
+Numbers.incoming = group(Numbers, "in_days", "in_fast")  # type: ignore[assignment]
+Numbers.bill = group(Numbers, "bill_n", "bill_day")  # type: ignore[assignment]
+Numbers.forwarding = group(Numbers, "fwd_days", "fwd_acc_new")  # type: ignore[assignment]
+# HomeCell works on the numbers directly: they must begin with its state's fields.
+if Numbers.FIELDS[: len(HomeState.FIELDS)] != HomeState.FIELDS:
+    raise TypeError("Numbers must begin with the fields of HomeState")
+
+
+class Closed(Record):
+    """``"x"``: how a subscriber who left left (the rest of the state is dropped)."""
+
+    __slots__ = ()
+    kind: str = "port_out"
+    day: int = 0
+    level: int = 0
+
+
+def decode(st: dict[str, Any]) -> None:
+    """Make a state read back from JSON (plain lists) named records again, in place.
+
+    The arrays are the same, so this only changes their Python type: a restored state
+    equals the one written, and needs no upgrade.
+    """
+    if "m" in st:
+        st["m"] = Numbers.of(st["m"])
+    if "o" in st:
+        st["o"] = [DayCounts.of(row) for row in st["o"]]
+    if "p" in st:
+        st["p"] = Profile.of(st["p"])
+    if "x" in st:
+        st["x"] = Closed.of(st["x"])
 
 
 def fingerprint(text: str) -> bytes:

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from detectors import Engine, EngineConfig, parse_ts
-from detectors.engine import M_F, M_UNC_NEW, NEW_MISC, upgrade
-from detectors.state import STATE_VERSION
+from detectors.state import STATE_VERSION, Numbers
+from detectors.upgrade import upgrade
 
 
 def _events(seed: int = 12345, days: int = 90) -> list[tuple[str, dict[str, Any]]]:
@@ -128,7 +128,7 @@ def test_version_1_state_is_upgraded_too() -> None:
     for states in (old, expected):
         for st in states.values():
             upgrade(st)
-    assert old == expected and len(old["s1"]["m"]) == len(NEW_MISC)
+    assert old == expected and len(old["s1"]["m"]) == len(Numbers.FIELDS)
 
 
 def test_usage_reason_says_plainly_when_the_segment_fell_too() -> None:
@@ -170,8 +170,8 @@ def test_forwarding_on_a_day_without_located_calls_waits_for_a_call_from_home() 
     call(quiet, 10, direction="in", forwarded_to="18611112222")  # no cell: cannot tell yet
     call(quiet, 11, direction="in", forwarded_to="18611112222")
     back = (start + timedelta(days=41)).isoformat()
-    assert engine.subscribers["s1"]["m"][M_UNC_NEW] == 0
+    assert engine.subscribers["s1"]["m"].waiting_new == 0
     call(back, 9, direction="out", cell_id="C1")  # closes day 40, then confirms at home
     assert engine.counters["forwarding_confirmed"] == 1
-    assert engine.subscribers["s1"]["m"][M_UNC_NEW] == 0  # moved into the forwarding model
-    assert engine.subscribers["s1"]["m"][M_F + 5] > 0  # carried forwarded calls
+    assert engine.subscribers["s1"]["m"].waiting_new == 0  # moved into the forwarding model
+    assert engine.subscribers["s1"]["m"].fwd_acc_new > 0  # carried forwarded calls

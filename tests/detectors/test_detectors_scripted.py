@@ -16,7 +16,6 @@ from datetime import date, timedelta
 from typing import Any
 
 from detectors import Engine, EngineConfig
-from detectors.engine import M_N
 
 START = date(2026, 1, 5)  # a Monday
 HOME = "C10001"
@@ -277,7 +276,7 @@ def test_no_alert_on_a_new_subscriber_in_warm_up() -> None:
 
     engine, alerts = World(crowd(joiner=joiner)).run()
     assert opened(alerts, "joiner") == []
-    assert engine.subscribers["joiner"]["m"][M_N] < 31
+    assert engine.subscribers["joiner"]["m"].age < 31
 
 
 def test_no_alert_on_a_habitual_on_net_forwarder() -> None:

@@ -15,7 +15,6 @@ from river import stats
 
 from detectors import Engine, EngineConfig, Forwarding, OperatorLookup, SpendDrop, deep_sizeof
 from detectors.days import Clock, parse_ts
-from detectors.engine import M_C
 from detectors.state import fingerprint, remember
 from stream.contracts import schema
 
@@ -158,7 +157,7 @@ def test_unknown_profile_is_tracked_and_later_profile_updates_identity() -> None
                                    "account_id": "A9", "segment": "government",
                                    "tier": "gold", "account_manager": "AM9"})
     assert engine.subscribers["nobody"]["p"][3] == "government"
-    assert engine.subscribers["nobody"]["m"][M_C] >= 0
+    assert engine.subscribers["nobody"]["m"].closed >= 0
 
 
 def test_events_after_port_out_are_ignored() -> None:

@@ -1,0 +1,232 @@
+"""Days: closing a subscriber's days in event time, the models learning from each closed
+day (part of :class:`detectors.engine.Engine`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.forwarding import Forwarding
+from detectors.judgement import (
+    ENGINE_KEY,
+    SPEND_MILLI,
+    SPEND_SCALE,
+    Judgement,
+    State,
+)
+from detectors.spend import SpendDrop
+from detectors.state import (
+    STATE_VERSION,
+    DayCounts,
+    Numbers,
+)
+from detectors.upgrade import upgrade
+
+__all__ = ["DayClose"]
+
+
+class DayClose(Judgement):
+    """Close days: apply their counters to the models, then judge."""
+
+    def _confirm(self, st: State, fwd: Forwarding | None = None) -> None:
+        """A call from home confirms forwarding seen on days with no located call."""
+        m = st["m"]
+        model = fwd
+        if model is None:
+            if not m.fwd_days:
+                m.waiting_in = m.waiting_new = 0
+                return
+            model = self._fwd(st)
+        model.acc_in = round(model.acc_in + m.waiting_in, 2)
+        model.acc_new = round(model.acc_new + m.waiting_new, 2)
+        m.waiting_in = m.waiting_new = 0
+        if fwd is None:
+            m.forwarding = model.to_state()
+        self.counters["forwarding_confirmed"] += 1
+
+
+    def _apply_money(self, st: State, row: DayCounts, day: int) -> None:
+        """Apply a day's plan changes and bills (at close, or at once when late)."""
+        if row.plan_change and "s" in st:
+            spend, usage = self._models(st)
+            spend.shift(row.plan_change / 1000.0 / 30.0)
+            st["s"] = SpendDrop.pack_models(spend, usage)
+        if row.downgrades:
+            st["m"].downgrade = day
+            self.counters["plan_downgrade"] += row.downgrades
+        if row.bills:
+            self._bill(st, row.bill_cents / 100.0, day)
+
+    def _bill(self, st: State, amount: float, day: int) -> None:
+        m = st["m"]
+        bill = self._bill_level
+        bill.n, bill.mean, bill.ratio, _ = m.bill
+        bill.update(amount)
+        m.bill = [bill.n, bill.mean, bill.ratio, day]
+
+
+    def _advance(self, ts: float) -> list[dict[str, Any]]:
+        """Event time moved on: sweep every subscriber to the last closable day."""
+        clock = self.clock
+        target = clock.closable(ts)
+        self._next_sweep = clock.close_time(target + 1)
+        if self._closed_to is not None and target <= self._closed_to:
+            return []
+        first = self._closed_to is None
+        self._closed_to = target
+        self.population.store[ENGINE_KEY] = {"v": STATE_VERSION, "closed_to": target}
+        if first or not self.config.sweep:
+            return []
+        self.counters["sweeps"] += 1
+        alerts: list[dict[str, Any]] = []
+        store = self.subscribers
+        for sid in sorted(store):
+            st = store[sid]
+            if "x" in st:
+                continue
+            if st["v"] != STATE_VERSION or type(st["m"]) is not Numbers:
+                upgrade(st)
+            c = st["m"].closed
+            if c < 0 or c >= target:
+                continue
+            alerts.extend(self._close_until(sid, st, target))
+            store[sid] = st
+        return alerts
+
+    def _close_until(self, sid: str, st: State, target: int) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = []
+        rows: list[DayCounts] = st["o"]
+        m = st["m"]
+        base = m.closed
+        day = base + 1
+        while day <= target:
+            row = None
+            if rows and rows[0].day + base == day:
+                row = rows.pop(0)
+                row.day = day  # out of the state: absolute again
+            alerts.extend(self._close_day(sid, st, day, row))
+            m.closed = day
+            day += 1
+        for row in rows:
+            row.day -= target - base
+        return alerts
+
+    @staticmethod
+    def _away(st: State, row: DayCounts | None) -> bool:
+        """Was the subscriber away from home on ``row``'s day (the cell numbers in ``"m"``)?
+
+        One call from another cell is a commute; two in a row from the same other cell, or
+        ``HomeCell.away_run`` other cells in a row, with no call from the home cell in between, is a
+        stay elsewhere (it holds until a call from home). A day is judged by the state after
+        its own last located call, or, without one, like the day before: never by calls of
+        the next day, which may or may not have arrived yet.
+        """
+        if row is not None and row.away_end >= 0:
+            return bool(row.away_end)
+        return bool(st["m"].day_away)
+
+    def _close_day(
+        self, sid: str, st: State, day: int, row: DayCounts | None
+    ) -> list[dict[str, Any]]:
+        self.counters["closed_days"] += 1
+        m = st["m"]
+        m.age += 1
+        away = self._away(st, row)
+        m.day_away = int(away)
+        if row is None:
+            row = DayCounts.at(day)
+        self._apply_money(st, row, day)
+        n_in, n_fwd, _, n_new, n_out, n_located, n_away = row.counts
+        spend, usage = self._models(st)
+        fwd = self._fwd(st)
+        if away:
+            self.counters["away_days"] += 1
+            fwd.close_day(n_in, n_fwd, 0)
+        else:
+            cents = max(row.call_charge, row.bill_charge) // SPEND_MILLI
+            spend.update(cents)
+            usage.update(n_out)
+            if n_new and not n_located > 2 * n_away:
+                # Forwarding on a day with no call from home: a trip or a switch, cannot
+                # tell yet; neither evidence nor normal. Without any located call it waits,
+                # decaying like carried evidence, for the next call from home to confirm it
+                # (a trip shows itself by calls from elsewhere, which drop it).
+                fwd.close_day(0, 0, 0)
+                if not n_located:
+                    carry = fwd.carry
+                    m.waiting_in = round((m.waiting_in + n_in) * carry, 2) or 0
+                    m.waiting_new = round((m.waiting_new + n_new) * carry, 2) or 0
+            else:
+                if m.waiting_new:
+                    self._confirm(st, fwd)
+                fwd.close_day(n_in, n_fwd, n_new)
+            if spend.ready and usage.ready:
+                segment = st["p"].segment if "p" in st else "unknown"
+                self.population.add(
+                    segment,
+                    day,
+                    (cents, round(spend.mean * SPEND_SCALE), 100 * n_out,
+                     round(usage.mean * 100)),
+                )
+        self._cusum(st, day, None if away else n_out, usage, away,
+                    n_located > n_away)
+        if not away:
+            incoming = self._incoming
+            incoming.n, incoming.base, incoming.fast = m.incoming
+            incoming.update(float(n_in))
+            m.incoming = [incoming.n, incoming.base, incoming.fast]
+        if row.operator >= 0:
+            m.fwd_operator = row.operator
+        st["s"] = SpendDrop.pack_models(spend, usage)
+        m.forwarding = fwd.to_state()
+        close = self.clock.close_time(day)
+        self._closed_row = row  # for the reasons' figures only
+        alerts = self._judge(
+            sid, st, day, close, self.clock.iso(close), daily=True, today=None, away=away,
+            models=(spend, usage, fwd),
+        )
+        self._closed_row = None
+        return alerts
+
+    def _cusum(
+        self, st: State, day: int, count: int | None, usage: SpendDrop, away: bool,
+        seen_home: bool,
+    ) -> None:
+        """Poisson CUSUM (Page's test, as River's ``drift.PageHinkley(mode="down")`` but on
+        the log-likelihood ratio of a rate drop) on daily outgoing calls.
+
+        A day's count is judged one day late, against the baseline times its segment's
+        ratio for that same day (complete by then), so weekly rhythm and holidays that hit
+        the whole segment cancel out. The level at the last call from the home cell is
+        kept: when a stay elsewhere is recognised, the quiet days since then are put down
+        to the trip and the level goes back to it. Kept in ``"m"``: the level, whether
+        yesterday's count is pending, that count, and the level at the last home call.
+        """
+        cfg = self.config
+        m = st["m"]
+        if m.pending and m.age > cfg.warmup_days and usage.mean >= cfg.min_daily_calls:
+            segment = st["p"].segment if "p" in st else "unknown"
+            factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
+            lam = usage.mean * (factor if factor is not None else 1.0)
+            if m.in_base >= 0.5:
+                # Presence: incoming calls fall with outgoing ones when the subscriber is
+                # away or simply quiet (a trip with no call from elsewhere, a bad week),
+                # but only at half the pace when outgoing calls move to another SIM.
+                lam *= min(1.0, m.in_fast / m.in_base / cfg.presence_ratio)
+            # Dispersion of the daily counts, and the baseline's own uncertainty while it
+            # rests on few days (a young baseline is a noisy yardstick).
+            phi = min(cfg.cusum_phi_max, max(1.0, usage.var / usage.mean)) * (
+                1.0 + 7.0 / max(usage.n, 1)
+            )
+            cusum = self._usage_cusum
+            cusum.level = m.cusum
+            cusum.expect(lam, phi)
+            cusum.update(m.pending_count)
+            m.cusum = cusum.level
+        if away:
+            m.cusum = min(m.cusum, m.cusum_home)
+        elif seen_home:
+            m.cusum_home = m.cusum
+        if count is None:
+            m.pending, m.pending_count = 0, 0
+        else:
+            m.pending, m.pending_count = 1, count

@@ -1,0 +1,388 @@
+"""Judgement: a subscriber's models as signals, a risk score and zone, the alert policy's
+decision, and the alert with its reasons (part of :class:`detectors.engine.Engine`)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import MutableMapping
+from typing import Any
+
+from detectors.bill import BillLevel
+from detectors.config import MODEL_VERSION, EngineConfig
+from detectors.days import Clock
+from detectors.forwarding import Forwarding
+from detectors.numbers import OperatorLookup
+from detectors.policy import AlertPolicy
+from detectors.population import Population
+from detectors.presence import HomeCell
+from detectors.risk import Assessment, Signal, combine, drop_score
+from detectors.spend import SpendDrop
+from detectors.state import (
+    DayCounts,
+    Profile,
+)
+from detectors.usage import IncomingRate, PoissonCusum
+
+__all__ = ["Judgement"]
+
+State = dict[str, Any]
+
+UNKNOWN_PROFILE = Profile.new()
+FAMILIAR_SIZE = 2
+FAMILIAR_MIN = 3
+ENGINE_KEY = "__engine__"  # the engine's own event-time position, in the population store
+NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
+SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise
+SPEND_MILLI = 1000 // SPEND_SCALE
+CARRY_FWD_STRENGTH = {0.6: 0.55, 1.0: 0.75}
+
+
+def _milli(amount: Any) -> int:
+    return round(float(amount) * 1000) if amount else 0
+
+
+
+class Judgement:
+    """Judge subscribers from their state: the last stage of the engine."""
+
+    # Set by :class:`detectors.engine.Engine` (see its ``__init__``).
+    config: EngineConfig
+    subscribers: MutableMapping[str, State]
+    population: Population
+    counters: Counter[str]
+    signals: list[dict[str, Any]]
+    clock: Clock
+    lookup: OperatorLookup
+    _emit_signals: bool
+    _operators: list[str]
+    _operator_cache: dict[str, tuple[bool, int]]
+    _watermark: float
+    _closed_to: int | None
+    _next_sweep: float
+    _closed_row: DayCounts | None
+    _home: HomeCell
+    _usage_cusum: PoissonCusum
+    _incoming: IncomingRate
+    _bill_level: BillLevel
+    _fwd_params: dict[str, float]
+
+    def _models(self, st: State) -> tuple[SpendDrop, SpendDrop]:
+        """The spend (in tenths of a yuan) and usage (outgoing calls) models, kept in one
+        list ``"s"`` (:meth:`SpendDrop.pack`)."""
+        cfg = self.config
+        if "s" in st:
+            return SpendDrop.unpack(st["s"], cfg.baseline_days, cfg.recent_days, (SPEND_SCALE, 1))
+        return (SpendDrop(cfg.baseline_days, cfg.recent_days, SPEND_SCALE),
+                SpendDrop(cfg.baseline_days, cfg.recent_days, 1))
+
+    def _fwd(self, st: State) -> Forwarding:
+        return Forwarding.from_state(st["m"].forwarding, **self._fwd_params)
+
+    def _judge(
+        self,
+        sid: str,
+        st: State,
+        day: int,
+        now: float,
+        ts_iso: str,
+        daily: bool,
+        today: DayCounts | None,
+        away: bool = False,
+        models: tuple[SpendDrop, SpendDrop, Forwarding] | None = None,
+    ) -> list[dict[str, Any]]:
+        assessment = self.assess(st, day, today=today, away=away, models=models)
+        cooldown = self.config.cooldown_days * 86400.0
+        policy = (
+            AlertPolicy.from_state(st["a"], self.config.resolve_days, cooldown)
+            if "a" in st
+            else AlertPolicy(self.config.resolve_days, cooldown)
+        )
+        status = policy.step(assessment.level, now, daily and not assessment.hold)
+        if policy.level or policy.resolved_at > NEVER:
+            st["a"] = policy.to_state()
+        if self._emit_signals and "p" in st and st["p"].group_id:
+            self._member_signal(sid, st, day, ts_iso, assessment, models)
+        if status is None:
+            return []
+        self.counters[f"alerts_{status}"] += 1
+        return [self._alert(sid, st, status, assessment, ts_iso, policy.start, models)]
+
+    def assess(
+        self,
+        st: State,
+        day: int,
+        today: DayCounts | None = None,
+        away: bool = False,
+        models: tuple[SpendDrop, SpendDrop, Forwarding] | None = None,
+    ) -> Assessment:
+        """Judge a subscriber's state as of ``day`` (``today``: the open day's counters)."""
+        cfg = self.config
+        m = st["m"]
+        if models is None:
+            spend, usage = self._models(st)
+            fwd = self._fwd(st)
+        else:
+            spend, usage, fwd = models
+        signals: list[Signal] = []
+        segment = st["p"].segment if "p" in st else "unknown"
+        warm = m.age >= cfg.warmup_days
+        silent = absent = False
+        if warm and not away:
+            first = day - cfg.recent_days + 1
+            rebased = m.downgrade >= 0 and day - m.downgrade < cfg.recent_days
+            cusum = m.cusum
+            absent = (
+                m.in_base >= 0.5 and m.in_fast < cfg.absent_ratio * m.in_base
+                and usage.ratio_week < cfg.absent_ratio
+            )
+            if absent:
+                self.counters["absent_judgements"] += 1
+            elif (usage.ready and usage.mean >= cfg.min_daily_calls
+                  and cusum >= cfg.cusum_green):
+                pop = self.population.ratio(segment, first, day - 1, metric=1)
+                signals.append(self._usage_signal(usage, cusum, pop, segment))
+            if spend.ready and spend.mean >= cfg.min_daily_spend and not rebased:
+                pop = self.population.ratio(segment, first, day - 1, metric=0)
+                sig = self._drop("spend_drop", spend, pop, segment)
+                if sig is not None:
+                    signals.append(sig)
+            quiet = day - m.last_active if m.last_active >= 0 and today is None else 0
+            if quiet and usage.ready and usage.mean >= 0.05:
+                # Days without a call that happen by chance less than once in a thousand
+                # (a Poisson day, its rate cut by the dispersion of this subscriber's days).
+                phi = max(1.0, usage.var / usage.mean)
+                needed = max(cfg.silent_days, math.ceil(6.9 * phi / usage.mean))
+                if quiet >= needed:
+                    silent = True
+                    signals.append(Signal(
+                        "silent", 0.9,
+                        f"no outgoing calls or top-ups for {quiet} days "
+                        f"(usually {usage.mean:.1f} calls a day), and no port-out",
+                        {"days_silent": quiet, "usual_calls_per_day": round(usage.mean, 2)},
+                    ))
+        if not away:
+            n_in = today.n_in if today is not None else 0
+            n_new = today.n_new if today is not None else 0
+            strength = (fwd.evidence(n_in, n_new) if today is not None
+                        else fwd.carried_strength())
+            if strength > 0:
+                signals.append(self._forward_signal(st, fwd, strength, today))
+        if m.bill_n and m.bill_ratio < cfg.bill_ratio and day - m.bill_day <= 31:
+            signals.append(Signal(
+                "bill_drop", 0.3,
+                f"the last monthly bill is {m.bill_ratio:.0%} of the usual "
+                f"{m.bill_mean:.2f} yuan",
+                {"ratio": m.bill_ratio, "usual_bill": m.bill_mean},
+            ))
+        assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
+        assessment.hold = away or absent
+        return assessment
+
+    def _drop(
+        self, code: str, model: SpendDrop, pop: float | None, segment: str
+    ) -> Signal | None:
+        cfg = self.config
+        factor = min(1.0, pop) if pop is not None else 1.0
+        strengths: list[float] = []
+        for days, start, full in (
+            (cfg.recent_days, cfg.drop_ratio_start, cfg.drop_ratio_full),
+            (7, cfg.week_ratio_start, cfg.week_ratio_full),
+        ):
+            recent, expected, spread = model.window(days)
+            expected *= factor
+            if expected <= 0:
+                strengths.append(0.0)
+                continue
+            strengths.append(
+                drop_score(recent / expected, (recent - expected) / spread, start, full,
+                           cfg.drop_z)
+            )
+        # Both the fortnight and the last week must show it for full strength: a bad
+        # week alone, or a fortnight that has already recovered, is half the evidence.
+        best = round(sum(strengths) / len(strengths), 2)
+        best_days = cfg.recent_days if strengths[0] >= strengths[1] else 7
+        if best <= 0:
+            return None
+        recent, own, _ = model.window(best_days)
+        what = "spend" if code == "spend_drop" else "outgoing calls"
+        period = "a fortnight" if best_days == 14 else "a week"
+        if code == "spend_drop":
+            figures_text = f"{recent:.2f} yuan against a usual {own:.2f} {period}"
+        else:
+            figures_text = f"{recent:.0f} calls against a usual {own:.1f} {period}"
+        summary, figures = self._versus(
+            f"{what} over the last {best_days} days at home", recent, own, factor, segment,
+            figures_text,
+        )
+        figures["days"] = best_days
+        return Signal(code, best, summary, figures)
+
+    def _versus(
+        self, what: str, recent: float, own: float, factor: float, segment: str,
+        figures_text: str,
+    ) -> tuple[str, dict[str, Any]]:
+        """A sentence comparing ``recent`` with the subscriber's own baseline ``own``, and,
+        when the whole segment fell over the same days, with what that leaves expected."""
+        cfg = self.config
+        ratio = recent / own if own > 0 else 1.0
+        verb = "is" if what.startswith("spend") else "are"
+        summary = (f"{what} {verb} {ratio:.0%} of this subscriber's {cfg.baseline_days}-day "
+                   f"baseline ({figures_text})")
+        figures: dict[str, Any] = {
+            "recent": round(recent, 2), "baseline": round(own, 2), "ratio": round(ratio, 3),
+        }
+        if factor < 0.95:
+            expected = own * factor
+            against = recent / expected if expected > 0 else 1.0
+            summary += (f"; the {segment} segment as a whole fell to {factor:.0%} of its "
+                        f"usual over the same days, and against that this subscriber is at "
+                        f"{against:.0%}")
+            figures.update({"segment_ratio": round(factor, 3),
+                            "ratio_vs_segment": round(against, 3)})
+        return summary, figures
+
+    def _usage_signal(
+        self, usage: SpendDrop, cusum: float, pop: float | None, segment: str
+    ) -> Signal:
+        cfg = self.config
+        strength = (cfg.usage_red_strength if cusum >= cfg.cusum_red
+                    else 0.5 if cusum >= cfg.cusum_yellow else cfg.usage_green_strength)
+        factor = min(1.0, pop) if pop is not None else 1.0
+        recent, own, _ = usage.window(cfg.recent_days)
+        summary, figures = self._versus(
+            f"outgoing calls over the last {cfg.recent_days} days at home", recent, own,
+            factor, segment, f"{recent:.0f} calls against a usual {own:.1f} a fortnight",
+        )
+        figures.update({"days": cfg.recent_days, "cusum": cusum})
+        return Signal("usage_drop", strength, summary, figures)
+
+    def _forward_signal(
+        self, st: State, fwd: Forwarding, strength: float, today: DayCounts | None
+    ) -> Signal:
+        value = CARRY_FWD_STRENGTH[strength] + (0.1 if fwd.streak >= 2 else 0.0)
+        op_index = (today.operator if today is not None and today.operator >= 0
+                    else st["m"].fwd_operator)
+        operator = self._operators[op_index] if 0 <= op_index < len(self._operators) else None
+        where = f"a {operator} number" if operator else "an off-net number"
+        usual = (f"usually {round(100 * fwd.usual_new_off)}% of their incoming calls go to "
+                 f"such numbers")
+        if today is not None:
+            summary = (f"{today.n_new} of {today.n_in} incoming calls today forwarded to "
+                       f"{where} they never called before; {usual}")
+            figures: dict[str, Any] = {"forwarded": today.n_new, "incoming": today.n_in}
+        else:
+            last = self._closed_row
+            running = f"{fwd.streak} day{'s' if fwd.streak != 1 else ''} running"
+            if last is not None and last.n_in:
+                summary = (f"{last.n_new} of {last.n_in} incoming calls on "
+                           f"{self.clock.date(last.day)} forwarded to {where} not called "
+                           f"before ({running}); {usual}")
+                figures = {"days": fwd.streak, "forwarded": last.n_new, "incoming": last.n_in}
+            else:
+                summary = f"incoming calls forwarded to {where} ({running}); {usual}"
+                figures = {"days": fwd.streak}
+        figures.update({"usual_share": fwd.usual_new_off, "operator": operator,
+                        "carried_in": fwd.acc_in, "carried_forwarded": fwd.acc_new})
+        return Signal("forwarding_off_net", value, summary, figures)
+
+    def _member_signal(
+        self,
+        sid: str,
+        st: State,
+        day: int,
+        ts_iso: str,
+        assessment: Assessment,
+        models: tuple[SpendDrop, SpendDrop, Forwarding] | None,
+    ) -> None:
+        operator = None
+        for sig in assessment.signals:
+            if sig.code == "forwarding_off_net":
+                operator = sig.figures.get("operator") or "off-net"
+        spend = models[0] if models is not None else self._models(st)[0]
+        ratio = None
+        value = 30.0 * spend.mean if spend.n else 0.0
+        if spend.ready:
+            recent, expected, _ = spend.window(self.config.recent_days)
+            ratio = round(recent / expected, 2) if expected > 0 else None
+        self._emit(sid, st, ts_iso, day, assessment.zone, operator, ratio, value=value)
+
+    def _emit(
+        self,
+        sid: str,
+        st: State,
+        ts_iso: str,
+        day: int,
+        zone: str | None,
+        operator: str | None,
+        ratio: float | None,
+        value: float = 0.0,
+        left: str | None = None,
+    ) -> None:
+        """Append a member signal if it differs from the last one this member emitted."""
+        # Value in steps of about 10% (log scale): the group's value at stake follows it.
+        key = [zone, operator, None if ratio is None else round(ratio * 10), left,
+               round(10 * math.log1p(value))]
+        if st.get("g") == key:
+            return
+        st["g"] = key
+        profile = st["p"]
+        self.signals.append({
+            "group_id": profile.group_id, "subscriber_id": sid, "ts": ts_iso, "day": day,
+            "zone": zone, "operator": operator, "spend_ratio": ratio,
+            "monthly_value": round(value, 2), "left": left,
+            "segment": profile.segment, "account_id": profile.account_id,
+            "account_manager": profile.account_manager,
+        })
+
+    def _alert(
+        self,
+        sid: str,
+        st: State,
+        status: str,
+        assessment: Assessment,
+        ts_iso: str,
+        start: int,
+        models: tuple[SpendDrop, SpendDrop, Forwarding] | None,
+    ) -> dict[str, Any]:
+        cfg = self.config
+        profile = st.get("p") or UNKNOWN_PROFILE
+        msisdn, account_id, group_id, segment, tier, manager = profile
+        spend = models[0] if models is not None else self._models(st)[0]
+        daily = spend.mean if spend.n else (
+            spend.recent_total / len(spend.recent) if spend.recent else 0.0
+        )
+        weight = cfg.segment_weights.get(str(segment), 1.0) * cfg.tier_weights.get(
+            str(tier), 1.0
+        )
+        zone = assessment.zone
+        digest = hashlib.sha1(f"{sid}|{start}|{zone}|{status}".encode()).hexdigest()[:24]
+        reasons = assessment.reasons()
+        if status == "resolved":
+            reasons.insert(0, {
+                "code": "resolved",
+                "summary": f"no warning sign on each of the last {cfg.resolve_days} days; "
+                           f"risk score now {assessment.score:.2f} (0 to 1)",
+                "figures": {"days": cfg.resolve_days, "risk_score": assessment.score},
+            })
+        return {
+            "alert_id": digest,
+            "kind": "subscriber",
+            "status": status,
+            "subscriber_id": sid,
+            "msisdn": msisdn,
+            "account_id": account_id,
+            "group_id": group_id,
+            "segment": segment,
+            "tier": tier,
+            "account_manager": manager,
+            "zone": zone,
+            "risk_score": assessment.score,
+            "value_at_risk": round(30.0 * daily * weight, 2),
+            "reasons": reasons,
+            "ts": ts_iso,
+            "schema_version": 1,
+            "model_version": MODEL_VERSION,
+        }
+
