@@ -436,8 +436,9 @@ class BatchProcessor:
             metrics.events_out_of_order.inc(late)
             self._out_of_order_reported += late
         metrics.subscribers_tracked.set(len(self.tables.subscriber_index))
-        metrics.table_keys.labels(table="subscribers").set(len(self.tables.subscribers.data))
-        metrics.table_keys.labels(table="population").set(len(self.tables.population.data))
+        # The indexes, not len(store): a RocksDB store counts by walking every key.
+        metrics.table_keys.labels(table="subscribers").set(len(self.tables.subscriber_index))
+        metrics.table_keys.labels(table="population").set(len(self.tables.population_index))
 
 
 def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,

@@ -550,7 +550,8 @@ def test_asyncapi_document_describes_the_alert_topic() -> None:
     payload = message["payload"]
     assert payload["schemaFormat"].startswith("application/schema+json;version=draft-07")
     schema_path = (ASYNCAPI.parent / payload["schema"]["$ref"]).resolve()
-    assert schema_path == (REPO / "stream" / "contracts" / "schemas" / "alert.schema.json").resolve()
+    schemas = REPO / "stream" / "contracts" / "schemas"
+    assert schema_path == (schemas / "alert.schema.json").resolve()
     validate = fastjsonschema.compile(contracts.schema("alert"))
     assert message["examples"]
     for example in message["examples"]:

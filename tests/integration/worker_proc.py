@@ -41,6 +41,9 @@ def main() -> int:
             )
             snapshot = {
                 "recovered": not app.in_recovery and app.rebalancing is False,
+                # Changelog records read by recovery (both tables): a worker restarted on
+                # its local RocksDB state reads only the tail.
+                "restored": tables.subscriber_index.restored + tables.population_index.restored,
                 "assigned": assigned,
                 "subscribers": dict(tables.subscribers.data),
                 # Per input topic-partition: the offset below which every message is in
