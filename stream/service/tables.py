@@ -450,8 +450,10 @@ class StateTables:
                  population_index: PartitionIndex | None = None) -> None:
         self.subscribers = subscribers
         self.population = population
-        self.subscriber_index = subscriber_index or PartitionIndex()
-        self.population_index = population_index or PartitionIndex()
+        # ``is None``, not ``or``: an empty index is falsy, and the one given is the one
+        # recovery fills.
+        self.subscriber_index = PartitionIndex() if subscriber_index is None else subscriber_index
+        self.population_index = PartitionIndex() if population_index is None else population_index
         self.subscriber_cache = BatchCache(self.subscribers, self.subscriber_index)
         self.population_cache = BatchCache(self.population, self.population_index)
         self.wal = WalReader()
