@@ -41,7 +41,12 @@ TARGETS = {
     "restart_local_s": 15.0,
     "full_restore_s": 120.0,
 }
-READY_TIMEOUT_S = 900.0
+READY_TIMEOUT_S = 1800.0
+
+
+def _say(what: str, figure: Any) -> None:
+    # Each phase as it ends: a long run that is cut short still has its figures.
+    print(f"bench: scale: {what}: {figure}", file=sys.stderr, flush=True)
 
 
 def _status(pid: int) -> dict[str, int]:
@@ -153,6 +158,7 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
     figures: dict[str, Any] = {
         "keys": keys, "state_bytes_mean": sum(map(len, samples)) / len(samples),
         "changelog_written_s": time.perf_counter() - started}
+    _say("changelog written", figures)
 
     def send_calls(n: int, seed: int, first_id: int) -> None:
         for sid, value in _calls(keys, n, day, seed, first_id):
@@ -166,6 +172,7 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
         first = _Worker(settings, workdir, "scale-a", "scale-a1")
         workers.append(first)
         figures["full_restore_first_start"] = ready = first.wait_consumed(1)
+        _say("full restore, first start", ready)
         done = first.wait_consumed(events)
         rate = None
         if ready["seconds_to_ready"] is not None and done["seconds_to_ready"] is not None:
@@ -174,14 +181,17 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
         figures["events"] = {"events": events, "events_per_s": rate,
                              "rss_bytes": done.get("VmRSS"), "peak_rss_bytes": done.get("VmHWM"),
                              "rss_after_restore_bytes": ready.get("VmRSS")}
+        _say("events", figures["events"])
         first.kill9()
         figures["disk_bytes"] = _du(workdir / "scale-a")
         figures["disk_bytes_per_subscriber"] = figures["disk_bytes"] / keys
+        _say("disk bytes per subscriber", figures["disk_bytes_per_subscriber"])
         # 2. kill -9, the same data directory.
         again = _Worker(settings, workdir, "scale-a", "scale-a2")
         workers.append(again)
         send_calls(1, 3, events)
         figures["restart_local_state"] = again.wait_consumed(1)
+        _say("restart on local state", figures["restart_local_state"])
         again.kill9()
         # 3. kill -9, an empty data directory.
         empty = _Worker(settings, workdir, "scale-b", "scale-b")
