@@ -180,14 +180,15 @@ class BatchCache:
         self.dirty[key] = partition
         self.index.discard(partition, key)
 
-    def drain(self, *, unsettled: bool = True) -> list[tuple[int, str, bytes | None]]:
+    def drain(self, *, undo: bool = False) -> list[tuple[int, str, bytes | None]]:
         """Put every touched key in the table; return ``(partition, key, serialized value
         or None for a deletion)`` of each, for the changelog.
 
-        A local store marks the partitions written (``unsettled``) until its ``settle``
-        says the changelog has the batch; a partition still marked when the worker starts
-        again is restored from the changelog in full (a table whose owner never settles
-        is always restored in full, as on the memory store)."""
+        A local store marks the partitions written until its ``settle`` says the changelog
+        has the batch. A partition still marked when the worker starts again gets the values
+        the batch replaced back (``undo``: the owner settles each batch before the next,
+        and its input comes again) or is restored from the changelog in full (a table
+        whose owner never settles is always restored in full, as on the memory store)."""
         data = self.data
         dumps = orjson.dumps
         out: list[tuple[int, str, bytes | None]] = []
@@ -202,7 +203,7 @@ class BatchCache:
                 if not self.partitioned:
                     data[key] = value
         if self.partitioned and out:
-            data.write(((p, k.encode(), v) for p, k, v in out), unsettled=unsettled)
+            data.write(((p, k.encode(), v) for p, k, v in out), unsettled=True, undo=undo)
         self.dirty.clear()
         self.cache.clear()
         return out
@@ -531,8 +532,8 @@ class StateTables:
     def stage(self) -> Staged:
         """Move the batch's changes into the tables; the records that make them durable
         (a write-ahead copy per partition, then the per-key records)."""
-        staged = Staged(self, subscribers=self.subscriber_cache.drain(),
-                        population=self.population_cache.drain())
+        staged = Staged(self, subscribers=self.subscriber_cache.drain(undo=True),
+                        population=self.population_cache.drain(undo=True))
         by_partition: dict[int, list[tuple[bytes, str, bytes | None]]] = defaultdict(list)
         for tag, records in ((b"s", staged.subscribers), (b"p", staged.population)):
             for partition, key, value in records:

@@ -85,6 +85,25 @@ def test_a_partition_written_but_never_settled_is_restored_in_full(tmp_path: Pat
     _close(again)
 
 
+def test_an_unsettled_batch_with_its_undo_is_rolled_back(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    store = table.data
+    store.write([(0, b"a", b"1"), (0, b"b", b"2")], unsettled=True, undo=True)
+    store.settle({0})
+    store.set_persisted_offset(_tp(table, 0), 7)
+    # The next batch changes a, deletes b, adds c; the worker dies before it settles.
+    store.write([(0, b"a", b"10"), (0, b"b", None), (0, b"c", b"3")], unsettled=True,
+                undo=True)
+    _close(table)
+
+    again = _table(tmp_path)
+    db = again.data._db_for_partition(0)
+    assert (db.get(b"a"), db.get(b"b"), db.get(b"c")) == (b"1", b"2", None)
+    assert list(again.data.partition_keys(0)) == [b"a", b"b"]  # the mark is gone
+    assert again.data.persisted_offset(_tp(again, 0)) == 7  # the tail is read from there
+    _close(again)
+
+
 def test_the_index_is_loaded_from_the_local_store(tmp_path: Path) -> None:
     subscribers, population = _table(tmp_path), _table(tmp_path, "population")
     subscribers.data.write([(0, b"s0", b"{}"), (1, b"s1", b"{}"), (1, b"s2", b"{}")])

@@ -23,7 +23,9 @@ database before its write-ahead copy reaches the broker (:mod:`stream.service.ta
 With ``unsettled=True`` the same write batch sets a marker in that partition's database;
 :meth:`~PartitionedRocksStore.settle` removes it once the copy is on the broker. A
 database opened with the marker set (the worker died in between) may hold a batch the
-changelog never got, so it is emptied and restored from the changelog in full.
+changelog never got. With ``undo=True`` the marker holds the values the batch replaced,
+and they are put back (the batch's input is delivered again, as its offsets were not
+committed); a bare marker empties the database, to be restored from the changelog in full.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 from faust.stores.rocksdb import Store
 
 #: Key of the "a batch is written here but not yet on the changelog" marker.
@@ -73,18 +76,22 @@ class PartitionedRocksStore(Store):
             f"table {self.table_name}: a new key needs its partition (PartitionedRocksStore.write)")
 
     def write(self, records: Iterable[tuple[int, bytes, bytes | None]], *,
-              unsettled: bool = False) -> None:
+              unsettled: bool = False, undo: bool = False) -> None:
         """Write serialized ``(partition, key, value or None to delete)`` records; with
-        ``unsettled``, mark each partition written until :meth:`settle`."""
+        ``unsettled``, mark each partition written until :meth:`settle` (with ``undo``,
+        the mark keeps the values replaced)."""
         import rocksdict
 
         batches: dict[int, Any] = {}
+        replaced: dict[int, list[tuple[str, str | None]]] = {}
         for partition, key, value in records:
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
-                if unsettled:
-                    batch.put(UNSETTLED_KEY, b"1")
+                replaced[partition] = []
+            if unsettled and undo:
+                old = self._db_for_partition(partition).get(key)
+                replaced[partition].append((key.decode(), None if old is None else old.decode()))
             if value is None:
                 batch.delete(key)
                 self._key_index.pop(key, None)
@@ -92,6 +99,9 @@ class PartitionedRocksStore(Store):
                 batch.put(key, value)
                 self._key_index[key] = partition
         for partition, batch in batches.items():
+            if unsettled:
+                batch.put(UNSETTLED_KEY, orjson.dumps({"undo": replaced[partition]})
+                          if undo else b"1")
             self._db_for_partition(partition).write(batch)
 
     def settle(self, partitions: Iterable[int]) -> None:
@@ -109,7 +119,24 @@ class PartitionedRocksStore(Store):
 
     def _open_for_partition(self, partition: int) -> Any:
         db = super()._open_for_partition(partition)
-        if db.get(UNSETTLED_KEY) is None:
+        mark = db.get(UNSETTLED_KEY)
+        if mark is None:
+            return db
+        undo = orjson.loads(mark).get("undo") if mark.startswith(b"{") else None
+        if undo is not None:
+            import rocksdict
+
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for key, old in undo:
+                if old is None:
+                    batch.delete(key.encode())
+                else:
+                    batch.put(key.encode(), old.encode())
+            batch.delete(UNSETTLED_KEY)
+            db.write(batch)
+            self.log.warning("%s partition %d: the last batch written locally was not on the "
+                             "changelog; %d keys put back as they were before it",
+                             self.table_name, partition, len(undo))
             return db
         self.log.warning("%s partition %d: the last batch written locally may not be on the "
                          "changelog; restoring the partition from the changelog",
