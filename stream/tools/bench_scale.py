@@ -13,9 +13,10 @@ Then, on one worker process with ``CHURNWATCH_STORE=rocksdb://``:
    (the working set is the whole table; the worker keeps only a small RocksDB block cache
    in memory, see :mod:`stream.service.faust_internals.rocksdb_store`);
 3. **RSS**: the worker's resident and peak resident memory (``/proc/<pid>/status``);
-4. **restart on local state**: ``kill -9``, then the same data directory again; time to
-   the first processed event, and after the group assignment (the rest is the group
-   waiting for the dead member's session to expire);
+4. **restart on local state**: ``kill -9`` (5 s after the last event, so that the last
+   batch is on the changelog), then the same data directory again; time to the first
+   processed event, and after the group assignment (the rest is the group waiting for
+   the dead member's session to expire);
 5. **full restore after kill -9**: ``kill -9``, then an empty data directory;
 6. **disk**: bytes per subscriber of the data directory (every table, RocksDB's files).
 """
