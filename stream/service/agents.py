@@ -481,8 +481,9 @@ class BatchProcessor:
             self._forced_reported += forced
         metrics.order_lag.set(self.reorder.lag_s())
         metrics.subscribers_tracked.set(len(self.tables.subscriber_index))
-        metrics.table_keys.labels(table="subscribers").set(len(self.tables.subscribers.data))
-        metrics.table_keys.labels(table="population").set(len(self.tables.population.data))
+        # The indexes, not len(store): a RocksDB store counts by walking every key.
+        metrics.table_keys.labels(table="subscribers").set(len(self.tables.subscriber_index))
+        metrics.table_keys.labels(table="population").set(len(self.tables.population_index))
 
 
 class DeadLetters:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -73,6 +73,10 @@ class PartitionIndex:
 
     def __init__(self) -> None:
         self.keys: dict[int, set[str]] = defaultdict(set)
+        #: partitions whose keys were read from a local store (see :meth:`load`)
+        self.loaded: set[int] = set()
+        #: changelog records read by recovery since the start (write-ahead chunks too)
+        self.restored = 0
 
     def add(self, partition: int, key: str) -> None:
         self.keys[partition].add(key)
@@ -85,13 +89,31 @@ class PartitionIndex:
         dropped: list[str] = []
         for p in partitions:
             dropped.extend(self.keys.pop(p, ()))
+            self.loaded.discard(p)
         return dropped
+
+    def load(self, store: Any, partitions: Iterable[int]) -> int:
+        """Index the keys a local (RocksDB) store already holds for ``partitions``; recovery
+        reads only the changelog past them. Each partition once until it is dropped; the
+        number of keys read."""
+        n = 0
+        for p in partitions:
+            if p in self.loaded:
+                continue
+            keys = self.keys[p]
+            for raw in store.partition_keys(p):
+                if not is_wal_key(raw):
+                    keys.add(raw.decode("utf-8"))
+                    n += 1
+            self.loaded.add(p)
+        return n
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.keys.values())
 
     async def on_changelog_event(self, event: Any) -> None:
         """Faust ``on_changelog_event`` callback: index keys as recovery reads them."""
+        self.restored += 1
         message = event.message
         key = message.key
         if isinstance(key, bytes):
@@ -104,12 +126,23 @@ class PartitionIndex:
             self.add(message.partition, key)
 
 
+def is_partitioned(store: Any) -> bool:
+    """Does ``store`` take serialized records with their partition (RocksDB, see
+    :class:`~stream.service.faust_internals.rocksdb_store.PartitionedRocksStore`)?"""
+    return hasattr(store, "partition_keys")
+
+
 class BatchCache:
-    """A write-back cache over a table's store for the duration of one batch."""
+    """A write-back cache over a table's store for the duration of one batch.
+
+    On the memory store the values are kept as they are; on RocksDB each flush writes the
+    serialized records of the batch into the partitions' databases in one write batch.
+    """
 
     def __init__(self, table: Any, index: PartitionIndex) -> None:
         self.table = table
-        self.data = table.data  # the store (a dict for memory://)
+        self.data = table.data  # the store (a dict-like Faust store)
+        self.partitioned = is_partitioned(self.data)
         self.index = index
         self.cache: dict[str, Any] = {}
         self.dirty: dict[str, int] = {}  # key -> changelog partition
@@ -147,9 +180,15 @@ class BatchCache:
         self.dirty[key] = partition
         self.index.discard(partition, key)
 
-    def drain(self) -> list[tuple[int, str, bytes | None]]:
+    def drain(self, *, undo: bool = False) -> list[tuple[int, str, bytes | None]]:
         """Put every touched key in the table; return ``(partition, key, serialized value
-        or None for a deletion)`` of each, for the changelog."""
+        or None for a deletion)`` of each, for the changelog.
+
+        A local store marks the partitions written until its ``settle`` says the changelog
+        has the batch. A partition still marked when the worker starts again gets the values
+        the batch replaced back (``undo``: the owner settles each batch before the next,
+        and its input comes again) or is restored from the changelog in full (a table
+        whose owner never settles is always restored in full, as on the memory store)."""
         data = self.data
         dumps = orjson.dumps
         out: list[tuple[int, str, bytes | None]] = []
@@ -157,10 +196,14 @@ class BatchCache:
             value = self.cache[key]
             if value is _DELETED:
                 out.append((partition, key, None))
-                data.pop(key, None)
+                if not self.partitioned:
+                    data.pop(key, None)
             else:
                 out.append((partition, key, dumps(value)))
-                data[key] = value
+                if not self.partitioned:
+                    data[key] = value
+        if self.partitioned and out:
+            data.write(((p, k.encode(), v) for p, k, v in out), unsettled=True, undo=undo)
         self.dirty.clear()
         self.cache.clear()
         return out
@@ -276,6 +319,9 @@ class Staged:
         send_records(self.tables.population, self.wal)  # type: ignore[arg-type]
 
     def send_records(self) -> None:
+        # The write-ahead copy is on the broker: the local store may trust this batch.
+        self.tables.settle({p for p, _, _ in self.subscribers}
+                           | {p for p, _, _ in self.population})
         send_records(self.tables.subscribers, self.subscribers)
         send_records(self.tables.population, self.population)
 
@@ -317,12 +363,18 @@ class WalReader:
             ):
                 for key, value in entries.items():
                     if value is None:
-                        store.pop(key, None)
                         index.discard(partition, key)
+                        if not is_partitioned(store):
+                            store.pop(key, None)
                     else:
-                        store[key] = value
                         index.add(partition, key)
+                        if not is_partitioned(store):
+                            store[key] = value
                     n += 1
+                if is_partitioned(store):
+                    store.write((partition, key.encode(),
+                                 None if value is None else orjson.dumps(value))
+                                for key, value in entries.items())
         self.latest.clear()
         self.pending.clear()
         return n
@@ -345,6 +397,24 @@ def _plain_table_class() -> type:
 
         def _serializer_from_type(self, typ: Any) -> Any:
             return "raw" if typ in (str, bytes) else "orjson"
+
+        def _new_store_by_url(self, url: Any) -> Any:
+            # Faust's RocksDB store picks partitions from the current stream event, which
+            # a batch agent does not have (stream.service.faust_internals.rocksdb_store).
+            from stream.service.faust_internals.rocksdb_store import is_rocksdb
+
+            if not is_rocksdb(url):
+                return super()._new_store_by_url(url)
+            from stream.service.faust_internals.rocksdb_store import (
+                ROCKSDB_OPTIONS,
+                PartitionedRocksStore,
+            )
+
+            return PartitionedRocksStore(
+                url, self.app, self, table_name=self.name, key_type=self.key_type,
+                key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+                value_type=self.value_type, loop=self.loop,
+                options={**ROCKSDB_OPTIONS, **(self.options or {})})
 
         def apply_changelog_batch(self, batch: Any) -> None:
             wal = self.wal
@@ -381,8 +451,10 @@ class StateTables:
                  population_index: PartitionIndex | None = None) -> None:
         self.subscribers = subscribers
         self.population = population
-        self.subscriber_index = subscriber_index or PartitionIndex()
-        self.population_index = population_index or PartitionIndex()
+        # ``is None``, not ``or``: an empty index is falsy, and the one given is the one
+        # recovery fills.
+        self.subscriber_index = PartitionIndex() if subscriber_index is None else subscriber_index
+        self.population_index = PartitionIndex() if population_index is None else population_index
         self.subscriber_cache = BatchCache(self.subscribers, self.subscriber_index)
         self.population_cache = BatchCache(self.population, self.population_index)
         self.wal = WalReader()
@@ -414,6 +486,12 @@ class StateTables:
             # Both tables' changelogs are applied by now (Faust flushes its recovery
             # buffers before it calls the recovery callbacks).
             tables.wal.overlay(tables)
+            # A local store held keys before recovery read the changelog's tail.
+            topics = {t for table in (subscribers, population)
+                      for t in table.changelog_topic.topics}
+            actives = {tp.partition for tp in app.assignor.assigned_actives()
+                       if tp.topic in topics}
+            tables.load_local(actives)
 
         population.on_recover(overlay)
         return tables
@@ -436,11 +514,26 @@ class StateTables:
         current.update(marks)
         self.population_cache.set(partition, f"{partition}/{APPLIED_KEY}", current)
 
+    def load_local(self, partitions: Iterable[int]) -> int:
+        """Index the keys a local store holds for ``partitions`` (RocksDB); how many."""
+        n = 0
+        for table, index in ((self.subscribers, self.subscriber_index),
+                             (self.population, self.population_index)):
+            if is_partitioned(table.data):
+                n += index.load(table.data, partitions)
+        return n
+
+    def settle(self, partitions: set[int]) -> None:
+        """The write-ahead copy of the batch written to ``partitions`` is on the broker."""
+        for table in (self.subscribers, self.population):
+            if is_partitioned(table.data):
+                table.data.settle(partitions)
+
     def stage(self) -> Staged:
         """Move the batch's changes into the tables; the records that make them durable
         (a write-ahead copy per partition, then the per-key records)."""
-        staged = Staged(self, subscribers=self.subscriber_cache.drain(),
-                        population=self.population_cache.drain())
+        staged = Staged(self, subscribers=self.subscriber_cache.drain(undo=True),
+                        population=self.population_cache.drain(undo=True))
         by_partition: dict[int, list[tuple[bytes, str, bytes | None]]] = defaultdict(list)
         for tag, records in ((b"s", staged.subscribers), (b"p", staged.population)):
             for partition, key, value in records:

@@ -13,7 +13,9 @@ Kafka, over the same pre-produced messages:
 ``recovery``  a starting worker restoring ``--recovery-keys`` states from the changelog;
 ``scaling``   the same with two workers sharing the partitions;
 ``replay``    ``churnwatch replay`` events/s on one core;
-``state``     bytes per subscriber in memory and serialized, every model in place.
+``state``     bytes per subscriber in memory and serialized, every model in place;
+``scale``     (on request) ``--subscribers`` keys on one RocksDB worker: restore times,
+              events/s, RSS, disk (:mod:`stream.tools.bench_scale`).
 
 Rates are taken from the first message to the last, so consumer-group joins are not
 counted. Each figure is the median of ``--repeat`` runs; the machine is noisy, so the
@@ -60,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated figures to measure")
     parser.add_argument("--recovery-keys", type=int, default=200_000,
                         help="subscriber states to restore in the recovery figure")
+    parser.add_argument("--scale-events", type=int, default=200_000,
+                        help="calls processed in the scale figure")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
 
 
@@ -374,9 +378,12 @@ def run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cw-bench-")))
         world = workdir / "world"
-        _say(f"simulating {args.subscribers} x {args.days} days")
+        # The scale figure writes its subscribers' states directly: a small world is
+        # enough for sample states.
+        simulated = args.subscribers if only - {"scale"} else min(args.subscribers, 1000)
+        _say(f"simulating {simulated} x {args.days} days")
         subprocess.run([sys.executable, "-m", "stream", "simulate", "--subscribers",
-                        str(args.subscribers), "--days", str(args.days), "--seed",
+                        str(simulated), "--days", str(args.days), "--seed",
                         str(args.seed), "--out", str(world)], check=True,
                        stderr=subprocess.DEVNULL)
         total = count_lines(world)
@@ -390,7 +397,8 @@ def run(args: argparse.Namespace) -> int:
             figures["state"] = state_sizes(world)
             _say(f"state: {figures['state']}")
 
-        if only & {"raw", "ceiling", "pipeline", "catchup", "scaling", "latency", "recovery"}:
+        if only & {"raw", "ceiling", "pipeline", "catchup", "scaling", "latency", "recovery",
+                   "scale"}:
             if settings.embedded:
                 broker = stack.enter_context(EmbeddedBroker())
                 settings = settings.with_bootstrap(broker.bootstrap)
@@ -398,8 +406,16 @@ def run(args: argparse.Namespace) -> int:
             settings = settings.replace(topic_prefix=prefix)
             create_topics(settings.bootstrap, (*settings.all_topics, *settings.group_topics),
                           settings.partitions, client_kwargs=settings.kafka_client_kwargs())
-            _say(f"producing {total:,} events to {settings.bootstrap}")
-            produce_directory(world, settings)
+            if only - {"scale"}:
+                _say(f"producing {total:,} events to {settings.bootstrap}")
+                produce_directory(world, settings)
+            if "scale" in only:
+                from stream.tools.bench_scale import scale
+
+                _say(f"scale: {args.subscribers:,} subscribers on one RocksDB worker")
+                figures["scale"] = scale(settings, world, workdir, args.subscribers,
+                                         args.scale_events)
+                _say(f"scale: {figures['scale']}")
             topics = list(settings.input_topics)
             if "raw" in only:
                 rate, runs = _median(lambda: raw_rate(settings, topics, total), args.repeat)
@@ -495,6 +511,10 @@ def _print_table(f: dict[str, Any]) -> None:
         rows.append(("state in memory / subscriber",
                      f"{s['memory_mean']:.0f} B mean, {s['memory_max']} B max",
                      "target <= 2 KiB"))
+    if f.get("scale"):
+        from stream.tools.bench_scale import table_rows
+
+        rows.extend(table_rows(f["scale"]))
     print(f"churnwatch bench: {f['events']:,} events, world {f['world']}, "
           f"median of {f['repeat']}")
     for name, value, note in rows:

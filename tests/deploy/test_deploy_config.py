@@ -287,6 +287,22 @@ def test_workers_settings_agree_with_ports_and_prometheus() -> None:
     assert "./deploy/prometheus:/etc/prometheus:ro" in mounts
 
 
+def test_workers_keep_rocksdb_state_on_a_volume_of_their_own() -> None:
+    declared = set(load_yaml(COMPOSE_FILE).get("volumes") or {})
+    volumes = []
+    for name, svc in workers().items():
+        settings = Settings.from_env(env_of(svc))
+        assert settings.store == "rocksdb://", f"{name}: tables in RocksDB"
+        mounts = [m.split(":") for m in svc["volumes"]]
+        holding = [(source, target) for source, target, *_ in mounts
+                   if Path(settings.datadir).is_relative_to(target)]
+        assert len(holding) == 1, f"{name}: its data directory is on a volume"
+        source, _ = holding[0]
+        assert source in declared, f"{name}: a named volume, kept across restarts"
+        volumes.append(source)
+    assert len(volumes) == len(set(volumes)) >= 2, "a volume per worker"
+
+
 def test_topic_initialiser_creates_every_topic_the_workers_use() -> None:
     from stream.service.app import create_app
 
@@ -360,7 +376,9 @@ def test_dockerfile_is_slim_non_root_and_installs_the_repo() -> None:
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^COPY\s+stream\s", joined, re.M)
     assert re.search(r"^COPY\s+detectors\s", joined, re.M)
-    assert re.search(r"pip wheel .* \.$", joined, re.M), "the package is built from the repo"
+    assert re.search(r'pip wheel .* "?\.\[rocksdb\]"?$', joined, re.M), (
+        "the package is built from the repo, with the RocksDB store")
+    assert re.search(r'pip install .*"churnwatch\[rocksdb\]"', joined, re.M)
     env: dict[str, str] = {}
     for line in re.findall(r"^ENV\s+(.*)$", joined, re.M):
         env.update(item.split("=", 1) for item in line.split())

@@ -25,6 +25,8 @@ from stream.tools.processes import stop_process
 REPO = Path(__file__).resolve().parents[2]
 _ids = itertools.count(1)
 SESSION_TIMEOUT_S = 6
+#: The table stores the guarantees are proved on (RocksDB comes with the ``dev`` extra).
+STORES = ("memory://", "rocksdb://")
 
 
 def unique_settings(bootstrap: str, **env: str) -> tuple[Settings, dict[str, str]]:
@@ -55,6 +57,8 @@ class WorkerProc:
     workdir: Path
     name: str = "w"
     fake_engine: bool = True
+    #: the name of the worker whose data directory this one uses (a restart on local state)
+    data_of: str | None = None
     process: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
     log: Path = field(init=False)
@@ -72,7 +76,7 @@ class WorkerProc:
         env = {
             **os.environ,
             **self.environ,
-            "CHURNWATCH_DATADIR": str(self.workdir / f"{self.name}.data"),
+            "CHURNWATCH_DATADIR": str(self.workdir / f"{self.data_of or self.name}.data"),
             "CHURNWATCH_METRICS_PORT": str(self.metrics_port),
             "TEST_DUMP": str(self.dump_path),
             "TEST_FAKE_ENGINE": "1" if self.fake_engine else "0",

@@ -17,6 +17,7 @@ import pytest
 from stream.service.tables import APPLIED_KEY, is_wal_key
 from tests.integration.helpers import (
     SESSION_TIMEOUT_S,
+    STORES,
     WorkerProc,
     all_committed,
     call_event,
@@ -111,8 +112,10 @@ def test_records_fetched_before_a_seek_lie_at_or_above_the_fetch_position(broker
 
 
 @pytest.mark.timeout(90)
-def test_kill9_then_restart_recovers_every_key_with_its_latest_state(broker, tmp_path):
-    settings, environ = unique_settings(broker.bootstrap)
+@pytest.mark.parametrize("store", STORES)
+def test_kill9_then_restart_recovers_every_key_with_its_latest_state(broker, tmp_path, store):
+    """The second worker has an empty data directory: everything from the changelog."""
+    settings, environ = unique_settings(broker.bootstrap, CHURNWATCH_STORE=store)
     subscribers, per_subscriber = 300, 10
     events = [
         call_event(i, f"s{i % subscribers:04d}", day=1 + i // subscribers)

@@ -9,6 +9,7 @@ import pytest
 
 from tests.integration.fake_engine import ALERT_EVERY
 from tests.integration.helpers import (
+    STORES,
     WorkerProc,
     all_committed,
     call_event,
@@ -164,11 +165,14 @@ def test_two_workers_share_partitions_and_one_takes_over(broker, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_sigterm_during_a_batch_finishes_it_and_loses_nothing(broker, tmp_path):
+@pytest.mark.parametrize("store", STORES)
+def test_sigterm_during_a_batch_finishes_it_and_loses_nothing(broker, tmp_path, store):
     """SIGTERM while a batch is in hand (a slow engine keeps one in hand most of the time):
     the worker finishes it, writes its state and exits 0; a new worker then ends with every
-    event counted once and every alert."""
-    settings, environ = unique_settings(broker.bootstrap, TEST_ENGINE_DELAY_S="0.0003")
+    event counted once and every alert. On RocksDB the new worker starts on the first one's
+    data directory, as a rolling restart does."""
+    settings, environ = unique_settings(broker.bootstrap, TEST_ENGINE_DELAY_S="0.0003",
+                                        CHURNWATCH_STORE=store)
     subscribers, per_subscriber = 2000, 10
     events = [call_event(i, f"s{i % subscribers:04d}")
               for i in range(subscribers * per_subscriber)]
@@ -180,7 +184,8 @@ def test_sigterm_during_a_batch_finishes_it_and_loses_nothing(broker, tmp_path):
                  lambda: f"the first batch\n{one.tail()}", step=0.05)
         assert one.terminate() == 0, one.tail()
         assert one.dump()["events"] < len(events), "stopped too late to test anything"
-        two = WorkerProc(environ, tmp_path, name="two").start()
+        two = WorkerProc(environ, tmp_path, name="two",
+                         data_of="one" if store.startswith("rocksdb") else None).start()
         want = {f"s{s:04d}": per_subscriber for s in range(subscribers)}
         state = wait_for(
             lambda: (d := two.dump()) and {k: v["n"] for k, v in d["subscribers"].items()}

@@ -52,6 +52,12 @@ def main() -> int:
             )
             snapshot = {
                 "recovered": not app.in_recovery and app.rebalancing is False,
+                # Changelog records read by recovery (both tables): a worker restarted on
+                # its local RocksDB state reads only the tail.
+                "restored": tables.subscriber_index.restored + tables.population_index.restored,
+                # Subscribers the engines' day sweeps walk (indexed from the changelog and
+                # from a local store).
+                "indexed": len(tables.subscriber_index),
                 "assigned": assigned,
                 "subscribers": dict(tables.subscribers.data),
                 # Per input topic-partition: the offset below which every message is in

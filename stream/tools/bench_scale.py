@@ -1,0 +1,242 @@
+"""The ``scale`` figure of ``churnwatch bench``: one worker holding many subscribers on RocksDB.
+
+How the state is made: ``--subscribers`` keys ``R00000000``... are written straight to the
+subscribers table's changelog, each on the partition its events would use, each with a
+real detector state (taken round-robin from a replay of the simulated world). No world of
+that size is simulated; the worker restores the changelog like any other.
+
+Then, on one worker process with ``CHURNWATCH_STORE=rocksdb://``:
+
+1. **full restore, first start**: an empty data directory; time from the process start to
+   its first processed input event (the worker consumes input only after recovery);
+2. **events/s** over ``--scale-events`` calls of subscribers drawn at random from all keys
+   (the working set is the whole table; the worker keeps only a small RocksDB block cache
+   in memory, see :mod:`stream.service.faust_internals.rocksdb_store`);
+3. **RSS**: the worker's resident and peak resident memory (``/proc/<pid>/status``);
+4. **restart on local state**: ``kill -9`` (5 s after the last event, so that the last
+   batch is on the changelog), then the same data directory again; time to the first
+   processed event, and after the group assignment (the rest is the group waiting for
+   the dead member's session to expire);
+5. **full restore after kill -9**: ``kill -9``, then an empty data directory;
+6. **disk**: bytes per subscriber of the data directory (every table, RocksDB's files).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream.tools.processes import events_consumed, metric_sum
+
+TARGETS = {
+    "rss_bytes": 2 * 1024**3,
+    "restart_local_s": 15.0,
+    "full_restore_s": 120.0,
+}
+READY_TIMEOUT_S = 1800.0
+
+
+def _say(what: str, figure: Any) -> None:
+    # Each phase as it ends: a long run that is cut short still has its figures.
+    print(f"bench: scale: {what}: {figure}", file=sys.stderr, flush=True)
+
+
+def _status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of ``pid`` in bytes."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                out[name] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class _Worker:
+    """One worker process on RocksDB with a given data directory."""
+
+    def __init__(self, settings: Any, workdir: Path, datadir: str, tag: str) -> None:
+        from stream.tools.broker import free_port
+
+        self.port = free_port()
+        self.log = workdir / f"{tag}.log"
+        env = dict(os.environ, KAFKA_BOOTSTRAP=settings.bootstrap,
+                   CHURNWATCH_TOPIC_PREFIX=settings.topic_prefix,
+                   CHURNWATCH_APP_ID=settings.app_id, CHURNWATCH_METRICS_PORT=str(self.port),
+                   CHURNWATCH_STORE="rocksdb://", CHURNWATCH_DATADIR=str(workdir / datadir),
+                   CHURNWATCH_CALIBRATION="false")
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stream", "worker", "--loglevel", "info"], env=env,
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+
+    def wait_consumed(self, n: float, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+        """Seconds from start to ``n`` input events processed, and after assignment."""
+        assigned = None
+        deadline = time.monotonic() + timeout_s
+        while (events_consumed(self.port) or 0) < n:
+            if self.process.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the scale worker exited ({self.process.poll()}):\n{tail}")
+            if time.monotonic() > deadline:
+                return {"seconds_to_ready": None, "timed_out_s": timeout_s}
+            if assigned is None and (metric_sum(self.port, "churnwatch_partitions_assigned")
+                                     or 0) > 0:
+                assigned = time.perf_counter()
+            time.sleep(0.05)
+        now = time.perf_counter()
+        return {"seconds_to_ready": now - self.started,
+                "seconds_after_assignment": now - (assigned or self.started),
+                **_status(self.process.pid)}
+
+    def kill9(self) -> None:
+        self.process.kill()
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        from stream.tools.processes import stop_process
+
+        stop_process(self.process)
+
+
+def _calls(keys: int, n: int, day: date, seed: int, first_id: int) -> list[tuple[str, bytes]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        sid = f"R{rng.randrange(keys):08d}"
+        second = i * 86_000 // max(n, 1)
+        hh, mm, ss = second // 3600, second // 60 % 60, second % 60
+        ts = f"{day.isoformat()}T{hh:02d}:{mm:02d}:{ss:02d}+08:00"
+        out.append((sid, orjson.dumps({
+            "event_id": f"scale-{first_id + i}", "ts": ts, "subscriber_id": sid,
+            "direction": "out", "other_party": "13800000001", "duration_s": 60})))
+    return out
+
+
+def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> dict[str, Any]:
+    """The scale figure (see the module docstring); ``world`` supplies the sample states."""
+    from kafka import KafkaProducer
+
+    from stream.contracts.partitioning import partition_of
+    from stream.service.admin import create_topics
+    from stream.tools.replay import replay_directory
+
+    stores: list[dict[str, Any]] = []
+    for _ in replay_directory(world, stores=stores):
+        pass
+    samples = [orjson.dumps(v) for store in stores for v in store.values()]
+    params = orjson.loads((world / "world.json").read_bytes())["params"]
+    day = date.fromisoformat(params["start"]) + timedelta(days=params["days"] + 1)
+    app_id = f"scale-{uuid.uuid4().hex[:8]}"
+    settings = settings.replace(topic_prefix=f"{app_id}.", app_id=app_id)
+    changelog = f"{app_id}-subscribers-changelog"
+    create_topics(settings.bootstrap, [*settings.all_topics, *settings.group_topics, changelog],
+                  settings.partitions, client_kwargs=settings.kafka_client_kwargs())
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap.split(","), acks=1,
+                             linger_ms=20, batch_size=512 * 1024,
+                             **settings.kafka_client_kwargs())
+    started = time.perf_counter()
+    for i in range(keys):
+        key = f"R{i:08d}"
+        producer.send(changelog, key=key.encode(), value=samples[i % len(samples)],
+                      partition=partition_of(key, settings.partitions))
+    producer.flush()
+    figures: dict[str, Any] = {
+        "keys": keys, "state_bytes_mean": sum(map(len, samples)) / len(samples),
+        "changelog_written_s": time.perf_counter() - started}
+    _say("changelog written", figures)
+
+    def send_calls(n: int, seed: int, first_id: int) -> None:
+        for sid, value in _calls(keys, n, day, seed, first_id):
+            producer.send(settings.topic_calls, key=sid.encode(), value=value)
+        producer.flush()
+
+    workers: list[_Worker] = []
+    try:
+        # 1. The calls wait on the topic; the worker consumes only once restored.
+        send_calls(events, 2, 0)
+        first = _Worker(settings, workdir, "scale-a", "scale-a1")
+        workers.append(first)
+        figures["full_restore_first_start"] = ready = first.wait_consumed(1)
+        _say("full restore, first start", ready)
+        done = first.wait_consumed(events)
+        rate = None
+        if ready["seconds_to_ready"] is not None and done["seconds_to_ready"] is not None:
+            rate = (events - 1) / max(done["seconds_to_ready"] - ready["seconds_to_ready"],
+                                      1e-9)
+        figures["events"] = {"events": events, "events_per_s": rate,
+                             "rss_bytes": done.get("VmRSS"), "peak_rss_bytes": done.get("VmHWM"),
+                             "rss_after_restore_bytes": ready.get("VmRSS")}
+        _say("events", figures["events"])
+        # The last batch's state reaches the changelog (the consumed count runs ahead of
+        # it); a kill in the middle of a batch is the parity test's business.
+        time.sleep(5)
+        first.kill9()
+        figures["disk_bytes"] = _du(workdir / "scale-a")
+        figures["disk_bytes_per_subscriber"] = figures["disk_bytes"] / keys
+        _say("disk bytes per subscriber", figures["disk_bytes_per_subscriber"])
+        # 2. kill -9, the same data directory.
+        again = _Worker(settings, workdir, "scale-a", "scale-a2")
+        workers.append(again)
+        send_calls(1, 3, events)
+        figures["restart_local_state"] = again.wait_consumed(1)
+        _say("restart on local state", figures["restart_local_state"])
+        again.kill9()
+        # 3. kill -9, an empty data directory.
+        empty = _Worker(settings, workdir, "scale-b", "scale-b")
+        workers.append(empty)
+        send_calls(1, 4, events + 1)
+        figures["full_restore_after_kill"] = empty.wait_consumed(1)
+    finally:
+        producer.close()
+        for w in workers:
+            w.stop()
+    return figures
+
+
+def table_rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Rows for ``churnwatch bench``'s table."""
+
+    def seconds(fig: dict[str, Any], target: float) -> tuple[str, str]:
+        if fig.get("seconds_to_ready") is None:
+            return f"not back within {fig.get('timed_out_s', 0):.0f} s", "MISSED"
+        s = fig["seconds_to_ready"]
+        return (f"{s:.1f} s ({fig['seconds_after_assignment']:.1f} s after assignment)",
+                f"target <= {target:.0f} s")
+
+    keys = f["keys"]
+    ev = f["events"]
+    rows = [("scale: subscribers on RocksDB", f"{keys:,}",
+             f"{f['state_bytes_mean']:.0f} B state mean; changelog written in "
+             f"{f['changelog_written_s']:.0f} s")]
+    rows.append(("scale: full restore, first start",
+                 *seconds(f["full_restore_first_start"], TARGETS["full_restore_s"])))
+    rate = ev["events_per_s"]
+    rows.append(("scale: events/s, all keys random",
+                 "timed out" if rate is None else f"{rate:,.0f} ev/s",
+                 f"{ev['events']:,} calls"))
+    rss, peak = ev.get("rss_bytes"), ev.get("peak_rss_bytes")
+    rows.append(("scale: worker RSS", f"{(rss or 0) / 2**20:,.0f} MiB "
+                 f"(peak {(peak or 0) / 2**20:,.0f} MiB)", "target <= 2,048 MiB"))
+    rows.append(("scale: restart on local state",
+                 *seconds(f["restart_local_state"], TARGETS["restart_local_s"])))
+    rows.append(("scale: full restore after kill -9",
+                 *seconds(f["full_restore_after_kill"], TARGETS["full_restore_s"])))
+    rows.append(("scale: disk per subscriber", f"{f['disk_bytes_per_subscriber']:,.0f} B",
+                 f"{f['disk_bytes'] / 2**20:,.0f} MiB data directory"))
+    return rows

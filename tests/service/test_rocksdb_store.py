@@ -1,0 +1,124 @@
+"""The RocksDB table store without a broker: partitions from the caller, the unsettled mark.
+
+Faust's own RocksDB store picks the partition of a read or write from the current stream
+event; these run with no event at all, as churnwatch's batch agent, timers and recovery
+callbacks do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream.service.tables import BatchCache, PartitionIndex, StateTables, plain_table
+
+pytest.importorskip("rocksdict")
+
+
+def _table(datadir: Path, name: str = "subscribers", partitions: int = 2) -> Any:
+    import faust
+
+    from stream.service import codecs
+
+    codecs.register()  # the "orjson" value codec
+    app = faust.App(f"rocks-{datadir.name}", store="rocksdb://", datadir=str(datadir),
+                    autodiscover=False)
+    return plain_table(app, name, partitions=partitions, key_type=str)
+
+
+def _close(table: Any) -> None:
+    for db in table.data._dbs.values():
+        db.close()
+    table.data._dbs.clear()
+
+
+def test_reads_and_writes_need_no_stream_event(tmp_path: Path) -> None:
+    from stream.service.faust_internals.rocksdb_store import PartitionedRocksStore
+
+    table = _table(tmp_path)
+    store = table.data
+    assert isinstance(store, PartitionedRocksStore)
+    cache = BatchCache(table, PartitionIndex())
+    cache.set(0, "s0", {"n": 1})
+    cache.set(1, "s1", {"n": 2})
+    cache.drain()
+    # Each key in its own partition's database, found from anywhere.
+    assert store._dbs[1].get(b"s1") == b'{"n":2}' and store._dbs[0].get(b"s1") is None
+    assert store["s1"] == {"n": 2} and "s0" in store and "s9" not in store
+    with pytest.raises(KeyError):
+        store["s9"]
+    assert cache.get("s1") == {"n": 2} and cache.get_or_none("s9") is None
+    # The batch left its unsettled mark, which is not a key.
+    from stream.service.faust_internals.rocksdb_store import UNSETTLED_KEY
+
+    assert store._dbs[1].get(UNSETTLED_KEY) is not None
+    assert list(store.partition_keys(1)) == [b"s1"]
+    # A plain assignment updates a known key in place; a new key needs its partition.
+    store["s1"] = {"n": 3}
+    assert store._dbs[1].get(b"s1") == b'{"n":3}'
+    with pytest.raises(LookupError):
+        store["new"] = {"n": 0}
+    cache.delete(0, "s0")
+    cache.drain()
+    assert "s0" not in store
+    _close(table)
+
+
+def test_a_partition_written_but_never_settled_is_restored_in_full(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    store = table.data
+    store.write([(0, b"a", b"1"), (1, b"b", b"2")], unsettled=True)
+    store.settle({1})
+    store.set_persisted_offset(_tp(table, 0), 41)
+    store.set_persisted_offset(_tp(table, 1), 42)
+    _close(table)  # the worker dies here: partition 0's batch may not be on the changelog
+
+    again = _table(tmp_path)
+    store = again.data
+    db0, db1 = store._db_for_partition(0), store._db_for_partition(1)
+    # Partition 0 starts empty, so recovery reads its changelog from the start.
+    assert db0.get(b"a") is None and store.persisted_offset(_tp(again, 0)) is None
+    assert db1.get(b"b") == b"2" and store.persisted_offset(_tp(again, 1)) == 42
+    _close(again)
+
+
+def test_an_unsettled_batch_with_its_undo_is_rolled_back(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    store = table.data
+    store.write([(0, b"a", b"1"), (0, b"b", b"2")], unsettled=True, undo=True)
+    store.settle({0})
+    store.set_persisted_offset(_tp(table, 0), 7)
+    # The next batch changes a, deletes b, adds c; the worker dies before it settles.
+    store.write([(0, b"a", b"10"), (0, b"b", None), (0, b"c", b"3")], unsettled=True,
+                undo=True)
+    _close(table)
+
+    again = _table(tmp_path)
+    db = again.data._db_for_partition(0)
+    assert (db.get(b"a"), db.get(b"b"), db.get(b"c")) == (b"1", b"2", None)
+    assert list(again.data.partition_keys(0)) == [b"a", b"b"]  # the mark is gone
+    assert again.data.persisted_offset(_tp(again, 0)) == 7  # the tail is read from there
+    _close(again)
+
+
+def test_the_index_is_loaded_from_the_local_store(tmp_path: Path) -> None:
+    subscribers, population = _table(tmp_path), _table(tmp_path, "population")
+    subscribers.data.write([(0, b"s0", b"{}"), (1, b"s1", b"{}"), (1, b"s2", b"{}")])
+    population.data.write([(1, b"1/__applied__", orjson.dumps({"calls": 3}))])
+    tables = StateTables(subscribers, population)
+    assert tables.load_local({1}) == 3
+    assert tables.subscriber_index.keys == {1: {"s1", "s2"}}
+    assert tables.applied_marks(1) == {"calls": 3}
+    assert tables.load_local({1}) == 0  # once per partition until it is revoked
+    assert list(tables.subscriber_view(1)) in (["s1", "s2"], ["s2", "s1"])
+    _close(subscribers)
+    _close(population)
+
+
+def _tp(table: Any, partition: int) -> Any:
+    from faust.types import TP
+
+    return TP(table.changelog_topic.get_topic_name(), partition)
