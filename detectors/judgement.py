@@ -13,8 +13,8 @@ from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
-from detectors.numbers import OperatorLookup
-from detectors.policy import AlertPolicy
+from detectors.numbers import OperatorLookup, normalise
+from detectors.policy import ZONES, AlertPolicy
 from detectors.population import Population
 from detectors.presence import HomeCell
 from detectors.risk import Assessment, Signal, combine, drop_score
@@ -386,3 +386,54 @@ class Judgement:
             "model_version": MODEL_VERSION,
         }
 
+
+    def _closed_alert(self, sid: str, st: State, kind: str, ts_iso: str) -> dict[str, Any]:
+        """The ``closed`` alert of an open episode whose subscriber ported out or was
+        deactivated (``kind``); its id follows from the episode like every other alert's."""
+        cfg = self.config
+        policy = AlertPolicy.from_state(st["a"], cfg.resolve_days, cfg.cooldown_days * 86400.0)
+        zone = ZONES[policy.level]
+        start = policy.start
+        policy.close()
+        st["a"] = policy.to_state()
+        profile = st.get("p") or UNKNOWN_PROFILE
+        msisdn, account_id, group_id, segment, tier, manager = profile
+        spend = self._models(st)[0]
+        daily = spend.mean if spend.n else (
+            spend.recent_total / len(spend.recent) if spend.recent else 0.0
+        )
+        weight = cfg.segment_weights.get(str(segment), 1.0) * cfg.tier_weights.get(
+            str(tier), 1.0
+        )
+        # The operator the number went to, when the ported-numbers registry knows it.
+        operator = (self.lookup.ported.get(normalise(msisdn))
+                    if msisdn and kind == "port_out" else None)
+        if operator == cfg.our_operator:
+            operator = None
+        if kind == "port_out":
+            summary = "ported out" + (f" to {operator}" if operator else "")
+        else:
+            summary = "deactivated"
+        summary += f" on {ts_iso[:10]}: the episode is closed, there is no one left to call"
+        digest = hashlib.sha1(f"{sid}|{start}|{zone}|closed".encode()).hexdigest()[:24]
+        return {
+            "alert_id": digest,
+            "kind": "subscriber",
+            "status": "closed",
+            "subscriber_id": sid,
+            "msisdn": msisdn,
+            "account_id": account_id,
+            "group_id": group_id,
+            "segment": segment,
+            "tier": tier,
+            "account_manager": manager,
+            "zone": zone,
+            "risk_score": 1.0,
+            "value_at_risk": round(30.0 * daily * weight, 2),
+            "reasons": [{"code": "closed", "summary": summary,
+                         "figures": {"left": kind, "operator": operator}}],
+            "ported_to": operator,
+            "ts": ts_iso,
+            "schema_version": 1,
+            "model_version": MODEL_VERSION,
+        }
