@@ -499,7 +499,8 @@ def test_alert_doc_examples_match_the_schema() -> None:
 
 #: Reason codes the detectors emit (detectors/engine.py); "resolved" leads a resolution.
 KNOWN_REASON_CODES = frozenset({
-    "usage_drop", "spend_drop", "forwarding_off_net", "silent", "bill_drop", "resolved"})
+    "usage_drop", "spend_drop", "forwarding_off_net", "silent", "bill_drop", "resolved",
+    "closed"})
 
 
 def test_reason_codes_in_the_doc_are_the_detectors_codes() -> None:
