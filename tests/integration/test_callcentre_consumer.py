@@ -2,8 +2,9 @@
 
 Alerts are published to a topic of the test's own with repeats (same ``alert_id``, a later
 ``emitted_at``, as a worker restart would re-publish them), an escalation, a resolution, a
-group alert, a port-out closing an open episode (``closed``) and one undecodable record. The example's consumer group must hand each
-alert over once and order the open work by zone, then value at risk.
+group alert, a port-out closing an open episode (``closed``) and one undecodable record.
+The example's consumer group must hand each alert over once and order the open work by
+zone, then value at risk; after a simulated stream no open item is a customer who left.
 """
 
 from __future__ import annotations
