@@ -562,7 +562,8 @@ class OutcomeLearner:
         ``raw_risk_score``/``raw_zone``; before, the engine's score and zone. Always
         ``calibration_version`` (model, labels learned, last day learned).
         """
-        if alert.get("kind", "subscriber") != "subscriber" or alert["status"] == "resolved":
+        if (alert.get("kind", "subscriber") != "subscriber"
+                or alert["status"] in ("resolved", "closed")):
             return alert
         ts = parse_ts(alert["ts"])
         self.advance(ts)

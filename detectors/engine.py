@@ -232,12 +232,13 @@ class Engine(Events):
             closed = m.closed = day - 1
         if day <= closed:
             counters["late"] += 1
-            self._late(st, kind, event, day)
+            alerts.extend(self._late(sid, st, kind, event, day))
         elif kind == "calls":
             alerts.extend(self._call(sid, st, event, self._row(st, day - closed), ts, day))
         else:
-            # A port-out or deactivation closes the state here, with no alert after it.
-            self._billing(sid, st, event, self._row(st, day - closed), day)
+            # A port-out or deactivation closes the state here (and its open episode with a
+            # ``closed`` alert); no alert comes after it.
+            alerts.extend(self._billing(sid, st, event, self._row(st, day - closed), day))
         store[sid] = st
         return alerts
 

@@ -154,7 +154,9 @@ class Events(DayClose):
 
     def _billing(
         self, sid: str, st: State, event: dict[str, Any], row: DayCounts, day: int
-    ) -> bool:
+    ) -> list[dict[str, Any]]:
+        """Count one billing event; a port-out or deactivation closes the state, and the
+        subscriber's open episode with a ``closed`` alert (the only alert it may return)."""
         kind = event["kind"]
         amount = event.get("amount") or 0.0
         if kind == "charge":
@@ -178,18 +180,25 @@ class Events(DayClose):
                 self._emit(event["subscriber_id"], st, event["ts"], day, None, None, None,
                            left=kind)
             level = st["a"][0] if "a" in st else 0
+            ended = []
+            if level:
+                self.counters["alerts_closed"] += 1
+                ended.append(self._closed_alert(sid, st, kind, event["ts"]))
             closed: State = {"v": STATE_VERSION, "x": Closed([kind, day, level]),
                              "e": st.get("e", "")}
             if "p" in st:
                 closed["p"] = st["p"]
             st.clear()
             st.update(closed)
-            return True
-        return False
+            return ended
+        return []
 
 
-    def _late(self, st: State, kind: str, event: dict[str, Any], day: int) -> None:
-        """Use a late event where it still can be: spend, outgoing calls, activity."""
+    def _late(
+        self, sid: str, st: State, kind: str, event: dict[str, Any], day: int
+    ) -> list[dict[str, Any]]:
+        """Use a late event where it still can be: spend, outgoing calls, activity; a late
+        port-out or deactivation closes the state as an on-time one does."""
         m = st["m"]
         days_ago = m.closed - day
         if kind == "calls":
@@ -204,10 +213,10 @@ class Events(DayClose):
             kind_b = event["kind"]
             if kind_b in ("port_out", "deactivation", "plan_change", "bill"):
                 row = DayCounts.at(day)
-                self._billing("", st, event, row, day)
+                ended = self._billing(sid, st, event, row, day)
                 if "x" not in st:
                     self._apply_money(st, row, day)
-                return
+                return ended
             if kind_b == "topup":
                 m.last_active = max(m.last_active, day)
             # Billing and call charges are combined by max per day; a late charge is added
@@ -219,3 +228,4 @@ class Events(DayClose):
                 st["s"] = SpendDrop.pack_models(spend, usage)
             else:
                 self.counters["late_unused"] += 1
+        return []

@@ -512,6 +512,9 @@ class GroupWatch:
             if f[LEFT] < 0 and 0 <= f[LVL] < YELLOW and not f[OP] and f[VALUE] > 0:
                 f[BASE] = f[VALUE] if f[BASE] <= 0 else round(
                     f[BASE] + rate * (f[VALUE] - f[BASE]))
+        if self.policy.level and all(f[LEFT] >= 0 for f in self.members.values()):
+            self._close(day)
+            return
         evidence = self._evidence(day) if len(self.members) >= cfg.min_members else []
         evidence.sort(key=lambda e: (-e[0], e[1]))
         # Forwarding and herd are two views of the same movement (forwarders are in
@@ -571,6 +574,41 @@ class GroupWatch:
             digest, zone, ts, reasons[0]["summary"] if reasons else ""
         ]
         self.alerts.append(alert)
+
+
+    def _close(self, day: int) -> None:
+        """The ``closed`` alert of the open episode of a group whose members are all gone
+        (ported out or deactivated): no one is left to call."""
+        zone = ZONES[self.policy.level]
+        start = self.policy.start
+        self.policy.close()
+        gone = [f[LEFT] for f in self.members.values()]
+        summary = (f"all {len(gone)} members ported out or deactivated, the last on "
+                   f"{self.clock.date(max(gone))}" if gone else "no member left")
+        summary += ": the episode is closed, there is no one left to call"
+        now = self.clock.close_time(day)
+        self.alerts.append({
+            "alert_id": hashlib.sha1(
+                f"{self.group_id}|{start}|{zone}|closed".encode()).hexdigest()[:24],
+            "kind": "group",
+            "status": "closed",
+            "subscriber_id": None,
+            "msisdn": None,
+            "account_id": self.profile[1],
+            "group_id": self.group_id,
+            "segment": self.profile[0] or "unknown",
+            "tier": None,
+            "account_manager": self.profile[2],
+            "zone": zone,
+            "risk_score": 1.0,
+            "value_at_risk": self._value(day),
+            "reasons": [{"code": "closed", "summary": summary,
+                         "figures": {"members_left": len(gone)}}],
+            "ts": self.clock.iso(now),
+            "schema_version": 1,
+            "model_version": GROUP_MODEL_VERSION,
+        })
+        self.context = []
 
 
 def group_context(group_id: str, context: list[Any]) -> dict[str, Any]:

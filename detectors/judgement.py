@@ -13,8 +13,8 @@ from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
-from detectors.numbers import OperatorLookup
-from detectors.policy import AlertPolicy
+from detectors.numbers import OperatorLookup, normalise
+from detectors.policy import ZONES, AlertPolicy
 from detectors.population import Population
 from detectors.presence import HomeCell
 from detectors.risk import Assessment, Signal, combine, drop_score
@@ -37,6 +37,11 @@ NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
 SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise
 SPEND_MILLI = 1000 // SPEND_SCALE
 CARRY_FWD_STRENGTH = {0.6: 0.55, 1.0: 0.75}
+#: A line worth less than this a month (yuan, the spend baseline) is low-value: a few
+#: forwarded calls there are a warning, not a red alert (:meth:`Judgement._modest`).
+LOW_VALUE_MONTH = 50.0
+#: The strongest a modest piece of evidence may be: yellow alone (yellow at 0.45, red 0.7).
+MODEST_STRENGTH = 0.5
 
 
 def _milli(amount: Any) -> int:
@@ -142,7 +147,9 @@ class Judgement:
             elif (usage.ready and usage.mean >= cfg.min_daily_calls
                   and cusum >= cfg.cusum_green):
                 pop = self.population.ratio(segment, first, day - 1, metric=1)
-                signals.append(self._usage_signal(usage, cusum, pop, segment))
+                sig = self._usage_signal(usage, cusum, pop, segment)
+                if sig is not None:
+                    signals.append(sig)
             if spend.ready and spend.mean >= cfg.min_daily_spend and not rebased:
                 pop = self.population.ratio(segment, first, day - 1, metric=0)
                 sig = self._drop("spend_drop", spend, pop, segment)
@@ -168,7 +175,8 @@ class Judgement:
             strength = (fwd.evidence(n_in, n_new) if today is not None
                         else fwd.carried_strength())
             if strength > 0:
-                signals.append(self._forward_signal(st, fwd, strength, today))
+                signals.append(self._modest(self._forward_signal(st, fwd, strength, today),
+                                            spend))
         if m.bill_n and m.bill_ratio < cfg.bill_ratio and day - m.bill_day <= 31:
             signals.append(Signal(
                 "bill_drop", 0.3,
@@ -214,24 +222,28 @@ class Judgement:
             figures_text = f"{recent:.0f} calls against a usual {own:.1f} {period}"
         summary, figures = self._versus(
             f"{what} over the last {best_days} days at home", recent, own, factor, segment,
-            figures_text,
+            figures_text, model.n,
         )
         figures["days"] = best_days
         return Signal(code, best, summary, figures)
 
     def _versus(
         self, what: str, recent: float, own: float, factor: float, segment: str,
-        figures_text: str,
+        figures_text: str, learned: int,
     ) -> tuple[str, dict[str, Any]]:
         """A sentence comparing ``recent`` with the subscriber's own baseline ``own``, and,
-        when the whole segment fell over the same days, with what that leaves expected."""
+        when the whole segment fell over the same days, with what that leaves expected.
+        ``learned``: days the baseline has learned from (the sentence states the history it
+        has, up to the baseline's span)."""
         cfg = self.config
         ratio = recent / own if own > 0 else 1.0
         verb = "is" if what.startswith("spend") else "are"
-        summary = (f"{what} {verb} {ratio:.0%} of this subscriber's {cfg.baseline_days}-day "
-                   f"baseline ({figures_text})")
+        history = min(learned, cfg.baseline_days)
+        summary = (f"{what} {verb} {ratio:.0%} of this subscriber's baseline over {history} "
+                   f"days ({figures_text})")
         figures: dict[str, Any] = {
             "recent": round(recent, 2), "baseline": round(own, 2), "ratio": round(ratio, 3),
+            "baseline_days": history,
         }
         if factor < 0.95:
             expected = own * factor
@@ -245,7 +257,7 @@ class Judgement:
 
     def _usage_signal(
         self, usage: SpendDrop, cusum: float, pop: float | None, segment: str
-    ) -> Signal:
+    ) -> Signal | None:
         cfg = self.config
         strength = (cfg.usage_red_strength if cusum >= cfg.cusum_red
                     else 0.5 if cusum >= cfg.cusum_yellow else cfg.usage_green_strength)
@@ -254,7 +266,18 @@ class Judgement:
         summary, figures = self._versus(
             f"outgoing calls over the last {cfg.recent_days} days at home", recent, own,
             factor, segment, f"{recent:.0f} calls against a usual {own:.1f} a fortnight",
+            usage.n,
         )
+        # The CUSUM reacts to the last days; the sentence reads the fortnight. A fortnight
+        # at or above what is expected (allowing for the segment) is no drop, and one short
+        # of a clear drop (``drop_ratio_start``) is a warning at most: the zone must not
+        # say more than the reason does.
+        shown = figures.get("ratio_vs_segment", figures["ratio"])
+        if shown >= 1.0:
+            self.counters["usage_drop_contradicted"] += 1
+            return None
+        if shown > cfg.drop_ratio_start:
+            strength = min(strength, 0.5)
         figures.update({"days": cfg.recent_days, "cusum": cusum})
         return Signal("usage_drop", strength, summary, figures)
 
@@ -286,6 +309,16 @@ class Judgement:
         figures.update({"usual_share": fwd.usual_new_off, "operator": operator,
                         "carried_in": fwd.acc_in, "carried_forwarded": fwd.acc_new})
         return Signal("forwarding_off_net", value, summary, figures)
+
+    def _modest(self, sig: Signal, spend: SpendDrop) -> Signal:
+        """Cap forwarding evidence of a few calls on a low-value line below red: red asks
+        for a call within the working day, which a call or two forwarded on a line worth
+        less than ``LOW_VALUE_MONTH`` a month does not justify on its own."""
+        calls = sig.figures.get("forwarded", 0) + sig.figures.get("carried_forwarded", 0)
+        monthly = 30.0 * spend.mean if spend.n else 0.0
+        if calls < self.config.fwd_min_calls and monthly < LOW_VALUE_MONTH:
+            sig.strength = min(sig.strength, MODEST_STRENGTH)
+        return sig
 
     def _member_signal(
         self,
@@ -386,3 +419,54 @@ class Judgement:
             "model_version": MODEL_VERSION,
         }
 
+
+    def _closed_alert(self, sid: str, st: State, kind: str, ts_iso: str) -> dict[str, Any]:
+        """The ``closed`` alert of an open episode whose subscriber ported out or was
+        deactivated (``kind``); its id follows from the episode like every other alert's."""
+        cfg = self.config
+        policy = AlertPolicy.from_state(st["a"], cfg.resolve_days, cfg.cooldown_days * 86400.0)
+        zone = ZONES[policy.level]
+        start = policy.start
+        policy.close()
+        st["a"] = policy.to_state()
+        profile = st.get("p") or UNKNOWN_PROFILE
+        msisdn, account_id, group_id, segment, tier, manager = profile
+        spend = self._models(st)[0]
+        daily = spend.mean if spend.n else (
+            spend.recent_total / len(spend.recent) if spend.recent else 0.0
+        )
+        weight = cfg.segment_weights.get(str(segment), 1.0) * cfg.tier_weights.get(
+            str(tier), 1.0
+        )
+        # The operator the number went to, when the ported-numbers registry knows it.
+        operator = (self.lookup.ported.get(normalise(msisdn))
+                    if msisdn and kind == "port_out" else None)
+        if operator == cfg.our_operator:
+            operator = None
+        if kind == "port_out":
+            summary = "ported out" + (f" to {operator}" if operator else "")
+        else:
+            summary = "deactivated"
+        summary += f" on {ts_iso[:10]}: the episode is closed, there is no one left to call"
+        digest = hashlib.sha1(f"{sid}|{start}|{zone}|closed".encode()).hexdigest()[:24]
+        return {
+            "alert_id": digest,
+            "kind": "subscriber",
+            "status": "closed",
+            "subscriber_id": sid,
+            "msisdn": msisdn,
+            "account_id": account_id,
+            "group_id": group_id,
+            "segment": segment,
+            "tier": tier,
+            "account_manager": manager,
+            "zone": zone,
+            "risk_score": 1.0,
+            "value_at_risk": round(30.0 * daily * weight, 2),
+            "reasons": [{"code": "closed", "summary": summary,
+                         "figures": {"left": kind, "operator": operator}}],
+            "ported_to": operator,
+            "ts": ts_iso,
+            "schema_version": 1,
+            "model_version": MODEL_VERSION,
+        }

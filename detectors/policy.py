@@ -19,7 +19,8 @@ class AlertPolicy(base.Base):
     ago; within an episode only a worse zone
     alerts again (``"escalated"``: yellow -> red -> white); ``resolve_days`` consecutive
     daily judgements at green or blue close it (``"resolved"``). Intra-day judgements can
-    open or escalate but never count towards a resolution.
+    open or escalate but never count towards a resolution. An open episode also ends when
+    the subscriber or group is gone (:meth:`close`: ``"closed"``).
 
     State: ``[level, episode_start, good_days, resolved_at, resolved_level]`` (level 0: no
     open episode; times in epoch seconds).
@@ -89,6 +90,20 @@ class AlertPolicy(base.Base):
         else:
             self.good = 0
         return None
+
+    def close(self) -> str | None:
+        """End the open episode because its subject is gone (ported out, deactivated, a
+        group with no member left); ``"closed"``, or None when no episode is open.
+
+        >>> policy = AlertPolicy()
+        >>> policy.step(3, 0.0, daily=True), policy.close(), policy.close()
+        ('open', 'closed', None)
+        """
+        if self.level == 0:
+            return None
+        self.level = 0
+        self.good = 0
+        return "closed"
 
     def to_state(self) -> list[int]:
         """``[level, episode_start, good_days, resolved_at, resolved_level]``."""

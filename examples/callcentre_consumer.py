@@ -2,7 +2,8 @@
 
 It reads ``churn.alerts`` in a consumer group of its own, drops repeats by ``alert_id``
 (delivery is at least once), keeps one work item per subscriber (an ``escalated`` alert
-replaces the ``open`` one, a ``resolved`` alert closes it) and orders the queue by zone
+replaces the ``open`` one; ``resolved``, or ``closed`` when the subscriber ported out or was
+deactivated, ends it: so does any status it does not know) and orders the queue by zone
 (white, red, yellow) then by ``value_at_risk``. The topic contract is docs/alerts.md.
 
 Only kafka-python is needed; the connection settings are churnwatch's own variables::
@@ -35,6 +36,9 @@ from typing import Any
 #: Work order of the zones: the severity order of detectors/policy.py, worst first.
 ZONE_PRIORITY = {"white": 0, "red": 1, "yellow": 2, "green": 3, "blue": 4}
 TOPIC = "churn.alerts"
+#: Statuses that keep a work item open; ``resolved`` and ``closed`` (and any status a newer
+#: contract adds) end it.
+OPEN_STATUSES = frozenset({"open", "escalated"})
 
 
 class WorkQueue:
@@ -58,6 +62,10 @@ class WorkQueue:
     'closed'
     >>> [a["alert_id"] for a in q.items()]
     ['a1']
+    >>> q.offer(alert("a4", "S1", "closed", "yellow", 900.0))  # ported out
+    'closed'
+    >>> q.items()
+    []
     """
 
     def __init__(self, remember: int = 1_000_000) -> None:
@@ -78,7 +86,7 @@ class WorkQueue:
             self._seen.popitem(last=False)
         self.handled.append(alert_id)
         key = work_key(alert)
-        if alert["status"] == "resolved":
+        if alert["status"] not in OPEN_STATUSES:
             return self._count("closed" if self._open.pop(key, None) else "ignored")
         outcome = "updated" if key in self._open else "opened"
         self._open[key] = dict(alert)

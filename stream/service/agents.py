@@ -379,7 +379,7 @@ class BatchProcessor:
             staged = [r["alert"] for r in result.calibration if r["kind"] == "alert"]
             for alert in [a for _, a in result.alerts] + staged:
                 if (alert.get("kind") == "subscriber" and alert.get("group_id")
-                        and alert.get("status") != "resolved"):
+                        and alert.get("status") not in ("resolved", "closed")):
                     reason = context(alert["group_id"])
                     if reason is not None:
                         alert["reasons"].append(reason)

@@ -27,7 +27,8 @@ VOCABULARY: dict[str, frozenset[str]] = {
     "zone": frozenset({"blue", "green", "yellow", "red", "white", "unknown"}),
     "kind": frozenset({"subscriber", "group"}),
     "code": frozenset({"usage_drop", "spend_drop", "forwarding_off_net", "silent",
-                       "bill_drop", "resolved", "group_context", "none", "unknown"}),
+                       "bill_drop", "resolved", "closed", "group_context", "none",
+                       "unknown"}),
     "reason": frozenset({"usage_drop", "spend_drop", "forwarding_off_net", "silent",
                          "bill_drop", "resolved", "group_context", "none", "unknown",
                          # dead-letter reasons (stream.contracts.validation, outcomes)

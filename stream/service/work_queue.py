@@ -74,6 +74,8 @@ def fold(item: Mapping[str, Any] | None, alert: Mapping[str, Any]) -> dict[str, 
     ('red', 'red')
     >>> fold(item, {**a, "alert_id": "a3", "status": "resolved"}) is None
     True
+    >>> fold(item, {**a, "alert_id": "a5", "status": "closed"}) is None  # ported out
+    True
     >>> fold(item, {**a, "alert_id": "a4", "status": "archived"}) is None  # unknown: ends
     True
     """

@@ -217,7 +217,7 @@ def latency(settings: Any, world: Path, rate: float, workdir: Path) -> dict[str,
     waits = []
     made = []  # produced -> alert made (emitted_at): the worker's share of the latency
     for when, alert in arrived:
-        if alert.get("status") == "resolved" or alert.get("kind") != "subscriber":
+        if alert.get("status") in ("resolved", "closed") or alert.get("kind") != "subscriber":
             continue
         key = (alert["subscriber_id"], datetime.fromisoformat(alert["ts"]).timestamp())
         if key in sent:

@@ -97,7 +97,8 @@ class CallCentre:
         (a replay raises a day's closing alerts with the next event): the call is made
         the delay after whichever is later, so no answer predates its alert's arrival.
         """
-        if alert.get("kind", "subscriber") != "subscriber" or alert["status"] == "resolved":
+        if (alert.get("kind", "subscriber") != "subscriber"
+                or alert["status"] in ("resolved", "closed")):
             return []
         sid = alert["subscriber_id"]
         t = truth.get(sid)
@@ -216,7 +217,7 @@ def period_metrics(
     any time) at least 7 days before it.
     """
     counted = [a for a in alerts if a.get("kind", "subscriber") == "subscriber"
-               and a.get("status") != "resolved" and a.get("zone") in zones
+               and a.get("status") not in ("resolved", "closed") and a.get("zone") in zones
                and a.get("subscriber_id") in truth]
     first: dict[str, datetime] = {}
     for a in counted:
@@ -281,7 +282,7 @@ def learning_experiment(
     return {
         "outcomes": dict(Counter(o["outcome"] for o in outcomes)),
         "calls": sum(1 for a in raw if a.get("kind", "subscriber") == "subscriber"
-                     and a["status"] != "resolved"),
+                     and a["status"] not in ("resolved", "closed")),
         "learner": dict(learner.counters),
         "version": learner.version,
         "raw": {lv: period_metrics(truth, raw, z, start, end, periods)

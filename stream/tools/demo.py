@@ -159,10 +159,13 @@ def _alerts_until_done(pump: _AlertPump, deadline: float, worker: Any, metrics_p
                 drain_until = now + 3.0  # the last batch's alerts are on their way
 
 
+ENDED = ("resolved", "closed")  # statuses that end an episode
+
+
 def _summary(alerts: list[dict[str, Any]], total: int, consumed: float | None,
              elapsed: float, worker_code: int) -> None:
-    by_zone = Counter(a["zone"] for a in alerts if a["status"] != "resolved")
-    by_segment = Counter(a["segment"] for a in alerts if a["status"] != "resolved")
+    by_zone = Counter(a["zone"] for a in alerts if a["status"] not in ENDED)
+    by_segment = Counter(a["segment"] for a in alerts if a["status"] not in ENDED)
     by_reason = Counter(r["code"] for a in alerts for r in a.get("reasons", []))
     resolved = sum(1 for a in alerts if a["status"] == "resolved")
     print("\n" + "=" * 78)
@@ -173,7 +176,7 @@ def _summary(alerts: list[dict[str, Any]], total: int, consumed: float | None,
     print("by zone:    " + ", ".join(f"{z} {by_zone[z]}" for z in ("yellow", "red", "white")))
     print("by segment: " + ", ".join(f"{k} {v}" for k, v in by_segment.most_common()))
     print("by reason:  " + ", ".join(f"{k} {v}" for k, v in by_reason.most_common(6)))
-    top = sorted((a for a in alerts if a["status"] != "resolved"),
+    top = sorted((a for a in alerts if a["status"] not in ENDED),
                  key=lambda a: -float(a.get("value_at_risk") or 0))[:5]
     if top:
         print("most value at risk:")

@@ -174,7 +174,7 @@ def score(world: World, alerts: Iterable[dict[str, Any]], zones: frozenset[str],
     """All metrics for the alerts whose zone is in ``zones`` (resolutions ignored);
     with ``detectable`` (:func:`detectability`), recall@7d over the detectable too."""
     counted = [a for a in alerts
-               if a.get("status") != "resolved" and a.get("zone") in zones]
+               if a.get("status") not in ("resolved", "closed") and a.get("zone") in zones]
     subs = world.subscribers
     sub_alerts = [a for a in counted
                   if a.get("kind", "subscriber") == "subscriber" and a.get("subscriber_id") in subs]

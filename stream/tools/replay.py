@@ -198,7 +198,7 @@ def replay_directory(
             return
         for alert in alerts:
             gid = alert.get("group_id")
-            if gid and alert["status"] != "resolved":
+            if gid and alert["status"] not in ("resolved", "closed"):
                 context = stages[partition_of(gid, n_groups)].context(gid)
                 if context is not None:
                     alert["reasons"].append(context)

@@ -85,7 +85,7 @@ class WorldJob:
 def _first_alerts(alerts: list[dict[str, Any]], zones: frozenset[str]) -> dict[str, datetime]:
     first: dict[str, datetime] = {}
     for a in alerts:
-        if a.get("status") == "resolved" or a.get("zone") not in zones \
+        if a.get("status") in ("resolved", "closed") or a.get("zone") not in zones \
                 or a.get("kind", "subscriber") != "subscriber":
             continue
         sid = a["subscriber_id"]

@@ -135,19 +135,21 @@ def test_usage_reason_says_plainly_when_the_segment_fell_too() -> None:
     engine = Engine()
     summary, figures = engine._versus(
         "outgoing calls over the last 14 days at home", 30.0, 45.0, 0.66, "key_account",
-        "30 calls against a usual 45.0 a fortnight",
+        "30 calls against a usual 45.0 a fortnight", 200,
     )
     assert summary == (
-        "outgoing calls over the last 14 days at home are 67% of this subscriber's 90-day "
-        "baseline (30 calls against a usual 45.0 a fortnight); the key_account segment as a "
-        "whole fell to 66% of its usual over the same days, and against that this "
+        "outgoing calls over the last 14 days at home are 67% of this subscriber's baseline "
+        "over 90 days (30 calls against a usual 45.0 a fortnight); the key_account segment as "
+        "a whole fell to 66% of its usual over the same days, and against that this "
         "subscriber is at 101%"
     )
     assert figures["segment_ratio"] == 0.66 and figures["ratio_vs_segment"] == 1.01
-    plain, _ = engine._versus("spend over the last 7 days at home", 10.0, 40.0, 1.0, "sme",
-                              "10.00 yuan against a usual 40.00 a week")
-    assert plain.startswith("spend over the last 7 days at home is 25% of")
-    assert "segment" not in plain
+    plain, figures = engine._versus("spend over the last 7 days at home", 10.0, 40.0, 1.0,
+                                    "sme", "10.00 yuan against a usual 40.00 a week", 33)
+    # A baseline learned over 33 days says so, not "90-day".
+    assert plain.startswith("spend over the last 7 days at home is 25% of this subscriber's "
+                            "baseline over 33 days (")
+    assert "segment" not in plain and figures["baseline_days"] == 33
 
 
 def test_forwarding_on_a_day_without_located_calls_waits_for_a_call_from_home() -> None:

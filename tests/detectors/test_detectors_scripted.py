@@ -156,7 +156,7 @@ def test_slow_decay_alerts_on_the_expected_days() -> None:
     assert all(a["subscriber_id"] == "churner" for a in alerts)
     first = alerts[0]
     assert first["reasons"][0]["code"] == "usage_drop"
-    assert "of this subscriber's 90-day baseline" in first["reasons"][0]["summary"]
+    assert "of this subscriber's baseline over " in first["reasons"][0]["summary"]
     assert first["segment"] == "sme" and first["tier"] == "gold"
 
 

@@ -2,8 +2,9 @@
 
 Alerts are published to a topic of the test's own with repeats (same ``alert_id``, a later
 ``emitted_at``, as a worker restart would re-publish them), an escalation, a resolution, a
-group alert and one undecodable record. The example's consumer group must hand each
-alert over once and order the open work by zone, then value at risk.
+group alert, a port-out closing an open episode (``closed``) and one undecodable record.
+The example's consumer group must hand each alert over once and order the open work by
+zone, then value at risk; after a simulated stream no open item is a customer who left.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def load_example() -> ModuleType:
 def alert(aid: str, sid: str | None, zone: str, value: float, status: str = "open", *,
           segment: str = "consumer", kind: str = "subscriber", group: str | None = None,
           msisdn: str | None = "13800000000", day: int = 2) -> dict[str, Any]:
-    code = "resolved" if status == "resolved" else "usage_drop"
+    code = status if status in ("resolved", "closed") else "usage_drop"
     return {
         "alert_id": aid, "kind": kind, "status": status, "subscriber_id": sid,
         "msisdn": msisdn, "account_id": None, "group_id": group, "segment": segment,
@@ -70,15 +71,18 @@ def published_alerts() -> list[dict[str, Any]]:
     later = [
         alert("id-escalated-0009", "S07", "red", 300.0, "escalated", day=3),
         alert("id-resolved-00010", "S06", "blue", 5000.0, "resolved", day=9),
+        # S02 ported out with its episode open: the item goes, whatever its zone.
+        dict(alert("id-closed-0000012", "S02", "red", 40.0, "closed", day=10),
+             ported_to="China Unicom"),
     ]
     repeats = [dict(a, emitted_at="2026-03-09T02:00:00Z") for a in first[:5] + later[:1]]
     return first + later + repeats
 
 
-# Most urgent first: white, red by value (the group, S03, S07 escalated, S02), yellow by value.
+# Most urgent first: white, red by value (the group, S03, S07 escalated), yellow by value;
+# S06 resolved and S02 (ported out) closed.
 EXPECTED_ORDER = ["id-white-00000004", "id-group-00000008", "id-red-big-000003",
-                  "id-escalated-0009", "id-red-small-0002", "id-yel-big-000001",
-                  "id-yel-small-00005"]
+                  "id-escalated-0009", "id-yel-big-000001", "id-yel-small-00005"]
 
 
 def publish(bootstrap: str, topic: str, alerts: list[dict[str, Any]],
@@ -124,10 +128,10 @@ def test_consumer_group_gets_each_alert_once_in_priority_order(broker) -> None:
     assert len(queue.handled) == len(set(queue.handled))
     assert queue.counts["duplicate"] == len(alerts) - len(unique_ids)
     assert queue.counts["undecodable"] == 1
-    assert queue.counts["closed"] == 1 and queue.counts["updated"] == 1
+    assert queue.counts["closed"] == 2 and queue.counts["updated"] == 1
     assert [a["alert_id"] for a in queue.items()] == EXPECTED_ORDER
-    # Per-key order held: S07's escalation replaced its open alert, S06 is closed.
-    assert not any(a["subscriber_id"] == "S06" for a in queue.items())
+    # Per-key order held: S07's escalation replaced its open alert, S06 and S02 are gone.
+    assert not any(a["subscriber_id"] in ("S06", "S02") for a in queue.items())
 
     # The group committed its offsets: a consumer that restarts in the same group, with the
     # work store kept, reads only what came after, and repeats of handled alerts are dropped.
@@ -159,6 +163,41 @@ def test_command_line_prints_the_queue_without_phone_numbers(broker, tmp_path: P
     assert "13800000000" not in out.stdout + out.stderr
     queue_part = out.stdout.split("work queue", 1)[1]
     rows = [line.split() for line in queue_part.splitlines()[2:] if line.strip()]
-    assert [r[1] for r in rows] == ["white", "red", "red", "red", "red", "yellow", "yellow"]
-    assert [r[4] for r in rows] == ["S04", "group", "S03", "S07", "S02", "S01", "S05"]
+    assert [r[1] for r in rows] == ["white", "red", "red", "red", "yellow", "yellow"]
+    assert [r[4] for r in rows] == ["S04", "group", "S03", "S07", "S01", "S05"]
     assert "duplicate 6" in out.stdout
+
+
+def test_after_a_simulated_stream_no_item_is_a_customer_who_left(
+        broker, tmp_path: Path) -> None:
+    """The engine's own alerts over a simulated world, through the broker to the example:
+    every subscriber who ported out or was deactivated with an episode open is dropped."""
+    from stream.tools.replay import replay_directory
+    from stream.tools.simulator import WorldParams, simulate
+
+    cc = load_example()
+    simulate(tmp_path, WorldParams(subscribers=300, days=120, seed=7))
+    alerts = [dict(a, emitted_at="2026-06-01T00:00:00Z") for a in replay_directory(tmp_path)]
+    left = {e["subscriber_id"] for e in map(orjson.loads,
+                                            (tmp_path / "billing.jsonl").read_bytes().splitlines())
+            if e["kind"] in ("port_out", "deactivation")}
+    alerted = {a["subscriber_id"] for a in alerts if a["kind"] == "subscriber"}
+    closed = [a for a in alerts if a["status"] == "closed"]
+    assert left & alerted, "the world has customers who left after an alert"
+    assert {a["subscriber_id"] for a in closed if a["kind"] == "subscriber"} <= left
+    settings, _env = unique_settings(broker.bootstrap)
+    sent = publish(broker.bootstrap, settings.topic_alerts, alerts)
+    queue = cc.consume(broker.bootstrap, f"cc-sim-{settings.app_id}",
+                       topic=settings.topic_alerts, max_messages=sent, max_seconds=90,
+                       security={}, **TANSU_GROUP)
+    assert len(queue.handled) == len(alerts)
+    open_items = {a["subscriber_id"] for a in queue.items() if a["kind"] == "subscriber"}
+    assert open_items, "some customers are still to be called"
+    assert not open_items & left, "no open item for a customer who left"
+    # Every customer who left with an episode open got exactly one closed alert.
+    last: dict[str, str] = {}
+    for a in alerts:
+        if a["kind"] == "subscriber":
+            last[a["subscriber_id"]] = a["status"]
+    assert {s for s in left if s in last and last[s] != "resolved"} == {
+        a["subscriber_id"] for a in closed if a["kind"] == "subscriber"}
