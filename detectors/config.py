@@ -67,6 +67,9 @@ class EngineConfig:
         Days without own activity after which an active subscriber is white.
     fwd_min_calls
         Forwarded calls to a new off-net target needed to flag forwarding intra-day.
+    low_value_month
+        A line worth less than this a month (the spend baseline) is low-value: fewer than
+        ``fwd_min_calls`` forwarded calls there are a warning, not a red alert on their own.
     fwd_min_share
         Share of the day's incoming calls they must be.
     fwd_habit_share
@@ -120,6 +123,7 @@ class EngineConfig:
     drop_z: float = 3.0
     silent_days: int = 21
     fwd_min_calls: int = 4
+    low_value_month: float = 50.0
     fwd_min_share: float = 0.5
     fwd_habit_share: float = 0.2
     fwd_strong_share: float = 0.65

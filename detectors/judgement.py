@@ -37,9 +37,6 @@ NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
 SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise
 SPEND_MILLI = 1000 // SPEND_SCALE
 CARRY_FWD_STRENGTH = {0.6: 0.55, 1.0: 0.75}
-#: A line worth less than this a month (yuan, the spend baseline) is low-value: a few
-#: forwarded calls there are a warning, not a red alert (:meth:`Judgement._modest`).
-LOW_VALUE_MONTH = 50.0
 #: The strongest a modest piece of evidence may be: yellow alone (yellow at 0.45, red 0.7).
 MODEST_STRENGTH = 0.5
 
@@ -313,10 +310,10 @@ class Judgement:
     def _modest(self, sig: Signal, spend: SpendDrop) -> Signal:
         """Cap forwarding evidence of a few calls on a low-value line below red: red asks
         for a call within the working day, which a call or two forwarded on a line worth
-        less than ``LOW_VALUE_MONTH`` a month does not justify on its own."""
+        less than ``config.low_value_month`` a month does not justify on its own."""
         calls = sig.figures.get("forwarded", 0) + sig.figures.get("carried_forwarded", 0)
         monthly = 30.0 * spend.mean if spend.n else 0.0
-        if calls < self.config.fwd_min_calls and monthly < LOW_VALUE_MONTH:
+        if calls < self.config.fwd_min_calls and monthly < self.config.low_value_month:
             sig.strength = min(sig.strength, MODEST_STRENGTH)
         return sig
 

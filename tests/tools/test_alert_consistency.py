@@ -21,7 +21,6 @@ import pytest
 
 from detectors import EngineConfig
 from detectors.days import parse_ts
-from detectors.judgement import LOW_VALUE_MONTH
 from stream.tools.replay import replay_directory
 from stream.tools.simulator import WorldParams, simulate
 
@@ -133,6 +132,6 @@ def test_every_alert_agrees_with_its_own_reasons(
                 "forwarding_off_net"]:
             fig = reasons[0]["figures"]
             calls = fig.get("forwarded", 0) + fig.get("carried_forwarded", 0)
-            assert calls >= CFG.fwd_min_calls or monthly_value(a) >= LOW_VALUE_MONTH - 1, a
+            assert calls >= CFG.fwd_min_calls or monthly_value(a) >= CFG.low_value_month - 1, a
     # Every kind of evidence the simulated world produces was read.
     assert {"usage_drop", "spend_drop", "forwarding_off_net"} <= set(codes), codes
