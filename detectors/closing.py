@@ -145,11 +145,13 @@ class DayClose(Judgement):
             cents = max(row.call_charge, row.bill_charge) // SPEND_MILLI
             spend.update(cents)
             usage.update(n_out)
-            if n_new and not n_located > 2 * n_away:
+            if n_new and m.cell >= 0 and not n_located > 2 * n_away:
                 # Forwarding on a day with no call from home: a trip or a switch, cannot
                 # tell yet; neither evidence nor normal. Without any located call it waits,
                 # decaying like carried evidence, for the next call from home to confirm it
-                # (a trip shows itself by calls from elsewhere, which drop it).
+                # (a trip shows itself by calls from elsewhere, which drop it). Cells are
+                # extra evidence only: with no home cell known (a feed without location)
+                # there is no call from home to wait for, and the day is judged as it is.
                 fwd.close_day(0, 0, 0)
                 if not n_located:
                     carry = fwd.carry

@@ -138,10 +138,12 @@ class Events(DayClose):
         """Judge at once when today's forwarding evidence becomes overwhelming, if home.
 
         Home: more of today's located calls from the home cell than elsewhere, and at least
-        one. A switch while at home is a new SIM; the same while travelling is a trip.
+        one. A switch while at home is a new SIM; the same while travelling is a trip. With
+        no home cell known (a feed without location) the evidence is judged as it is.
         """
         m = st["m"]
-        if not m.fwd_days or row.n_located <= 2 * row.n_away or m.away:
+        located_away = m.cell >= 0 and row.n_located <= 2 * row.n_away
+        if not m.fwd_days or located_away or m.away:
             return []
         fwd = self._fwd(st)
         level = round(10 * fwd.evidence(row.n_in, row.n_new))

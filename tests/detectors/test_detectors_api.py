@@ -177,3 +177,35 @@ def test_forwarding_on_a_day_without_located_calls_waits_for_a_call_from_home() 
     assert engine.counters["forwarding_confirmed"] == 1
     assert engine.subscribers["s1"]["m"].waiting_new == 0  # moved into the forwarding model
     assert engine.subscribers["s1"]["m"].fwd_acc_new > 0  # carried forwarded calls
+
+
+def test_forwarding_in_a_feed_without_cells_is_judged_without_waiting() -> None:
+    """No cell on any call: no call from home will ever come, so forwarding to a new
+    off-net number is evidence on the day it happens."""
+    engine = Engine()
+    alerts: list[dict[str, Any]] = []
+    n = 0
+
+    def call(day: str, hour: int, **fields: Any) -> None:
+        nonlocal n
+        n += 1
+        alerts.extend(engine.process("calls", {
+            "event_id": f"c{n}", "ts": f"{day}T{hour:02d}:00:00+08:00", "subscriber_id": "s1",
+            "other_party": "13900000000", "duration_s": 60, "charge": 0.0, "cell_id": None,
+            **fields}))
+
+    start = date(2026, 1, 5)
+    for d in range(40):
+        day = (start + timedelta(days=d)).isoformat()
+        for hour in (9, 12, 15):
+            call(day, hour, direction="out")
+            call(day, hour + 1, direction="in")
+    assert not alerts
+    for d in range(40, 43):
+        day = (start + timedelta(days=d)).isoformat()
+        call(day, 9, direction="out")
+        for hour in (10, 13, 16):
+            call(day, hour, direction="in", forwarded_to="18611112222")
+    assert engine.subscribers["s1"]["m"].cell == -1
+    assert engine.subscribers["s1"]["m"].waiting_new == 0
+    assert alerts and alerts[0]["reasons"][0]["code"] == "forwarding_off_net"
