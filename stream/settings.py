@@ -161,8 +161,9 @@ class Settings(BaseSettings):
     calibration_idle_s: float = Field(
         300.0, description="a partition silent this long is not waited for")
     order_margin_s: float = Field(
-        0.25, description="how long a live event waits for an earlier one on another input "
-                          "topic of its partition")
+        1.0, description="how long a live event waits for an earlier one on another input "
+                         "topic of its partition: the longest a producer may hold a record "
+                         "after stamping it")
     deadletter_max_bytes: int = Field(
         1_048_588, description="the dead-letter topic's message limit (Kafka's "
                                "`max.message.bytes`): a larger original keeps only a prefix")

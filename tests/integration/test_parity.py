@@ -302,11 +302,7 @@ def test_two_workers_share_the_world_and_one_stopped_mid_stream_hands_over(broke
 
     settings, environ = unique_settings(
         broker.bootstrap, CHURNWATCH_PORTED_FILE=str(world / "ported.jsonl"),
-        # The world goes out unpaced while the workers run, on two shared cores: the
-        # producer can hold records longer than the default margin (0.25 s), and
-        # events it held would be processed out of replay's order (README "Event-time
-        # order"). That is the margin's job, not this test's.
-        CHURNWATCH_ORDER_MARGIN_S="2", CHURNWATCH_STORE=store)
+        CHURNWATCH_STORE=store)
     expected, _, _ = _replay(world, settings)
     total = _lines(world)
     one = WorkerProc(environ, tmp_path, name="one", fake_engine=False).start()
