@@ -133,8 +133,6 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         5000, description="events per batch at most (also the consumer's records per fetch)")
     batch_within_s: float = Field(0.2, description="longest wait to fill a batch, seconds")
-    fast_path: bool = Field(
-        True, description="batches straight from the consumer; false: through a Faust agent")
     groups: bool = Field(
         True, description="the group stage: member signals, group alerts, members' group "
                           "context")

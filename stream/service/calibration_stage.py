@@ -60,7 +60,7 @@ import orjson
 
 from detectors.days import Clock, parse_ts
 from stream.contracts.validation import Accepted, Rejected, Validator, dead_letter
-from stream.service.agents import DeadLetters
+from stream.service.dead_letters import DeadLetters
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate, gate_for_agent
 from stream.service.redaction import stack

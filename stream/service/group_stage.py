@@ -43,10 +43,10 @@ from typing import Any
 
 from detectors.group import GroupConfig, group_context
 from detectors.group import GroupStage as GroupFold
-from stream.service.agents import alert_key
 from stream.service.codecs import ORJSON, RAW
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate, gate_for_agent
+from stream.service.processor import alert_key
 from stream.service.redaction import stack
 from stream.service.signal_order import Sequencer, is_watermark
 from stream.service.tables import (

@@ -10,7 +10,7 @@ changelog partition of a key is the input partition its events arrive on):
     (as ``churnwatch replay`` does), so its entries live in that partition's changelog.
     ``"<partition>/__applied__"`` holds, per input topic, the offset below which that
     partition's messages are reflected in the state (see :meth:`BatchProcessor.flush
-    <stream.service.agents.BatchProcessor.flush>`): after a crash, messages delivered again below
+    <stream.service.processor.BatchProcessor.flush>`): after a crash, messages delivered again below
     it are skipped, so state and alerts change exactly once per message.
 
 **A batch is written whole or not at all.** A batch's state is many changelog records in two

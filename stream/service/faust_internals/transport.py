@@ -81,7 +81,7 @@ async def fetch_highwaters(consumer: Any, partitions: Iterable[TP]) -> dict[TP, 
 
 #: Longest wait of the consumer's fetches for data (Faust uses 1.5 s). The worker takes
 #: each input partition's high watermark, and when it was seen, from these responses to
-#: release events in order (stream.service.agents), so a quiet partition must answer often.
+#: release events in order (stream.service.processor), so a quiet partition must answer often.
 FETCH_MAX_WAIT_MS = 100
 
 
@@ -144,9 +144,10 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
       Acked gaps put offsets twice in Faust's ack list, and its commit then crawled one
       offset at a time (a stall seen in the crash tests). The input topics need neither
       check: their offsets have no gaps (not compacted, no transactions) and the batch
-      processor skips what its state already holds (:class:`stream.service.agents.BatchProcessor`,
-      applied marks and positions). So their records skip both; other topics (changelogs,
-      the stages' topics) keep Faust's.
+      processor skips what its state already holds
+      (:class:`stream.service.processor.BatchProcessor`, applied marks and positions).
+      So their records skip both; other topics (changelogs, the stages' topics) keep
+      Faust's.
 
     Batch path: when the app carries a batch sink (``app.churnwatch.batch_sink``, an
     ``async`` callable taking a list of messages, and ``app.churnwatch.batch_topics``),
