@@ -171,7 +171,7 @@ def create_app(
             processor.group_context = groups.contexts.reason
     calibration = None
     if settings.calibration:
-        from stream.service.calibration_stage import declare as declare_calibration
+        from stream.service.calibration_agent import declare as declare_calibration
 
         calibration = declare_calibration(app, settings, alerts_topic=topics.alerts,
                                           deadletter_topic=topics.deadletter, metrics=metrics)

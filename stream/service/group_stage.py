@@ -46,16 +46,12 @@ from detectors.group import GroupStage as GroupFold
 from stream.service.codecs import ORJSON, RAW
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate, gate_for_agent
+from stream.service.faust_internals.plain_table import plain_table
 from stream.service.processor import alert_key
 from stream.service.redaction import stack
 from stream.service.signal_order import Sequencer, is_watermark
-from stream.service.tables import (
-    BatchCache,
-    PartitionIndex,
-    PartitionView,
-    plain_table,
-    send_records,
-)
+from stream.service.tables import BatchCache, PartitionIndex, PartitionView
+from stream.service.write_ahead import send_records
 
 log = logging.getLogger(__name__)
 

@@ -49,6 +49,7 @@ from stream.contracts.validation import (
     dead_letter,
     dead_letter_key,
 )
+from stream.service.batch_report import BatchReport
 from stream.service.lateness import too_late
 from stream.service.ordering import KIND_ORDER, CaughtUp, Reorder
 from stream.service.redaction import stack
@@ -128,16 +129,12 @@ class BatchProcessor:
         self.kinds = kinds
         self.engine_factory = engine_factory
         self.engines: dict[int, EngineLike] = {}
-        #: subscriber -> (partition, segment, zone) of an open episode this worker alerted
-        self.open_episodes: dict[str, tuple[int, str, str]] = {}
-        self._reported: dict[int, Counter[str]] = {}
         self.metrics = metrics
+        self.report = None if metrics is None else BatchReport(metrics)
         self.validator = validator or Validator()
         self.clock = clock
         self.newest_event_s = float("-inf")
         self.reorder = Reorder(max_held=max_held)
-        self._out_of_order_reported = 0
-        self._forced_reported = 0
         #: (topic, partition) -> offset after the last message delivered to us
         self.position: dict[tuple[str, int], int] = {}
         #: (topic, partition) -> every offset below this one is reflected in the state
@@ -193,7 +190,6 @@ class BatchProcessor:
         engine = self.engines.get(partition)
         if engine is None:
             engine = self.engines[partition] = self.engine_factory(partition)
-            self._reported[partition] = Counter()
         return engine
 
     def reset(self) -> int:
@@ -210,12 +206,9 @@ class BatchProcessor:
         self._touched.clear()
         self._marks_sent.clear()
         self.engines.clear()
-        self._reported.clear()
         self.tables.discard()
-        if self.metrics is not None:
-            for _, segment, zone in self.open_episodes.values():
-                self.metrics.open_alerts.labels(segment=segment, zone=zone).dec()
-        self.open_episodes.clear()
+        if self.report is not None:
+            self.report.reset()
         return len(dropped)
 
     def _load_marks(self, partition: int) -> None:
@@ -360,10 +353,8 @@ class BatchProcessor:
             stamp = datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
             for _, alert in result.alerts:
                 alert["emitted_at"] = stamp
-        if self.metrics is not None:
-            self._record(self.metrics, outcomes, reasons, result)
-            if episodes:
-                self._track_episodes(self.metrics, episodes)
+        if self.report is not None:
+            self.report.batch(self, outcomes, reasons, result, episodes)
         return result
 
     def _group_output(self, result: BatchResult) -> None:
@@ -387,20 +378,6 @@ class BatchProcessor:
                 self._marks_sent[partition] = mark
                 result.watermarks.append((partition, mark))
 
-    def _track_episodes(self, metrics: Any, episodes: list[tuple[int, dict[str, Any]]]) -> None:
-        """Keep ``churnwatch_open_alerts`` to the open episodes of the alerts published."""
-        gauge = metrics.open_alerts
-        open_ = self.open_episodes
-        for partition, what in episodes:
-            sid = str(what.get("subscriber_id"))
-            before = open_.pop(sid, None)
-            if before is not None:
-                gauge.labels(segment=before[1], zone=before[2]).dec()
-            if what.get("status") in ("open", "escalated"):
-                now = (partition, str(what.get("segment") or "unknown"), str(what.get("zone")))
-                open_[sid] = now
-                gauge.labels(segment=now[1], zone=now[2]).inc()
-
     def _min_held(self, tp: tuple[str, int]) -> int | None:
         """The lowest offset of ``tp`` still held (not yet processed), if any."""
         heap = self._held_offsets.get(tp)
@@ -411,7 +388,7 @@ class BatchProcessor:
 
     def stage(self) -> Any:
         """Move the batch's state, with each touched partition's applied-offset marks, into
-        the tables; the :class:`stream.service.tables.Staged` records that make it durable (a
+        the tables; the :class:`stream.service.write_ahead.Staged` records that make it durable (a
         write-ahead copy per partition, then each key once).
 
         A mark says: every message of that topic-partition below this offset is in the
@@ -439,42 +416,3 @@ class BatchProcessor:
         staged.send_wal()
         staged.send_records()
         return int(staged.keys)
-
-    def _record(
-        self,
-        metrics: Any,
-        outcomes: Counter[tuple[str, str]],
-        reasons: Counter[str],
-        result: BatchResult,
-    ) -> None:
-        for (topic, outcome), n in outcomes.items():
-            metrics.events.labels(topic=topic, outcome=outcome).inc(n)
-        for reason, n in reasons.items():
-            metrics.dead_letters.labels(reason=reason).inc(n)
-        for _, alert in result.alerts:
-            metrics.alerts.labels(kind=str(alert.get("kind")), zone=str(alert.get("zone"))).inc()
-            for reason in alert.get("reasons") or ():
-                metrics.alert_reasons.labels(code=str(reason.get("code"))).inc()
-        for partition, engine in self.engines.items():
-            seen = self._reported[partition]
-            now = Counter(engine.counters)
-            delta = {k: v - seen.get(k, 0) for k, v in now.items() if v != seen.get(k, 0)}
-            if delta:
-                metrics.add_engine_counters(delta)
-                self._reported[partition] = now
-        if self.newest_event_s > float("-inf"):
-            metrics.event_time_lag.set(max(0.0, self.clock() - self.newest_event_s))
-        metrics.events_held.set(len(self.reorder))
-        late = self.reorder.out_of_order - self._out_of_order_reported
-        if late:
-            metrics.events_out_of_order.inc(late)
-            self._out_of_order_reported += late
-        forced = self.reorder.forced - self._forced_reported
-        if forced:
-            metrics.events_forced.inc(forced)
-            self._forced_reported += forced
-        metrics.order_lag.set(self.reorder.lag_s())
-        metrics.subscribers_tracked.set(len(self.tables.subscriber_index))
-        # The indexes, not len(store): a RocksDB store counts by walking every key.
-        metrics.table_keys.labels(table="subscribers").set(len(self.tables.subscriber_index))
-        metrics.table_keys.labels(table="population").set(len(self.tables.population_index))

@@ -46,7 +46,7 @@ import orjson
 from stream.contracts.validation import Accepted, Rejected, Validator, dead_letter
 from stream.service import work_queue as wq
 from stream.service.codecs import ORJSON, RAW
-from stream.service.tables import plain_table
+from stream.service.faust_internals.plain_table import plain_table
 
 log = logging.getLogger(__name__)
 
