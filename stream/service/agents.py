@@ -72,7 +72,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
         highwater, probed_at = probe
         at = processor.position.get((topic, partition))
         if at is None:  # nothing delivered yet: we start at the committed offset
-            at = app.consumer._committed_offset.get(TP(topic, partition)) or 0
+            at = app.consumer.committed_offset(TP(topic, partition)) or 0
         # A producer stamps a record when it is handed over, not when the broker has
         # it: allow for records still in a producer's buffer when the probe ran.
         return probed_at - margin if at >= highwater else None
@@ -84,21 +84,16 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
         own would queue behind that on the same connection). False: some partition has
         had no fetch response yet."""
         try:
-            client = app.consumer._thread._ensure_consumer()
             tps = [tp for tp in app.consumer.assignment() if tp.topic in topics.kinds]
         except Exception:  # not started, or stopping
             return False
-        complete = True
-        for tp in tps:
-            highwater = client.highwater(tp)
-            at_ms = client.last_poll_timestamp(tp)
-            if highwater is None or at_ms is None:
-                complete = False
-                continue
+        fetched = app.consumer.fetched_highwaters(tps)
+        for tp, (highwater, at_s) in fetched.items():
             key = (tp.topic, tp.partition)
             seen = probes.get(key)
-            if seen is None or at_ms / 1000.0 > seen[1]:
-                probes[key] = (int(highwater), at_ms / 1000.0)
+            if seen is None or at_s > seen[1]:
+                probes[key] = (highwater, at_s)
+        complete = len(fetched) == len(tps)
         return complete
 
     async def probe_highwaters() -> None:
@@ -113,7 +108,6 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
             log.warning("high watermark probe failed: %r", exc)
             return
         lag: dict[str, int] = dict.fromkeys(topics.kinds, 0)
-        committed = app.consumer._committed_offset
         for tp, highwater in highwaters.items():
             if highwater is not None and highwater >= 0:
                 seen = probes.get((tp.topic, tp.partition))
@@ -121,7 +115,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                     probes[(tp.topic, tp.partition)] = (int(highwater), sent_at)
                 at = processor.position.get((tp.topic, tp.partition))
                 if at is None:
-                    at = committed.get(tp) or 0
+                    at = app.consumer.committed_offset(tp) or 0
                 lag[tp.topic] += max(0, int(highwater) - at)
         if metrics is not None:
             for topic, behind in lag.items():

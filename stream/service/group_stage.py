@@ -121,7 +121,9 @@ class ContextView:
             topic = context_topic_name(self.settings)
             parts = consumer.partitions_for_topic(topic)
             if not parts:
-                await consumer._client.force_metadata_update()
+                from stream.service.faust_internals.transport import refresh_metadata
+
+                await refresh_metadata(consumer)
                 parts = consumer.partitions_for_topic(topic) or set()
             if not parts:
                 await consumer.stop()
