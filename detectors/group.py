@@ -701,16 +701,34 @@ class GroupStage:
         day = int(signal["day"])
         if day > meta["w"]:
             # Event time moved on: decide the quiet active groups' days too.
-            for other in sorted(active - {gid}):
-                quiet = self.watch(other)
-                quiet.advance(day)
-                alerts.extend(self._keep(quiet, active))
+            alerts.extend(self._advance_quiet(day, active, skip=gid))
             meta = {"w": day, "a": sorted(active)}
         elif sorted(active) != meta["a"]:
             meta = {"w": meta["w"], "a": sorted(active)}
         else:
             return alerts
         self.store[self.meta_key] = meta
+        return alerts
+
+    def advance(self, day: int) -> list[dict[str, Any]]:
+        """Every member signal before ``day`` has been processed (the sources' watermarks
+        say so): decide the active groups' days as a signal of ``day`` would. A group that
+        no signal reaches any more (its last member gone) still closes its episode."""
+        meta = self.store.get(self.meta_key) or {"w": -1, "a": []}
+        if day <= meta["w"]:
+            return []
+        active = set(meta["a"])
+        alerts = self._advance_quiet(day, active)
+        self.store[self.meta_key] = {"w": day, "a": sorted(active)}
+        return alerts
+
+    def _advance_quiet(self, day: int, active: set[str], skip: str | None = None
+                       ) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = []
+        for other in sorted(active - {skip}):
+            quiet = self.watch(other)
+            quiet.advance(day)
+            alerts.extend(self._keep(quiet, active))
         return alerts
 
     def _keep(self, watch: GroupWatch, active: set[str]) -> list[dict[str, Any]]:

@@ -215,6 +215,10 @@ def replay_directory(
             for g, sequencer in enumerate(sequencers):
                 for ready in sequencer.watermark(p, mark):
                     yield from stages[g].process(ready)
+                if sequencer.low > float("-inf"):
+                    # Every signal before low + 1 is in: quiet groups decide their days too
+                    # (a group whose last member left gets no more signals).
+                    yield from stages[g].advance(int(sequencer.low) + 1)
 
     def partition_for(subscriber_id: str) -> int:
         p = part_cache.get(subscriber_id)
