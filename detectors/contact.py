@@ -7,12 +7,18 @@ week. The input contract has no "answered" flag: an incoming call with ``duratio
 was answered, one with ``duration_s == 0`` was missed, and a forwarded call says nothing
 about the subscriber (they never saw it ring) and is left out.
 
-Hours of the week are coarse buckets: weekdays or weekend, by blocks of four hours in the
-operator's time zone (12 buckets). Each bucket holds three small counts (answered, missed,
-made), at most 255, kept as 36 bytes in base64: about 50 bytes serialized. The counts
-decay in event time: they halve at the start of each period (four weeks by default), and
-all halve at once when one reaches its cap, so the shares they give follow the last
-couple of months.
+Hours of the week are coarse buckets: weekdays or weekend, by blocks of three hours in the
+operator's time zone (16 buckets). Each bucket holds three small counts (answered, missed,
+made), at most 255. The counts decay in event time: they halve at the start of each period
+(four weeks by default), and all halve at once when one reaches its cap, so the shares
+they give follow the last couple of months.
+
+The state is one short string, the subscriber state's ``"h"`` (like the dedupe ring ``"e"``:
+a string is one object, where a record of numbers would be a list and its items): base64
+of 49 bytes, about 70 bytes serialized and 120 in memory. Byte 0 is the period the counts
+were decayed to, modulo 256 (periods of four weeks wrap after 19 years; a call from an
+earlier period than the stored one, a late call, is counted without decaying); bytes 1-48
+the counts, answered then missed then made, bucket by bucket (:data:`BUCKETS`).
 """
 
 from __future__ import annotations
@@ -22,12 +28,10 @@ from typing import Any
 
 from river import base
 
-from detectors.record import Record
-
-__all__ = ["BLOCK_HOURS", "BUCKETS", "ContactState", "ContactWindows"]
+__all__ = ["BLOCK_HOURS", "BUCKETS", "ContactWindows"]
 
 #: Hours per block of the day; blocks per day; buckets (weekdays, then the weekend).
-BLOCK_HOURS = 4
+BLOCK_HOURS = 3
 BLOCKS = 24 // BLOCK_HOURS
 BUCKETS = 2 * BLOCKS
 #: The three counts per bucket, in the order they are stored.
@@ -39,32 +43,22 @@ WEEKDAYS = [1, 2, 3, 4, 5]
 WEEKEND = [6, 7]
 
 
-class ContactState(Record):
-    """``"h"`` in a subscriber's state: the contact counts and the period they were decayed to.
-
-    ``period``: the event-time period (days since 1970-01-01 local, divided by the period's
-    length) of the counts, -1 before the first call; ``counts``: base64 of
-    ``3 x BUCKETS`` bytes, answered then missed then made, bucket by bucket.
-    """
-
-    __slots__ = ()
-    period: int = -1
-    counts: str = ""
-
-
 class ContactWindows(base.Base):
     """When a subscriber answers the phone: the best windows of the week, and their shares.
 
     ``learn_one`` takes one call: its event time (epoch seconds), its direction and, for an
     incoming call, whether it was answered. :meth:`windows` ranks the buckets by the share
-    of contacts that reached the subscriber there (answered incoming and calls they made,
-    against missed incoming; one made and one missed call of prior), keeps those with at
+    of incoming calls answered there, with a prior of one answered and one missed call to
+    which the calls the subscriber made there add up to ``made_prior`` answered ones (a call
+    made says they were at the phone; only answered and missed calls say whether they pick
+    up: a block they only call out in ranks below one where they answer most calls), keeps
+    those with at
     least ``min_calls`` calls and a share above ``min_share``, the best ``max_windows`` of
     them, and joins neighbouring blocks of the same day type. :meth:`advice` is what an
     alert carries (``contact``).
 
-    The state is a :class:`ContactState` in :attr:`state`; the engine points it at the
-    subscriber's stored record.
+    The state is the string :attr:`state` (see the module's description); the engine loads
+    it from the subscriber's state and stores it back.
 
     Parameters
     ----------
@@ -75,7 +69,9 @@ class ContactWindows(base.Base):
     min_calls
         Calls a bucket needs before it can be a window.
     min_share
-        The share of contacts that reach the subscriber a bucket must exceed to be a window.
+        The share (as ranked) a bucket must exceed to be a window.
+    made_prior
+        The most answered calls that the calls made in a bucket stand for.
     max_windows
         Buckets kept as windows (before neighbouring ones are joined).
 
@@ -89,8 +85,8 @@ class ContactWindows(base.Base):
     >>> contact = ContactWindows()
     >>> for day in range(5, 61):  # January and February 2026, from Monday the 5th
     ...     for _ in range(4):
-    ...         hour = rng.choice([9, 10, 14, 15, 17, 18, 19])
-    ...         evening = hour >= 16
+    ...         hour = rng.choice([9, 10, 14, 15, 18, 19, 20])
+    ...         evening = hour >= 18
     ...         ts = datetime.fromisoformat(f"2026-01-01T{hour:02d}:30:00+08:00").timestamp()
     ...         ts += (day - 1) * 86400
     ...         out = rng.random() < (0.4 if evening else 0.1)
@@ -98,23 +94,24 @@ class ContactWindows(base.Base):
     ...                            "answered": rng.random() < (0.85 if evening else 0.2)})
     >>> advice = contact.advice()
     >>> advice["summary"]
-    'answers 88% of calls on weekdays 16:00-20:00 and weekends 16:00-20:00'
+    'answers 84% of calls on weekdays 18:00-21:00 and weekends 15:00-21:00'
     >>> [(w["weekdays"], w["start"], w["end"]) for w in advice["windows"]]
-    [([1, 2, 3, 4, 5], '16:00', '20:00'), ([6, 7], '16:00', '20:00')]
+    [([1, 2, 3, 4, 5], '18:00', '21:00'), ([6, 7], '15:00', '21:00')]
     >>> contact.advice(account_manager="AM007")["first_contact"]
     'account_manager'
 
     """
 
     def __init__(self, tz_offset_hours: float = 8.0, period_days: int = 28, min_calls: int = 3,
-                 min_share: float = 0.6, max_windows: int = 3):
+                 min_share: float = 0.6, made_prior: int = 3, max_windows: int = 3):
         self.tz_offset_hours = tz_offset_hours
         self.period_days = period_days
         self.min_calls = min_calls
         self.min_share = min_share
+        self.made_prior = made_prior
         self.max_windows = max_windows
         self._offset_s = tz_offset_hours * 3600.0
-        self.state: Any = ContactState.new()
+        self.state = ""
 
     # -- learning ------------------------------------------------------------------------
     def bucket(self, ts: float) -> tuple[int, int]:
@@ -129,32 +126,38 @@ class ContactWindows(base.Base):
         (``answered`` is read on incoming calls only)."""
         bucket, day = self.bucket(float(x["ts"]))
         kind = MADE if x["direction"] == "out" else ANSWERED if x.get("answered") else MISSED
-        s = self.state
-        counts = bytearray(binascii.a2b_base64(s[1])) if s[1] else bytearray(3 * BUCKETS)
-        period = day // self.period_days
-        if s[0] >= 0 and period > s[0]:
-            shift = min(period - s[0], 8)
-            counts = bytearray(c >> shift for c in counts)
-        if period > s[0]:
-            s[0] = period
-        at = kind * BUCKETS + bucket
-        if counts[at] >= CAP:
-            counts = bytearray(c >> 1 for c in counts)
-        counts[at] += 1
-        s[1] = binascii.b2a_base64(bytes(counts), newline=False).decode("ascii")
+        raw = bytearray(binascii.a2b_base64(self.state)) if self.state else None
+        period = (day // self.period_days) & 0xFF
+        if raw is None:
+            raw = bytearray(1 + 3 * BUCKETS)
+        else:
+            ahead = (period - raw[0]) & 0xFF
+            if 0 < ahead < 128:  # a later period: halve once per period gone by
+                shift = min(ahead, 8)
+                raw[1:] = bytes(c >> shift for c in raw[1:])
+            elif ahead:  # an earlier period (a late call): counted as it is
+                period = raw[0]
+        raw[0] = period
+        at = 1 + kind * BUCKETS + bucket
+        if raw[at] >= CAP:
+            raw[1:] = bytes(c >> 1 for c in raw[1:])
+        raw[at] += 1
+        self.state = binascii.b2a_base64(bytes(raw), newline=False).decode("ascii")
 
     # -- reading -------------------------------------------------------------------------
     def counts(self) -> list[tuple[int, int, int]]:
         """(answered, missed, made) per bucket."""
-        raw = binascii.a2b_base64(self.state[1]) if self.state[1] else bytes(3 * BUCKETS)
-        return [(raw[b], raw[BUCKETS + b], raw[2 * BUCKETS + b]) for b in range(BUCKETS)]
+        raw = binascii.a2b_base64(self.state) if self.state else bytes(1 + 3 * BUCKETS)
+        return [(raw[1 + b], raw[1 + BUCKETS + b], raw[1 + 2 * BUCKETS + b])
+                for b in range(BUCKETS)]
 
     def windows(self) -> list[dict[str, Any]]:
         """The best windows of the week, best first (see the class's description)."""
         scored = []
         for b, (answered, missed, made) in enumerate(self.counts()):
             calls = answered + missed + made
-            reached = (answered + made + 1) / (calls + 2)
+            made_as = min(made, self.made_prior)
+            reached = (answered + made_as + 1) / (answered + missed + made_as + 2)
             if calls >= self.min_calls and reached > self.min_share:
                 scored.append((-reached, -calls, b))
         chosen = sorted(b for *_, b in sorted(scored)[: self.max_windows])

@@ -7,7 +7,6 @@ import zlib
 from typing import Any
 
 from detectors.closing import DayClose
-from detectors.contact import ContactState
 from detectors.forwarding import is_familiar, see_contact
 from detectors.judgement import (
     FAMILIAR_MIN,
@@ -91,7 +90,7 @@ class Events(DayClose):
         if not out and event.get("forwarded_to"):
             return
         contact = self._contact
-        contact.state = st.get("h") or ContactState.new()
+        contact.state = st.get("h", "")
         contact.learn_one({"ts": ts, "direction": event["direction"],
                            "answered": not out and event["duration_s"] > 0})
         st["h"] = contact.state

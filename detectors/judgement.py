@@ -11,7 +11,7 @@ from typing import Any
 
 from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
-from detectors.contact import ContactState, ContactWindows
+from detectors.contact import ContactWindows
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
 from detectors.numbers import OperatorLookup, normalise
@@ -399,7 +399,7 @@ class Judgement:
                 "figures": {"days": cfg.resolve_days, "risk_score": assessment.score},
             })
         contact = self._contact
-        contact.state = st.get("h") or ContactState.new()
+        contact.state = st.get("h", "")
         first = manager if segment in cfg.manager_first_segments else None
         return {
             "alert_id": digest,

@@ -19,8 +19,8 @@ key    meaning
 ``e``  dedupe ring: base64 of the last 32-bit event-id fingerprints
 ``g``  the last member signal emitted (group members, with ``signals=True`` only)
 ``x``  set once the subscriber ported out or was deactivated (:class:`Closed`)
-``h``  contact windows: when the subscriber takes calls
-       (:class:`detectors.contact.ContactState`), from their first call on
+``h``  contact windows: when the subscriber takes calls, base64 of small counts by hour
+       of the week (:class:`detectors.contact.ContactWindows`), from their first call on
 =====  =====================================================================================
 
 At most 10 keys at once (``x`` drops ``o m s k a g h``): a CPython dict of 6-10 keys takes
@@ -38,7 +38,6 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from detectors.contact import ContactState
 from detectors.presence import HomeState
 from detectors.record import Record, group
 
@@ -207,8 +206,6 @@ def decode(st: dict[str, Any]) -> None:
         st["p"] = Profile.of(st["p"])
     if "x" in st:
         st["x"] = Closed.of(st["x"])
-    if "h" in st:
-        st["h"] = ContactState.of(st["h"])
 
 
 def fingerprint(text: str) -> bytes:

@@ -23,7 +23,7 @@ from river import base
 from river.checks import common
 
 from detectors.bill import BillLevel
-from detectors.contact import ContactState, ContactWindows
+from detectors.contact import ContactWindows
 from detectors.forwarding import Forwarding
 from detectors.policy import ZONES, AlertPolicy
 from detectors.presence import HomeCell, HomeState
@@ -56,7 +56,7 @@ def _set(model: Any, names: tuple[str, ...], values: list[Any]) -> None:
 def _contact_step(c: ContactWindows, rng: random.Random, i: int) -> None:
     # A call every few hours of event time: evenings answered, days mostly missed.
     ts = 1_767_225_600 + i * 3 * 3600 + rng.randint(0, 3599)
-    evening = c.bucket(ts)[0] % 6 == 4
+    evening = c.bucket(ts)[0] % 8 == 6
     c.learn_one({"ts": ts, "direction": "out" if rng.random() < 0.3 else "in",
                  "answered": rng.random() < (0.9 if evening else 0.2)})
 
@@ -106,8 +106,8 @@ MODELS: dict[str, Model] = {
     "Forwarding": Model(Forwarding, _fwd_step, lambda m: m.to_state(), _fwd_load, 60),
     "AlertPolicy": Model(AlertPolicy, _policy_step, lambda m: m.to_state(), _policy_load, 60),
     "ContactWindows": Model(
-        ContactWindows, _contact_step, lambda m: list(m.state),
-        lambda m, s: setattr(m, "state", ContactState(s)), 60),
+        ContactWindows, _contact_step, lambda m: [m.state],
+        lambda m, s: setattr(m, "state", s[0]), 80),
 }
 
 GENERAL_CHECKS = [

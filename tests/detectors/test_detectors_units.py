@@ -214,9 +214,7 @@ def test_alerts_follow_the_contract_and_ids_are_deterministic() -> None:
     assert (contact["first_contact"], contact["account_manager"]) == ("account_manager", "AM1")
     assert contact["summary"].startswith("call through account manager AM1 first; the "
                                          "subscriber answers 100% of calls on ")
-    assert {(w["start"], w["end"]) for w in contact["windows"]} <= {
-        ("08:00", "16:00"), ("12:00", "16:00"), ("08:00", "12:00"), ("12:00", "20:00"),
-        ("16:00", "20:00"), ("08:00", "20:00")}
+    assert all("09:00" <= w["start"] < w["end"] <= "18:00" for w in contact["windows"])
     assert [a["alert_id"] for a in _alert_world()] == [a["alert_id"] for a in alerts]
     json.dumps(alerts)  # plain JSON
 
