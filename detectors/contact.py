@@ -196,9 +196,12 @@ class ContactWindows(base.Base):
         if not windows:
             sentence = "too few calls yet to tell when they answer"
         else:
-            when = " and ".join(
-                f"{'weekends' if w['weekdays'] == WEEKEND else 'weekdays'} "
-                f"{w['start']}-{w['end']}" for w in windows)
+            parts, last = [], None
+            for w in windows:  # "weekdays 18:00-21:00 and 09:00-12:00 and weekends ..."
+                days = "weekends" if w["weekdays"] == WEEKEND else "weekdays"
+                parts.append(("" if days == last else f"{days} ") + f"{w['start']}-{w['end']}")
+                last = days
+            when = " and ".join(parts)
             sentence = (f"answers {share:.0%} of calls on {when}" if share is not None
                         else f"makes calls on {when} (no incoming calls seen then)")
         first = "subscriber"
