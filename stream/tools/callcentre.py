@@ -24,7 +24,7 @@ import argparse
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -369,7 +369,7 @@ class ContactCentre:
                          key=lambda a: (_ts(a["ts"]), str(a.get("alert_id"))))
         items: dict[str, dict[str, Any]] = {}
         attempts: Counter[str] = Counter()
-        done: set[str] = set()  # episodes (key, opened) worked to the end
+        done: set[tuple[str, Any]] = set()  # episodes (key, opened) worked to the end
         figures: Counter[str] = Counter()
         value = 0.0
         at = 0
@@ -388,18 +388,19 @@ class ContactCentre:
                 elif (key, item["opened_ts"]) not in done:
                     items[key] = item
             work = list(items.values())
+            chosen: list[Mapping[str, Any]]
             if order == "queue":
                 chosen = ordered(work, capacity)
             else:
                 chosen = sorted(work, key=lambda i: (str(i["opened_ts"]), str(i["key"])))
                 chosen = chosen[:capacity]
-            for item in chosen:
-                key = str(item["key"])
-                episode = (key, item["opened_ts"])
+            for call in chosen:
+                key = str(call["key"])
+                episode = (key, call["opened_ts"])
                 t = truth[key]
                 rng = random.Random(f"{self.seed}|{key}|{day.date()}|{attempts[key]}")
                 u_answer, u_hour, u_minute = rng.random(), rng.random(), rng.random()
-                hour = self._hour(item, day, timing, u_hour)
+                hour = self._hour(call, day, timing, u_hour)
                 when = day.replace(hour=hour, minute=int(u_minute * 60))
                 gone = _ts(t["port_out_ts"]) if t.get("port_out_ts") else None
                 if gone is not None and gone <= when:
@@ -421,7 +422,7 @@ class ContactCentre:
                 done.add(episode)
                 if t["churn"]:
                     figures["reached_churners"] += 1
-                    keep = random.Random(f"{self.seed}|{key}|{item['opened_ts']}|kept")
+                    keep = random.Random(f"{self.seed}|{key}|{call['opened_ts']}|kept")
                     if keep.random() < self.retained:
                         figures["retained"] += 1
                         value += float(t.get("monthly_fee") or 0.0)
@@ -436,7 +437,7 @@ class ContactCentre:
             "retained": figures["retained"], "value_retained": round(value, 2),
         }
 
-    def _hour(self, item: dict[str, Any], day: datetime, timing: str, u: float) -> int:
+    def _hour(self, item: Mapping[str, Any], day: datetime, timing: str, u: float) -> int:
         """The hour to call ``item`` on ``day``: in its best window that meets the working
         hours on that weekday (advised), else a random working hour."""
         lo, hi = self.open_hours
@@ -478,7 +479,8 @@ def contact_experiment(world: Path, alerts: list[dict[str, Any]], *,
     summary = json.loads((world / "world.json").read_text())
     start, end = _ts(summary["start"]), _ts(summary["end"])
     centre = ContactCentre(seed=seed, retained=retained)
-    timing, order = [], []
+    timing: list[dict[str, Any]] = []
+    order: list[dict[str, Any]] = []
     for capacity in capacities:
         def run(order_: str, timing_: str, capacity: int = capacity) -> dict[str, Any]:
             return centre.run(alerts, truth, start, end, capacity=capacity, order=order_,
