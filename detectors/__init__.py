@@ -4,7 +4,8 @@ Each per-subscriber model is a River estimator in its own module (:class:`HomeCe
 :class:`PoissonCusum`, :class:`IncomingRate`, :class:`SpendDrop`, :class:`BillLevel`,
 :class:`Forwarding`, :class:`AlertPolicy`, :class:`ContactWindows`); the :class:`Engine`
 aggregates events into days (``events``), closes days and lets the models learn
-(``closing``), then judges (``judgement``). Stored state is plain data of named records (``state``, ``record``).
+(``closing``), then judges (``judgement``). Stored state is plain data of named records
+(``state``, ``record``).
 
 No I/O and no Kafka here: ``stream/`` and ``churnwatch replay`` drive the :class:`Engine`
 (``tests/detectors/test_detectors_units.py`` proves in a fresh interpreter that importing this
