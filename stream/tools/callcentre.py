@@ -318,9 +318,11 @@ class ContactCentre:
     the alert stream, :func:`stream.service.work_queue.fold`) are called, at most
     ``capacity`` of them: in the queue's order (:func:`stream.service.work_queue.ordered`,
     by expected retained value) or first come, first served (by when the episode opened).
-    A call is made at an hour in the item's best contact window that meets the working
-    hours on that weekday (``timing="advised"``; an item without one is called at a random
-    hour), or at a random working hour (``timing="random"``). It reaches the subscriber
+    With ``timing="advised"`` an item is called on a day one of its contact windows meets
+    the working hours, at an hour in the best such window (the other items wait for their
+    day, as the queue's ``reachable_now`` filter has them wait; an item whose alert has no
+    windows is called any day at a random hour); with ``timing="random"``, any day at a
+    random working hour. It reaches the subscriber
     with the world's own odds (``truth.jsonl``'s ``answers``: the first share in the hours
     they answer in, the second outside them; always without them). A number already ported
     out is gone (not counted as a call). A reached churner is retained with probability
@@ -328,9 +330,10 @@ class ContactCentre:
     later day, up to :data:`MAX_ATTEMPTS` calls. Group items have no one number to call and
     are left out.
 
-    Draws are shared between the ways of working (common random numbers): a call's answer
-    depends on the item, the day and the attempt, a reached churner's retention on the item,
-    so two ways of working differ only by whom they call and when.
+    Draws are shared between the ways of working (common random numbers): a call's answer,
+    and where in its window or working day it falls, depend on the episode and the attempt,
+    a reached churner's retention on the episode, so two ways of working differ only by whom
+    they call and when.
 
     Examples
     --------
@@ -388,6 +391,13 @@ class ContactCentre:
                 elif (key, item["opened_ts"]) not in done:
                     items[key] = item
             work = list(items.values())
+            if timing == "advised":
+                # Called on a day one of its windows is open in working hours (or any day,
+                # when its alert has no windows at all); the others wait for their day.
+                callable_ = [i for i in work if self._window(i, day) is not None
+                             or not _windows(i)]
+                figures["waited"] += len(work) - len(callable_)
+                work = callable_
             chosen: list[Mapping[str, Any]]
             if order == "queue":
                 chosen = ordered(work, capacity)
@@ -398,10 +408,15 @@ class ContactCentre:
                 key = str(call["key"])
                 episode = (key, call["opened_ts"])
                 t = truth[key]
-                rng = random.Random(f"{self.seed}|{key}|{day.date()}|{attempts[key]}")
+                rng = random.Random(f"{self.seed}|{episode}|{attempts[key]}")
                 u_answer, u_hour, u_minute = rng.random(), rng.random(), rng.random()
-                hour = self._hour(call, day, timing, u_hour)
-                when = day.replace(hour=hour, minute=int(u_minute * 60))
+                lo, hi = self.open_hours
+                window = self._window(call, day) if timing == "advised" else None
+                if window is not None:
+                    lo, hi = window
+                    figures["in_window"] += 1
+                when = day.replace(hour=lo + int(u_hour * (hi - lo)),
+                                   minute=int(u_minute * 60))
                 gone = _ts(t["port_out_ts"]) if t.get("port_out_ts") else None
                 if gone is not None and gone <= when:
                     figures["gone"] += 1
@@ -433,24 +448,29 @@ class ContactCentre:
             "calls": calls, "reached": figures["reached"], "unreached": figures["unreached"],
             "unreachable_share": round(figures["unreached"] / calls, 4) if calls else None,
             "gone": figures["gone"], "given_up": figures["given_up"],
+            "in_window": figures["in_window"], "waited": figures["waited"],
             "reached_churners": figures["reached_churners"],
             "retained": figures["retained"], "value_retained": round(value, 2),
         }
 
-    def _hour(self, item: Mapping[str, Any], day: datetime, timing: str, u: float) -> int:
-        """The hour to call ``item`` on ``day``: in its best window that meets the working
-        hours on that weekday (advised), else a random working hour."""
+    def _window(self, item: Mapping[str, Any], day: datetime) -> tuple[int, int] | None:
+        """The hours (first, end) of the item's best window that meets the working hours
+        on ``day``'s weekday, if any."""
         lo, hi = self.open_hours
-        if timing == "advised":
-            contact = item.get("contact") or {}
-            for window in contact.get("windows") or ():
-                if day.isoweekday() not in window.get("weekdays", ()):
-                    continue
-                first = max(lo, int(window["start"][:2]))
-                last = min(hi, int(window["end"][:2]))
-                if first < last:
-                    return first + int(u * (last - first))
-        return lo + int(u * (hi - lo))
+        for window in _windows(item):
+            if day.isoweekday() not in window.get("weekdays", ()):
+                continue
+            first = max(lo, int(window["start"][:2]))
+            last = min(hi, int(window["end"][:2]))
+            if first < last:
+                return first, last
+        return None
+
+
+def _windows(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    contact = item.get("contact")
+    windows = contact.get("windows") if isinstance(contact, Mapping) else None
+    return windows if isinstance(windows, list) else []
 
 
 def _answer_odds(t: dict[str, Any], when: datetime) -> float:
