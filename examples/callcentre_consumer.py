@@ -211,6 +211,9 @@ def format_queue(items: Iterable[Mapping[str, Any]]) -> str:
             f"{str(a.get('segment')):<12} {who:<14} {str(a.get('account_manager') or '-'):<8} "
             f"{why[:70]}"
         )
+        contact = a.get("contact")
+        if isinstance(contact, Mapping) and contact.get("summary"):
+            lines.append(f"{'':>3}  when: {contact['summary']}")
     return "\n".join(lines)
 
 
