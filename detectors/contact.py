@@ -23,17 +23,18 @@ the counts, answered then missed then made, bucket by bucket (:data:`BUCKETS`).
 
 from __future__ import annotations
 
-import binascii
+from binascii import a2b_base64, b2a_base64
 from typing import Any
 
 from river import base
 
-__all__ = ["BLOCK_HOURS", "BUCKETS", "ContactWindows"]
+__all__ = ["ANSWERED", "BLOCK_HOURS", "BUCKETS", "MADE", "MISSED", "ContactWindows"]
 
 #: Hours per block of the day; blocks per day; buckets (weekdays, then the weekend).
 BLOCK_HOURS = 3
 BLOCKS = 24 // BLOCK_HOURS
 BUCKETS = 2 * BLOCKS
+BLOCK_S = 3600 * BLOCK_HOURS
 #: The three counts per bucket, in the order they are stored.
 ANSWERED, MISSED, MADE = 0, 1, 2
 CAP = 255
@@ -124,30 +125,37 @@ class ContactWindows(base.Base):
     def learn_one(self, x: dict[str, Any]) -> None:
         """One call: ``{"ts": epoch seconds, "direction": "in"|"out", "answered": bool}``
         (``answered`` is read on incoming calls only)."""
-        bucket, day = self.bucket(float(x["ts"]))
-        kind = MADE if x["direction"] == "out" else ANSWERED if x.get("answered") else MISSED
-        raw = bytearray(binascii.a2b_base64(self.state)) if self.state else None
+        self.add(float(x["ts"]), MADE if x["direction"] == "out"
+                 else ANSWERED if x.get("answered") else MISSED)
+
+    def add(self, ts: float, kind: int) -> None:
+        """One call at ``ts`` (epoch seconds) of ``kind`` (:data:`ANSWERED`, :data:`MISSED`
+        or :data:`MADE`): :meth:`learn_one` without the dict, for the engine's every call."""
+        local = int(ts + self._offset_s)
+        day = local // DAY_S
+        at = 1 + kind * BUCKETS + BLOCKS * ((day + 3) % 7 >= 5) + (local % DAY_S) // BLOCK_S
         period = (day // self.period_days) & 0xFF
-        if raw is None:
-            raw = bytearray(1 + 3 * BUCKETS)
-        else:
+        if self.state:
+            raw = bytearray(a2b_base64(self.state))
             ahead = (period - raw[0]) & 0xFF
-            if 0 < ahead < 128:  # a later period: halve once per period gone by
-                shift = min(ahead, 8)
-                raw[1:] = bytes(c >> shift for c in raw[1:])
-            elif ahead:  # an earlier period (a late call): counted as it is
-                period = raw[0]
-        raw[0] = period
-        at = 1 + kind * BUCKETS + bucket
+            if ahead:
+                if ahead < 128:  # a later period: halve once per period gone by
+                    shift = min(ahead, 8)
+                    raw[1:] = bytes(c >> shift for c in raw[1:])
+                    raw[0] = period
+                # else an earlier period (a late call): counted as it is
+        else:
+            raw = bytearray(1 + 3 * BUCKETS)
+            raw[0] = period
         if raw[at] >= CAP:
             raw[1:] = bytes(c >> 1 for c in raw[1:])
         raw[at] += 1
-        self.state = binascii.b2a_base64(bytes(raw), newline=False).decode("ascii")
+        self.state = b2a_base64(raw, newline=False).decode("ascii")
 
     # -- reading -------------------------------------------------------------------------
     def counts(self) -> list[tuple[int, int, int]]:
         """(answered, missed, made) per bucket."""
-        raw = binascii.a2b_base64(self.state) if self.state else bytes(1 + 3 * BUCKETS)
+        raw = a2b_base64(self.state) if self.state else bytes(1 + 3 * BUCKETS)
         return [(raw[1 + b], raw[1 + BUCKETS + b], raw[1 + 2 * BUCKETS + b])
                 for b in range(BUCKETS)]
 

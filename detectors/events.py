@@ -7,6 +7,7 @@ import zlib
 from typing import Any
 
 from detectors.closing import DayClose
+from detectors.contact import ANSWERED, MADE, MISSED
 from detectors.forwarding import is_familiar, see_contact
 from detectors.judgement import (
     FAMILIAR_MIN,
@@ -91,8 +92,7 @@ class Events(DayClose):
             return
         contact = self._contact
         contact.state = st.get("h", "")
-        contact.learn_one({"ts": ts, "direction": event["direction"],
-                           "answered": not out and event["duration_s"] > 0})
+        contact.add(ts, MADE if out else ANSWERED if event["duration_s"] > 0 else MISSED)
         st["h"] = contact.state
 
     def _call(
