@@ -93,6 +93,9 @@ class EngineConfig:
         How many recent event-id fingerprints each subscriber remembers.
     segment_weights, tier_weights
         Value weights for ``value_at_risk``.
+    manager_first_segments
+        Segments whose alerts name the account manager as the first contact (the
+        relationship goes through them), before the subscriber's own contact windows.
 
     """
 
@@ -146,3 +149,4 @@ class EngineConfig:
     tier_weights: dict[str, float] = field(
         default_factory=lambda: {"diamond": 1.5, "gold": 1.3, "silver": 1.1}
     )
+    manager_first_segments: tuple[str, ...] = ("key_account",)

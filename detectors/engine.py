@@ -9,6 +9,7 @@ from typing import Any
 
 from detectors.bill import BillLevel
 from detectors.config import EngineConfig
+from detectors.contact import ContactWindows
 from detectors.days import Clock, parse_ts
 from detectors.numbers import PREFIXES, OperatorLookup
 from detectors.population import Population
@@ -147,6 +148,7 @@ class Engine(Events):
         self._usage_cusum = PoissonCusum(cfg.cusum_rho, cfg.cusum_red, 3.0 * cfg.cusum_red)
         self._incoming = IncomingRate(span=cfg.baseline_days)
         self._bill_level = BillLevel()
+        self._contact = ContactWindows(cfg.tz_offset_hours)
         self._fwd_params: dict[str, float] = {
             "min_calls": cfg.fwd_min_calls,
             "min_share": cfg.fwd_min_share,
@@ -230,6 +232,8 @@ class Engine(Events):
             for row in st["o"]:
                 row.day += closed - (day - 1)
             closed = m.closed = day - 1
+        if kind == "calls":
+            self._contact_call(st, event, ts)
         if day <= closed:
             counters["late"] += 1
             alerts.extend(self._late(sid, st, kind, event, day))

@@ -11,6 +11,7 @@ from typing import Any
 
 from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
+from detectors.contact import ContactWindows
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
 from detectors.numbers import OperatorLookup, normalise
@@ -68,6 +69,7 @@ class Judgement:
     _usage_cusum: PoissonCusum
     _incoming: IncomingRate
     _bill_level: BillLevel
+    _contact: ContactWindows
     _fwd_params: dict[str, float]
 
     def _models(self, st: State) -> tuple[SpendDrop, SpendDrop]:
@@ -396,6 +398,9 @@ class Judgement:
                            f"risk score now {assessment.score:.2f} (0 to 1)",
                 "figures": {"days": cfg.resolve_days, "risk_score": assessment.score},
             })
+        contact = self._contact
+        contact.state = st.get("h", "")
+        first = manager if segment in cfg.manager_first_segments else None
         return {
             "alert_id": digest,
             "kind": "subscriber",
@@ -411,6 +416,7 @@ class Judgement:
             "risk_score": assessment.score,
             "value_at_risk": round(30.0 * daily * weight, 2),
             "reasons": reasons,
+            "contact": contact.advice(account_manager=first),
             "ts": ts_iso,
             "schema_version": 1,
             "model_version": MODEL_VERSION,

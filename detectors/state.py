@@ -19,9 +19,13 @@ key    meaning
 ``e``  dedupe ring: base64 of the last 32-bit event-id fingerprints
 ``g``  the last member signal emitted (group members, with ``signals=True`` only)
 ``x``  set once the subscriber ported out or was deactivated (:class:`Closed`)
+``h``  contact windows: when the subscriber takes calls, base64 of small counts by hour
+       of the week (:class:`detectors.contact.ContactWindows`), from their first call on
 =====  =====================================================================================
 
-At most 10 keys: a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys 464. Zero
+At most 10 keys at once (``x`` drops ``o m s k a g h``): a CPython dict of 6-10 keys takes
+272 bytes, of 11-21 keys 464. A state without ``h`` (written before contact windows were
+learned) needs no upgrade: its contact windows start with its next call. Zero
 floats are stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
 Version 3 (this one) is upgraded from 1 and 2 in place by :func:`detectors.upgrade.upgrade`.
 """

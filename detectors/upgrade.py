@@ -4,6 +4,12 @@ A state is upgraded in place the first time the engine touches it, so a running
 deployment keeps its subscribers across versions. Version 3 is the current layout (the
 named records of :mod:`detectors.state` are the same arrays): a version-3 state read back
 from JSON only has its arrays made records again (:func:`detectors.state.decode`).
+
+The contact windows (``"h"``, :class:`detectors.contact.ContactWindows`) came later within
+version 3 as a key of their own: a state without them needs nothing but its next call, from
+which they start learning (an alert before that says there are too few calls to tell).
+Version 2's top-level ``"w"`` was the watermark; it moves into ``"m"`` here, so the one-letter
+keys of the two versions never meet.
 """
 
 from __future__ import annotations

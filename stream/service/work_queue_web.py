@@ -14,8 +14,8 @@ declares:
 
 ``GET /queue``
     Open work by priority. Query: ``zone``, ``segment`` (comma lists), ``account_manager``,
-    ``reachable_now=true`` (only items whose contact window is open now; a no-op on items
-    without ``contact``), ``capacity=N`` (the N items of highest expected retained value;
+    ``reachable_now=true`` (only items whose contact window is open now; items without
+    contact windows pass), ``capacity=N`` (the N items of highest expected retained value;
     default ``--capacity``/``CHURNWATCH_QUEUE_CAPACITY``, 0 = all), ``limit``,
     ``include_claimed=true``.
 ``GET /queue/items/{key}``

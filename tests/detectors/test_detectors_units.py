@@ -203,11 +203,18 @@ def test_alerts_follow_the_contract_and_ids_are_deterministic() -> None:
     for alert in alerts:
         assert "emitted_at" not in alert
         validate({**alert, "emitted_at": "2026-03-12T10:00:00+00:00"})
-        assert set(alert) == set(schema("alert")["required"]) - {"emitted_at"}
+        assert set(alert) == set(schema("alert")["required"]) - {"emitted_at"} | {"contact"}
     first = alerts[0]
     assert first["zone"] in ("yellow", "red") and first["status"] == "open"
     assert first["msisdn"] == "13800000001" and first["account_manager"] == "AM1"
     assert first["value_at_risk"] == pytest.approx(600.0 * 1.5 * 1.5, rel=0.05)
+    # A key account: the account manager first, then when the subscriber answers (every
+    # call of this world is between 09:00 and 17:00 on every day of the week).
+    contact = first["contact"]
+    assert (contact["first_contact"], contact["account_manager"]) == ("account_manager", "AM1")
+    assert contact["summary"].startswith("call through account manager AM1 first; the "
+                                         "subscriber answers 100% of calls on ")
+    assert all("09:00" <= w["start"] < w["end"] <= "18:00" for w in contact["windows"])
     assert [a["alert_id"] for a in _alert_world()] == [a["alert_id"] for a in alerts]
     json.dumps(alerts)  # plain JSON
 

@@ -8,6 +8,7 @@ deterministic, so the sets must be equal.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -106,9 +107,10 @@ def _replay(directory: Path, settings) -> tuple[dict[str, dict], Counter[str], d
 def _summary(alert: dict) -> tuple:
     # Members' group context is added from the group stage as it stands when the member
     # alert is made: in memory at once in replay, a poll behind on the stream. Everything
-    # else must be equal.
+    # else must be equal, the contact windows (learned from the calls) included.
     return (alert["alert_id"], alert["kind"], alert["status"], alert["zone"],
-            tuple(r["code"] for r in alert["reasons"] if r["code"] != "group_context"))
+            tuple(r["code"] for r in alert["reasons"] if r["code"] != "group_context"),
+            json.dumps(alert.get("contact"), sort_keys=True))
 
 
 def _check_group_context(alerts: list[dict], expected: dict[str, dict]) -> int:
