@@ -13,6 +13,7 @@ from detectors.judgement import (
     Judgement,
     State,
 )
+from detectors.dedupe import prune
 from detectors.spend import SpendDrop
 from detectors.state import (
     STATE_VERSION,
@@ -108,6 +109,10 @@ class DayClose(Judgement):
             day += 1
         for row in rows:
             row.day -= target - base
+        if "e" in st:  # a closed day's event ids: any event of it is too late now
+            st["e"] = prune(st["e"], target)
+            if not st["e"]:
+                del st["e"]
         return alerts
 
     @staticmethod

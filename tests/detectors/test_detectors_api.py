@@ -107,9 +107,17 @@ def test_version_2_state_is_upgraded_in_place_and_carries_on() -> None:
     old = copy.deepcopy(V2_STATES)
     for st in old.values():
         upgrade(st)
-    # Exactly what this version writes, zero floats as integers included.
+    # Exactly what this version writes, zero floats as integers included; but for the
+    # event ids remembered: version 2 kept the last 12 of any day, this version those of
+    # each open day (the ring's go to the open day, and leave with it).
+    ring = {sid: st.pop("e") for sid, st in old.items()}
     assert orjson.dumps(old, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
-        store, option=orjson.OPT_SORT_KEYS)
+        {sid: {k: v for k, v in st.items() if k != "e"} for sid, st in store.items()},
+        option=orjson.OPT_SORT_KEYS)
+    for sid, st in old.items():
+        first_open = st["m"].closed + 1
+        assert ring[sid][0::2] == [first_open] and len(ring[sid][1]) == 4 * 12
+        st["e"] = ring[sid]
     assert len(old["s1"]) <= 10 and old["s1"]["v"] == STATE_VERSION
     after = [a for kind, event in events[802:] for a in engine.process(kind, event)]
     resumed = Engine(EngineConfig(), subscribers=old, population=copy.deepcopy(population))

@@ -15,7 +15,7 @@ from river import stats
 
 from detectors import Engine, EngineConfig, Forwarding, OperatorLookup, SpendDrop, deep_sizeof
 from detectors.days import Clock, parse_ts
-from detectors.state import fingerprint, remember
+from detectors import dedupe
 from stream.contracts import schema
 
 # --------------------------------------------------------------------------------------
@@ -104,16 +104,33 @@ def test_clock_days_in_operator_time() -> None:
     assert clock.date(clock.day(late_evening_utc)) == "2026-03-02"
 
 
-def test_dedupe_ring_window() -> None:
-    ring = ""
-    ids = [f"e{i}" for i in range(20)]
-    for event_id in ids:
-        seen, ring = remember(ring, fingerprint(event_id), 12)
-        assert not seen
-    assert remember(ring, fingerprint("e19"), 12)[0]
-    assert remember(ring, fingerprint("e8"), 12)[0]
-    assert not remember(ring, fingerprint("e7"), 12)[0]  # beyond the 12-event window
-    assert len(ring) == 64  # 12 x 4 bytes in base64
+def test_a_day_remembers_its_latest_event_ids_exactly() -> None:
+    days: list[Any] = []
+    ids = [f"c{i}" for i in range(200)]
+    for n, event_id in enumerate(ids):
+        assert not dedupe.seen(days, 20513, dedupe.fingerprint(event_id))
+        days = dedupe.add(days, 20513, dedupe.fingerprint(event_id))
+        # three bytes an id, four base64 characters, up to DAY_MAX ids
+        assert len(days[1]) == 4 * min(n + 1, dedupe.DAY_MAX)
+    latest = ids[-dedupe.DAY_MAX:]
+    assert all(dedupe.seen(days, 20513, dedupe.fingerprint(i)) for i in latest)
+    assert not any(dedupe.seen(days, 20513, dedupe.fingerprint(i)) for i in ids[:100])
+    assert not dedupe.seen(days, 20514, dedupe.fingerprint(ids[-1]))  # per day
+    days = dedupe.add(days, 20512, dedupe.fingerprint("b1"))
+    assert days[0::2] == [20512, 20513]
+    assert dedupe.prune(days, 20512) == [20513, days[3]]
+    assert dedupe.prune(days, 20513) == []
+
+
+def test_an_exact_day_set_has_no_false_duplicates() -> None:
+    days: list[Any] = []
+    for i in range(dedupe.DAY_MAX):
+        days = dedupe.add(days, 1, dedupe.fingerprint(f"x{i}"))
+    others = [f"y{i}" for i in range(100_000)]
+    fps = {dedupe.fingerprint(f"x{i}") for i in range(dedupe.DAY_MAX)}
+    # Only a 24-bit collision can make an unseen id look seen.
+    assert sum(dedupe.seen(days, 1, dedupe.fingerprint(o)) for o in others) == sum(
+        dedupe.fingerprint(o) in fps for o in others)
 
 
 # --------------------------------------------------------------------------------------

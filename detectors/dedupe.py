@@ -1,0 +1,148 @@
+"""Duplicates over a subscriber's open days: the event ids seen, per day, until it closes.
+
+Upstream mediation re-sends events after a fault, sometimes days later, with the same
+``event_id``. The engine keeps, for each of a subscriber's open days, a compact set of the
+day's event-id fingerprints (the state's ``"e"``), and drops a day's set when the day
+closes: an event dated in a closed day is not the engine's to take any more (the service
+and ``churnwatch replay`` reject it as ``too_late`` before the engine sees it,
+:mod:`stream.service.lateness`), so a re-send is recognised however late it comes: as a
+duplicate while its day is open, as too late after.
+
+A day's set is exact: 24-bit fingerprints, three bytes each (four base64 characters).
+It keeps the last :data:`DAY_MAX` of a day's events, which bounds the state: a day busier
+than that (fewer than one subscriber-day in 200 in the simulated worlds) forgets its
+earliest events, and a re-send of one of those while its day is open is taken again. A
+lossy filter of a fixed size (a Bloom filter) was the alternative; its false positives
+would drop genuine events, and drop different ones depending on how the calls and
+billing streams interleave, which must not matter.
+
+Stored as ``[day, set, day, set, ...]`` (absolute ``Clock`` day numbers, ascending; each
+set the base64 of its fingerprints).
+"""
+
+from __future__ import annotations
+
+import binascii
+import zlib
+from typing import Any
+
+__all__ = ["DAY_MAX", "add", "fingerprint", "from_ring", "prune", "seen"]
+
+#: Bytes of one fingerprint.
+FP_BYTES = 3
+#: Most event ids a day remembers (the latest ones).
+DAY_MAX = 48
+
+
+def fingerprint(event_id: str) -> int:
+    """A 24-bit fingerprint of an event id (the low bits of its CRC-32).
+
+    Examples
+    --------
+    >>> hex(fingerprint("call-000001"))
+    '0x6e2550'
+
+    """
+    return zlib.crc32(event_id.encode()) & 0xFFFFFF
+
+
+def _contains(raw: bytes, fp: int) -> bool:
+    needle = fp.to_bytes(FP_BYTES, "little")
+    pos = raw.find(needle)
+    while pos != -1:
+        if pos % FP_BYTES == 0:
+            return True
+        pos = raw.find(needle, pos + 1)
+    return False
+
+
+def _with(raw: bytes, fp: int) -> bytes:
+    """``raw`` with ``fp`` added (and the oldest dropped beyond :data:`DAY_MAX`)."""
+    return (raw + fp.to_bytes(FP_BYTES, "little"))[-FP_BYTES * DAY_MAX:]
+
+
+def _decode(text: str) -> bytes:
+    return binascii.a2b_base64(text) if text else b""
+
+
+def seen(days: list[Any], day: int, fp: int) -> bool:
+    """Whether ``fp`` is in ``day``'s set of ``days`` (the state's ``"e"``).
+
+    Examples
+    --------
+    >>> days = add([], 20513, fingerprint("c1"))
+    >>> seen(days, 20513, fingerprint("c1")), seen(days, 20514, fingerprint("c1"))
+    (True, False)
+
+    """
+    for i in range(0, len(days), 2):
+        if days[i] == day:
+            return _contains(_decode(days[i + 1]), fp)
+    return False
+
+
+def add(days: list[Any], day: int, fp: int) -> list[Any]:
+    """``days`` with ``fp`` in ``day``'s set (the list is changed in place and returned).
+
+    Examples
+    --------
+    >>> days = []
+    >>> for n in range(3):
+    ...     days = add(days, 20513, fingerprint(f"c{n}"))
+    >>> days[0], len(days[1])
+    (20513, 12)
+    >>> for n in range(3, 60):
+    ...     days = add(days, 20513, fingerprint(f"c{n}"))
+    >>> len(days[1]), [seen(days, 20513, fingerprint(f"c{n}")) for n in (11, 12, 59)]
+    (192, [False, True, True])
+
+    """
+    for i in range(0, len(days), 2):
+        if days[i] == day:
+            days[i + 1] = _encode(_with(_decode(days[i + 1]), fp))
+            return days
+    at = 0
+    while at < len(days) and days[at] < day:
+        at += 2
+    days[at:at] = [day, _encode(_with(b"", fp))]
+    return days
+
+
+def prune(days: list[Any], closed: int) -> list[Any]:
+    """``days`` without the sets of days up to ``closed`` (closed days: their events are
+    too late now, whatever they are).
+
+    Examples
+    --------
+    >>> prune([20512, "AAAA", 20513, "AQAA"], 20512)
+    [20513, 'AQAA']
+
+    """
+    keep = 0
+    while keep < len(days) and days[keep] <= closed:
+        keep += 2
+    return days[keep:] if keep else days
+
+
+def _encode(raw: bytes) -> str:
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
+
+
+def from_ring(ring: str, day: int) -> list[Any]:
+    """The days of a version-3 state's ring (the last 12 event ids' 32-bit CRCs, as
+    base64), all put in ``day``: the upgrade keeps what it remembered until that day
+    closes.
+
+    Examples
+    --------
+    >>> import base64
+    >>> ring = base64.b64encode(zlib.crc32(b"c7").to_bytes(4, "little")).decode()
+    >>> seen(from_ring(ring, 20513), 20513, fingerprint("c7"))
+    True
+
+    """
+    raw = _decode(ring)
+    days: list[Any] = []
+    for i in range(0, len(raw) - 3, 4):
+        days = add(days, day, int.from_bytes(raw[i:i + 4], "little") & 0xFFFFFF)
+    return days
