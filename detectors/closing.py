@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from detectors.dedupe import prune
 from detectors.forwarding import Forwarding
 from detectors.judgement import (
     ENGINE_KEY,
@@ -13,7 +14,6 @@ from detectors.judgement import (
     Judgement,
     State,
 )
-from detectors.dedupe import prune
 from detectors.spend import SpendDrop
 from detectors.state import (
     STATE_VERSION,

@@ -7,13 +7,13 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
+from detectors import dedupe
 from detectors.bill import BillLevel
 from detectors.config import EngineConfig
 from detectors.days import Clock, parse_ts
 from detectors.numbers import PREFIXES, OperatorLookup
 from detectors.population import Population
 from detectors.presence import HomeCell
-from detectors import dedupe
 from detectors.state import STATE_VERSION, DayCounts, Numbers
 from detectors.upgrade import upgrade
 from detectors.usage import IncomingRate, PoissonCusum

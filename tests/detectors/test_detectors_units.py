@@ -13,9 +13,16 @@ import orjson
 import pytest
 from river import stats
 
-from detectors import Engine, EngineConfig, Forwarding, OperatorLookup, SpendDrop, deep_sizeof
+from detectors import (
+    Engine,
+    EngineConfig,
+    Forwarding,
+    OperatorLookup,
+    SpendDrop,
+    dedupe,
+    deep_sizeof,
+)
 from detectors.days import Clock, parse_ts
-from detectors import dedupe
 from stream.contracts import schema
 
 # --------------------------------------------------------------------------------------
