@@ -110,9 +110,7 @@ class DayClose(Judgement):
         for row in rows:
             row.day -= target - base
         if "e" in st:  # a closed day's event ids: any event of it is too late now
-            st["e"] = prune(st["e"], target)
-            if not st["e"]:
-                del st["e"]
+            st["e"] = prune(st["e"], target)  # (the key stays: a dict that loses keys grows)
         return alerts
 
     @staticmethod

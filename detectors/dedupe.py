@@ -16,15 +16,14 @@ lossy filter of a fixed size (a Bloom filter) was the alternative; its false pos
 would drop genuine events, and drop different ones depending on how the calls and
 billing streams interleave, which must not matter.
 
-Stored as ``[day, set, day, set, ...]`` (absolute ``Clock`` day numbers, ascending; each
-set the base64 of its fingerprints).
+Stored as one string, ``"DAY:SET DAY:SET"`` (absolute ``Clock`` day numbers, ascending;
+each set the base64 of its fingerprints): one object in memory, not a list of them.
 """
 
 from __future__ import annotations
 
 import binascii
 import zlib
-from typing import Any
 
 __all__ = ["DAY_MAX", "add", "fingerprint", "from_ring", "prune", "seen"]
 
@@ -65,70 +64,83 @@ def _decode(text: str) -> bytes:
     return binascii.a2b_base64(text) if text else b""
 
 
-def seen(days: list[Any], day: int, fp: int) -> bool:
+def _entries(days: str) -> list[tuple[int, str]]:
+    return [(int(d), fps) for d, _, fps in
+            (entry.partition(":") for entry in days.split())]
+
+
+def _join(entries: list[tuple[int, str]]) -> str:
+    return " ".join(f"{d}:{fps}" for d, fps in entries)
+
+
+def seen(days: str, day: int, fp: int) -> bool:
     """Whether ``fp`` is in ``day``'s set of ``days`` (the state's ``"e"``).
 
     Examples
     --------
-    >>> days = add([], 20513, fingerprint("c1"))
+    >>> days = add("", 20513, fingerprint("c1"))
+    >>> days
+    '20513:oSrX'
     >>> seen(days, 20513, fingerprint("c1")), seen(days, 20514, fingerprint("c1"))
     (True, False)
 
     """
-    for i in range(0, len(days), 2):
-        if days[i] == day:
-            return _contains(_decode(days[i + 1]), fp)
-    return False
+    key = f"{day}:"
+    at = days.find(key)
+    if at == -1 or (at and days[at - 1] != " "):
+        return False
+    end = days.find(" ", at)
+    return _contains(_decode(days[at + len(key):end if end != -1 else None]), fp)
 
 
-def add(days: list[Any], day: int, fp: int) -> list[Any]:
-    """``days`` with ``fp`` in ``day``'s set (the list is changed in place and returned).
+def add(days: str, day: int, fp: int) -> str:
+    """``days`` with ``fp`` in ``day``'s set.
 
     Examples
     --------
-    >>> days = []
+    >>> days = ""
     >>> for n in range(3):
     ...     days = add(days, 20513, fingerprint(f"c{n}"))
-    >>> days[0], len(days[1])
-    (20513, 12)
+    >>> days
+    '20513:NxrQoSrXG3ve'
     >>> for n in range(3, 60):
     ...     days = add(days, 20513, fingerprint(f"c{n}"))
-    >>> len(days[1]), [seen(days, 20513, fingerprint(f"c{n}")) for n in (11, 12, 59)]
-    (192, [False, True, True])
+    >>> len(days), [seen(days, 20513, fingerprint(f"c{n}")) for n in (11, 12, 59)]
+    (198, [False, True, True])
+    >>> add(add("20513:oSrX", 20514, fingerprint("c0")), 20512, fingerprint("c0"))
+    '20512:NxrQ 20513:oSrX 20514:NxrQ'
 
     """
-    for i in range(0, len(days), 2):
-        if days[i] == day:
-            days[i + 1] = _encode(_with(_decode(days[i + 1]), fp))
-            return days
-    at = 0
-    while at < len(days) and days[at] < day:
-        at += 2
-    days[at:at] = [day, _encode(_with(b"", fp))]
-    return days
+    entries = _entries(days)
+    for i, (d, fps) in enumerate(entries):
+        if d == day:
+            entries[i] = (d, _encode(_with(_decode(fps), fp)))
+            return _join(entries)
+    entries.append((day, _encode(_with(b"", fp))))
+    entries.sort()
+    return _join(entries)
 
 
-def prune(days: list[Any], closed: int) -> list[Any]:
+def prune(days: str, closed: int) -> str:
     """``days`` without the sets of days up to ``closed`` (closed days: their events are
     too late now, whatever they are).
 
     Examples
     --------
-    >>> prune([20512, "AAAA", 20513, "AQAA"], 20512)
-    [20513, 'AQAA']
+    >>> prune("20512:AAAA 20513:AQAA", 20512)
+    '20513:AQAA'
 
     """
-    keep = 0
-    while keep < len(days) and days[keep] <= closed:
-        keep += 2
-    return days[keep:] if keep else days
+    if not days or int(days[:days.index(":")]) > closed:
+        return days
+    return _join([(d, fps) for d, fps in _entries(days) if d > closed])
 
 
 def _encode(raw: bytes) -> str:
     return binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
-def from_ring(ring: str, day: int) -> list[Any]:
+def from_ring(ring: str, day: int) -> str:
     """The days of a version-3 state's ring (the last 12 event ids' 32-bit CRCs, as
     base64), all put in ``day``: the upgrade keeps what it remembered until that day
     closes.
@@ -142,7 +154,7 @@ def from_ring(ring: str, day: int) -> list[Any]:
 
     """
     raw = _decode(ring)
-    days: list[Any] = []
+    days = ""
     for i in range(0, len(raw) - 3, 4):
         days = add(days, day, int.from_bytes(raw[i:i + 4], "little") & 0xFFFFFF)
     return days

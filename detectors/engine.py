@@ -233,10 +233,10 @@ class Engine(Events):
             counters["late"] += 1
             alerts.extend(self._late(sid, st, kind, event, day))
         elif kind == "calls":
-            st["e"] = dedupe.add(st.get("e", []), day, fp)
+            st["e"] = dedupe.add(st.get("e", ""), day, fp)
             alerts.extend(self._call(sid, st, event, self._row(st, day - closed), ts, day))
         else:
-            st["e"] = dedupe.add(st.get("e", []), day, fp)
+            st["e"] = dedupe.add(st.get("e", ""), day, fp)
             # A port-out or deactivation closes the state here (and its open episode with a
             # ``closed`` alert); no alert comes after it.
             alerts.extend(self._billing(sid, st, event, self._row(st, day - closed), day))

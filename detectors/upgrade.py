@@ -68,14 +68,13 @@ def upgrade(st: dict[str, Any]) -> None:
         spend, usage = st.pop("s", None), st.pop("u", None)
         if spend is not None and usage is not None:
             st["s"] = SpendDrop.pack(spend, usage)
-    if version < 4 and isinstance(st.get("e"), str):
-        ring = st.pop("e")
-        if m is not None and "x" not in st and st["m"][Numbers.FIELDS.index("closed")] >= 0:
-            rows = st.get("o") or ()
-            last = max((row[0] for row in rows), default=1)
-            days = from_ring(ring, st["m"][Numbers.FIELDS.index("closed")] + last)
-            if days:
-                st["e"] = days
+    if version < 4 and "e" in st:
+        closed = -1 if m is None or "x" in st else st["m"][Numbers.FIELDS.index("closed")]
+        if closed < 0:  # a closed state takes no events; no day closed: no day to put them in
+            del st["e"]
+        else:
+            last = max((row[0] for row in st.get("o") or ()), default=1)
+            st["e"] = from_ring(st["e"], closed + last)
     st["v"] = STATE_VERSION
     decode(st)
 

@@ -112,25 +112,28 @@ def test_clock_days_in_operator_time() -> None:
 
 
 def test_a_day_remembers_its_latest_event_ids_exactly() -> None:
-    days: list[Any] = []
+    days = ""
     ids = [f"c{i}" for i in range(200)]
     for n, event_id in enumerate(ids):
         assert not dedupe.seen(days, 20513, dedupe.fingerprint(event_id))
         days = dedupe.add(days, 20513, dedupe.fingerprint(event_id))
-        # three bytes an id, four base64 characters, up to DAY_MAX ids
-        assert len(days[1]) == 4 * min(n + 1, dedupe.DAY_MAX)
+        # "20513:" and three bytes an id (four base64 characters), up to DAY_MAX ids
+        assert len(days) == 6 + 4 * min(n + 1, dedupe.DAY_MAX)
     latest = ids[-dedupe.DAY_MAX:]
     assert all(dedupe.seen(days, 20513, dedupe.fingerprint(i)) for i in latest)
     assert not any(dedupe.seen(days, 20513, dedupe.fingerprint(i)) for i in ids[:100])
     assert not dedupe.seen(days, 20514, dedupe.fingerprint(ids[-1]))  # per day
-    days = dedupe.add(days, 20512, dedupe.fingerprint("b1"))
-    assert days[0::2] == [20512, 20513]
-    assert dedupe.prune(days, 20512) == [20513, days[3]]
-    assert dedupe.prune(days, 20513) == []
+    assert not dedupe.seen(days, 513, dedupe.fingerprint(ids[-1]))  # a whole day number
+    both = dedupe.add(days, 20512, dedupe.fingerprint("b1"))
+    assert both.startswith("20512:") and both.endswith(" " + days)
+    assert dedupe.seen(both, 20512, dedupe.fingerprint("b1"))
+    assert dedupe.seen(both, 20513, dedupe.fingerprint(ids[-1]))
+    assert dedupe.prune(both, 20512) == days
+    assert dedupe.prune(both, 20513) == ""
 
 
 def test_an_exact_day_set_has_no_false_duplicates() -> None:
-    days: list[Any] = []
+    days = ""
     for i in range(dedupe.DAY_MAX):
         days = dedupe.add(days, 1, dedupe.fingerprint(f"x{i}"))
     others = [f"y{i}" for i in range(100_000)]
