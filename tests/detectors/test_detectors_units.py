@@ -165,6 +165,28 @@ def test_duplicates_are_counted_and_change_nothing() -> None:
     assert engine.counters["duplicate"] == 1
 
 
+def test_a_resend_is_a_duplicate_however_many_events_came_between_while_its_day_is_open(
+) -> None:
+    engine = Engine()
+    engine.process("calls", _call(0, "2026-02-28T10:00:00+08:00"))  # the day before
+    engine.process("calls", _call(1, "2026-03-01T08:00:00+08:00"))
+    for n in range(2, 40):  # far more than the 12 events the engine used to remember
+        engine.process("calls", _call(n, f"2026-03-01T{8 + n // 4:02d}:{n % 4 * 15:02d}:00"
+                                         "+08:00"))
+    engine.process("calls", _call(40, "2026-03-02T00:30:00+08:00"))  # 03-01 still open
+    before = orjson.dumps(engine.subscribers["s1"])
+    assert engine.process("calls", _call(1, "2026-03-01T08:00:00+08:00")) == []
+    assert orjson.dumps(engine.subscribers["s1"]) == before
+    assert engine.counters["duplicate"] == 1 and engine.counters["late"] == 0
+    # Its day closed, its ids are gone with it: a plain engine takes it as late (the
+    # service and replay reject it as too_late before the engine sees it).
+    engine.process("calls", _call(41, "2026-03-02T01:00:00+08:00"))
+    march_2 = engine.clock.day(parse_ts("2026-03-02T01:00:00+08:00"))
+    assert [e.split(":")[0] for e in engine.subscribers["s1"]["e"].split()] == [str(march_2)]
+    engine.process("calls", _call(1, "2026-03-01T08:00:00+08:00"))
+    assert engine.counters["duplicate"] == 1 and engine.counters["late"] == 1
+
+
 def test_late_events_are_counted_and_their_spend_used() -> None:
     engine = Engine(EngineConfig(sweep=False))
     for d in range(1, 20):
