@@ -31,6 +31,8 @@ __all__ = ["DAY_MAX", "add", "fingerprint", "from_ring", "prune", "seen"]
 FP_BYTES = 3
 #: Most event ids a day remembers (the latest ones).
 DAY_MAX = 48
+#: A day's set as text: four base64 characters a fingerprint.
+_TEXT_MAX = 4 * DAY_MAX
 
 
 def fingerprint(event_id: str) -> int:
@@ -55,11 +57,6 @@ def _contains(raw: bytes, fp: int) -> bool:
     return False
 
 
-def _with(raw: bytes, fp: int) -> bytes:
-    """``raw`` with ``fp`` added (and the oldest dropped beyond :data:`DAY_MAX`)."""
-    return (raw + fp.to_bytes(FP_BYTES, "little"))[-FP_BYTES * DAY_MAX:]
-
-
 def _decode(text: str) -> bytes:
     return binascii.a2b_base64(text) if text else b""
 
@@ -71,6 +68,18 @@ def _entries(days: str) -> list[tuple[int, str]]:
 
 def _join(entries: list[tuple[int, str]]) -> str:
     return " ".join(f"{d}:{fps}" for d, fps in entries)
+
+
+def _find(days: str, day: int) -> tuple[int, int]:
+    """Where ``day``'s set is in ``days`` (start and end; -1, -1 if it has none)."""
+    key = f"{day}:"
+    at = days.find(key)
+    while at > 0 and days[at - 1] != " ":  # the end of a longer day number
+        at = days.find(key, at + 1)
+    if at == -1:
+        return -1, -1
+    end = days.find(" ", at)
+    return at + len(key), len(days) if end == -1 else end
 
 
 def seen(days: str, day: int, fp: int) -> bool:
@@ -85,16 +94,15 @@ def seen(days: str, day: int, fp: int) -> bool:
     (True, False)
 
     """
-    key = f"{day}:"
-    at = days.find(key)
-    if at == -1 or (at and days[at - 1] != " "):
-        return False
-    end = days.find(" ", at)
-    return _contains(_decode(days[at + len(key):end if end != -1 else None]), fp)
+    start, end = _find(days, day)
+    return start != -1 and _contains(_decode(days[start:end]), fp)
 
 
 def add(days: str, day: int, fp: int) -> str:
     """``days`` with ``fp`` in ``day``'s set.
+
+    Three bytes are four base64 characters, so a fingerprint is appended to a set as
+    text, without decoding it (this runs for every event).
 
     Examples
     --------
@@ -111,12 +119,15 @@ def add(days: str, day: int, fp: int) -> str:
     '20512:NxrQ 20513:oSrX 20514:NxrQ'
 
     """
+    text = _encode(fp.to_bytes(FP_BYTES, "little"))
+    start, end = _find(days, day)
+    if start != -1:
+        kept = days[start:end] + text
+        if len(kept) > _TEXT_MAX:
+            kept = kept[-_TEXT_MAX:]
+        return days[:start] + kept + days[end:]
     entries = _entries(days)
-    for i, (d, fps) in enumerate(entries):
-        if d == day:
-            entries[i] = (d, _encode(_with(_decode(fps), fp)))
-            return _join(entries)
-    entries.append((day, _encode(_with(b"", fp))))
+    entries.append((day, text))
     entries.sort()
     return _join(entries)
 
