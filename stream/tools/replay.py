@@ -49,7 +49,7 @@ PROGRESS_EVERY = 500_000
 #: Call-centre outcomes in a replay directory, one ``churn.outcomes`` message a line.
 OUTCOMES_FILE = "outcomes.jsonl"
 #: Billing kinds after which a subscriber has gone: an exit for the learner (as the
-#: stream's ``agents.LEAVING``).
+#: stream's ``processor.LEAVING``).
 LEAVING = frozenset({"port_out", "deactivation"})
 
 DeadLetterSink = Callable[[dict[str, Any]], None]

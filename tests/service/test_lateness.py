@@ -16,7 +16,7 @@ import pytest
 
 from detectors import Engine, EngineConfig
 from stream.contracts.partitioning import partition_of
-from stream.service.agents import BatchProcessor
+from stream.service.processor import BatchProcessor
 from stream.service.tables import StateTables
 from tests.service.test_processor import FakeTable
 
