@@ -160,8 +160,7 @@ class BatchProcessor:
         self.deadletter_max_bytes = deadletter_max_bytes
         #: input topics already warned about for misrouted records (warned once each)
         self._misrouted_warned: set[str] = set()
-        #: each input topic-partition's newest event time (``too_late``, rule 1)
-        self.arrivals = Arrivals()
+        self.arrivals = Arrivals()  # each input topic-partition's newest event time
 
     #: A hole fetched again this many times (a second apart) is taken as real: offsets
     #: a transactional producer's markers use, which never come.
@@ -276,8 +275,7 @@ class BatchProcessor:
             if isinstance(verdict, Accepted):
                 verdict = (check_routing(verdict.event, m.key, partition, self.partitions)
                            or self.arrivals.late(self.engine(partition), topic, partition,
-                                                 kind, verdict.epoch_s)
-                           or verdict)
+                                                 kind, verdict.epoch_s) or verdict)
             if not isinstance(verdict, Accepted):
                 outcomes[(topic, "rejected")] += 1
                 reasons[verdict.reason] += 1
