@@ -89,8 +89,6 @@ class EngineConfig:
         Consecutive judged days at green/blue that resolve an episode.
     cooldown_days
         Days after a resolution before a new episode may open (flapping guard).
-    dedupe_ring
-        How many recent event-id fingerprints each subscriber remembers.
     segment_weights, tier_weights
         Value weights for ``value_at_risk``.
     manager_first_segments
@@ -137,7 +135,6 @@ class EngineConfig:
     red: float = 0.7
     resolve_days: int = 7
     cooldown_days: int = 14
-    dedupe_ring: int = 12
     segment_weights: dict[str, float] = field(
         default_factory=lambda: {
             "key_account": 1.5,

@@ -199,8 +199,7 @@ class Events(DayClose):
             if level:
                 self.counters["alerts_closed"] += 1
                 ended.append(self._closed_alert(sid, st, kind, event["ts"]))
-            closed: State = {"v": STATE_VERSION, "x": Closed([kind, day, level]),
-                             "e": st.get("e", "")}
+            closed: State = {"v": STATE_VERSION, "x": Closed([kind, day, level])}
             if "p" in st:
                 closed["p"] = st["p"]
             st.clear()

@@ -13,9 +13,9 @@ Per batch (each fetch's input messages):
    (:func:`stream.contracts.validation.check_routing`); a rejection becomes a dead letter
    (original bytes up to the broker's message limit, topic, partition, offset, reason),
    counted by reason; the agent keeps going (a dead letter that cannot be published is
-   counted and logged, and its input still acked); an event dated in a day its engine
-   has closed becomes a ``too_late`` dead letter when it is released
-   (:mod:`stream.service.lateness`);
+   counted and logged, and its input still acked); an event dated in a day closed by
+   its own topic-partition's earlier events, or by its engine when it is released,
+   becomes a ``too_late`` dead letter (:mod:`stream.service.lateness`);
 2. accepted events go to the engine of their input partition (one engine per partition,
    each over :class:`stream.service.tables.PartitionView` s of the state tables, so each partition
    keeps its own population baseline, as ``churnwatch replay`` does);
@@ -50,7 +50,7 @@ from stream.contracts.validation import (
     dead_letter_key,
 )
 from stream.service.batch_report import BatchReport
-from stream.service.lateness import too_late
+from stream.service.lateness import Arrivals, too_late
 from stream.service.ordering import KIND_ORDER, CaughtUp, Reorder
 from stream.service.redaction import stack
 from stream.service.signal_order import closed_to
@@ -160,6 +160,7 @@ class BatchProcessor:
         self.deadletter_max_bytes = deadletter_max_bytes
         #: input topics already warned about for misrouted records (warned once each)
         self._misrouted_warned: set[str] = set()
+        self.arrivals = Arrivals()  # each input topic-partition's newest event time
 
     #: A hole fetched again this many times (a second apart) is taken as real: offsets
     #: a transactional producer's markers use, which never come.
@@ -206,6 +207,7 @@ class BatchProcessor:
         self._touched.clear()
         self._marks_sent.clear()
         self.engines.clear()
+        self.arrivals.clear()
         self.tables.discard()
         if self.report is not None:
             self.report.reset()
@@ -271,8 +273,9 @@ class BatchProcessor:
             raw = m.value
             verdict = check(kind, raw)
             if isinstance(verdict, Accepted):
-                verdict = check_routing(verdict.event, m.key, partition,
-                                        self.partitions) or verdict
+                verdict = (check_routing(verdict.event, m.key, partition, self.partitions)
+                           or self.arrivals.late(self.engine(partition), topic, partition,
+                                                 kind, verdict.epoch_s) or verdict)
             if not isinstance(verdict, Accepted):
                 outcomes[(topic, "rejected")] += 1
                 reasons[verdict.reason] += 1
