@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("stream.tools.replay", "run the detectors over a directory of JSON Lines files"),
     "produce": ("stream.tools.produce", "publish a replay directory to the input topics"),
     "alerts": ("stream.tools.alerts_tail", "read the alert topic (`churnwatch alerts tail`)"),
-    "simulate": ("stream.tools.simulator", "write a labelled simulated telecom world"),
+    "simulate": ("stream.tools.simulate", "write a labelled simulated telecom world"),
     "evaluate": ("stream.tools.evaluate", "score alerts against a simulated world's truth"),
     "bench": ("stream.tools.bench", "measure throughput, latency, state size and recovery"),
 }
