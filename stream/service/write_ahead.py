@@ -17,12 +17,18 @@ each chunk key is needed).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
-if TYPE_CHECKING:
-    from stream.service.tables import StateTables
+
+class Tables(Protocol):
+    """The state tables a copy is overlaid on (:class:`stream.service.tables.StateTables`)."""
+
+    subscribers: Any
+    population: Any
+    subscriber_index: Any
+    population_index: Any
 
 #: Population-table key part of a batch's write-ahead chunks (never kept in the table).
 WAL_KEY = "__wal__"
@@ -139,7 +145,7 @@ class WalReader:
             self.latest[partition] = (subs, pops)
             del self.pending[partition]
 
-    def overlay(self, tables: StateTables) -> int:
+    def overlay(self, tables: Tables) -> int:
         """Apply (and forget) the last complete copy of every partition; keys written."""
         n = 0
         for partition, (subs, pops) in self.latest.items():
