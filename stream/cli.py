@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "produce": ("stream.tools.produce", "publish a replay directory to the input topics"),
     "alerts": ("stream.tools.alerts_tail", "read the alert topic (`churnwatch alerts tail`)"),
     "simulate": ("stream.tools.simulate", "write a labelled simulated telecom world"),
-    "evaluate": ("stream.tools.evaluate", "score alerts against a simulated world's truth"),
+    "evaluate": ("stream.tools.evaluate_command", "score alerts against a simulated world's truth"),
     "bench": ("stream.tools.bench", "measure throughput, latency, state size and recovery"),
 }
 #: Commands that talk to a Kafka given by KAFKA_BOOTSTRAP (or --bootstrap): probed first.
