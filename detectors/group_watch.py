@@ -4,6 +4,7 @@ the alert policy (the overview is in :mod:`detectors.group`)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from detectors.days import Clock, parse_ts
@@ -18,14 +19,41 @@ GROUP_STATE_VERSION = 1
 GROUP_MODEL_VERSION = "group-1.0"
 
 YELLOW, RED, WHITE = 2, 3, 4
-# A member's facts, in a list (one list is small in memory and in the changelog):
-# zone level (-1 unknown), day the current yellow+ run began, operator forwarded to off-net
-# ("" none), day that forwarding began, day it stopped (-1 still on), spend ratio x100
-# (-1 unknown), monthly value x10, calm monthly value x10 (the member's baseline: an
-# exponential average over calm days, see ``GroupConfig.baseline_days``), day left (-1),
-# event time of the last signal applied (epoch s).
-LVL, YSINCE, OP, FSINCE, FOFF, RATIO, VALUE, BASE, LEFT, TS = range(10)
-NO_FACTS = (-1, -1, "", -1, -1, -1, 0, 0, -1, 0)
+
+
+@dataclass(slots=True)
+class MemberFacts:
+    """What a group knows of one member, stored as a list in this field order (one list is
+    small in memory and in the changelog)."""
+
+    #: zone level (index in ``ZONES``; -1 unknown)
+    level: int = -1
+    #: day the current yellow-or-worse run began (-1 none)
+    warned_since: int = -1
+    #: operator their calls are forwarded to off-net ("" none)
+    operator: str = ""
+    #: day that forwarding began, and the day it stopped (-1 still on, or none)
+    forwarding_since: int = -1
+    forwarding_stopped: int = -1
+    #: 14-day spend against their baseline, x100 (-1 unknown)
+    spend_pct: int = -1
+    #: monthly value x10, and the calm monthly value x10 (the member's baseline: an
+    #: exponential average over calm days, see ``GroupConfig.baseline_days``)
+    value: int = 0
+    calm_value: int = 0
+    #: day they left (-1 still a member)
+    left: int = -1
+    #: event time of the last signal applied (epoch s)
+    ts: int = 0
+
+    def row(self) -> list[Any]:
+        return [getattr(self, name) for name in self.__slots__]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> MemberFacts:
+        return cls(*row)
+
+
 MOVING = frozenset({"group_forwarding", "group_herd"})
 _LEVEL = {z: i for i, z in enumerate(ZONES)}
 
@@ -106,8 +134,8 @@ class GroupWatch:
         self.group_id = group_id
         self.config = cfg = config if config is not None else GroupConfig()
         self.clock = Clock(cfg.tz_offset_hours, cfg.allowed_lateness_s)
-        #: subscriber_id -> facts (see ``NO_FACTS``)
-        self.members: dict[str, list[Any]] = {}
+        #: subscriber_id -> facts
+        self.members: dict[str, MemberFacts] = {}
         #: signals of days not yet decided, as compact rows
         self.pending: list[list[Any]] = []
         self.decided = -1  # last decided day (-1: none yet)
@@ -133,7 +161,7 @@ class GroupWatch:
             "g": self.group_id,
             "d": self.decided,
             "w": self.watermark,
-            "m": {sid: list(f) for sid, f in self.members.items()},
+            "m": {sid: f.row() for sid, f in self.members.items()},
             "q": [list(r) for r in self.pending],
             "a": self.policy.to_state(),
             "c": list(self.context),
@@ -149,7 +177,7 @@ class GroupWatch:
         watch = cls(str(state["g"]), config)
         watch.decided = int(state["d"])
         watch.watermark = int(state["w"])
-        watch.members = {sid: list(f) for sid, f in state["m"].items()}
+        watch.members = {sid: MemberFacts.from_row(f) for sid, f in state["m"].items()}
         watch.pending = [list(r) for r in state["q"]]
         cfg = watch.config
         watch.policy = AlertPolicy.from_state(
@@ -214,30 +242,31 @@ class GroupWatch:
         day, ts, sid, level, op, ratio, value, left = row
         f = self.members.get(sid)
         if f is None:
-            f = self.members[sid] = list(NO_FACTS)
-        elif ts < f[TS]:
+            f = self.members[sid] = MemberFacts()
+        elif ts < f.ts:
             return  # an older signal than one already applied (redelivered)
-        f[TS] = ts
+        f.ts = ts
         if left:
-            if f[LEFT] < 0:
-                f[LEFT] = day
+            if f.left < 0:
+                f.left = day
             return
         if level >= YELLOW:
-            if f[LVL] < YELLOW or f[YSINCE] < 0:
-                f[YSINCE] = day
+            if f.level < YELLOW or f.warned_since < 0:
+                f.warned_since = day
         elif level >= 0:
-            f[YSINCE] = -1
+            f.warned_since = -1
         if level >= 0:
-            f[LVL] = level
+            f.level = level
         if op:
             grace = self.config.fwd_grace_days
-            if op != f[OP] or (f[FOFF] >= 0 and day - f[FOFF] > grace):
-                f[FSINCE] = day
-            f[OP], f[FOFF] = op, -1
-        elif f[OP] and f[FOFF] < 0:
-            f[FOFF] = day
-        f[RATIO] = ratio
-        f[VALUE] = value
+            stopped = f.forwarding_stopped
+            if op != f.operator or (stopped >= 0 and day - stopped > grace):
+                f.forwarding_since = day
+            f.operator, f.forwarding_stopped = op, -1
+        elif f.operator and f.forwarding_stopped < 0:
+            f.forwarding_stopped = day
+        f.spend_pct = ratio
+        f.value = value
 
     # --------------------------------------------------------------------------------
     # Decisions
@@ -252,14 +281,14 @@ class GroupWatch:
         # Forwarding to one competitor, started within days of each other.
         by_op: dict[str, list[tuple[int, str]]] = {}
         for sid, f in members.items():
-            if not f[OP] or f[FSINCE] < 0:
+            if not f.operator or f.forwarding_since < 0:
                 continue
-            if f[LEFT] >= 0:
-                on = day - f[LEFT] <= cfg.leave_window
+            if f.left >= 0:
+                on = day - f.left <= cfg.leave_window
             else:
-                on = f[FOFF] < 0 or day - f[FOFF] <= cfg.fwd_grace_days
-            if on and f[FSINCE] <= day:
-                by_op.setdefault(f[OP], []).append((f[FSINCE], sid))
+                on = f.forwarding_stopped < 0 or day - f.forwarding_stopped <= cfg.fwd_grace_days
+            if on and f.forwarding_since <= day:
+                by_op.setdefault(f.operator, []).append((f.forwarding_since, sid))
         best: tuple[float, str, str, dict[str, Any]] | None = None
         for op in sorted(by_op):
             starts = by_op[op]
@@ -275,8 +304,8 @@ class GroupWatch:
         if best is not None:
             out.append(best)
         # Herd: members entering yellow or worse within days of each other.
-        warned = [(f[YSINCE], sid) for sid, f in members.items()
-                  if f[LEFT] < 0 and f[LVL] >= YELLOW and 0 <= f[YSINCE] <= day]
+        warned = [(f.warned_since, sid) for sid, f in members.items()
+                  if f.left < 0 and f.level >= YELLOW and 0 <= f.warned_since <= day]
         if warned:
             k, first = densest_cluster([d0 for d0, _ in warned], cfg.warn_window)
             who = sorted(sid for d0, sid in warned if first <= d0 < first + cfg.warn_window)
@@ -288,8 +317,8 @@ class GroupWatch:
                         {"members_warned": k, "members": n, "days": cfg.warn_window,
                          "since": date(first), "subscribers": who}))
         # Leaving: port-outs in the last leave_window days.
-        gone = sorted((f[LEFT], sid) for sid, f in members.items()
-                      if f[LEFT] >= 0 and day - f[LEFT] < cfg.leave_window)
+        gone = sorted((f.left, sid) for sid, f in members.items()
+                      if f.left >= 0 and day - f.left < cfg.leave_window)
         if gone:
             k = len(gone)
             out.append((binomial_surprise(k, n, cfg.leave_base_rate) if k >= cfg.min_members
@@ -301,15 +330,15 @@ class GroupWatch:
         now = usual = 0.0
         counted = 0
         for f in members.values():
-            if f[BASE] <= 0:
+            if f.calm_value <= 0:
                 continue
-            if f[LEFT] >= 0:
-                if day - f[LEFT] < cfg.leave_window:
-                    usual += f[BASE]
+            if f.left >= 0:
+                if day - f.left < cfg.leave_window:
+                    usual += f.calm_value
                 continue
             counted += 1
-            usual += f[BASE]
-            now += f[VALUE] * (f[RATIO] / 100.0 if f[RATIO] >= 0 else 1.0)
+            usual += f.calm_value
+            now += f.value * (f.spend_pct / 100.0 if f.spend_pct >= 0 else 1.0)
         if counted >= cfg.min_members and usual > 0:
             ratio = now / usual
             span = cfg.spend_start - cfg.spend_full
@@ -324,25 +353,25 @@ class GroupWatch:
 
     def _value(self, day: int) -> float:
         """Monthly value at stake: the calm value of members present or recently left."""
-        total: float = sum(f[BASE] for f in self.members.values()
-                    if f[LEFT] < 0 or day - f[LEFT] < self.config.leave_window)
+        total: float = sum(f.calm_value for f in self.members.values()
+                    if f.left < 0 or day - f.left < self.config.leave_window)
         return round(total / 10.0, 2)
 
     def _decide(self, day: int) -> None:
         cfg = self.config
         # Forget members long gone (bounded state; they no longer say anything).
         for sid in [s for s, f in self.members.items()
-                    if f[LEFT] >= 0 and day - f[LEFT] > cfg.forget_days]:
+                    if f.left >= 0 and day - f.left > cfg.forget_days]:
             del self.members[sid]
         # Members' baselines learn from calm days only, slowly: a plan cut across the group
         # shows as a fall before it becomes the new normal; a member in warning or
         # forwarding does not teach the group what is usual.
         rate = 1.0 / cfg.baseline_days
         for f in self.members.values():
-            if f[LEFT] < 0 and 0 <= f[LVL] < YELLOW and not f[OP] and f[VALUE] > 0:
-                f[BASE] = f[VALUE] if f[BASE] <= 0 else round(
-                    f[BASE] + rate * (f[VALUE] - f[BASE]))
-        if self.policy.level and all(f[LEFT] >= 0 for f in self.members.values()):
+            if f.left < 0 and 0 <= f.level < YELLOW and not f.operator and f.value > 0:
+                f.calm_value = f.value if f.calm_value <= 0 else round(
+                    f.calm_value + rate * (f.value - f.calm_value))
+        if self.policy.level and all(f.left >= 0 for f in self.members.values()):
             self._close(day)
             return
         evidence = self._evidence(day) if len(self.members) >= cfg.min_members else []
@@ -394,7 +423,7 @@ class GroupWatch:
         zone = ZONES[self.policy.level]
         start = self.policy.start
         self.policy.close()
-        gone = [f[LEFT] for f in self.members.values()]
+        gone = [f.left for f in self.members.values()]
         summary = (f"all {len(gone)} members ported out or deactivated, the last on "
                    f"{self.clock.date(max(gone))}" if gone else "no member left")
         summary += ": the episode is closed, there is no one left to call"
