@@ -134,25 +134,28 @@ async def bulk_read(app: Any, jobs: Mapping[TP, tuple[Any, int, int]],
     deadline = time.monotonic() + budget_s
     reached: dict[TP, int] = {}
     n = 0
+    # aiokafka's own partition tuples, Faust's TP in the results
+    tps = {aiokafka.TopicPartition(tp.topic, tp.partition): tp for tp in jobs}
     await consumer.start()
     try:
-        pending = {tp for tp, (_, start, end) in jobs.items() if start < end}
+        pending = {atp for atp, tp in tps.items() if jobs[tp][1] < jobs[tp][2]}
         consumer.assign(list(pending))
-        for tp in pending:
-            consumer.seek(tp, jobs[tp][1])
+        for atp in pending:
+            consumer.seek(atp, jobs[tps[atp]][1])
         while pending and time.monotonic() < deadline:
             fetched = await consumer.getmany(
                 *pending, timeout_ms=int(max(0.0, min(1.0, deadline - time.monotonic())) * 1000))
-            for tp, records in fetched.items():
+            for atp, records in fetched.items():
+                tp = tps[atp]
                 table, _, end = jobs[tp]
                 taken, last = apply_records(table.data, tp.partition, records, end,
                                         getattr(table, "wal", None))
                 n += taken
                 if last is not None:
                     reached[tp] = last
-                if tp in pending and await consumer.position(tp) >= end:
-                    pending.discard(tp)
-                    consumer.pause(tp)
+                if atp in pending and await consumer.position(atp) >= end:
+                    pending.discard(atp)
+                    consumer.pause(atp)
     finally:
         await consumer.stop()
     return reached, n
@@ -169,7 +172,11 @@ class BulkRecovery(Recovery):
     async def _seek_offsets(self, consumer: Any, tps: set[TP],
                             offsets: MutableMapping[TP, int], title: str) -> None:
         if title == "active":
-            await self._bulk(tps, offsets)
+            try:
+                await self._bulk(tps, offsets)
+            except BaseException:
+                log.exception("bulk restore failed")
+                raise
         await super()._seek_offsets(consumer, tps, offsets, title)
 
     async def _bulk(self, tps: set[TP], offsets: MutableMapping[TP, int]) -> None:
@@ -189,7 +196,8 @@ class BulkRecovery(Recovery):
         started = time.monotonic()
         budget = BUDGET_SHARE * float(self.app.conf.broker_request_timeout)
         reached, n = await bulk_read(self.app, jobs, budget)
-        offsets.update(reached)
+        for tp, last in reached.items():
+            offsets[tp] = last  # (a Counter: update() would add)
         elapsed = time.monotonic() - started
         self.bulk_restored += n
         self.bulk_seconds += elapsed
