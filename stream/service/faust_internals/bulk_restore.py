@@ -10,42 +10,44 @@ over ten minutes to come back after a ``kill -9`` with an empty data directory.
 
 What this does
 --------------
-:class:`BulkRecovery` is Faust's recovery service with one step added. Once Faust has built
-the high watermarks (``Recovery._build_highwaters``, answered from Fetch responses, see
-:mod:`stream.service.faust_internals.transport`) and the offsets each active changelog
-partition's database holds (``Recovery._build_offsets``, the persisted offset), and before
-it seeks, every active partition of a table on a
-:class:`~stream.service.faust_internals.rocksdb_store.PartitionedRocksStore` is read from
-there to the high watermark with a plain aiokafka consumer (no group, raw bytes), and
-written, a fetch at a time, to the partition's database in one RocksDB write batch with the
-persisted offset, exactly as ``faust.stores.rocksdb.Store.apply_changelog_batch`` writes it:
-a record's key and value bytes (``None``, a tombstone, deletes the key), the offset being
-the largest of the records written. Write-ahead chunks of the population changelog go to
-the table's :class:`~stream.service.write_ahead.WalReader` in changelog order, as
-``PlainTable.apply_changelog_batch`` sends them, and never into the database (decision 0006).
-Faust's recovery then starts at the offsets reached and finds nothing left, or only what
-the budget below did not cover.
+:class:`BulkRecovery` is Faust's recovery service with one step added. Where Faust seeks
+the active changelog partitions (``Recovery._seek_offsets``), once it has built their high
+watermarks (``Recovery._build_highwaters``, answered from Fetch responses, see
+:mod:`stream.service.faust_internals.transport`) and the offsets each partition's database
+holds (``Recovery._build_offsets``, the persisted offset), every active partition of a
+table on a :class:`~stream.service.faust_internals.rocksdb_store.PartitionedRocksStore` is
+read from there to the high watermark by a plain aiokafka consumer (no group, raw bytes),
+and written, a fetch at a time, to the partition's database in one RocksDB write batch with
+the persisted offset, exactly as ``faust.stores.rocksdb.Store.apply_changelog_batch``
+writes it: a record's key and value bytes (``None``, a tombstone, deletes the key), the
+offset being the largest of the records written. Write-ahead chunks of the population
+changelog go to the table's :class:`~stream.service.write_ahead.WalReader` in changelog
+order, as ``PlainTable.apply_changelog_batch`` sends them, and never into the database
+(decision 0006).
 
-Differences from Faust's path, on purpose:
+The read runs as a task of its own: Faust's recovery steps run under its request timeout
+(``broker_request_timeout``; a step that overruns stops the recovery service), and a large
+changelog takes longer. Faust is told the partitions are read (their offsets at the high
+watermark), so its own loop leaves them alone, and :meth:`BulkRecovery.on_recovery_completed`
+(awaited by Faust without a timeout) waits for the task before the tables' recovery
+callbacks run and the input partitions are resumed.
 
-- the tables' ``on_changelog_event`` callbacks are not called per record. The only one is
-  :meth:`stream.service.tables.PartitionIndex.on_changelog_event`, which indexes keys; on
-  RocksDB the index is filled from the databases once recovery ends
-  (:meth:`~stream.service.tables.StateTables.load_local`), so it ends the same;
-  :attr:`BulkRecovery.bulk_restored` counts the records instead;
-- the step must finish within Faust's timeout for a recovery step
-  (``broker_request_timeout``; a step that overruns stops the recovery service). The bulk
-  read stops after :data:`BUDGET_SHARE` of it; what is left is read by Faust's own loop,
-  from the offsets the bulk read persisted (correct, only slower).
+A rebalance, a revocation or a stop cancels the read: every write batch holds its records
+and its offset together, so the next recovery goes on from the last one. A read that fails
+fails the recovery (the worker stops; restarted, it goes on from the offsets written).
 
-A rebalance during the read cancels it (Faust's ``_wait``): every write batch is whole
-(records and offset together), so the next recovery resumes from the last one.
+The tables' ``on_changelog_event`` callbacks are not called per record. The only one is
+:meth:`stream.service.tables.PartitionIndex.on_changelog_event`, which indexes keys; on
+RocksDB the index is filled from the databases once recovery ends
+(:meth:`~stream.service.tables.StateTables.load_local`), so it ends the same;
+:attr:`BulkRecovery.bulk_restored` counts the records instead.
 
 Decision record: ``docs/decisions/0015-bulk-restore-of-rocksdb-changelogs.md``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -59,9 +61,6 @@ from stream.service.write_ahead import is_wal_key
 
 log = logging.getLogger(__name__)
 
-#: Share of Faust's recovery step timeout (``broker_request_timeout``) the bulk read may
-#: take; the rest is left for the seek that follows it in the same step.
-BUDGET_SHARE = 0.6
 #: Fetch sizes of the bulk consumer: large fetches, few round trips.
 FETCH_MAX_BYTES = 64 * 1024**2
 PARTITION_FETCH_MAX_BYTES = 16 * 1024**2
@@ -109,14 +108,12 @@ def apply_records(store: Any, partition: int, records: Iterable[Any], end: int,
     return taken, last
 
 
-async def bulk_read(app: Any, jobs: Mapping[TP, tuple[Any, int, int]],
-                    budget_s: float) -> tuple[dict[TP, int], int]:
+async def bulk_read(app: Any, jobs: Mapping[TP, tuple[Any, int, int]]) -> int:
     """Read each ``tp -> (table, start, end)`` changelog partition from ``start`` to
-    ``end`` (exclusive) into its table's store, for at most ``budget_s`` seconds.
+    ``end`` (exclusive) into its table's store; how many records were read.
 
-    Returns, per partition read, the last offset read (what Faust's recovery may start
-    at), and how many records were read. Records are applied as they come; nothing is
-    lost if the read is cut short.
+    Records are applied a fetch at a time, each fetch with its offset: a read cut short
+    (cancelled) leaves every partition's database as of its last write.
     """
     import aiokafka
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
@@ -131,10 +128,8 @@ async def bulk_read(app: Any, jobs: Mapping[TP, tuple[Any, int, int]],
         fetch_max_bytes=FETCH_MAX_BYTES, max_partition_fetch_bytes=PARTITION_FETCH_MAX_BYTES,
         fetch_max_wait_ms=100, check_crcs=False,
         **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))
-    deadline = time.monotonic() + budget_s
-    reached: dict[TP, int] = {}
     n = 0
-    # aiokafka's own partition tuples, Faust's TP in the results
+    # aiokafka's own partition tuples, Faust's TP for the jobs
     tps = {aiokafka.TopicPartition(tp.topic, tp.partition): tp for tp in jobs}
     await consumer.start()
     try:
@@ -142,44 +137,67 @@ async def bulk_read(app: Any, jobs: Mapping[TP, tuple[Any, int, int]],
         consumer.assign(list(pending))
         for atp in pending:
             consumer.seek(atp, jobs[tps[atp]][1])
-        while pending and time.monotonic() < deadline:
-            fetched = await consumer.getmany(
-                *pending, timeout_ms=int(max(0.0, min(1.0, deadline - time.monotonic())) * 1000))
+        while pending:
+            fetched = await consumer.getmany(*pending, timeout_ms=1000)
             for atp, records in fetched.items():
                 tp = tps[atp]
                 table, _, end = jobs[tp]
-                taken, last = apply_records(table.data, tp.partition, records, end,
-                                        getattr(table, "wal", None))
+                if tp.partition not in table.data._dbs:  # revoked: never reopen it
+                    raise RuntimeError(f"bulk restore: {tp} is no longer assigned")
+                taken, _ = apply_records(table.data, tp.partition, records, end,
+                                         getattr(table, "wal", None))
                 n += taken
-                if last is not None:
-                    reached[tp] = last
                 if atp in pending and await consumer.position(atp) >= end:
                     pending.discard(atp)
                     consumer.pause(atp)
     finally:
         await consumer.stop()
-    return reached, n
+    return n
 
 
 class BulkRecovery(Recovery):
-    """Faust's recovery, with the RocksDB tables' changelogs read in bulk first."""
+    """Faust's recovery, with the RocksDB tables' changelogs read in bulk (module doc)."""
 
-    #: changelog records written by the bulk read since the start (write-ahead chunks too)
+    #: changelog records written by the bulk reads since the start (write-ahead chunks too)
     bulk_restored = 0
     #: seconds the bulk reads took since the start
     bulk_seconds = 0.0
+    _bulk_task: asyncio.Future[None] | None = None
 
     async def _seek_offsets(self, consumer: Any, tps: set[TP],
                             offsets: MutableMapping[TP, int], title: str) -> None:
         if title == "active":
-            try:
-                await self._bulk(tps, offsets)
-            except BaseException:
-                log.exception("bulk restore failed")
-                raise
+            self._cancel_bulk()
+            jobs = self._bulk_jobs(tps, offsets)
+            if jobs:
+                self._bulk_task = asyncio.ensure_future(self._bulk(jobs))
+                for tp, (_, _, end) in jobs.items():
+                    offsets[tp] = end - 1  # read by the bulk task, not by Faust
         await super()._seek_offsets(consumer, tps, offsets, title)
 
-    async def _bulk(self, tps: set[TP], offsets: MutableMapping[TP, int]) -> None:
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        task = self._bulk_task
+        if task is not None:
+            # A rebalance cancels this wait (Faust's _wait), and with it the task.
+            await task
+            self._bulk_task = None
+        await super().on_recovery_completed(generation_id)
+
+    def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self._cancel_bulk()
+        super().on_partitions_revoked(revoked)
+
+    async def on_stop(self) -> None:
+        self._cancel_bulk()
+        await super().on_stop()
+
+    def _cancel_bulk(self) -> None:
+        task, self._bulk_task = self._bulk_task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+    def _bulk_jobs(self, tps: set[TP], offsets: MutableMapping[TP, int]
+                   ) -> dict[TP, tuple[Any, int, int]]:
         jobs: dict[TP, tuple[Any, int, int]] = {}
         for tp in tps:
             table = self.tp_to_table.get(tp)
@@ -191,19 +209,24 @@ class BulkRecovery(Recovery):
             start, end = offsets[tp] + 1, highwater + 1
             if start < end:
                 jobs[tp] = (table, start, end)
-        if not jobs:
-            return
+        return jobs
+
+    async def _bulk(self, jobs: Mapping[TP, tuple[Any, int, int]]) -> None:
         started = time.monotonic()
-        budget = BUDGET_SHARE * float(self.app.conf.broker_request_timeout)
-        reached, n = await bulk_read(self.app, jobs, budget)
-        for tp, last in reached.items():
-            offsets[tp] = last  # (a Counter: update() would add)
+        try:
+            n = await bulk_read(self.app, jobs)
+        except asyncio.CancelledError:
+            log.info("bulk restore: cancelled (a rebalance or a stop); the next recovery "
+                     "goes on from the offsets written")
+            raise
+        except Exception:
+            log.exception("bulk restore failed")
+            raise
         elapsed = time.monotonic() - started
         self.bulk_restored += n
         self.bulk_seconds += elapsed
-        left = sum(end - 1 - offsets[tp] for tp, (_, _, end) in jobs.items())
-        log.info("bulk restore: %d changelog records in %.1f s (%d partitions); %d left for "
-                 "Faust's recovery", n, elapsed, len(jobs), left)
+        log.info("bulk restore: %d changelog records in %.1f s (%d partitions)",
+                 n, elapsed, len(jobs))
 
 
 class BulkTableManager(TableManager):
