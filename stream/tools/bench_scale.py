@@ -3,7 +3,11 @@
 How the state is made: ``--subscribers`` keys ``R00000000``... are written straight to the
 subscribers table's changelog, each on the partition its events would use, each with a
 real detector state (taken round-robin from a replay of the simulated world). No world of
-that size is simulated; the worker restores the changelog like any other.
+that size is simulated; the worker restores the changelog like any other. Each copy of the
+sample world keeps its groups to itself (the group id in a copied profile carries the copy's
+number), so groups have the simulated world's sizes: shared by every copy, a world's 18
+groups would have 55,000 members each at a million keys, and the group stage, whose work
+per signal grows with its group, would be measured instead.
 
 Then, on one worker process with ``CHURNWATCH_STORE=rocksdb://``:
 
@@ -132,6 +136,21 @@ def _calls(keys: int, n: int, day: date, seed: int, first_id: int) -> list[tuple
     return out
 
 
+def _copied(state: dict[str, Any], copy: int) -> bytes:
+    """``state`` serialized as in copy ``copy`` of the sample world: its group its own.
+
+    >>> orjson.loads(_copied({"v": 4, "p": ["1380", "AC-G1", "G1", "sme"]}, 3))["p"]
+    ['1380', 'AC-G1', 'G1~3', 'sme']
+    >>> _copied({"v": 4, "p": ["1380", None, None, "sme"]}, 3) == orjson.dumps(
+    ...     {"v": 4, "p": ["1380", None, None, "sme"]})
+    True
+    """
+    profile = state.get("p")
+    if not (isinstance(profile, list) and len(profile) > 2 and profile[2]):
+        return orjson.dumps(state)
+    return orjson.dumps({**state, "p": [*profile[:2], f"{profile[2]}~{copy}", *profile[3:]]})
+
+
 def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> dict[str, Any]:
     """The scale figure (see the module docstring); ``world`` supplies the sample states."""
     from kafka import KafkaProducer
@@ -143,7 +162,8 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
     stores: list[dict[str, Any]] = []
     for _ in replay_directory(world, stores=stores):
         pass
-    samples = [orjson.dumps(v) for store in stores for v in store.values()]
+    states = [v for store in stores for v in store.values()]
+    samples = [orjson.dumps(v) for v in states]
     params = orjson.loads((world / "world.json").read_bytes())["params"]
     day = date.fromisoformat(params["start"]) + timedelta(days=params["days"] + 1)
     app_id = f"scale-{uuid.uuid4().hex[:8]}"
@@ -157,7 +177,9 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
     started = time.perf_counter()
     for i in range(keys):
         key = f"R{i:08d}"
-        producer.send(changelog, key=key.encode(), value=samples[i % len(samples)],
+        copy, n = divmod(i, len(samples))
+        producer.send(changelog, key=key.encode(),
+                      value=samples[n] if copy == 0 else _copied(states[n], copy),
                       partition=partition_of(key, settings.partitions))
     producer.flush()
     figures: dict[str, Any] = {
