@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -165,7 +166,7 @@ class BulkRecovery(Recovery):
     _bulk_task: asyncio.Future[None] | None = None
 
     async def _seek_offsets(self, consumer: Any, tps: set[TP],
-                            offsets: MutableMapping[TP, int], title: str) -> None:
+                            offsets: Counter[TP], title: str) -> None:
         if title == "active":
             self._cancel_bulk()
             jobs = self._bulk_jobs(tps, offsets)
