@@ -126,9 +126,11 @@ class BatchCache:
 
     With ``serialize_on_set`` (RocksDB only), a value written is serialized at once and kept
     as bytes until the flush; read again in the same batch, it is decoded as from the store.
-    A day sweep writes every subscriber of the worker in one batch: as Python objects that
-    is about 2.3 KiB each, as bytes about 0.5 KiB. Only for owners that never change a value
-    after writing it (the engine writes a subscriber's state last).
+    A value read and not written is not kept (the store still has it). A day sweep reads
+    every subscriber of the worker in one batch and writes most of them: as Python objects
+    that is about 2.3 KiB each, as bytes about 0.5 KiB. Only for owners that never change a
+    value after writing it, nor rely on changing one they read without writing it back
+    (the engine writes a subscriber's state last, and reads it afresh each event).
     """
 
     def __init__(self, table: Any, index: PartitionIndex, *,
@@ -145,6 +147,8 @@ class BatchCache:
         try:
             value = self.cache[key]
         except KeyError:
+            if self.serialize_on_set:
+                return self.data[key]  # KeyError if absent
             value = self.cache[key] = self.data[key]  # KeyError if absent
             return value
         if value is _DELETED:

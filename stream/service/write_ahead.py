@@ -17,8 +17,9 @@ each chunk key is needed).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,6 +32,11 @@ WAL_KEY = "__wal__"
 _WAL_MARK = b"/" + WAL_KEY.encode() + b"/"
 #: Largest write-ahead chunk: well under a real Kafka's default 1 MB message limit.
 WAL_CHUNK_BYTES = 512 * 1024
+#: Per-key records queued to the producer at once. Faust's producer holds a message object
+#: (about 1 KiB) per record until the broker has it, and a day sweep's batch has a record
+#: for every subscriber of the worker: queued all at once, a million of them took more
+#: memory than the states themselves.
+RECORDS_PER_WRITE = 20_000
 
 
 def is_wal_key(key: bytes | str | None) -> bool:
@@ -107,11 +113,33 @@ class Staged:
         send_records(self.tables.population, self.wal)  # type: ignore[arg-type]
 
     def send_records(self) -> None:
-        # The write-ahead copy is on the broker: the local store may trust this batch.
-        self.tables.settle({p for p, _, _ in self.subscribers}
-                           | {p for p, _, _ in self.population})
-        send_records(self.tables.subscribers, self.subscribers)
-        send_records(self.tables.population, self.population)
+        for write in self.record_writers():
+            write()
+
+    def record_writers(self, per_write: int | None = None) -> list[Callable[[], None]]:
+        """Writers that send the per-key records, ``per_write`` records each (default
+        :data:`RECORDS_PER_WRITE`), in order; the first also tells the local store the
+        batch is safe. Call them only once the write-ahead copy is on the broker."""
+        per_write = per_write or RECORDS_PER_WRITE
+        tables = self.tables
+        slices = [(table, records[start:start + per_write])
+                  for table, records in ((tables.subscribers, self.subscribers),
+                                         (tables.population, self.population))
+                  for start in range(0, len(records), per_write)]
+
+        def first() -> None:
+            # The write-ahead copy is on the broker: the local store may trust this batch.
+            tables.settle({p for p, _, _ in self.subscribers}
+                          | {p for p, _, _ in self.population})
+            for table, part in slices[:1]:
+                send_records(table, part)
+
+        return [first, *(partial(send_records, table, part) for table, part in slices[1:])]
+
+    def writers(self) -> list[Callable[[], None]]:
+        """The batch's writers in order: the write-ahead copy, then the per-key records a
+        slice at a time (the caller waits for the broker after each)."""
+        return [self.send_wal, *self.record_writers()]
 
 
 #: How :func:`wal_chunks` starts a chunk: its batch id, index and count.

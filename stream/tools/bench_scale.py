@@ -12,10 +12,14 @@ per signal grows with its group, would be measured instead.
 Then, on one worker process with ``CHURNWATCH_STORE=rocksdb://``:
 
 1. **full restore, first start**: an empty data directory; time from the process start to
-   its first processed input event (the worker consumes input only after recovery);
-2. **events/s** over ``--scale-events`` calls of subscribers drawn at random from all keys
-   (the working set is the whole table; the worker keeps only a small RocksDB block cache
-   in memory, see :mod:`stream.service.faust_internals.rocksdb_store`);
+   its first processed input event, a single call waiting on the topic (the worker
+   consumes input only after recovery);
+2. **events/s** over ``--scale-events`` calls of subscribers drawn at random from all keys,
+   from their first send to the last processed (the working set is the whole table; the
+   worker keeps only a small RocksDB block cache in memory, see
+   :mod:`stream.service.faust_internals.rocksdb_store`). The calls cover the day after the
+   states' last: its first hour's end closes a day, and the day's sweep over every
+   subscriber is part of the figure;
 3. **RSS**: the worker's resident and peak resident memory (``/proc/<pid>/status``);
 4. **restart on local state**: ``kill -9`` (5 s after the last event, so that the last
    batch is on the changelog), then the same data directory again; time to the first
@@ -188,23 +192,32 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
     _say("changelog written", figures)
 
     def send_calls(n: int, seed: int, first_id: int) -> None:
-        for sid, value in _calls(keys, n, day, seed, first_id):
+        send(_calls(keys, n, day, seed, first_id))
+
+    def send(calls: list[tuple[str, bytes]]) -> None:
+        for sid, value in calls:
             producer.send(settings.topic_calls, key=sid.encode(), value=value)
         producer.flush()
 
     workers: list[_Worker] = []
     try:
-        # 1. The calls wait on the topic; the worker consumes only once restored.
-        send_calls(events, 2, 0)
+        # 1. One call waits on the topic (the day's first second: no day closes); the
+        # worker consumes it once restored. Not the whole load: the first batch would then
+        # hold the day's close, a sweep over every subscriber, and be timed as the restore.
+        send_calls(1, 1, 0)
         first = _Worker(settings, workdir, "scale-a", "scale-a1")
         workers.append(first)
         figures["full_restore_first_start"] = ready = first.wait_consumed(1)
         _say("full restore, first start", ready)
-        done = first.wait_consumed(events)
+        # Then the calls, timed from their first send to the last one processed (the
+        # day's close, one sweep over every subscriber, among them).
+        calls = _calls(keys, events, day, 2, 1)
+        sent_at = time.perf_counter()
+        send(calls)
+        done = first.wait_consumed(events + 1)
         rate = None
-        if ready["seconds_to_ready"] is not None and done["seconds_to_ready"] is not None:
-            rate = (events - 1) / max(done["seconds_to_ready"] - ready["seconds_to_ready"],
-                                      1e-9)
+        if done["seconds_to_ready"] is not None:
+            rate = events / max(first.started + done["seconds_to_ready"] - sent_at, 1e-9)
         figures["events"] = {"events": events, "events_per_s": rate,
                              "rss_bytes": done.get("VmRSS"), "peak_rss_bytes": done.get("VmHWM"),
                              "rss_after_restore_bytes": ready.get("VmRSS")}
@@ -219,14 +232,14 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
         # 2. kill -9, the same data directory.
         again = _Worker(settings, workdir, "scale-a", "scale-a2")
         workers.append(again)
-        send_calls(1, 3, events)
+        send_calls(1, 3, events + 1)
         figures["restart_local_state"] = again.wait_consumed(1)
         _say("restart on local state", figures["restart_local_state"])
         again.kill9()
         # 3. kill -9, an empty data directory.
         empty = _Worker(settings, workdir, "scale-b", "scale-b")
         workers.append(empty)
-        send_calls(1, 4, events + 1)
+        send_calls(1, 4, events + 2)
         figures["full_restore_after_kill"] = empty.wait_consumed(1)
     finally:
         producer.close()

@@ -139,6 +139,9 @@ def test_values_written_in_a_batch_wait_as_their_changelog_bytes(tmp_path: Path)
     assert cache.drain() == [(1, "s1", orjson.dumps({"v": 4, "m": [1, 2.5, None],
                                                      "o": [{"d": 3}]}))]
     assert table.data["s1"] == {"v": 4, "m": [1, 2.5, None], "o": [{"d": 3}]}
+    # A value only read is not kept: the store has it (a sweep reads every subscriber).
+    assert cache.get("s1") == {"v": 4, "m": [1, 2.5, None], "o": [{"d": 3}]}
+    assert cache.cache == {}
     _close(table)
     # Only for a store that takes serialized records: the memory store keeps objects.
     import faust
