@@ -20,12 +20,18 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
-if TYPE_CHECKING:
-    from stream.service.tables import StateTables
+
+class Tables(Protocol):
+    """The state tables a copy is overlaid on (:class:`stream.service.tables.StateTables`)."""
+
+    subscribers: Any
+    population: Any
+    subscriber_index: Any
+    population_index: Any
 
 #: Population-table key part of a batch's write-ahead chunks (never kept in the table).
 WAL_KEY = "__wal__"
@@ -187,7 +193,7 @@ class WalReader:
                 chunk = orjson.loads(raw)
                 yield partition, chunk["s"], chunk["p"]
 
-    def overlay(self, tables: StateTables) -> int:
+    def overlay(self, tables: Tables) -> int:
         """Apply (and forget) the last complete copy of every partition; keys written."""
         n = 0
         for partition, subs, pops in self.copies():
