@@ -38,6 +38,7 @@ from stream.service.write_ahead import (
     WAL_CHUNK_BYTES,
     Staged,
     WalReader,
+    dumps_exact,
     is_partitioned,
     is_wal_key,
     send_records,
@@ -169,7 +170,7 @@ class BatchCache:
         return key in self.data
 
     def set(self, partition: int, key: str, value: Any) -> None:
-        self.cache[key] = _Serialized(orjson.dumps(value)) if self.serialize_on_set else value
+        self.cache[key] = _Serialized(dumps_exact(value)) if self.serialize_on_set else value
         self.dirty[key] = partition
         self.index.add(partition, key)
 
@@ -190,7 +191,7 @@ class BatchCache:
         and its input comes again) or is restored from the changelog in full (a table
         whose owner never settles is always restored in full, as on the memory store)."""
         data = self.data
-        dumps = orjson.dumps
+        dumps = dumps_exact  # kept until the batch's records are sent
         out: list[tuple[int, str, bytes | None]] = []
         for key, partition in self.dirty.items():
             value = self.cache[key]

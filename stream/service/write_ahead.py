@@ -45,6 +45,19 @@ WAL_CHUNK_BYTES = 512 * 1024
 RECORDS_PER_WRITE = 20_000
 
 
+def dumps_exact(value: Any) -> bytes:
+    """``orjson.dumps(value)`` in a bytes object of its own size, for values kept a while.
+
+    orjson (3.13) returns its output in an allocation of about 8 KiB whatever its length,
+    resident while the object lives: a batch that keeps a day sweep's states for the
+    changelog (one per subscriber of the worker) held 8 KiB each instead of about 0.5 KiB.
+
+    >>> dumps_exact({"n": 1})
+    b'{"n":1}'
+    """
+    return memoryview(orjson.dumps(value)).tobytes()
+
+
 def is_wal_key(key: bytes | str | None) -> bool:
     """True for a write-ahead chunk key (``"<partition>/__wal__/<i>"``)."""
     if key is None:

@@ -149,3 +149,28 @@ def test_values_written_in_a_batch_wait_as_their_changelog_bytes(tmp_path: Path)
     app = faust.App("mem-serialize", store="memory://", autodiscover=False)
     memory = plain_table(app, "subscribers", partitions=2, key_type=str)
     assert not BatchCache(memory, PartitionIndex(), serialize_on_set=True).serialize_on_set
+
+
+def test_a_batch_keeps_its_serialized_values_at_their_own_size(tmp_path: Path) -> None:
+    """orjson returns each value in an allocation of about 8 KiB; a day sweep's batch keeps
+    one per subscriber until its records are sent, so the batch keeps exact-size copies."""
+    import tracemalloc
+
+    table = _table(tmp_path)
+    cache = BatchCache(table, PartitionIndex(), serialize_on_set=True)
+    state = {"v": 4, "m": list(range(31)), "p": ["13800000000", "AC-1", None, "sme"]}
+    tracemalloc.start()
+    try:
+        for i in range(2000):
+            cache.set(i % 2, f"s{i}", state)
+        held, _ = tracemalloc.get_traced_memory()
+        out = cache.drain()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = len(orjson.dumps(state))
+    assert len(out) == 2000 and all(v == orjson.dumps(state) for _, _, v in out)
+    # The bytes themselves and a little bookkeeping per key, not 8 KiB.
+    assert held / 2000 < size + 400, held / 2000
+    assert after / 2000 < size + 400, after / 2000
+    _close(table)
