@@ -8,40 +8,60 @@ was answered, one with ``duration_s == 0`` was missed, and a forwarded call says
 about the subscriber (they never saw it ring) and is left out.
 
 Hours of the week are coarse buckets: weekdays or weekend, by blocks of three hours in the
-operator's time zone (16 buckets). Each bucket holds three small counts (answered, missed,
-made), at most 255. The counts decay in event time: they halve at the start of each period
-(four weeks by default), and all halve at once when one reaches its cap, so the shares
-they give follow the last couple of months.
+operator's time zone, over the hours a call centre calls (:data:`CALL_HOURS`, 09:00-21:00:
+a window at 23:00 could not be used, so calls outside them are not counted; 8 buckets).
+Each bucket holds three small counts: answered and missed calls up to :data:`COUNT_CAP`
+(6), calls made up to :data:`MADE_CAP` (3; they stand for at most three answered calls,
+``made_prior``, so more would change nothing). The counts decay in event time: they halve
+at the start of each period (four weeks by default), and all halve at once when an
+answered or missed count is at its cap, so the shares they give follow the last few
+weeks' calls in each block.
 
-The state is one short string, the subscriber state's ``"h"`` (like the dedupe ring ``"e"``:
-a string is one object, where a record of numbers would be a list and its items): base64
-of 49 bytes, about 70 bytes serialized and 120 in memory. Byte 0 is the period the counts
-were decayed to, modulo 256 (periods of four weeks wrap after 19 years; a call from an
-earlier period than the stored one, a late call, is counted without decaying); bytes 1-48
-the counts, answered then missed then made, bucket by bucket (:data:`BUCKETS`).
+The state is one integer, the subscriber state's ``"h"`` (an integer below 2**64 is one
+small object: 36 bytes in memory, at most 20 digits serialized). Its digits, lowest first:
+the period the counts were decayed to, modulo 8 (base 8; a call from the period just before
+the stored one, a late call, is counted without decaying), then one digit per bucket (base
+196: ``(answered * 7 + missed) * 4 + made``, buckets in the order of :data:`BUCKETS`).
+Earlier versions stored a base64 string of 49 bytes (the period modulo 256, then answered,
+missed and made counts up to 255 for 16 buckets over the whole day): it is read as the
+counts of the hours kept, scaled down to the caps (:func:`from_base64`).
 """
 
 from __future__ import annotations
 
-from binascii import a2b_base64, b2a_base64
+from binascii import Error as Base64Error
+from binascii import a2b_base64
 from typing import Any
 
 from river import base
 
-__all__ = ["ANSWERED", "BLOCK_HOURS", "BUCKETS", "MADE", "MISSED", "ContactWindows"]
+__all__ = ["ANSWERED", "BLOCK_HOURS", "BUCKETS", "CALL_HOURS", "COUNT_CAP", "MADE",
+           "MADE_CAP", "MISSED", "ContactWindows", "from_base64"]
 
-#: Hours per block of the day; blocks per day; buckets (weekdays, then the weekend).
+#: Hours per block of the day.
 BLOCK_HOURS = 3
-BLOCKS = 24 // BLOCK_HOURS
+#: The local hours counted (first, end): those a call centre calls in.
+CALL_HOURS = (9, 21)
+#: Blocks per day; buckets (weekdays' blocks, then the weekend's).
+BLOCKS = (CALL_HOURS[1] - CALL_HOURS[0]) // BLOCK_HOURS
 BUCKETS = 2 * BLOCKS
 BLOCK_S = 3600 * BLOCK_HOURS
-#: The three counts per bucket, in the order they are stored.
+#: The three counts per bucket.
 ANSWERED, MISSED, MADE = 0, 1, 2
-CAP = 255
+#: Highest answered or missed count, and highest count of calls made.
+COUNT_CAP = 6
+MADE_CAP = 3
 DAY_S = 86400
 #: ISO weekdays (Monday 1) of each day type.
 WEEKDAYS = [1, 2, 3, 4, 5]
 WEEKEND = [6, 7]
+#: Periods are stored modulo this; a bucket digit takes ``DIGIT`` values.
+PERIODS = 8
+DIGIT = (COUNT_CAP + 1) ** 2 * (MADE_CAP + 1)
+#: Place value of each bucket's digit in the state.
+PLACE = [PERIODS * DIGIT**b for b in range(BUCKETS)]
+_FIRST_S = CALL_HOURS[0] * 3600
+_END_S = CALL_HOURS[1] * 3600
 
 
 class ContactWindows(base.Base):
@@ -58,7 +78,7 @@ class ContactWindows(base.Base):
     them, and joins neighbouring blocks of the same day type. :meth:`advice` is what an
     alert carries (``contact``).
 
-    The state is the string :attr:`state` (see the module's description); the engine loads
+    The state is the integer :attr:`state` (see the module's description); the engine loads
     it from the subscriber's state and stores it back.
 
     Parameters
@@ -95,9 +115,11 @@ class ContactWindows(base.Base):
     ...                            "answered": rng.random() < (0.85 if evening else 0.2)})
     >>> advice = contact.advice()
     >>> advice["summary"]
-    'answers 84% of calls on weekdays 18:00-21:00 and weekends 15:00-21:00'
-    >>> [(w["weekdays"], w["start"], w["end"]) for w in advice["windows"]]
-    [([1, 2, 3, 4, 5], '18:00', '21:00'), ([6, 7], '15:00', '21:00')]
+    'answers 100% of calls on weekdays 18:00-21:00 and weekends 15:00-18:00'
+    >>> [(w["weekdays"], w["start"], w["end"], w["incoming_calls"]) for w in advice["windows"]]
+    [([1, 2, 3, 4, 5], '18:00', '21:00', 4), ([6, 7], '15:00', '18:00', 2)]
+    >>> contact.counts()[3]  # weekdays 18:00-21:00 (answered, missed, made), decayed
+    (4, 0, 2)
     >>> contact.advice(account_manager="AM007")["first_contact"]
     'account_manager'
 
@@ -112,15 +134,34 @@ class ContactWindows(base.Base):
         self.made_prior = made_prior
         self.max_windows = max_windows
         self._offset_s = tz_offset_hours * 3600.0
-        self.state = ""
+        self._state = 0
+
+    @property
+    def state(self) -> int:
+        """The counts as one integer (see the module's description)."""
+        return self._state
+
+    @state.setter
+    def state(self, value: int | str | None) -> None:
+        # A subscriber state may hold what an earlier version wrote (a base64 string) or
+        # nothing yet ("" or None from ``st.get("h", "")``).
+        if isinstance(value, int) and not isinstance(value, bool):
+            self._state = value
+        elif isinstance(value, str) and value:
+            self._state = from_base64(value)
+        else:
+            self._state = 0
 
     # -- learning ------------------------------------------------------------------------
-    def bucket(self, ts: float) -> tuple[int, int]:
-        """(bucket, local day) of an instant (epoch seconds)."""
+    def bucket(self, ts: float) -> tuple[int | None, int]:
+        """(bucket, local day) of an instant (epoch seconds); the bucket is None outside
+        :data:`CALL_HOURS`."""
         local = int(ts + self._offset_s)
-        day = local // DAY_S
+        day, second = divmod(local, DAY_S)
+        if not _FIRST_S <= second < _END_S:
+            return None, day
         weekend = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
-        return BLOCKS * weekend + (local % DAY_S) // (3600 * BLOCK_HOURS), day
+        return BLOCKS * weekend + (second - _FIRST_S) // BLOCK_S, day
 
     def learn_one(self, x: dict[str, Any]) -> None:
         """One call: ``{"ts": epoch seconds, "direction": "in"|"out", "answered": bool}``
@@ -130,34 +171,36 @@ class ContactWindows(base.Base):
 
     def add(self, ts: float, kind: int) -> None:
         """One call at ``ts`` (epoch seconds) of ``kind`` (:data:`ANSWERED`, :data:`MISSED`
-        or :data:`MADE`): :meth:`learn_one` without the dict, for the engine's every call."""
-        local = int(ts + self._offset_s)
-        day = local // DAY_S
-        at = 1 + kind * BUCKETS + BLOCKS * ((day + 3) % 7 >= 5) + (local % DAY_S) // BLOCK_S
-        period = (day // self.period_days) & 0xFF
-        if self.state:
-            raw = bytearray(a2b_base64(self.state))
-            ahead = (period - raw[0]) & 0xFF
-            if ahead:
-                if ahead < 128:  # a later period: halve once per period gone by
-                    shift = min(ahead, 8)
-                    raw[1:] = bytes(c >> shift for c in raw[1:])
-                    raw[0] = period
-                # else an earlier period (a late call): counted as it is
+        or :data:`MADE`): :meth:`learn_one` without the dict, for the engine's every call.
+        A call outside :data:`CALL_HOURS` is not counted."""
+        b, day = self.bucket(ts)
+        if b is None:
+            return
+        state = self._state
+        period = (day // self.period_days) % PERIODS
+        ahead = (period - state) % PERIODS
+        if state < PERIODS:  # no counts yet: nothing to decay
+            state = period
+        elif ahead and ahead < PERIODS - 1:  # a later period: halve once per period gone by
+            state = _pack(_halved(_unpack(state), min(ahead, 3)), period)
+        # else the same period, or the one before (a late call): counted as it is
+        digit = state // PLACE[b] % DIGIT
+        if kind == MADE:
+            if digit % (MADE_CAP + 1) < MADE_CAP:
+                state += PLACE[b]
         else:
-            raw = bytearray(1 + 3 * BUCKETS)
-            raw[0] = period
-        if raw[at] >= CAP:
-            raw[1:] = bytes(c >> 1 for c in raw[1:])
-        raw[at] += 1
-        self.state = b2a_base64(raw, newline=False).decode("ascii")
+            shared = digit // (MADE_CAP + 1)  # answered * 7 + missed
+            if (shared // (COUNT_CAP + 1) if kind == ANSWERED
+                    else shared % (COUNT_CAP + 1)) >= COUNT_CAP:
+                counts = _halved(_unpack(state), 1)
+                state = _pack(counts, state % PERIODS)
+            state += PLACE[b] * (MADE_CAP + 1) * (COUNT_CAP + 1 if kind == ANSWERED else 1)
+        self._state = state
 
     # -- reading -------------------------------------------------------------------------
     def counts(self) -> list[tuple[int, int, int]]:
         """(answered, missed, made) per bucket."""
-        raw = a2b_base64(self.state) if self.state else bytes(1 + 3 * BUCKETS)
-        return [(raw[1 + b], raw[1 + BUCKETS + b], raw[1 + 2 * BUCKETS + b])
-                for b in range(BUCKETS)]
+        return _unpack(self._state)
 
     def windows(self) -> list[dict[str, Any]]:
         """The best windows of the week, best first (see the class's description)."""
@@ -185,8 +228,8 @@ class ContactWindows(base.Base):
             missed = sum(counts[b][MISSED] for b in run)
             out.append({
                 "weekdays": WEEKEND if run[0] >= BLOCKS else WEEKDAYS,
-                "start": f"{(run[0] % BLOCKS) * BLOCK_HOURS:02d}:00",
-                "end": f"{(run[-1] % BLOCKS + 1) * BLOCK_HOURS:02d}:00",
+                "start": f"{CALL_HOURS[0] + (run[0] % BLOCKS) * BLOCK_HOURS:02d}:00",
+                "end": f"{CALL_HOURS[0] + (run[-1] % BLOCKS + 1) * BLOCK_HOURS:02d}:00",
                 "answered_share": _share(answered, missed),
                 "incoming_calls": answered + missed,
                 "answered_calls": answered,
@@ -219,6 +262,66 @@ class ContactWindows(base.Base):
                        + sentence
         return {"first_contact": first, "account_manager": account_manager,
                 "windows": windows, "answered_share": share, "summary": sentence}
+
+
+def from_base64(text: str) -> int:
+    """The state an earlier version stored as base64 (49 bytes: the period modulo 256, then
+    answered, missed and made counts up to 255 for 16 buckets of three hours over the whole
+    day), as this version's integer: the buckets of :data:`CALL_HOURS` only, every count
+    halved as often as it takes to bring the answered and missed ones within
+    :data:`COUNT_CAP` (their shares stay), calls made then capped at :data:`MADE_CAP`.
+    Anything else reads as no counts (the windows learn again from the next call).
+
+    >>> from binascii import b2a_base64
+    >>> old = bytearray(49)
+    >>> old[0] = 9                        # period 9
+    >>> old[1 + 6] = 24                   # answered on weekdays 18:00-21:00
+    >>> old[1 + 16 + 6] = 4               # missed there
+    >>> old[1 + 32 + 6] = 30              # made there
+    >>> old[1 + 0] = 40                   # answered on weekdays 00:00-03:00: not kept
+    >>> contact = ContactWindows()
+    >>> contact.state = b2a_base64(bytes(old), newline=False).decode()
+    >>> contact.counts()[3], contact.state % PERIODS
+    ((6, 1, 3), 1)
+    """
+    try:
+        raw = a2b_base64(text)
+    except (Base64Error, ValueError):
+        return 0
+    if len(raw) != 1 + 3 * 16:
+        return 0
+    old_blocks = 24 // BLOCK_HOURS
+    first = CALL_HOURS[0] // BLOCK_HOURS
+    counts = []
+    for b in range(BUCKETS):
+        at = 1 + old_blocks * (b >= BLOCKS) + first + b % BLOCKS
+        counts.append((raw[at], raw[at + 16], raw[at + 32]))
+    shift = 0
+    while max(max(a, m) for a, m, _ in counts) >> shift > COUNT_CAP:
+        shift += 1
+    return _pack(_halved(counts, shift), raw[0] % PERIODS)
+
+
+def _unpack(state: int) -> list[tuple[int, int, int]]:
+    state //= PERIODS
+    out = []
+    for _ in range(BUCKETS):
+        state, digit = divmod(state, DIGIT)
+        shared, made = divmod(digit, MADE_CAP + 1)
+        answered, missed = divmod(shared, COUNT_CAP + 1)
+        out.append((answered, missed, made))
+    return out
+
+
+def _pack(counts: list[tuple[int, int, int]], period: int) -> int:
+    state = 0
+    for answered, missed, made in reversed(counts):
+        state = state * DIGIT + (answered * (COUNT_CAP + 1) + missed) * (MADE_CAP + 1) + made
+    return state * PERIODS + period
+
+
+def _halved(counts: list[tuple[int, int, int]], shift: int) -> list[tuple[int, int, int]]:
+    return [(a >> shift, m >> shift, min(made >> shift, MADE_CAP)) for a, m, made in counts]
 
 
 def _share(answered: int, missed: int) -> float | None:
