@@ -7,24 +7,23 @@ week. The input contract has no "answered" flag: an incoming call with ``duratio
 was answered, one with ``duration_s == 0`` was missed, and a forwarded call says nothing
 about the subscriber (they never saw it ring) and is left out.
 
-Hours of the week are coarse buckets: weekdays or weekend, by blocks of three hours in the
-operator's time zone, over the hours a call centre calls (:data:`CALL_HOURS`, 09:00-21:00:
-a window at 23:00 could not be used, so calls outside them are not counted; 8 buckets).
-Each bucket holds three small counts: answered and missed calls up to :data:`COUNT_CAP`
-(6), calls made up to :data:`MADE_CAP` (3; they stand for at most three answered calls,
-``made_prior``, so more would change nothing). The counts decay in event time: they halve
-at the start of each period (four weeks by default), and all halve at once when an
-answered or missed count is at its cap, so the shares they give follow the last few
-weeks' calls in each block.
+Hours of the week are coarse buckets, by the calls' event time: weekdays or weekend, by
+blocks of three hours in the operator's time zone, over the hours a call centre calls
+(:data:`CALL_HOURS`, 09:00-21:00: a window at 23:00 could not be used, so calls outside
+them are not counted; 8 buckets). Each bucket holds three small counts: answered and
+missed calls up to :data:`COUNT_CAP` (7), calls made up to :data:`MADE_CAP` (3; they stand
+for at most three answered calls, ``made_prior``, so more would change nothing). The
+counts decay: when a bucket's answered or missed count is at its cap, that bucket's counts
+halve before the call is counted, so each block's share follows its last dozen calls or
+so. Blocks decay apart: a busy block does not wipe out what a quiet one has seen.
 
-The state is one integer, the subscriber state's ``"h"`` (an integer below 2**64 is one
-small object: 36 bytes in memory, at most 20 digits serialized). Its digits, lowest first:
-the period the counts were decayed to, modulo 8 (base 8; a call from the period just before
-the stored one, a late call, is counted without decaying), then one digit per bucket (base
-196: ``(answered * 7 + missed) * 4 + made``, buckets in the order of :data:`BUCKETS`).
-Earlier versions stored a base64 string of 49 bytes (the period modulo 256, then answered,
-missed and made counts up to 255 for 16 buckets over the whole day): it is read as the
-counts of the hours kept, scaled down to the caps (:func:`from_base64`).
+The state is one integer, the subscriber state's ``"h"``: an integer below 2**64 is one
+small object (at most 36 bytes in memory, 20 digits serialized). Byte ``b`` (from the
+lowest) is bucket ``b`` of :data:`BUCKETS`: answered in bits 0-2, missed in bits 3-5, made
+in bits 6-7. Earlier versions stored a base64 string of 49 bytes (the period of a
+four-weekly halving modulo 256, then answered, missed and made counts up to 255 for 16
+buckets over the whole day): it is read as the counts of the hours kept, each bucket
+halved until it is within the caps (:func:`from_base64`).
 """
 
 from __future__ import annotations
@@ -48,18 +47,13 @@ BUCKETS = 2 * BLOCKS
 BLOCK_S = 3600 * BLOCK_HOURS
 #: The three counts per bucket.
 ANSWERED, MISSED, MADE = 0, 1, 2
-#: Highest answered or missed count, and highest count of calls made.
-COUNT_CAP = 6
+#: Highest answered or missed count (three bits), highest count of calls made (two).
+COUNT_CAP = 7
 MADE_CAP = 3
 DAY_S = 86400
 #: ISO weekdays (Monday 1) of each day type.
 WEEKDAYS = [1, 2, 3, 4, 5]
 WEEKEND = [6, 7]
-#: Periods are stored modulo this; a bucket digit takes ``DIGIT`` values.
-PERIODS = 8
-DIGIT = (COUNT_CAP + 1) ** 2 * (MADE_CAP + 1)
-#: Place value of each bucket's digit in the state.
-PLACE = [PERIODS * DIGIT**b for b in range(BUCKETS)]
 _FIRST_S = CALL_HOURS[0] * 3600
 _END_S = CALL_HOURS[1] * 3600
 
@@ -85,8 +79,6 @@ class ContactWindows(base.Base):
     ----------
     tz_offset_hours
         The operator's offset from UTC: windows are in its local time.
-    period_days
-        The counts halve every this many days of event time.
     min_calls
         Calls a bucket needs before it can be a window.
     min_share
@@ -115,20 +107,19 @@ class ContactWindows(base.Base):
     ...                            "answered": rng.random() < (0.85 if evening else 0.2)})
     >>> advice = contact.advice()
     >>> advice["summary"]
-    'answers 100% of calls on weekdays 18:00-21:00 and weekends 15:00-18:00'
+    'answers 75% of calls on weekdays 18:00-21:00 and weekends 15:00-21:00'
     >>> [(w["weekdays"], w["start"], w["end"], w["incoming_calls"]) for w in advice["windows"]]
-    [([1, 2, 3, 4, 5], '18:00', '21:00', 4), ([6, 7], '15:00', '18:00', 2)]
-    >>> contact.counts()[3]  # weekdays 18:00-21:00 (answered, missed, made), decayed
-    (4, 0, 2)
+    [([1, 2, 3, 4, 5], '18:00', '21:00', 5), ([6, 7], '15:00', '21:00', 19)]
+    >>> contact.counts()[:4]  # weekdays, 09:00 to 21:00: (answered, missed, made), decayed
+    [(1, 4, 0), (3, 7, 1), (0, 7, 0), (5, 0, 2)]
     >>> contact.advice(account_manager="AM007")["first_contact"]
     'account_manager'
 
     """
 
-    def __init__(self, tz_offset_hours: float = 8.0, period_days: int = 28, min_calls: int = 3,
-                 min_share: float = 0.6, made_prior: int = 3, max_windows: int = 3):
+    def __init__(self, tz_offset_hours: float = 8.0, min_calls: int = 3, min_share: float = 0.6,
+                 made_prior: int = 3, max_windows: int = 3):
         self.tz_offset_hours = tz_offset_hours
-        self.period_days = period_days
         self.min_calls = min_calls
         self.min_share = min_share
         self.made_prior = made_prior
@@ -173,29 +164,23 @@ class ContactWindows(base.Base):
         """One call at ``ts`` (epoch seconds) of ``kind`` (:data:`ANSWERED`, :data:`MISSED`
         or :data:`MADE`): :meth:`learn_one` without the dict, for the engine's every call.
         A call outside :data:`CALL_HOURS` is not counted."""
-        b, day = self.bucket(ts)
+        b, _ = self.bucket(ts)
         if b is None:
             return
-        state = self._state
-        period = (day // self.period_days) % PERIODS
-        ahead = (period - state) % PERIODS
-        if state < PERIODS:  # no counts yet: nothing to decay
-            state = period
-        elif ahead and ahead < PERIODS - 1:  # a later period: halve once per period gone by
-            state = _pack(_halved(_unpack(state), min(ahead, 3)), period)
-        # else the same period, or the one before (a late call): counted as it is
-        digit = state // PLACE[b] % DIGIT
+        shift = 8 * b
+        byte = self._state >> shift & 0xFF
+        answered, missed, made = byte & 7, byte >> 3 & 7, byte >> 6
         if kind == MADE:
-            if digit % (MADE_CAP + 1) < MADE_CAP:
-                state += PLACE[b]
+            made = min(made + 1, MADE_CAP)
         else:
-            shared = digit // (MADE_CAP + 1)  # answered * 7 + missed
-            if (shared // (COUNT_CAP + 1) if kind == ANSWERED
-                    else shared % (COUNT_CAP + 1)) >= COUNT_CAP:
-                counts = _halved(_unpack(state), 1)
-                state = _pack(counts, state % PERIODS)
-            state += PLACE[b] * (MADE_CAP + 1) * (COUNT_CAP + 1 if kind == ANSWERED else 1)
-        self._state = state
+            if (answered if kind == ANSWERED else missed) >= COUNT_CAP:
+                answered, missed, made = answered >> 1, missed >> 1, made >> 1
+            if kind == ANSWERED:
+                answered += 1
+            else:
+                missed += 1
+        byte = answered | missed << 3 | made << 6
+        self._state = self._state & ~(0xFF << shift) | byte << shift
 
     # -- reading -------------------------------------------------------------------------
     def counts(self) -> list[tuple[int, int, int]]:
@@ -265,24 +250,24 @@ class ContactWindows(base.Base):
 
 
 def from_base64(text: str) -> int:
-    """The state an earlier version stored as base64 (49 bytes: the period modulo 256, then
+    """The state an earlier version stored as base64 (49 bytes: a period modulo 256, then
     answered, missed and made counts up to 255 for 16 buckets of three hours over the whole
-    day), as this version's integer: the buckets of :data:`CALL_HOURS` only, every count
-    halved as often as it takes to bring the answered and missed ones within
-    :data:`COUNT_CAP` (their shares stay), calls made then capped at :data:`MADE_CAP`.
-    Anything else reads as no counts (the windows learn again from the next call).
+    day), as this version's integer: the buckets of :data:`CALL_HOURS` only, each halved as
+    often as it takes to bring its answered and missed counts within :data:`COUNT_CAP`
+    (its share stays), calls made then capped at :data:`MADE_CAP`. Anything else reads as
+    no counts (the windows learn again from the next call).
 
     >>> from binascii import b2a_base64
     >>> old = bytearray(49)
-    >>> old[0] = 9                        # period 9
     >>> old[1 + 6] = 24                   # answered on weekdays 18:00-21:00
     >>> old[1 + 16 + 6] = 4               # missed there
     >>> old[1 + 32 + 6] = 30              # made there
+    >>> old[1 + 3] = 5                    # answered on weekdays 09:00-12:00
     >>> old[1 + 0] = 40                   # answered on weekdays 00:00-03:00: not kept
     >>> contact = ContactWindows()
     >>> contact.state = b2a_base64(bytes(old), newline=False).decode()
-    >>> contact.counts()[3], contact.state % PERIODS
-    ((6, 1, 3), 1)
+    >>> contact.counts()[:4]
+    [(5, 0, 0), (0, 0, 0), (0, 0, 0), (6, 1, 3)]
     """
     try:
         raw = a2b_base64(text)
@@ -292,36 +277,19 @@ def from_base64(text: str) -> int:
         return 0
     old_blocks = 24 // BLOCK_HOURS
     first = CALL_HOURS[0] // BLOCK_HOURS
-    counts = []
+    state = 0
     for b in range(BUCKETS):
         at = 1 + old_blocks * (b >= BLOCKS) + first + b % BLOCKS
-        counts.append((raw[at], raw[at + 16], raw[at + 32]))
-    shift = 0
-    while max(max(a, m) for a, m, _ in counts) >> shift > COUNT_CAP:
-        shift += 1
-    return _pack(_halved(counts, shift), raw[0] % PERIODS)
+        answered, missed, made = raw[at], raw[at + 16], raw[at + 32]
+        while max(answered, missed) > COUNT_CAP:
+            answered, missed, made = answered >> 1, missed >> 1, made >> 1
+        state |= (answered | missed << 3 | min(made, MADE_CAP) << 6) << 8 * b
+    return state
 
 
 def _unpack(state: int) -> list[tuple[int, int, int]]:
-    state //= PERIODS
-    out = []
-    for _ in range(BUCKETS):
-        state, digit = divmod(state, DIGIT)
-        shared, made = divmod(digit, MADE_CAP + 1)
-        answered, missed = divmod(shared, COUNT_CAP + 1)
-        out.append((answered, missed, made))
-    return out
-
-
-def _pack(counts: list[tuple[int, int, int]], period: int) -> int:
-    state = 0
-    for answered, missed, made in reversed(counts):
-        state = state * DIGIT + (answered * (COUNT_CAP + 1) + missed) * (MADE_CAP + 1) + made
-    return state * PERIODS + period
-
-
-def _halved(counts: list[tuple[int, int, int]], shift: int) -> list[tuple[int, int, int]]:
-    return [(a >> shift, m >> shift, min(made >> shift, MADE_CAP)) for a, m, made in counts]
+    return [(byte & 7, byte >> 3 & 7, byte >> 6)
+            for byte in (state >> 8 * b & 0xFF for b in range(BUCKETS))]
 
 
 def _share(answered: int, missed: int) -> float | None:
