@@ -11,16 +11,17 @@ Hours of the week are coarse buckets, by the calls' event time: weekdays or week
 blocks of three hours in the operator's time zone, over the hours a call centre calls
 (:data:`CALL_HOURS`, 09:00-21:00: a window at 23:00 could not be used, so calls outside
 them are not counted; 8 buckets). Each bucket holds three small counts: answered and
-missed calls up to :data:`COUNT_CAP` (7), calls made up to :data:`MADE_CAP` (3; they stand
-for at most three answered calls, ``made_prior``, so more would change nothing). The
-counts decay: when a bucket's answered or missed count is at its cap, that bucket's counts
-halve before the call is counted, so each block's share follows its last dozen calls or
-so. Blocks decay apart: a busy block does not wipe out what a quiet one has seen.
+missed calls up to :data:`COUNT_CAP` (10), and whether the subscriber made a call there
+(:data:`MADE_CAP`, 1: a call made says they were at the phone, and stands for one answered
+call, ``made_prior``; whether they pick up is for the answered and missed calls to say).
+The counts decay: when a bucket's answered or missed count is at its cap, that bucket's
+counts halve before the call is counted, so each block's share follows its last dozen or
+twenty calls. Blocks decay apart: a busy block does not wipe out what a quiet one has seen.
 
 The state is one integer, the subscriber state's ``"h"``: an integer below 2**64 is one
 small object (at most 36 bytes in memory, 20 digits serialized). Byte ``b`` (from the
-lowest) is bucket ``b`` of :data:`BUCKETS`: answered in bits 0-2, missed in bits 3-5, made
-in bits 6-7. Earlier versions stored a base64 string of 49 bytes (the period of a
+lowest) is bucket ``b`` of :data:`BUCKETS`: ``answered * 11 + missed`` in bits 0-6, made in
+bit 7. Earlier versions stored a base64 string of 49 bytes (the period of a
 four-weekly halving modulo 256, then answered, missed and made counts up to 255 for 16
 buckets over the whole day): it is read as the counts of the hours kept, each bucket
 halved until it is within the caps (:func:`from_base64`).
@@ -47,9 +48,10 @@ BUCKETS = 2 * BLOCKS
 BLOCK_S = 3600 * BLOCK_HOURS
 #: The three counts per bucket.
 ANSWERED, MISSED, MADE = 0, 1, 2
-#: Highest answered or missed count (three bits), highest count of calls made (two).
-COUNT_CAP = 7
-MADE_CAP = 3
+#: Highest answered or missed count (the pair in seven bits), highest count of calls made.
+COUNT_CAP = 10
+MADE_CAP = 1
+_PAIR = COUNT_CAP + 1
 DAY_S = 86400
 #: ISO weekdays (Monday 1) of each day type.
 WEEKDAYS = [1, 2, 3, 4, 5]
@@ -107,18 +109,18 @@ class ContactWindows(base.Base):
     ...                            "answered": rng.random() < (0.85 if evening else 0.2)})
     >>> advice = contact.advice()
     >>> advice["summary"]
-    'answers 75% of calls on weekdays 18:00-21:00 and weekends 15:00-21:00'
+    'answers 78% of calls on weekdays 18:00-21:00 and weekends 15:00-21:00'
     >>> [(w["weekdays"], w["start"], w["end"], w["incoming_calls"]) for w in advice["windows"]]
-    [([1, 2, 3, 4, 5], '18:00', '21:00', 5), ([6, 7], '15:00', '21:00', 19)]
+    [([1, 2, 3, 4, 5], '18:00', '21:00', 9), ([6, 7], '15:00', '21:00', 23)]
     >>> contact.counts()[:4]  # weekdays, 09:00 to 21:00: (answered, missed, made), decayed
-    [(1, 4, 0), (3, 7, 1), (0, 7, 0), (5, 0, 2)]
+    [(2, 7, 0), (4, 10, 0), (0, 9, 0), (9, 0, 1)]
     >>> contact.advice(account_manager="AM007")["first_contact"]
     'account_manager'
 
     """
 
     def __init__(self, tz_offset_hours: float = 8.0, min_calls: int = 3, min_share: float = 0.6,
-                 made_prior: int = 3, max_windows: int = 3):
+                 made_prior: int = 1, max_windows: int = 3):
         self.tz_offset_hours = tz_offset_hours
         self.min_calls = min_calls
         self.min_share = min_share
@@ -169,7 +171,7 @@ class ContactWindows(base.Base):
             return
         shift = 8 * b
         byte = self._state >> shift & 0xFF
-        answered, missed, made = byte & 7, byte >> 3 & 7, byte >> 6
+        (answered, missed), made = divmod(byte & 0x7F, _PAIR), byte >> 7
         if kind == MADE:
             made = min(made + 1, MADE_CAP)
         else:
@@ -179,7 +181,7 @@ class ContactWindows(base.Base):
                 answered += 1
             else:
                 missed += 1
-        byte = answered | missed << 3 | made << 6
+        byte = answered * _PAIR + missed | made << 7
         self._state = self._state & ~(0xFF << shift) | byte << shift
 
     # -- reading -------------------------------------------------------------------------
@@ -267,7 +269,7 @@ def from_base64(text: str) -> int:
     >>> contact = ContactWindows()
     >>> contact.state = b2a_base64(bytes(old), newline=False).decode()
     >>> contact.counts()[:4]
-    [(5, 0, 0), (0, 0, 0), (0, 0, 0), (6, 1, 3)]
+    [(5, 0, 0), (0, 0, 0), (0, 0, 0), (6, 1, 1)]
     """
     try:
         raw = a2b_base64(text)
@@ -283,12 +285,12 @@ def from_base64(text: str) -> int:
         answered, missed, made = raw[at], raw[at + 16], raw[at + 32]
         while max(answered, missed) > COUNT_CAP:
             answered, missed, made = answered >> 1, missed >> 1, made >> 1
-        state |= (answered | missed << 3 | min(made, MADE_CAP) << 6) << 8 * b
+        state |= (answered * _PAIR + missed | min(made, MADE_CAP) << 7) << 8 * b
     return state
 
 
 def _unpack(state: int) -> list[tuple[int, int, int]]:
-    return [(byte & 7, byte >> 3 & 7, byte >> 6)
+    return [(*divmod(byte & 0x7F, _PAIR), byte >> 7)
             for byte in (state >> 8 * b & 0xFF for b in range(BUCKETS))]
 
 
