@@ -141,7 +141,8 @@ def reach(item: Mapping[str, Any]) -> float:
         for window in windows:
             a = window.get("answered_calls") if isinstance(window, Mapping) else None
             n = window.get("incoming_calls") if isinstance(window, Mapping) else None
-            if _count(a) and _count(n) and a <= n:
+            if isinstance(a, int) and isinstance(n, int) and _count(a) and _count(n) \
+                    and a <= n:
                 answered, incoming, counted = answered + a, incoming + n, True
         if counted or not windows:
             return (answered + 1.0) / (incoming + 2.0)
