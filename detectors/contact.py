@@ -192,15 +192,17 @@ class ContactWindows(base.Base):
 
     def windows(self) -> list[dict[str, Any]]:
         """The best windows of the week, best first (see the class's description)."""
+        counts = self.counts()
         scored = []
-        for b, (answered, missed, made) in enumerate(self.counts()):
+        for b, (answered, missed, made) in enumerate(counts):
             calls = answered + missed + made
             made_as = min(made, self.made_prior)
             reached = (answered + made_as + 1) / (answered + missed + made_as + 2)
             if calls >= self.min_calls and reached > self.min_share:
                 scored.append((-reached, -calls, b))
-        chosen = sorted(b for *_, b in sorted(scored)[: self.max_windows])
-        rank = {b: i for i, (*_, b) in enumerate(sorted(scored))}
+        scored.sort()
+        chosen = sorted(b for *_, b in scored[: self.max_windows])
+        rank = {b: i for i, (*_, b) in enumerate(scored)}
         # Join neighbouring blocks of one day type: a window is a run of chosen buckets.
         runs: list[list[int]] = []
         for b in chosen:
@@ -209,7 +211,6 @@ class ContactWindows(base.Base):
             else:
                 runs.append([b])
         runs.sort(key=lambda run: min(rank[b] for b in run))
-        counts = self.counts()
         out = []
         for run in runs:
             answered = sum(counts[b][ANSWERED] for b in run)

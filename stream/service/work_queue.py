@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 #: Statuses that keep an episode open; every other status ends it.
 OPEN_STATUSES = frozenset({"open", "escalated"})
@@ -141,8 +141,7 @@ def reach(item: Mapping[str, Any]) -> float:
         for window in windows:
             a = window.get("answered_calls") if isinstance(window, Mapping) else None
             n = window.get("incoming_calls") if isinstance(window, Mapping) else None
-            if isinstance(a, int) and isinstance(n, int) and _count(a) and _count(n) \
-                    and a <= n:
+            if _count(a) and _count(n) and a <= n:
                 answered, incoming, counted = answered + a, incoming + n, True
         if counted or not windows:
             return (answered + 1.0) / (incoming + 2.0)
@@ -314,7 +313,7 @@ def _minutes(text: Any) -> int:
     return value
 
 
-def _count(value: Any) -> bool:
+def _count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
