@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -101,14 +102,24 @@ class Reorder:
         if tp not in self._newest:
             self._newest[tp] = NOTHING if ts is None else ts
 
-    def release(self, topics: Iterable[str], caught_up: CaughtUp | None) -> list[Any]:
+    def release(self, topics: Iterable[str], caught_up: CaughtUp | None,
+                sweep_at: Callable[[int, float], float] | None = None) -> list[Any]:
         """Pop every item that can no longer be preceded, in order, partition by partition.
 
         ``caught_up=None`` releases everything (a closed input, e.g. in tests).
+
+        ``sweep_at(partition, ts)``: the event time from which the partition's engine, once
+        it has an event at ``ts``, closes a day for every subscriber (a sweep). One
+        partition per call may pass that time (profiles, which carry no time, never do); in
+        the others the items from it on stay held, for a later call. A sweep writes every
+        subscriber of its partition, and the batch keeps each written state until its
+        changelog records are sent: a worker's day close done in one batch held every
+        subscriber of the worker at once.
         """
         topics = tuple(topics)
         out: list[Any] = []
         pop = heapq.heappop
+        granted = False  # a partition of this call passes its day close
         for partition, heap in self._heaps.items():
             if not heap:
                 continue
@@ -124,10 +135,17 @@ class Reorder:
                 (self._newest.get((topic, partition), NOTHING), caught_up(topic, partition))
                 for topic in topics
             ]
+            bound = math.inf if sweep_at is None else None
             while heap:
                 ts, written = heap[0][0], heap[0][5]
                 if all(newest >= ts or (since is not None and written <= since)
                        for newest, since in sources):
+                    if bound is None and heap[0][1] >= 0:  # from its first timed event
+                        bound = sweep_at(partition, ts)  # type: ignore[misc]
+                    if bound is not None and ts >= bound:
+                        if granted:  # another partition's day close is this call's
+                            break
+                        granted, bound = True, math.inf
                     entry = pop(heap)
                     self._last[partition] = entry[:2]
                     self.held_by[(entry[6], partition)] -= 1

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -213,6 +214,14 @@ class BatchProcessor:
             self.report.reset()
         return len(dropped)
 
+    def _sweep_at(self, partition: int, ts: float) -> float:
+        """Event time from which ``partition``'s engine sweeps every subscriber (a day
+        close), once it has an event at ``ts``: the reorder lets one partition's sweep into
+        a batch (memory bound)."""
+        engine = self.engine(partition)
+        next_sweep = getattr(engine, "next_sweep_s", None)
+        return math.inf if next_sweep is None else float(next_sweep(ts))
+
     def _load_marks(self, partition: int) -> None:
         self._marks_loaded.add(partition)
         for topic, offset in self.tables.applied_marks(partition).items():
@@ -300,7 +309,7 @@ class BatchProcessor:
         to_stage = result.calibration
         #: partition -> position [time, kind order] of the last event it processed
         progress: dict[int, list[float | int]] = {}
-        for item, m, kind, verdict in reorder.release(kinds, caught_up):
+        for item, m, kind, verdict in reorder.release(kinds, caught_up, self._sweep_at):
             released.setdefault((m.topic, m.partition), set()).add(m.offset)
             touched.add((m.topic, m.partition))  # its mark moves (maybe held since long)
             if verdict.epoch_s > newest:
