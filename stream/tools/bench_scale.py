@@ -102,6 +102,7 @@ class _Worker:
                    CHURNWATCH_STORE="rocksdb://", CHURNWATCH_DATADIR=str(workdir / datadir),
                    CHURNWATCH_CALIBRATION="false")
         self.started = time.perf_counter()
+        self.started_wall = time.time()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stream", "worker", "--loglevel", "info"], env=env,
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
@@ -125,7 +126,8 @@ class _Worker:
         now = time.perf_counter()
         return {"seconds_to_ready": now - self.started,
                 "seconds_after_assignment": now - (assigned or self.started),
-                **_status(self.process.pid), "load": os.getloadavg()[0]}
+                **_status(self.process.pid), "load": os.getloadavg()[0],
+                "phases_s": _phases(self.log, self.started_wall)}
 
     def wait_written(self, n: float, timeout_s: float = READY_TIMEOUT_S) -> float | None:
         """Seconds until the batches of ``n`` input events have their state written (the
@@ -165,6 +167,34 @@ def _calls(keys: int, n: int, day: date, seed: int, first_id: int) -> list[tuple
 def _call(sid: str, ts: str, event_id: int) -> bytes:
     return orjson.dumps({"event_id": f"scale-{event_id}", "ts": ts, "subscriber_id": sid,
                          "direction": "out", "other_party": "13800000001", "duration_s": 60})
+
+
+#: Worker log lines that end a phase of a start, by what ended (the first of each).
+_PHASES = (("logging", "[^Worker]: Starting..."), ("join_sent", "(Re-)joining group"),
+           ("assigned", "Setting newly assigned partitions"), ("recovered", "[^Worker]: Ready"))
+
+
+def _phases(log: Path, started_wall: float) -> dict[str, float]:
+    """Seconds from the process start to each phase's end in the worker's log: the
+    interpreter and imports (``logging``), the app's start (``join_sent``), the group join
+    (``assigned``; the last assignment, after any second join) and the tables' recovery
+    (``recovered``). The rest, to the first processed event, is the first batch."""
+    from datetime import datetime
+
+    found: dict[str, float] = {}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        for name, mark in _PHASES:
+            if mark in line and (name not in found or name == "assigned"):
+                try:
+                    at = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                except ValueError:
+                    continue
+                found[name] = round(at - started_wall, 2)
+    return found
 
 
 def _restore_lines(log: Path) -> list[str]:
@@ -321,8 +351,13 @@ def table_rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
             return f"not back within {fig.get('timed_out_s', 0):.0f} s", "MISSED"
         s = fig["seconds_to_ready"]
         load = f", load {fig['load']:.1f}" if "load" in fig else ""
-        return (f"{s:.1f} s ({fig['seconds_after_assignment']:.1f} s after assignment{load})",
-                f"target <= {target:.0f} s")
+        ph = fig.get("phases_s") or {}
+        # From the worker's log: up (imports done), assigned (group joined), recovered.
+        log = "".join(f", {name} {ph[key]:.1f}" for name, key in (
+            ("up", "logging"), ("assigned", "assigned"), ("recovered", "recovered"))
+            if key in ph)
+        return (f"{s:.1f} s ({fig['seconds_after_assignment']:.1f} s after assignment{log}"
+                f"{load})", f"target <= {target:.0f} s")
 
     keys = f["keys"]
     ev = f["events"]
