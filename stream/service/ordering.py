@@ -75,6 +75,8 @@ class Reorder:
         #: against replay's is lost: a producer held them past the margin, or lateness)
         self.out_of_order = 0
         self._last: dict[int, tuple[float, int]] = {}
+        #: the partition last let past its day close (see :meth:`release`)
+        self._swept_last: int | None = None
 
     def push(self, topic: str, partition: int, offset: int, ts: float, kind: str,
              item: Any, written_s: float | None = None) -> None:
@@ -120,7 +122,9 @@ class Reorder:
         out: list[Any] = []
         pop = heapq.heappop
         granted = False  # a partition of this call passes its day close
-        for partition, heap in self._heaps.items():
+        # The partition that passed its close last comes last: each waits its turn.
+        heaps = sorted(self._heaps.items(), key=lambda ph: ph[0] == self._swept_last)
+        for partition, heap in heaps:
             if not heap:
                 continue
             if caught_up is None:
@@ -146,6 +150,7 @@ class Reorder:
                         if granted:  # another partition's day close is this call's
                             break
                         granted, bound = True, math.inf
+                        self._swept_last = partition
                     entry = pop(heap)
                     self._last[partition] = entry[:2]
                     self.held_by[(entry[6], partition)] -= 1

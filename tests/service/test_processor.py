@@ -469,6 +469,19 @@ def test_reorder_lets_one_partition_pass_its_day_close_per_call():
     assert len(r) == 0
 
 
+def test_partitions_take_turns_to_pass_their_day_close():
+    r = Reorder()
+    everything = lambda t, p: 100.0  # noqa: E731 - every topic caught up
+    r.push(CALLS, 0, 0, 20.0, "calls", "p0-20")
+    r.push(CALLS, 1, 0, 20.0, "calls", "p1-20")
+    assert r.release(KINDS, everything, lambda p, ts: 20.0) == ["p0-20"]
+    # Partition 0 is at its next close again (a backlog): partition 1's turn first.
+    r.push(CALLS, 0, 1, 40.0, "calls", "p0-40")
+    closes = {0: 40.0, 1: 20.0}
+    assert r.release(KINDS, everything, lambda p, ts: closes[p]) == ["p1-20"]
+    assert r.release(KINDS, everything, lambda p, ts: closes[p]) == ["p0-40"]
+
+
 def test_a_batch_closes_the_day_of_one_partition_and_ends_as_one_batch_would():
     """A day close sweeps every subscriber of its partition, and the batch keeps each state
     it writes: a batch closes the day of one partition at most, the others' events from
