@@ -499,11 +499,11 @@ def test_a_batch_closes_the_day_of_one_partition_and_ends_as_one_batch_would():
                     offsets[p] += 1
         return msgs
 
-    def run(caught_up) -> tuple[dict, list[set[int]]]:
+    def run(caught_up, alone_from: int = 0) -> tuple[dict, list[set[int]]]:
         tables = Tables()
         processor = BatchProcessor(tables, KINDS, lambda p: Engine(
             EngineConfig(), subscribers=tables.subscriber_view(p),
-            population=tables.population_view(p)))
+            population=tables.population_view(p)), sweep_alone_from=alone_from)
         for p in range(3):
             processor.reorder.delivered(BILLING, p, float("inf"))
             processor.reorder.delivered(SUBS, p, float("inf"))
@@ -526,3 +526,7 @@ def test_a_batch_closes_the_day_of_one_partition_and_ends_as_one_batch_would():
     assert swept_at_once == [{0, 1, 2}]
     assert states == at_once
     assert len(states) == 12
+    # Partitions too small to matter close their days together, as before.
+    small, swept_small = run(lambda t, p: 1e12, alone_from=5)
+    assert swept_small == [{0, 1, 2}]
+    assert small == states
