@@ -36,7 +36,6 @@ Everything stored is plain data (``to_state``/``from_state``), versioned, small.
 from __future__ import annotations
 
 from bisect import bisect_left
-
 from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
