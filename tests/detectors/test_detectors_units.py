@@ -41,6 +41,21 @@ def test_importing_detectors_leaves_kafka_and_faust_out() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_the_outcome_calibration_is_imported_only_when_asked_for() -> None:
+    """River's linear models (and scipy with them) took over a second of every worker's
+    start, with the calibration off."""
+    code = (
+        "import sys, detectors\n"
+        "engine = detectors.Engine(detectors.EngineConfig(), subscribers={}, population={})\n"
+        "print('river.linear_model' in sys.modules)\n"
+        "detectors.OutcomeLearner\n"
+        "print('river.linear_model' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
 # --------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------
