@@ -300,7 +300,7 @@ def test_state_is_small() -> None:
 def test_a_plan_cut_leaves_the_value_at_risk_at_what_the_customer_paid_before():
     """After a cut from 388 to 8 a month, the spend baseline is 8 at once; the usual bill
     (388) is what is at stake until bills at the new fee bring it down."""
-    from detectors.judgement import Judgement
+    from detectors.outputs import monthly_value
     from detectors.spend import SpendDrop
     from detectors.state import Numbers
 
@@ -310,8 +310,8 @@ def test_a_plan_cut_leaves_the_value_at_risk_at_what_the_customer_paid_before():
     spend.shift(-380.0 / 30)  # the plan change, as the engine applies it
     m = Numbers.new()
     m.bill_n, m.bill_mean = 3, 388.0
-    assert round(Judgement.monthly_value({"m": m}, spend)) == 8  # no cut recorded
+    assert round(monthly_value({"m": m}, spend)) == 8  # no cut recorded
     m.downgrade = 40
-    assert Judgement.monthly_value({"m": m}, spend) == 388.0
+    assert monthly_value({"m": m}, spend) == 388.0
     m.bill_mean = 5.0  # bills at the new fee: the larger, the spend, counts
-    assert round(Judgement.monthly_value({"m": m}, spend)) == 8
+    assert round(monthly_value({"m": m}, spend)) == 8
