@@ -62,10 +62,11 @@ class Outputs:
     def _models(self, st: State) -> tuple[SpendDrop, SpendDrop]:
         raise NotImplementedError  # :class:`detectors.judgement.Judgement`'s
 
-    def _message(self, sid: str, st: State, status: str, zone: str | None, score: float,
-                 spend: SpendDrop, reasons: list[dict[str, Any]], ts_iso: str
+    def _message(self, sid: str, st: State, status: str, zone: str | None, start: int,
+                 score: float, spend: SpendDrop, reasons: list[dict[str, Any]]
                  ) -> dict[str, Any]:
-        """The fields every subscriber alert has, ``contact`` and ``ported_to`` aside."""
+        """The fields every subscriber alert has before ``contact`` or ``ported_to`` (the
+        caller adds those, then ``ts`` and the versions: the published order)."""
         cfg = self.config
         profile = st.get("p") or UNKNOWN_PROFILE
         msisdn, account_id, group_id, segment, tier, manager = profile
@@ -73,7 +74,7 @@ class Outputs:
             str(tier), 1.0
         )
         return {
-            "alert_id": "",
+            "alert_id": alert_id(sid, start, zone, status),
             "kind": "subscriber",
             "status": status,
             "subscriber_id": sid,
@@ -110,8 +111,7 @@ class Outputs:
                            f"risk score now {assessment.score:.2f} (0 to 1)",
                 "figures": {"days": cfg.resolve_days, "risk_score": assessment.score},
             })
-        alert = self._message(sid, st, status, zone, assessment.score, spend, reasons, ts_iso)
-        alert["alert_id"] = alert_id(sid, start, zone, status)
+        alert = self._message(sid, st, status, zone, start, assessment.score, spend, reasons)
         contact = self._contact
         contact.state = st.get("h", "")
         first = alert["account_manager"] if alert["segment"] in cfg.manager_first_segments \
@@ -142,9 +142,8 @@ class Outputs:
         summary += f" on {ts_iso[:10]}: the episode is closed, there is no one left to call"
         reasons = [{"code": "closed", "summary": summary,
                     "figures": {"left": kind, "operator": operator}}]
-        alert = self._message(sid, st, "closed", zone, 1.0, self._models(st)[0], reasons,
-                              ts_iso)
-        alert["alert_id"] = alert_id(sid, start, zone, "closed")
+        alert = self._message(sid, st, "closed", zone, start, 1.0, self._models(st)[0],
+                              reasons)
         alert.update(ported_to=operator, ts=ts_iso, schema_version=1,
                      model_version=MODEL_VERSION)
         return alert
