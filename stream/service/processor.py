@@ -16,9 +16,11 @@ Per batch (each fetch's input messages):
    counted and logged, and its input still acked); an event dated in a day closed by
    its own topic-partition's earlier events, or by its engine when it is released,
    becomes a ``too_late`` dead letter (:mod:`stream.service.lateness`);
-2. accepted events go to the engine of their input partition (one engine per partition,
-   each over :class:`stream.service.tables.PartitionView` s of the state tables, so each partition
-   keeps its own population baseline, as ``churnwatch replay`` does);
+2. accepted events, in event-time order, take the step ``churnwatch replay`` takes
+   (:class:`stream.service.event_step.EventStep`: the closed-day rule, the engine of their
+   input partition, the routing of its output) (one engine per partition, each over
+   :class:`stream.service.tables.PartitionView` s of the state tables, so each partition
+   keeps its own population baseline, as in replay);
 3. each state key touched is written to its table and changelog once;
 4. alerts (stamped with ``emitted_at``) go to the alert topic keyed by subscriber (group
    alerts by group), dead letters to the dead-letter topic; with calibration on

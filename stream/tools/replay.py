@@ -5,7 +5,10 @@ input contract, validates every line like a worker validates every message, and 
 alerts exactly as the stream publishes them. Profiles go first (on the stream they come
 from a compacted topic that is read before the events); calls and billing are merged by
 event time. Subscribers are grouped by the partition Kafka would give them, because each
-partition keeps its own population baseline, as a worker does.
+partition keeps its own population baseline, as a worker does. From there each event takes
+the worker's step (:class:`stream.service.event_step.EventStep`: both lateness rules, the
+engine call, whose exception is logged and counted as ``engine_error.<kind>`` without
+stopping the replay, and the routing of its output).
 
 With the group stage on (the default; ``--no-groups`` / ``groups=False`` leaves it out) the
 engines also emit member signals, which are routed by ``group_id`` to one
