@@ -78,18 +78,15 @@ class Stepped:
         The event's merge position ``[time, kind order]`` (calibration on, timed events).
     """
 
-    __slots__ = ("late", "failed", "alerts", "calibration", "exit", "signals", "watermark",
-                 "at")
-
-    def __init__(self) -> None:
-        self.late: Rejected | None = None
-        self.failed = False
-        self.alerts: list[dict[str, Any]] = _NONE
-        self.calibration: list[dict[str, Any]] = _NONE
-        self.exit: dict[str, Any] | None = None
-        self.signals: list[dict[str, Any]] = _NONE
-        self.watermark: int | None = None
-        self.at: list[float | int] | None = None
+    # Class-level defaults: an event that raises nothing sets no attribute (cheap per event).
+    late: Rejected | None = None
+    failed: bool = False
+    alerts: list[dict[str, Any]] = _NONE
+    calibration: list[dict[str, Any]] = _NONE
+    exit: dict[str, Any] | None = None
+    signals: list[dict[str, Any]] = _NONE
+    watermark: int | None = None
+    at: list[float | int] | None = None
 
 
 class EventStep:
