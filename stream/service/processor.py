@@ -16,9 +16,11 @@ Per batch (each fetch's input messages):
    counted and logged, and its input still acked); an event dated in a day closed by
    its own topic-partition's earlier events, or by its engine when it is released,
    becomes a ``too_late`` dead letter (:mod:`stream.service.lateness`);
-2. accepted events go to the engine of their input partition (one engine per partition,
-   each over :class:`stream.service.tables.PartitionView` s of the state tables, so each partition
-   keeps its own population baseline, as ``churnwatch replay`` does);
+2. accepted events, in event-time order, take the step ``churnwatch replay`` takes
+   (:class:`stream.service.event_step.EventStep`: the closed-day rule, the engine of their
+   input partition, the routing of its output) (one engine per partition, each over
+   :class:`stream.service.tables.PartitionView` s of the state tables, so each partition
+   keeps its own population baseline, as in replay);
 3. each state key touched is written to its table and changelog once;
 4. alerts (stamped with ``emitted_at``) go to the alert topic keyed by subscriber (group
    alerts by group), dead letters to the dead-letter topic; with calibration on
@@ -51,9 +53,8 @@ from stream.contracts.validation import (
     dead_letter_key,
 )
 from stream.service.batch_report import BatchReport
-from stream.service.lateness import Arrivals, too_late
-from stream.service.ordering import KIND_ORDER, CaughtUp, Reorder
-from stream.service.redaction import stack
+from stream.service.event_step import EventStep, GroupContext
+from stream.service.ordering import CaughtUp, Reorder
 from stream.service.signal_order import closed_to
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,6 @@ class EngineLike(Protocol):
     def process(
         self, kind: str, event: dict[str, Any], ts: float | None = None
     ) -> list[dict[str, Any]]: ...
-
-
-#: Billing kinds after which a subscriber has no open episode any more.
-LEAVING = frozenset({"port_out", "deactivation"})
 
 
 EngineFactory = Callable[[int], EngineLike]
@@ -89,11 +86,6 @@ class BatchResult:
     #: records for the calibration stage (calibration on): subscriber alerts, exits and
     #: each partition's progress mark, in processing order
     calibration: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _event_id(event: dict[str, Any]) -> str:
-    """An event's ``event_id`` for a log line (profiles have none), bounded."""
-    return str(event.get("event_id", "-"))[:64]
 
 
 def alert_key(alert: dict[str, Any]) -> str | None:
@@ -127,7 +119,7 @@ class BatchProcessor:
         validator: Validator | None = None,
         clock: Callable[[], float] = time.time,
         max_held: int = 200_000,
-        group_context: Callable[[str | None], dict[str, Any] | None] | None = None,
+        group_context: GroupContext | None = None,
         calibration: bool = False,
         partitions: int | None = None,
         deadletter_max_bytes: int = KAFKA_MAX_MESSAGE_BYTES,
@@ -156,12 +148,10 @@ class BatchProcessor:
         self._held_offsets: dict[tuple[str, int], list[int]] = {}
         self._released: dict[tuple[str, int], set[int]] = {}
         self._touched: set[tuple[str, int]] = set()
-        #: the group_context reason of a member's group in alert (None: not in alert)
-        self.group_context = group_context
-        #: partition -> watermark last reported to the group stage
-        self._marks_sent: dict[int, int] = {}
-        #: subscriber alerts, exits and progress marks go to the calibration stage
-        self.calibration = calibration
+        #: lateness, the engine call and the routing of its output, per released event
+        #: (as ``churnwatch replay``); with calibration, subscriber alerts, exits and
+        #: progress marks go to the calibration stage
+        self.step = EventStep(calibration=calibration, group_context=group_context)
         #: partitions of every input topic: a record off murmur2(key) is a dead letter
         #: (``None``: not checked)
         self.partitions = partitions
@@ -170,7 +160,20 @@ class BatchProcessor:
         self.sweep_alone_from = sweep_alone_from
         #: input topics already warned about for misrouted records (warned once each)
         self._misrouted_warned: set[str] = set()
-        self.arrivals = Arrivals()  # each input topic-partition's newest event time
+
+    @property
+    def group_context(self) -> GroupContext | None:
+        """The ``group_context`` reason of a member's group in alert (None: not in alert)."""
+        return self.step.group_context
+
+    @group_context.setter
+    def group_context(self, context: GroupContext | None) -> None:
+        self.step.group_context = context
+
+    @property
+    def calibration(self) -> bool:
+        """Subscriber alerts, exits and progress marks go to the calibration stage."""
+        return self.step.calibration
 
     #: A hole fetched again this many times (a second apart) is taken as real: offsets
     #: a transactional producer's markers use, which never come.
@@ -215,9 +218,8 @@ class BatchProcessor:
         self._held_offsets.clear()
         self._released.clear()
         self._touched.clear()
-        self._marks_sent.clear()
         self.engines.clear()
-        self.arrivals.clear()
+        self.step.clear()
         self.tables.discard()
         if self.report is not None:
             self.report.reset()
@@ -297,8 +299,9 @@ class BatchProcessor:
             verdict = check(kind, raw)
             if isinstance(verdict, Accepted):
                 verdict = (check_routing(verdict.event, m.key, partition, self.partitions)
-                           or self.arrivals.late(self.engine(partition), topic, partition,
-                                                 kind, verdict.epoch_s) or verdict)
+                           or self.step.late_arrival(self.engine(partition), topic,
+                                                     partition, kind, verdict.epoch_s)
+                           or verdict)
             if not isinstance(verdict, Accepted):
                 outcomes[(topic, "rejected")] += 1
                 reasons[verdict.reason] += 1
@@ -319,61 +322,51 @@ class BatchProcessor:
         released = self._released
         #: (partition, subscriber alert or leaving billing event), in processing order
         episodes: list[tuple[int, dict[str, Any]]] = []
-        calibrate = self.calibration
-        to_stage = result.calibration
+        step = self.step.process
         #: partition -> position [time, kind order] of the last event it processed
         progress: dict[int, list[float | int]] = {}
+        #: partition -> its engine's watermark, when it moved (the last one)
+        marks: dict[int, int] = {}
         for item, m, kind, verdict in reorder.release(kinds, caught_up, self._sweep_at):
             released.setdefault((m.topic, m.partition), set()).add(m.offset)
             touched.add((m.topic, m.partition))  # its mark moves (maybe held since long)
+            result.done.append(item)
             if verdict.epoch_s > newest:
                 newest = verdict.epoch_s
-            engine = self.engine(m.partition)
-            late = too_late(engine, kind, verdict.epoch_s)
-            if late is not None:  # for a closed day: its models must not see it twice
+            out = step(self.engine(m.partition), m.topic, m.partition, m.offset, kind,
+                       verdict.event, verdict.epoch_s)
+            if out.late is not None:
                 outcomes[(m.topic, "rejected")] += 1
-                reasons[late.reason] += 1
+                reasons[out.late.reason] += 1
                 result.dead_letters.append((dead_letter_key(m.key), dead_letter(
-                    m.value, m.topic, m.partition, m.offset, late, self.deadletter_max_bytes)))
-                result.done.append(item)
+                    m.value, m.topic, m.partition, m.offset, out.late,
+                    self.deadletter_max_bytes)))
                 continue
-            try:
-                # The validator's parsed event time, so the engine does not parse it again.
-                alerts = engine.process(
-                    kind, verdict.event, ts=None if kind == "subscribers" else verdict.epoch_s)
-            except Exception as exc:  # a detector bug must not stop the partition: log, count
-                # Position and event id, and the stack without the exception's text or
-                # locals: those can hold a subscriber id or a number.
-                log.error("engine failed on %s[%d]@%d (event %s): %s", m.topic, m.partition,
-                          m.offset, _event_id(verdict.event), stack(exc))
+            if out.failed:
                 outcomes[(m.topic, "engine_error")] += 1
-                result.done.append(item)
                 continue
             outcomes[(m.topic, "accepted")] += 1
-            result.done.append(item)
-            if calibrate and kind != "subscribers":
-                # Replay's merge position of the event: the stage restores that order.
-                at = progress[m.partition] = [verdict.epoch_s, KIND_ORDER[kind]]
-            for alert in alerts:
+            if out.at is not None:
+                progress[m.partition] = out.at
+            for alert in out.alerts:
                 if alert.get("kind") == "subscriber":
                     episodes.append((m.partition, alert))
-                    if calibrate:
-                        to_stage.append({"kind": "alert", "partition": m.partition,
-                                         "at": at, "alert": alert})
-                        continue
-                result.alerts.append((alert_key(alert), alert))
-            if kind == "billing" and verdict.event.get("kind") in LEAVING:
-                episodes.append((m.partition, verdict.event))
-                if calibrate:
-                    to_stage.append({"kind": "exit", "partition": m.partition, "at": at,
-                                     "subscriber_id": verdict.event["subscriber_id"],
-                                     "ts": verdict.event["ts"]})
+            result.alerts.extend((alert_key(alert), alert) for alert in out.alerts)
+            for record in out.calibration:
+                if record["kind"] == "alert":
+                    episodes.append((m.partition, record["alert"]))
+            result.calibration.extend(out.calibration)
+            if out.exit is not None:
+                episodes.append((m.partition, out.exit))
+            result.signals.extend(out.signals)
+            if out.watermark is not None:
+                marks[m.partition] = out.watermark
         self.newest_event_s = newest
-        self._group_output(result)
+        result.watermarks.extend(marks.items())
         for partition, at in progress.items():
             # After the partition's records: it has passed ``at`` (and closed ``day``).
-            to_stage.append({"kind": "day", "partition": partition, "at": at,
-                             "day": closed_to(self.engines[partition])})
+            result.calibration.append({"kind": "day", "partition": partition, "at": at,
+                                       "day": closed_to(self.engines[partition])})
         result.accepted = sum(v for (_, o), v in outcomes.items() if o == "accepted")
         if result.alerts:
             stamp = datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
@@ -382,27 +375,6 @@ class BatchProcessor:
         if self.report is not None:
             self.report.batch(self, outcomes, reasons, result.alerts, episodes)
         return result
-
-    def _group_output(self, result: BatchResult) -> None:
-        """Members' group context, the engines' signals and their watermarks."""
-        context = self.group_context
-        if context is not None:
-            staged = [r["alert"] for r in result.calibration if r["kind"] == "alert"]
-            for alert in [a for _, a in result.alerts] + staged:
-                if (alert.get("kind") == "subscriber" and alert.get("group_id")
-                        and alert.get("status") not in ("resolved", "closed")):
-                    reason = context(alert["group_id"])
-                    if reason is not None:
-                        alert["reasons"].append(reason)
-        for partition, engine in self.engines.items():
-            drain = getattr(engine, "drain_signals", None)
-            if drain is None:
-                continue
-            result.signals.extend(drain())
-            mark = closed_to(engine)
-            if mark is not None and self._marks_sent.get(partition) != mark:
-                self._marks_sent[partition] = mark
-                result.watermarks.append((partition, mark))
 
     def _min_held(self, tp: tuple[str, int]) -> int | None:
         """The lowest offset of ``tp`` still held (not yet processed), if any."""

@@ -5,7 +5,10 @@ input contract, validates every line like a worker validates every message, and 
 alerts exactly as the stream publishes them. Profiles go first (on the stream they come
 from a compacted topic that is read before the events); calls and billing are merged by
 event time. Subscribers are grouped by the partition Kafka would give them, because each
-partition keeps its own population baseline, as a worker does.
+partition keeps its own population baseline, as a worker does. From there each event takes
+the worker's step (:class:`stream.service.event_step.EventStep`: both lateness rules, the
+engine call, whose exception is logged and counted as ``engine_error.<kind>`` without
+stopping the replay, and the routing of its output).
 
 With the group stage on (the default; ``--no-groups`` / ``groups=False`` leaves it out) the
 engines also emit member signals, which are routed by ``group_id`` to one
@@ -25,7 +28,7 @@ import itertools
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -38,6 +41,7 @@ from stream.contracts.validation import Accepted, Rejected, Validator, dead_lett
 
 if TYPE_CHECKING:
     from detectors.calibration import OutcomeLearner
+    from stream.service.event_step import EventStep, Stepped
     from stream.tools.callcentre import CallCentre
 
 DEFAULT_PARTITIONS = 4
@@ -48,9 +52,6 @@ PROGRESS_EVERY = 500_000
 # ``telecom.ported``, read before the events.
 #: Call-centre outcomes in a replay directory, one ``churn.outcomes`` message a line.
 OUTCOMES_FILE = "outcomes.jsonl"
-#: Billing kinds after which a subscriber has gone: an exit for the learner (as the
-#: stream's ``processor.LEAVING``).
-LEAVING = frozenset({"port_out", "deactivation"})
 
 DeadLetterSink = Callable[[dict[str, Any]], None]
 
@@ -164,7 +165,8 @@ def replay_directory(
     from detectors import Engine, EngineConfig
     from detectors.group import GroupConfig, GroupStage
     from stream.contracts.partitioning import partition_of
-    from stream.service.signal_order import Sequencer, closed_to
+    from stream.service.event_step import EventStep
+    from stream.service.signal_order import Sequencer
 
     counts = counters if counters is not None else Counter()
     validator = validator or Validator()
@@ -189,29 +191,22 @@ def replay_directory(
     # Signals reach the group stage in event-time order across partitions, as on the
     # stream (stream.service.signal_order): each engine is a source with its closed-day watermark.
     sequencers = [Sequencer(partitions) for _ in range(n_groups)]
-    marks: list[int | None] = [None] * partitions
 
-    def judged(p: int, alerts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """The subscriber alerts (with group context), then the group alerts they cause."""
-        if not groups:
-            yield from alerts
-            return
-        for alert in alerts:
-            gid = alert.get("group_id")
-            if gid and alert["status"] not in ("resolved", "closed"):
-                context = stages[partition_of(gid, n_groups)].context(gid)
-                if context is not None:
-                    alert["reasons"].append(context)
-            yield alert
-        engine = engines[p]
-        if engine.signals:
-            for signal in engine.drain_signals():
-                g = partition_of(signal["group_id"], n_groups)
-                for ready in sequencers[g].add(signal):
-                    yield from stages[g].process(ready)
-        mark = closed_to(engine)
-        if mark is not None and mark != marks[p]:
-            marks[p] = mark
+    def context(gid: str) -> dict[str, Any] | None:
+        return stages[partition_of(gid, n_groups)].context(gid)
+
+    # The worker's per-event step: lateness, the engine (an exception logged and counted),
+    # members' group context, exits, signals and watermarks.
+    step = EventStep(group_context=context if groups else None)
+
+    def grouped(p: int, out: Stepped) -> Iterator[dict[str, Any]]:
+        """The group alerts an event's signals and its engine's new watermark cause."""
+        for signal in out.signals:
+            g = partition_of(signal["group_id"], n_groups)
+            for ready in sequencers[g].add(signal):
+                yield from stages[g].process(ready)
+        mark = out.watermark
+        if mark is not None:
             for g, sequencer in enumerate(sequencers):
                 for ready in sequencer.watermark(p, mark):
                     yield from stages[g].process(ready)
@@ -242,12 +237,21 @@ def replay_directory(
                 if on_dead_letter is not None:
                     on_dead_letter(dead_letter(raw, TOPIC_OF_KIND[kind], None, number, result))
 
-    for _, _, _, profile in accepted("subscribers"):
+    topic = TOPIC_OF_KIND["subscribers"]
+    for epoch_s, _, number, profile in accepted("subscribers"):
         p = partition_for(profile["subscriber_id"])
-        yield from judged(p, engines[p].process("subscribers", profile))
+        out = step.process(engines[p], topic, p, number, "subscribers", profile, epoch_s)
+        if out.failed:
+            counts["accepted.subscribers"] -= 1
+            counts["engine_error.subscribers"] += 1
+            continue
+        yield from out.alerts
+        if groups:
+            yield from grouped(p, out)
 
-    yield from _events(directory, judged, engines, partition_for, accepted, counts,
-                       on_dead_letter, groups, learner, outcomes, call_centre, truth, on_answer)
+    yield from _events(directory, step, grouped if groups else None, engines, partition_for,
+                       accepted, counts, on_dead_letter, learner, outcomes, call_centre, truth,
+                       on_answer)
 
     for engine in engines:
         counts.update({f"engine.{k}": v for k, v in engine.counters.items()})
@@ -263,22 +267,22 @@ OUTCOME_ORDER = len(INPUT_KINDS)
 
 def _events(
     directory: Path,
-    judged: Callable[[int, list[dict[str, Any]]], Iterator[dict[str, Any]]],
+    step: EventStep,
+    grouped: Callable[[int, Stepped], Iterator[dict[str, Any]]] | None,
     engines: list[Any],
     partition_for: Callable[[str], int],
     accepted: Callable[[str], Iterator[tuple[float, int, int, dict[str, Any]]]],
     counts: Counter[str],
     on_dead_letter: DeadLetterSink | None,
-    groups: bool,
     learner: OutcomeLearner | None,
     outcomes: Path | None,
     call_centre: CallCentre | None,
     truth: dict[str, dict[str, Any]] | None,
     on_answer: Callable[[dict[str, Any]], None] | None,
 ) -> Iterator[dict[str, Any]]:
-    """The event loop of :func:`replay_directory`: calls and billing in event time, with
-    the learner, outcomes and the call centre when given (the order is documented there)."""
-    from stream.service.lateness import Arrivals, too_late
+    """The event loop of :func:`replay_directory`: calls and billing in event time through
+    ``step`` (and ``grouped``: the group stage, when it runs), with the learner, outcomes
+    and the call centre when given (the order is documented there)."""
     from stream.tools.callcentre import load_truth
 
     if call_centre is not None and truth is None:
@@ -329,7 +333,7 @@ def _events(
                 on_answer(answer)
             take(answer, orjson.dumps(answer), None)
 
-    def scored(alerts: Iterator[dict[str, Any]], now: float) -> Iterator[dict[str, Any]]:
+    def scored(alerts: Iterable[dict[str, Any]], now: float) -> Iterator[dict[str, Any]]:
         for alert in alerts:
             if learner is not None:
                 alert = learner.alert(alert)
@@ -341,7 +345,7 @@ def _events(
             yield alert
 
     calibrating = learner is not None or call_centre is not None
-    arrivals = Arrivals()
+    topics = [TOPIC_OF_KIND[kind] for kind in INPUT_KINDS]
     items = heapq.merge(accepted("calls"), accepted("billing"), filed)
     n = 0
     for ts, order, number, item in items:
@@ -353,23 +357,32 @@ def _events(
         n += 1
         p = partition_for(item["subscriber_id"])
         kind = INPUT_KINDS[order]
+        engine = engines[p]
         # As the service: by the file's own earlier events (a topic-partition's), then by
-        # the engine's closed days (stream.service.lateness).
-        late = arrivals.late(engines[p], kind, p, kind, ts) or too_late(engines[p], kind, ts)
+        # the engine's closed days (stream.service.lateness), in the step.
+        late = step.late_arrival(engine, kind, p, kind, ts)
+        if late is None:
+            out = step.process(engine, topics[order], p, number, kind, item, ts)
+            late = out.late
         if late is not None:  # as the service: a closed day's models never see it
-            counts[f"accepted.{INPUT_KINDS[order]}"] -= 1
+            counts[f"accepted.{kind}"] -= 1
             counts[f"rejected.{late.reason}"] += 1
             if on_dead_letter is not None:  # the event re-encoded; ``number`` is its line
-                on_dead_letter(dead_letter(orjson.dumps(item), TOPIC_OF_KIND[INPUT_KINDS[order]],
-                                           None, number, late))
+                on_dead_letter(dead_letter(orjson.dumps(item), topics[order], None, number,
+                                           late))
             continue
-        alerts = engines[p].process(INPUT_KINDS[order], item, ts=ts)
-        if alerts or groups:
-            raised = judged(p, alerts)
+        if out.failed:  # logged by the step; as the service, the replay goes on
+            counts[f"accepted.{kind}"] -= 1
+            counts[f"engine_error.{kind}"] += 1
+            continue
+        if grouped is not None and (out.signals or out.watermark is not None):
+            raised: Iterable[dict[str, Any]] = itertools.chain(out.alerts, grouped(p, out))
+        else:
+            raised = out.alerts
+        if raised:
             yield from scored(raised, ts) if calibrating else raised
-        if learner is not None and INPUT_KINDS[order] == "billing" \
-                and item.get("kind") in LEAVING:
-            learner.exit(item["subscriber_id"], item["ts"])
+        if learner is not None and out.exit is not None:
+            learner.exit(out.exit["subscriber_id"], out.exit["ts"])
         if n % PROGRESS_EVERY == 0:
             print(f"replay: {n:,} events", file=sys.stderr, flush=True)
     release(None)

@@ -330,11 +330,13 @@ def test_processor_hands_over_signals_watermarks_and_members_group_context():
     assert result.watermarks == [(0, 3)]
     # Only a moved watermark is reported again.
     assert proc.process([_msg(CALLS, 0, 10, call_event(10, "s1", day=4))], None).watermarks == []
+    # A member's open alert gets its group's context; a resolution does not.
     alert = {"kind": "subscriber", "status": "open", "group_id": "G1", "reasons": []}
     other = {"kind": "subscriber", "status": "resolved", "group_id": "G1", "reasons": []}
-    out = proc.process([], None)
-    out.alerts = [("s1", alert), ("s1", other)]
-    proc._group_output(out)
+    engine = proc.engine(0)
+    engine.process = lambda kind, event, ts=None: [alert, other]
+    out = proc.process([_msg(CALLS, 0, 11, call_event(11, "s1", day=4))], None)
+    assert [a for _, a in out.alerts] == [alert, other]
     assert alert["reasons"] == [context] and other["reasons"] == []
 
 
