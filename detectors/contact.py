@@ -7,24 +7,25 @@ week. The input contract has no "answered" flag: an incoming call with ``duratio
 was answered, one with ``duration_s == 0`` was missed, and a forwarded call says nothing
 about the subscriber (they never saw it ring) and is left out.
 
-Hours of the week are coarse buckets, by the calls' event time: weekdays or weekend, by
-blocks of three hours in the operator's time zone, over the hours a call centre calls
+Hours of the week are buckets, by the calls' event time: weekdays or weekend, by blocks of
+two hours in the operator's time zone, over the hours a call centre calls
 (:data:`CALL_HOURS`, 09:00-21:00: a window at 23:00 could not be used, so calls outside
-them are not counted; 8 buckets). Each bucket holds three small counts: answered and
-missed calls up to :data:`COUNT_CAP` (10), and whether the subscriber made a call there
-(:data:`MADE_CAP`, 1: a call made says they were at the phone, and stands for one answered
-call, ``made_prior``; whether they pick up is for the answered and missed calls to say).
-The counts decay: when a bucket's answered or missed count is at its cap, that bucket's
-counts halve before the call is counted, so each block's share follows its last dozen or
-twenty calls. Blocks decay apart: a busy block does not wipe out what a quiet one has seen.
+them are not counted; 12 buckets). Two hours, not three: people answer in spans of a few
+hours that begin at any hour, and a call placed at a random hour of a three-hour block
+misses such a span about a third of the time (on the simulated worlds, advised calls to
+churners went unanswered 34-38% of the time with three-hour blocks, 30-32% with two).
 
-The state is one integer, the subscriber state's ``"h"``: an integer below 2**64 is one
-small object (at most 36 bytes in memory, 20 digits serialized). Byte ``b`` (from the
-lowest) is bucket ``b`` of :data:`BUCKETS`: ``answered * 11 + missed`` in bits 0-6, made in
-bit 7. Earlier versions stored a base64 string of 49 bytes (the period of a
-four-weekly halving modulo 256, then answered, missed and made counts up to 255 for 16
-buckets over the whole day): it is read as the counts of the hours kept, each bucket
-halved until it is within the caps (:func:`from_base64`).
+Each bucket holds the answered and missed calls, at most :data:`SUM_CAP` (6) of them
+together: when a bucket is full, both counts halve before the call is counted, so each
+block's share follows its last half dozen to dozen calls, and blocks decay apart (a busy
+block does not wipe out what a quiet one has seen). A call the subscriber made in a block
+where no call was answered yet counts as one answered call: they were at the phone then
+(whether they pick up is for the incoming calls to say).
+
+The state is one integer, the subscriber state's ``"t"``: 12 buckets of 5 bits (an index
+into the 28 pairs of counts), below 2**60, so one 32-byte object in memory and at most 19
+digits serialized. Earlier versions stored ``"h"``: three-hour blocks (an integer, or before
+that a base64 string); they are read by :func:`stored` and replaced at the next call.
 """
 
 from __future__ import annotations
@@ -35,29 +36,38 @@ from typing import Any
 
 from river import base
 
-__all__ = ["ANSWERED", "BLOCK_HOURS", "BUCKETS", "CALL_HOURS", "COUNT_CAP", "MADE",
-           "MADE_CAP", "MISSED", "ContactWindows", "from_base64"]
+__all__ = ["ANSWERED", "BLOCK_HOURS", "BUCKETS", "CALL_HOURS", "MADE", "MISSED", "SUM_CAP",
+           "ContactWindows", "from_base64", "from_three_hour_blocks", "keep", "stored"]
 
 #: Hours per block of the day.
-BLOCK_HOURS = 3
+BLOCK_HOURS = 2
 #: The local hours counted (first, end): those a call centre calls in.
 CALL_HOURS = (9, 21)
 #: Blocks per day; buckets (weekdays' blocks, then the weekend's).
 BLOCKS = (CALL_HOURS[1] - CALL_HOURS[0]) // BLOCK_HOURS
 BUCKETS = 2 * BLOCKS
 BLOCK_S = 3600 * BLOCK_HOURS
-#: The three counts per bucket.
+#: The kinds of call a bucket learns from.
 ANSWERED, MISSED, MADE = 0, 1, 2
-#: Highest answered or missed count (the pair in seven bits), highest count of calls made.
-COUNT_CAP = 10
-MADE_CAP = 1
-_PAIR = COUNT_CAP + 1
+#: Most answered and missed calls a bucket holds together.
+SUM_CAP = 6
+#: Every pair of counts a bucket can hold, by its 5-bit index (28 of 32).
+_PAIRS = [(answered, total - answered) for total in range(SUM_CAP + 1)
+          for answered in range(total + 1)]
+_INDEX = {pair: i for i, pair in enumerate(_PAIRS)}
+_BITS = 5
+_MASK = (1 << _BITS) - 1
+#: The subscriber state's key for the windows; the key earlier versions used.
+KEY, OLD_KEY = "t", "h"
 DAY_S = 86400
 #: ISO weekdays (Monday 1) of each day type.
 WEEKDAYS = [1, 2, 3, 4, 5]
 WEEKEND = [6, 7]
 _FIRST_S = CALL_HOURS[0] * 3600
 _END_S = CALL_HOURS[1] * 3600
+#: The three-hour blocks of ``"h"`` (from 09:00, four a day type, a byte each:
+#: ``answered * 11 + missed`` in bits 0-6, a call made in bit 7).
+_OLD_BLOCK_HOURS, _OLD_BLOCKS = 3, 4
 
 
 class ContactWindows(base.Base):
@@ -65,17 +75,13 @@ class ContactWindows(base.Base):
 
     ``learn_one`` takes one call: its event time (epoch seconds), its direction and, for an
     incoming call, whether it was answered. :meth:`windows` ranks the buckets by the share
-    of incoming calls answered there, with a prior of one answered and one missed call to
-    which the calls the subscriber made there add up to ``made_prior`` answered ones (a call
-    made says they were at the phone; only answered and missed calls say whether they pick
-    up: a block they only call out in ranks below one where they answer most calls), keeps
-    those with at
-    least ``min_calls`` calls and a share above ``min_share``, the best ``max_windows`` of
-    them, and joins neighbouring blocks of the same day type. :meth:`advice` is what an
-    alert carries (``contact``).
+    of incoming calls answered there, with a prior of one answered and one missed call,
+    keeps those with at least ``min_calls`` calls and a share above ``min_share``, the best
+    ``max_windows`` of them, and joins neighbouring blocks of the same day type.
+    :meth:`advice` is what an alert carries (``contact``).
 
     The state is the integer :attr:`state` (see the module's description); the engine loads
-    it from the subscriber's state and stores it back.
+    it from the subscriber's state (:func:`stored`) and stores it back (:func:`keep`).
 
     Parameters
     ----------
@@ -85,11 +91,8 @@ class ContactWindows(base.Base):
         Calls a bucket needs before it can be a window.
     min_share
         The share (as ranked) a bucket must exceed to be a window.
-    made_prior
-        The most answered calls that the calls made in a bucket stand for.
     max_windows
-        Buckets kept as windows (before neighbouring ones are joined). Two: a third block
-        is mostly a weak one, and an advised call in it goes unanswered more often than not.
+        Buckets kept as windows (before neighbouring ones are joined).
 
     Examples
     --------
@@ -110,22 +113,21 @@ class ContactWindows(base.Base):
     ...                            "answered": rng.random() < (0.85 if evening else 0.2)})
     >>> advice = contact.advice()
     >>> advice["summary"]
-    'answers 86% of calls on weekdays 18:00-21:00 and weekends 18:00-21:00'
+    'answers 100% of calls on weekdays 17:00-21:00'
     >>> [(w["weekdays"], w["start"], w["end"], w["incoming_calls"]) for w in advice["windows"]]
-    [([1, 2, 3, 4, 5], '18:00', '21:00', 9), ([6, 7], '18:00', '21:00', 13)]
-    >>> contact.counts()[:4]  # weekdays, 09:00 to 21:00: (answered, missed, made), decayed
-    [(2, 7, 0), (4, 10, 0), (0, 9, 0), (9, 0, 1)]
+    [([1, 2, 3, 4, 5], '17:00', '21:00', 12)]
+    >>> contact.counts()[:6]  # weekdays, 09:00 to 21:00: (answered, missed), decayed
+    [(1, 4), (0, 0), (1, 4), (0, 6), (6, 0), (6, 0)]
     >>> contact.advice(account_manager="AM007")["first_contact"]
     'account_manager'
 
     """
 
     def __init__(self, tz_offset_hours: float = 8.0, min_calls: int = 3, min_share: float = 0.6,
-                 made_prior: int = 1, max_windows: int = 2):
+                 max_windows: int = 2):
         self.tz_offset_hours = tz_offset_hours
         self.min_calls = min_calls
         self.min_share = min_share
-        self.made_prior = made_prior
         self.max_windows = max_windows
         self._offset_s = tz_offset_hours * 3600.0
         self._state = 0
@@ -136,15 +138,8 @@ class ContactWindows(base.Base):
         return self._state
 
     @state.setter
-    def state(self, value: int | str | None) -> None:
-        # A subscriber state may hold what an earlier version wrote (a base64 string) or
-        # nothing yet ("" or None from ``st.get("h", "")``).
-        if isinstance(value, int) and not isinstance(value, bool):
-            self._state = value
-        elif isinstance(value, str) and value:
-            self._state = from_base64(value)
-        else:
-            self._state = 0
+    def state(self, value: int) -> None:
+        self._state = int(value or 0)
 
     # -- learning ------------------------------------------------------------------------
     def bucket(self, ts: float) -> tuple[int | None, int]:
@@ -170,34 +165,30 @@ class ContactWindows(base.Base):
         b, _ = self.bucket(ts)
         if b is None:
             return
-        shift = 8 * b
-        byte = self._state >> shift & 0xFF
-        (answered, missed), made = divmod(byte & 0x7F, _PAIR), byte >> 7
-        if kind == MADE:
-            made = min(made + 1, MADE_CAP)
+        shift = _BITS * b
+        answered, missed = _PAIRS[self._state >> shift & _MASK]
+        if kind == MADE and answered:
+            return  # at the phone then: already known from a call they answered
+        if answered + missed >= SUM_CAP:
+            answered, missed = answered >> 1, missed >> 1
+        if kind == MISSED:
+            missed += 1
         else:
-            if (answered if kind == ANSWERED else missed) >= COUNT_CAP:
-                answered, missed, made = answered >> 1, missed >> 1, made >> 1
-            if kind == ANSWERED:
-                answered += 1
-            else:
-                missed += 1
-        byte = answered * _PAIR + missed | made << 7
-        self._state = self._state & ~(0xFF << shift) | byte << shift
+            answered += 1
+        self._state = self._state & ~(_MASK << shift) | _INDEX[answered, missed] << shift
 
     # -- reading -------------------------------------------------------------------------
-    def counts(self) -> list[tuple[int, int, int]]:
-        """(answered, missed, made) per bucket."""
+    def counts(self) -> list[tuple[int, int]]:
+        """(answered, missed) per bucket."""
         return _unpack(self._state)
 
     def windows(self) -> list[dict[str, Any]]:
         """The best windows of the week, best first (see the class's description)."""
         counts = self.counts()
         scored = []
-        for b, (answered, missed, made) in enumerate(counts):
-            calls = answered + missed + made
-            made_as = min(made, self.made_prior)
-            reached = (answered + made_as + 1) / (answered + missed + made_as + 2)
+        for b, (answered, missed) in enumerate(counts):
+            calls = answered + missed
+            reached = (answered + 1) / (calls + 2)
             if calls >= self.min_calls and reached > self.min_share:
                 scored.append((-reached, -calls, b))
         scored.sort()
@@ -222,7 +213,6 @@ class ContactWindows(base.Base):
                 "answered_share": _share(answered, missed),
                 "incoming_calls": answered + missed,
                 "answered_calls": answered,
-                "calls_made": sum(counts[b][MADE] for b in run),
             })
         return out
 
@@ -242,8 +232,7 @@ class ContactWindows(base.Base):
                 parts.append(("" if days == last else f"{days} ") + f"{w['start']}-{w['end']}")
                 last = days
             when = " and ".join(parts)
-            sentence = (f"answers {share:.0%} of calls on {when}" if share is not None
-                        else f"makes calls on {when} (no incoming calls seen then)")
+            sentence = f"answers {share:.0%} of calls on {when}"
         first = "subscriber"
         if account_manager:
             first = "account_manager"
@@ -253,13 +242,51 @@ class ContactWindows(base.Base):
                 "windows": windows, "answered_share": share, "summary": sentence}
 
 
+def stored(st: dict[str, Any]) -> int:
+    """The windows' integer in a subscriber state: ``"t"``, or what an earlier version
+    stored as ``"h"`` (:func:`from_three_hour_blocks`, :func:`from_base64`), or 0."""
+    value = st.get(KEY)
+    if value is not None:
+        return int(value)
+    old = st.get(OLD_KEY)
+    if isinstance(old, int) and not isinstance(old, bool):
+        return from_three_hour_blocks(old)
+    if isinstance(old, str):
+        return from_base64(old)
+    return 0
+
+
+def keep(st: dict[str, Any], state: int) -> None:
+    """Store the windows' integer in a subscriber state (dropping an earlier version's)."""
+    st[KEY] = state
+    st.pop(OLD_KEY, None)
+
+
+def from_three_hour_blocks(old: int) -> int:
+    """The integer an earlier version stored as ``"h"`` (three-hour blocks from 09:00, a
+    byte each: ``answered * 11 + missed`` in bits 0-6, a call made in bit 7), as this
+    version's: each two-hour block takes the counts of the three-hour block its first hour
+    lay in (:func:`_pack`).
+
+    >>> weekday_evening = (6 * 11 + 1 | 1 << 7) << 8 * 3  # 18:00-21:00: 6 answered, 1 missed
+    >>> contact = ContactWindows()
+    >>> contact.state = from_three_hour_blocks(weekday_evening)
+    >>> contact.counts()[4:6]                             # 17:00-19:00, 19:00-21:00
+    [(0, 0), (3, 0)]
+    """
+    blocks = [(*divmod(byte & 0x7F, 11), byte >> 7)
+              for byte in (old >> 8 * b & 0xFF for b in range(2 * _OLD_BLOCKS))]
+    return _pack([blocks[_OLD_BLOCKS * (b >= BLOCKS)
+                         + (b % BLOCKS * BLOCK_HOURS) // _OLD_BLOCK_HOURS]
+                  for b in range(BUCKETS)])
+
+
 def from_base64(text: str) -> int:
     """The state an earlier version stored as base64 (49 bytes: a period modulo 256, then
     answered, missed and made counts up to 255 for 16 buckets of three hours over the whole
-    day), as this version's integer: the buckets of :data:`CALL_HOURS` only, each halved as
-    often as it takes to bring its answered and missed counts within :data:`COUNT_CAP`
-    (its share stays), calls made then capped at :data:`MADE_CAP`. Anything else reads as
-    no counts (the windows learn again from the next call).
+    day), as this version's integer: each two-hour block of :data:`CALL_HOURS` takes the
+    counts of the three-hour block its first hour lay in (:func:`_pack`). Anything else
+    reads as no counts (the windows learn again from the next call).
 
     >>> from binascii import b2a_base64
     >>> old = bytearray(49)
@@ -269,9 +296,9 @@ def from_base64(text: str) -> int:
     >>> old[1 + 3] = 5                    # answered on weekdays 09:00-12:00
     >>> old[1 + 0] = 40                   # answered on weekdays 00:00-03:00: not kept
     >>> contact = ContactWindows()
-    >>> contact.state = b2a_base64(bytes(old), newline=False).decode()
-    >>> contact.counts()[:4]
-    [(5, 0, 0), (0, 0, 0), (0, 0, 0), (6, 1, 1)]
+    >>> contact.state = from_base64(b2a_base64(bytes(old), newline=False).decode())
+    >>> contact.counts()[:6]
+    [(5, 0), (5, 0), (0, 0), (0, 0), (0, 0), (3, 0)]
     """
     try:
         raw = a2b_base64(text)
@@ -279,21 +306,30 @@ def from_base64(text: str) -> int:
         return 0
     if len(raw) != 1 + 3 * 16:
         return 0
-    old_blocks = 24 // BLOCK_HOURS
-    first = CALL_HOURS[0] // BLOCK_HOURS
-    state = 0
+    first = CALL_HOURS[0] // _OLD_BLOCK_HOURS
+    blocks = []
     for b in range(BUCKETS):
-        at = 1 + old_blocks * (b >= BLOCKS) + first + b % BLOCKS
-        answered, missed, made = raw[at], raw[at + 16], raw[at + 32]
-        while max(answered, missed) > COUNT_CAP:
-            answered, missed, made = answered >> 1, missed >> 1, made >> 1
-        state |= (answered * _PAIR + missed | min(made, MADE_CAP) << 7) << 8 * b
+        at = 1 + 8 * (b >= BLOCKS) + first + (b % BLOCKS * BLOCK_HOURS) // _OLD_BLOCK_HOURS
+        blocks.append((raw[at], raw[at + 16], raw[at + 32]))
+    return _pack(blocks)
+
+
+def _pack(blocks: list[tuple[int, int, int]]) -> int:
+    """(answered, missed, made) per bucket as this version's integer: a call made where
+    none was answered counts as one answered; each bucket halved until it holds at most
+    :data:`SUM_CAP` calls (its share stays, roughly)."""
+    state = 0
+    for b, (answered, missed, made) in enumerate(blocks):
+        if made and not answered:
+            answered = 1
+        while answered + missed > SUM_CAP:
+            answered, missed = answered >> 1, missed >> 1
+        state |= _INDEX[answered, missed] << _BITS * b
     return state
 
 
-def _unpack(state: int) -> list[tuple[int, int, int]]:
-    return [(*divmod(byte & 0x7F, _PAIR), byte >> 7)
-            for byte in (state >> 8 * b & 0xFF for b in range(BUCKETS))]
+def _unpack(state: int) -> list[tuple[int, int]]:
+    return [_PAIRS[state >> _BITS * b & _MASK] for b in range(BUCKETS)]
 
 
 def _share(answered: int, missed: int) -> float | None:

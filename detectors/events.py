@@ -7,7 +7,7 @@ import zlib
 from typing import Any
 
 from detectors.closing import DayClose
-from detectors.contact import ANSWERED, MADE, MISSED
+from detectors.contact import ANSWERED, MADE, MISSED, keep, stored
 from detectors.forwarding import is_familiar, see_contact
 from detectors.judgement import (
     FAMILIAR_MIN,
@@ -91,9 +91,9 @@ class Events(DayClose):
         if not out and event.get("forwarded_to"):
             return
         contact = self._contact
-        contact.state = st.get("h", "")
+        contact.state = stored(st)
         contact.add(ts, MADE if out else ANSWERED if event["duration_s"] > 0 else MISSED)
-        st["h"] = contact.state
+        keep(st, contact.state)
 
     def _call(
         self, sid: str, st: State, event: dict[str, Any], row: DayCounts, ts: float, day: int

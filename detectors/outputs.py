@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from detectors.config import MODEL_VERSION, EngineConfig
-from detectors.contact import ContactWindows
+from detectors.contact import ContactWindows, stored
 from detectors.forwarding import Forwarding
 from detectors.numbers import OperatorLookup, normalise
 from detectors.policy import ZONES, AlertPolicy
@@ -113,7 +113,7 @@ class Outputs:
             })
         alert = self._message(sid, st, status, zone, start, assessment.score, spend, reasons)
         contact = self._contact
-        contact.state = st.get("h", "")
+        contact.state = stored(st)
         first = alert["account_manager"] if alert["segment"] in cfg.manager_first_segments \
             else None
         alert["contact"] = contact.advice(account_manager=first)

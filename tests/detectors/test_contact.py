@@ -4,14 +4,20 @@ engine's alerts carry (``contact``)."""
 from __future__ import annotations
 
 import random
-from binascii import a2b_base64, b2a_base64
+from binascii import b2a_base64
 from datetime import date, timedelta
 from typing import Any
 
 import orjson
 
 from detectors import Engine
-from detectors.contact import COUNT_CAP, MADE_CAP, ContactWindows, from_base64
+from detectors.contact import (
+    SUM_CAP,
+    ContactWindows,
+    from_base64,
+    from_three_hour_blocks,
+    stored,
+)
 from detectors.state import deep_sizeof
 
 
@@ -33,15 +39,15 @@ def test_missed_calls_keep_a_busy_block_out_of_the_windows() -> None:
             contact.learn_one({"ts": _ts(day, 20), "direction": "out"})
     windows = contact.windows()
     assert [(w["weekdays"], w["start"], w["end"]) for w in windows] == [
-        ([1, 2, 3, 4, 5], "18:00", "21:00")]
-    # Calls made: one bit a block, cleared with the block's halving at the cap.
-    assert windows[0]["answered_share"] == 1.0 and 1 <= windows[0]["calls_made"] <= MADE_CAP
-    assert contact.advice()["summary"] == "answers 100% of calls on weekdays 18:00-21:00"
+        ([1, 2, 3, 4, 5], "19:00", "21:00")]
+    assert windows[0]["answered_share"] == 1.0
+    assert contact.advice()["summary"] == "answers 100% of calls on weekdays 19:00-21:00"
     counts = contact.counts()
-    # Weekdays 09:00-12:00: 60 missed, halved at the cap (4 to 7 left); the evening's 20
-    # answered calls were halved on their own (a block decays with its own calls only).
-    assert counts[0][:2] == (0, counts[0][1]) and COUNT_CAP // 2 < counts[0][1] <= COUNT_CAP
-    assert COUNT_CAP // 2 < counts[3][0] <= COUNT_CAP and counts[3][1] == 0
+    # Weekdays 09:00-11:00: 60 missed, halved whenever the block was full (3 to 6 left);
+    # the evening's 20 answered calls were halved on their own (a block decays with its
+    # own calls only), and the calls made there changed nothing (answered calls were seen).
+    assert counts[0][0] == 0 and SUM_CAP // 2 <= counts[0][1] <= SUM_CAP
+    assert SUM_CAP // 2 <= counts[5][0] <= SUM_CAP and counts[5][1] == 0
 
 
 def test_calls_outside_the_call_centre_hours_are_not_counted() -> None:
@@ -51,33 +57,46 @@ def test_calls_outside_the_call_centre_hours_are_not_counted() -> None:
         contact.learn_one({"ts": _ts(day, hour, 30), "direction": "in", "answered": True})
     assert contact.state == 0 and contact.windows() == []
     assert contact.bucket(_ts(day, 8, 59))[0] is None
-    assert contact.bucket(_ts(day, 9))[0] == 0 and contact.bucket(_ts(day, 20, 59))[0] == 3
-    assert contact.bucket(_ts(day + timedelta(days=5), 9))[0] == 4  # Saturday
+    assert contact.bucket(_ts(day, 9))[0] == 0 and contact.bucket(_ts(day, 20, 59))[0] == 5
+    assert contact.bucket(_ts(day + timedelta(days=5), 9))[0] == 6  # Saturday
 
 
-def test_each_block_halves_at_its_cap_and_keeps_its_share() -> None:
+def test_a_call_made_stands_for_one_answered_call_where_none_was_answered() -> None:
     contact = ContactWindows()
     day = date(2026, 3, 2)
-    for _ in range(10):
+    for _ in range(3):
         contact.learn_one({"ts": _ts(day, 9), "direction": "out"})
-    assert contact.counts()[0] == (0, 0, MADE_CAP)  # calls made: whether, not how many
+    assert contact.counts()[0] == (1, 0)  # at the phone then: one, however many calls
+    contact.learn_one({"ts": _ts(day, 11), "direction": "in", "answered": False})
+    contact.learn_one({"ts": _ts(day, 11), "direction": "out"})
+    assert contact.counts()[1] == (1, 1)
+    contact.learn_one({"ts": _ts(day, 11), "direction": "out"})
+    assert contact.counts()[1] == (1, 1)
+
+
+def test_each_block_halves_when_full_and_keeps_its_share() -> None:
+    contact = ContactWindows()
+    day = date(2026, 3, 2)
     for _ in range(2):
         contact.learn_one({"ts": _ts(day, 13), "direction": "in", "answered": False})
-    # A busy block answered at 3 calls of 4: its counts stay within the caps, its share
-    # about 3/4, whatever the number of calls; the quiet block next to it keeps its own.
+    # A busy block answered at 3 calls of 4: it never holds more than SUM_CAP calls, its
+    # share about 3/4 on average, whatever the number of calls; the quiet block two hours
+    # later keeps its own.
+    shares = []
     for i in range(400):
         contact.learn_one({"ts": _ts(day, 9), "direction": "in", "answered": i % 4 != 3})
-        answered, missed, _ = contact.counts()[0]
-        assert answered <= COUNT_CAP and missed <= COUNT_CAP
-    answered, missed, made = contact.counts()[0]
-    assert 0.6 <= answered / (answered + missed) <= 0.9 and made <= MADE_CAP
-    assert contact.counts()[1] == (0, 2, 0)
-    assert 0 <= contact.state < 2**64
+        answered, missed = contact.counts()[0]
+        assert answered + missed <= SUM_CAP
+        shares.append(answered / (answered + missed))
+    assert 0.65 <= sum(shares) / len(shares) <= 0.85
+    assert contact.counts()[2] == (0, 2)
+    assert 0 <= contact.state < 2**60
 
 
 def test_the_base64_state_of_earlier_versions_is_read_and_carries_on() -> None:
-    """States written before the counts became one integer: the hours kept, each bucket
-    scaled to the caps with its share, learning on from there."""
+    """States written before the counts became one integer: the hours kept, each two-hour
+    block from the three-hour block its first hour lay in, scaled to the cap with its share,
+    learning on from there."""
     old = bytearray(1 + 3 * 16)
     old[0] = 221  # the period of a four-weekly halving, modulo 256: no longer kept
     # weekdays 18:00-21:00 (old block 6): answered 40, missed 8, made 30; weekdays
@@ -87,57 +106,62 @@ def test_the_base64_state_of_earlier_versions_is_read_and_carries_on() -> None:
         for kind, count in enumerate(counts):
             old[1 + 16 * kind + block] = count
     text = b2a_base64(bytes(old), newline=False).decode("ascii")
+    st: dict[str, Any] = {"h": text}
     contact = ContactWindows()
-    contact.state = text
+    contact.state = stored(st)
     assert contact.state == from_base64(text)
     counts = contact.counts()
-    # 40 answered, 8 missed halved twice (10, 2); 3 and 20 once (1, 10); made capped.
-    assert counts[3] == (10, 2, MADE_CAP) and counts[0] == (1, 10, 0)
-    assert counts[4 + 2] == (0, 0, MADE_CAP)
-    assert sum(map(sum, counts)) == 10 + 2 + MADE_CAP + 1 + 10 + MADE_CAP
-    # Weekends 15:00-18:00 only saw calls made: one presence, not enough for a window.
+    # 40 answered and 8 missed halved three times (5, 1); 3 and 20 twice (0, 5).
+    assert counts[0] == counts[1] == (0, 5)   # 09:00-11:00 and 11:00-13:00 from 09:00-12:00
+    assert counts[5] == (5, 1)                # 19:00-21:00 from 18:00-21:00
+    assert counts[4] == (0, 0)                # 17:00-19:00 from 15:00-18:00: nothing seen
+    assert counts[6 + 3] == counts[6 + 4] == (1, 0)  # weekends 15:00-19:00: calls made
     assert [(w["weekdays"], w["start"], w["end"]) for w in contact.windows()] == [
-        ([1, 2, 3, 4, 5], "18:00", "21:00")]
-    # The next call counts on top and stores the integer.
-    contact.learn_one({"ts": _ts(date(2026, 3, 2), 19), "direction": "in", "answered": True})
-    assert contact.counts()[3] == (5 + 1, 1, 0)  # at the cap: halved, then counted
-    assert isinstance(contact.state, int)
+        ([1, 2, 3, 4, 5], "19:00", "21:00")]
     # What cannot be read (not base64, not 49 bytes) is no counts: learning starts again.
-    for junk in ("not base64!", "AAAA", "", None):
-        contact.state = junk
-        assert contact.state == 0
+    for junk in ("not base64!", "AAAA", ""):
+        assert stored({"h": junk}) == 0
+    assert stored({}) == 0
 
 
-#: ``"h"`` of a subscriber state written by the previous version's engine (a simulated
+def test_the_three_hour_blocks_of_the_version_before_are_read() -> None:
+    # weekdays 18:00-21:00: 9 answered, 2 missed; weekends 09:00-12:00: 1 missed, a call made
+    old = (9 * 11 + 2) << 8 * 3 | (0 * 11 + 1 | 1 << 7) << 8 * 4
+    contact = ContactWindows()
+    contact.state = stored({"h": old})
+    assert contact.state == from_three_hour_blocks(old)
+    counts = contact.counts()
+    assert counts[5] == (4, 1) and counts[4] == (0, 0)  # 19:00-21:00; 17:00-19:00 (15-18)
+    assert counts[6] == counts[7] == (1, 1)             # weekends 09:00-13:00
+
+
+#: ``"h"`` of a subscriber state written by an earlier version's engine (a simulated
 #: world's subscriber: base64 of a period modulo 256 and 16 buckets' counts up to 255).
 OLD_H = "3gAAIHNRYQ4BAAANKxsZCQAAAAAAAAAAAAAAAAAAAAAAAAAmlmR6GAMAAAUODQ4BAA=="
 
 
-def test_the_engine_carries_on_from_a_state_the_previous_version_wrote() -> None:
-    raw = a2b_base64(OLD_H)
-    expected = []
-    for at in [1 + 3 + k for k in range(4)] + [1 + 8 + 3 + k for k in range(4)]:
-        answered, missed, made = raw[at], raw[at + 16], raw[at + 32]
-        while max(answered, missed) > COUNT_CAP:
-            answered, missed, made = answered // 2, missed // 2, made // 2
-        expected.append((answered, missed, min(made, MADE_CAP)))
-    engine = Engine()
-    engine.process("subscribers", {"subscriber_id": "s1", "msisdn": "13800000001",
-                                   "account_id": "A1", "segment": "consumer"})
-    engine.subscribers["s1"]["h"] = OLD_H
-    engine.process("calls", {"event_id": "c1", "ts": "2026-04-28T19:10:00+08:00",
-                             "subscriber_id": "s1", "direction": "in",
-                             "other_party": "13900000000", "duration_s": 30})
-    st = engine.subscribers["s1"]
-    assert isinstance(st["h"], int)
-    contact = ContactWindows()
-    contact.state = st["h"]
-    # A Tuesday 19:10: weekdays 18:00-21:00, one more answered (halved first at the cap).
-    answered, missed, made = expected[3]
-    if answered >= COUNT_CAP:
-        answered, missed, made = answered // 2, missed // 2, made // 2
-    expected[3] = (answered + 1, missed, made)
-    assert contact.counts() == expected
+def test_the_engine_carries_on_from_a_state_an_earlier_version_wrote() -> None:
+    for old in (OLD_H, 0x3F0A_6E00_5A01_2B83):  # a base64 string; three-hour blocks
+        before = ContactWindows()
+        before.state = stored({"h": old})
+        engine = Engine()
+        engine.process("subscribers", {"subscriber_id": "s1", "msisdn": "13800000001",
+                                       "account_id": "A1", "segment": "consumer"})
+        engine.subscribers["s1"]["h"] = old
+        engine.process("calls", {"event_id": "c1", "ts": "2026-04-28T19:10:00+08:00",
+                                 "subscriber_id": "s1", "direction": "in",
+                                 "other_party": "13900000000", "duration_s": 30})
+        st = engine.subscribers["s1"]
+        assert "h" not in st and isinstance(st["t"], int)
+        after = ContactWindows()
+        after.state = stored(st)
+        # A Tuesday 19:10: weekdays 19:00-21:00, one more answered (halved first when full).
+        expected = before.counts()
+        answered, missed = expected[5]
+        if answered + missed >= SUM_CAP:
+            answered, missed = answered >> 1, missed >> 1
+        expected[5] = (answered + 1, missed)
+        assert after.counts() == expected
 
 
 def _engine_world(answer_evenings: bool) -> tuple[Engine, list[dict[str, Any]]]:
@@ -179,7 +203,7 @@ def test_alerts_carry_the_windows_the_calls_show() -> None:
     contact = opened[0]["contact"]
     assert contact["first_contact"] == "subscriber" and contact["account_manager"] is None
     assert contact["windows"][0]["weekdays"] == [1, 2, 3, 4, 5]
-    assert contact["windows"][0]["start"] in ("15:00", "18:00")
+    assert contact["windows"][0]["start"] in ("15:00", "17:00", "19:00")
     assert contact["answered_share"] >= 0.8
     assert contact["summary"].startswith(f"answers {contact['answered_share']:.0%} of calls on "
                                          "weekdays 1")
@@ -194,6 +218,6 @@ def test_alerts_carry_the_windows_the_calls_show() -> None:
 def test_state_with_contact_stays_within_the_budget() -> None:
     engine, _ = _engine_world(answer_evenings=True)
     st = engine.subscribers["s1"]
-    assert isinstance(st["h"], int) and len(orjson.dumps(st["h"])) <= 20
-    assert deep_sizeof(st["h"]) <= 36
+    assert isinstance(st["t"], int) and len(orjson.dumps(st["t"])) <= 19
+    assert deep_sizeof(st["t"]) <= 32
     assert len(orjson.dumps(st)) <= 512 and deep_sizeof(st) <= 3 * 1024

@@ -53,7 +53,7 @@ def contact(windows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"first_contact": "subscriber", "account_manager": None, "answered_share": 0.8,
             "summary": "answers 80% of calls then",
             "windows": [{**w, "answered_share": 0.8, "incoming_calls": 10,
-                         "answered_calls": 8, "calls_made": 5} for w in windows]}
+                         "answered_calls": 8} for w in windows]}
 
 
 def http(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:

@@ -127,7 +127,7 @@ def test_reach_weighs_the_calls_behind_a_window() -> None:
     def window(answered: int, incoming: int) -> dict[str, Any]:
         return {"weekdays": [1, 2, 3, 4, 5], "start": "18:00", "end": "21:00",
                 "answered_share": answered / incoming, "incoming_calls": incoming,
-                "answered_calls": answered, "calls_made": 3}
+                "answered_calls": answered}
 
     thin = wq.fold(None, alert("1", "thin", zone="red", risk=0.9, value=100.0, contact={
         "answered_share": 1.0, "windows": [window(1, 1)]}))
