@@ -22,7 +22,7 @@ block does not wipe out what a quiet one has seen). A call the subscriber made i
 where no call was answered yet counts as one answered call: they were at the phone then
 (whether they pick up is for the incoming calls to say).
 
-The state is one integer, the subscriber state's ``"t"``: 12 buckets of 5 bits (an index
+The state is one integer, the subscriber state's ``"i"``: 12 buckets of 5 bits (an index
 into the 28 pairs of counts), below 2**60, so one 32-byte object in memory and at most 19
 digits serialized. Earlier versions stored ``"h"``: three-hour blocks (an integer, or before
 that a base64 string); they are read by :func:`stored` and replaced at the next call.
@@ -58,7 +58,7 @@ _INDEX = {pair: i for i, pair in enumerate(_PAIRS)}
 _BITS = 5
 _MASK = (1 << _BITS) - 1
 #: The subscriber state's key for the windows; the key earlier versions used.
-KEY, OLD_KEY = "t", "h"
+KEY, OLD_KEY = "i", "h"
 DAY_S = 86400
 #: ISO weekdays (Monday 1) of each day type.
 WEEKDAYS = [1, 2, 3, 4, 5]
@@ -243,7 +243,7 @@ class ContactWindows(base.Base):
 
 
 def stored(st: dict[str, Any]) -> int:
-    """The windows' integer in a subscriber state: ``"t"``, or what an earlier version
+    """The windows' integer in a subscriber state: ``"i"``, or what an earlier version
     stored as ``"h"`` (:func:`from_three_hour_blocks`, :func:`from_base64`), or 0."""
     value = st.get(KEY)
     if value is not None:

@@ -9,8 +9,8 @@ The contact windows (:class:`detectors.contact.ContactWindows`) came later withi
 as a key of their own: a state without them needs nothing but its next call, from which they
 start learning (an alert before that says there are too few calls to tell). They were first
 a base64 string, then an integer of three-hour blocks (both under ``"h"``), now an integer of
-two-hour blocks under ``"t"``: :func:`detectors.contact.stored` reads any of them, and the
-next call stores ``"t"`` in place of ``"h"``.
+two-hour blocks under ``"i"``: :func:`detectors.contact.stored` reads any of them, and the
+next call stores ``"i"`` in place of ``"h"``.
 Version 2's top-level ``"w"`` was the watermark; it moves into ``"m"`` here, so the one-letter
 keys of the two versions never meet.
 """

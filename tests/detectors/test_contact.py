@@ -152,7 +152,7 @@ def test_the_engine_carries_on_from_a_state_an_earlier_version_wrote() -> None:
                                  "subscriber_id": "s1", "direction": "in",
                                  "other_party": "13900000000", "duration_s": 30})
         st = engine.subscribers["s1"]
-        assert "h" not in st and isinstance(st["t"], int)
+        assert "h" not in st and isinstance(st["i"], int)
         after = ContactWindows()
         after.state = stored(st)
         # A Tuesday 19:10: weekdays 19:00-21:00, one more answered (halved first when full).
@@ -218,6 +218,6 @@ def test_alerts_carry_the_windows_the_calls_show() -> None:
 def test_state_with_contact_stays_within_the_budget() -> None:
     engine, _ = _engine_world(answer_evenings=True)
     st = engine.subscribers["s1"]
-    assert isinstance(st["t"], int) and len(orjson.dumps(st["t"])) <= 19
-    assert deep_sizeof(st["t"]) <= 32
+    assert isinstance(st["i"], int) and len(orjson.dumps(st["i"])) <= 19
+    assert deep_sizeof(st["i"]) <= 32
     assert len(orjson.dumps(st)) <= 512 and deep_sizeof(st) <= 3 * 1024

@@ -108,18 +108,18 @@ def test_version_2_state_is_upgraded_in_place_and_carries_on() -> None:
     for st in old.values():
         upgrade(st)
     # Exactly what this version writes, zero floats as integers included, but for the
-    # contact windows ("t") and the usage CUSUM's dispersion (the last of "m"), which
+    # contact windows ("i") and the usage CUSUM's dispersion (the last of "m"), which
     # version 2 did not learn: they start after the upgrade; and for the event ids
     # remembered: version 2 kept the last 12 of any day, this version those of each open
     # day (the ring's go to the open day, and leave with it).
     def without_contact(states: dict[str, Any]) -> dict[str, Any]:
-        return {sid: {k: (v[:-1] if k == "m" else v) for k, v in st.items() if k != "t"}
+        return {sid: {k: (v[:-1] if k == "m" else v) for k, v in st.items() if k != "i"}
                 for sid, st in states.items()}
 
     assert all(st["m"].cusum_phi == 0 for st in old.values())
     assert all(st["m"].cusum_phi > 0 for st in store.values())
 
-    assert all("t" in st for st in store.values()) and not any("t" in st for st in old.values())
+    assert all("i" in st for st in store.values()) and not any("i" in st for st in old.values())
     ring = {sid: st.pop("e") for sid, st in old.items()}
     assert orjson.dumps(without_contact(old), option=orjson.OPT_SORT_KEYS) == orjson.dumps(
         {sid: {k: v for k, v in st.items() if k != "e"}
@@ -138,7 +138,7 @@ def test_version_2_state_is_upgraded_in_place_and_carries_on() -> None:
     again = [a for kind, event in events[802:] for a in resumed.process(kind, event)]
     assert [{**a, "contact": None} for a in again] == [{**a, "contact": None} for a in after]
     assert without_contact(old) == without_contact(store)
-    assert all(st["t"] for st in old.values())
+    assert all(st["i"] for st in old.values())
 
 
 def test_version_1_state_is_upgraded_too() -> None:
