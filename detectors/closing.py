@@ -3,8 +3,10 @@ day (part of :class:`detectors.engine.Engine`)."""
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
+from detectors.absence import VERDICTS, GroupAbsences
 from detectors.forwarding import Forwarding
 from detectors.judgement import (
     ENGINE_KEY,
@@ -138,13 +140,20 @@ class DayClose(Judgement):
         n_in, n_fwd, _, n_new, n_out, n_located, n_away = row.counts
         spend, usage = self._models(st)
         fwd = self._fwd(st)
+        held = False
         if away:
             self.counters["away_days"] += 1
             fwd.close_day(n_in, n_fwd, 0)
         else:
+            held = self._stay_away(sid, st, day, row, spend, usage, fwd)
             cents = max(row.call_charge, row.bill_charge) // SPEND_MILLI
-            spend.update(cents)
-            usage.update(n_out)
+            if held:
+                # A stay away that may be an absence: its days stay out of the spend and
+                # usage windows, so nothing fires on them after the return.
+                self.counters["absence_days"] += 1
+            else:
+                spend.update(cents)
+                usage.update(n_out)
             if n_new and m.cell >= 0 and not n_located > 2 * n_away:
                 # Forwarding on a day with no call from home: a trip or a switch, cannot
                 # tell yet; neither evidence nor normal. Without any located call it waits,
@@ -161,7 +170,7 @@ class DayClose(Judgement):
                 if m.waiting_new:
                     self._confirm(st, fwd)
                 fwd.close_day(n_in, n_fwd, n_new)
-            if spend.ready and usage.ready:
+            if spend.ready and usage.ready and not held:
                 segment = st["p"].segment if "p" in st else "unknown"
                 self.population.add(
                     segment,
@@ -169,9 +178,13 @@ class DayClose(Judgement):
                     (cents, round(spend.mean * SPEND_SCALE), 100 * n_out,
                      round(usage.mean * 100)),
                 )
-        self._cusum(st, day, None if away else n_out, usage, away,
-                    n_located > n_away)
-        if not away:
+        if held:
+            m.cusum = min(m.cusum, st["t"].cusum)
+            m.pending, m.pending_count = 0, 0
+        else:
+            self._cusum(st, day, None if away else n_out, usage, away,
+                        n_located > n_away)
+        if not away and not held:
             incoming = self._incoming
             incoming.n, incoming.base, incoming.fast = m.incoming
             incoming.update(float(n_in))
@@ -188,6 +201,71 @@ class DayClose(Judgement):
         )
         self._closed_row = None
         return alerts
+
+    def _stay_away(
+        self, sid: str, st: State, day: int, row: DayCounts, spend: SpendDrop,
+        usage: SpendDrop, fwd: Forwarding,
+    ) -> bool:
+        """Step the stay-away model (:class:`detectors.absence.StayAway`) on a closed day
+        at home; True when the day is held (a stay away that may be an absence).
+
+        The usual calls are the baseline times the segment's ratio the day before (a
+        holiday lowers everyone's); the fortnight before is steady when its calls are at
+        ``drop_ratio_start`` of usual or more (allowing for the segment) and the usage
+        CUSUM is below its green level. When a stay away is confirmed its earlier days
+        leave the spend and usage windows, and the CUSUM goes back to its level before.
+        """
+        cfg = self.config
+        m = st["m"]
+        t = st.get("t")
+        if (m.age <= cfg.warmup_days or usage.n < cfg.recent_days
+                or usage.mean < cfg.min_daily_calls):
+            st.pop("t", None)
+            return False
+        segment = st["p"].segment if "p" in st else "unknown"
+        factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
+        rate = usage.mean * (factor if factor is not None else 1.0)
+        steady = False
+        if t is None and usage.ready:
+            pop = self.population.ratio(segment, day - cfg.recent_days, day - 1, metric=1)
+            recent, expected, _ = usage.window(cfg.recent_days)
+            expected *= min(1.0, pop) if pop is not None else 1.0
+            steady = recent >= cfg.drop_ratio_start * expected and m.cusum < cfg.cusum_green
+        stay = self._stay
+        stay.state = t
+        was_confirmed = t is not None and t.confirmed
+        old_verdict = t.verdict if t is not None else 0
+        # Forwarding that is this subscriber's habit (or not yet learned) says nothing.
+        forwarded = 0 if fwd.habitual or fwd.days < fwd.warmup_days else row.n_new
+        stay.expect(rate, m.in_base, row.n_in, forwarded, steady=steady,
+                    cut=row.downgrades > 0, day=day, cusum=m.cusum)
+        stay.update(row.n_out)
+        t = stay.state
+        if t is None:
+            if stay.ended:
+                self.counters["absences_ended"] += 1
+            st.pop("t", None)
+            return False
+        st["t"] = t
+        if forwarded and row.operator >= 0:
+            t.operator = row.operator
+        if t.confirmed and not was_confirmed:
+            self.counters["absences"] += 1
+            earlier = min(t.days - 1, len(usage.recent))
+            if earlier > 0:
+                del spend.recent[-earlier:]
+                del usage.recent[-earlier:]
+        profile = st.get("p")
+        if t.confirmed and t.forwarded and profile is not None and profile.group_id:
+            groups = GroupAbsences(self.population.store, keep_days=2 * cfg.trip_days)
+            member = zlib.crc32(sid.encode()) & 0xFFFF
+            groups.add(profile.group_id, day, t.operator, member)
+            if (not t.verdict and groups.others(profile.group_id, day, t.operator, member,
+                                                cfg.trip_days) >= cfg.absence_group_members):
+                stay.group_moves()
+        if t.verdict != old_verdict:
+            self.counters[f"absence_{VERDICTS[t.verdict]}"] += 1
+        return stay.holding
 
     def _cusum(
         self, st: State, day: int, count: int | None, usage: SpendDrop, away: bool,

@@ -61,6 +61,27 @@ class EngineConfig:
         Outgoing *and* incoming calls of the last week both below this share of usual:
         the subscriber is away or unreachable (a trip), not drifting to another SIM,
         whose contacts still call the old number.
+    absence_collapse
+        A day with outgoing calls at or below this share of usual, and incoming calls
+        too or forwarded to a new off-net number, after a steady fortnight, begins a
+        stay away (:class:`detectors.absence.StayAway`).
+    absence_back
+        Outgoing calls at this share of usual end a stay away (with nothing forwarded
+        off-net), or, with calls still forwarded off-net, show the subscriber is present.
+    absence_partial
+        Outgoing calls over a stay away at this share of usual show presence.
+    absence_min_expected
+        Usual outgoing calls over the collapsed days that make a stay away beyond chance.
+    trip_days
+        The longest a trip lasts: a stay away past it is not an absence.
+    absence_fwd_strength
+        The most a forwarding switch weighs while it may be an absence (below yellow at
+        0.45: a trip alone raises no alert).
+    absence_red_strength
+        Strength of a stay away that is not an absence (red at 0.7).
+    absence_group_members
+        Other members of the group in a stay away forwarding to the same operator that
+        make one member's stay away not an absence.
     drop_z
         Minimum significance (standard errors below the baseline) of the recent sum.
     silent_days
@@ -120,6 +141,14 @@ class EngineConfig:
     cusum_phi_max: float = 3.0
     presence_ratio: float = 0.6
     absent_ratio: float = 0.35
+    absence_collapse: float = 0.25
+    absence_back: float = 0.5
+    absence_partial: float = 0.35
+    absence_min_expected: float = 4.0
+    trip_days: int = 14
+    absence_fwd_strength: float = 0.4
+    absence_red_strength: float = 0.75
+    absence_group_members: int = 1
     drop_z: float = 3.0
     silent_days: int = 21
     fwd_min_calls: int = 4

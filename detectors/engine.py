@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
+from detectors.absence import StayAway
 from detectors.bill import BillLevel
 from detectors.config import EngineConfig
 from detectors.days import Clock, parse_ts
@@ -147,6 +148,8 @@ class Engine(Events):
         self._usage_cusum = PoissonCusum(cfg.cusum_rho, cfg.cusum_red, 3.0 * cfg.cusum_red)
         self._incoming = IncomingRate(span=cfg.baseline_days)
         self._bill_level = BillLevel()
+        self._stay = StayAway(cfg.absence_collapse, cfg.absence_back, cfg.absence_partial,
+                              cfg.absence_min_expected, cfg.trip_days)
         self._fwd_params: dict[str, float] = {
             "min_calls": cfg.fwd_min_calls,
             "min_share": cfg.fwd_min_share,

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
+from detectors.absence import away_figures, held_note, stay_signal
 from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.days import Clock
@@ -131,7 +132,11 @@ class Judgement:
         segment = st["p"].segment if "p" in st else "unknown"
         warm = m.age >= cfg.warmup_days
         silent = absent = False
-        if warm and not away:
+        stay = st.get("t")
+        # A stay away that may be an absence (:mod:`detectors.absence`): no usage or spend
+        # judgement, forwarding held below an alert.
+        held = stay is not None and bool(stay.confirmed) and not stay.verdict
+        if warm and not away and not held:
             first = day - cfg.recent_days + 1
             rebased = m.downgrade >= 0 and day - m.downgrade < cfg.recent_days
             cusum = m.cusum
@@ -172,8 +177,18 @@ class Judgement:
             strength = (fwd.evidence(n_in, n_new) if today is not None
                         else fwd.carried_strength())
             if strength > 0:
-                signals.append(self._modest(self._forward_signal(st, fwd, strength, today),
-                                            spend))
+                sig = self._modest(self._forward_signal(st, fwd, strength, today), spend)
+                if held:
+                    sig.strength = min(sig.strength, cfg.absence_fwd_strength)
+                    sig.summary += held_note(stay, self.clock.date(stay.start))
+                    sig.figures["absence"] = away_figures(stay)
+                signals.append(sig)
+        if stay is not None and stay.verdict:
+            op = stay.operator
+            signals.append(stay_signal(
+                stay, self.clock.date(stay.start), cfg.absence_red_strength, cfg.trip_days,
+                st["p"].group_id if "p" in st else None,
+                self._operators[op] if 0 <= op < len(self._operators) else None))
         if m.bill_n and m.bill_ratio < cfg.bill_ratio and day - m.bill_day <= 31:
             signals.append(Signal(
                 "bill_drop", 0.3,
@@ -182,7 +197,7 @@ class Judgement:
                 {"ratio": m.bill_ratio, "usual_bill": m.bill_mean},
             ))
         assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
-        assessment.hold = away or absent
+        assessment.hold = away or absent or held
         return assessment
 
     def _drop(

@@ -15,13 +15,14 @@ key    meaning
 ``s``  spend (tenths of a yuan) and usage (outgoing calls a day) models in one list
        (:meth:`detectors.spend.SpendDrop.pack`)
 ``k``  familiar numbers: ``[fingerprint, count, ...]`` (Misra-Gries, 16-bit fingerprints)
+``t``  a running stay away (:class:`detectors.absence.AwayState`), absent when none runs
 ``a``  alert policy (:class:`detectors.policy.AlertPolicy` state), once it has alerted
 ``e``  dedupe ring: base64 of the last 32-bit event-id fingerprints
 ``g``  the last member signal emitted (group members, with ``signals=True`` only)
 ``x``  set once the subscriber ported out or was deactivated (:class:`Closed`)
 =====  =====================================================================================
 
-At most 10 keys: a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys 464. Zero
+At most 10 keys at once (``x`` replaces most; ``t`` and ``a`` are rare): a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys 464. Zero
 floats are stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
 Version 3 (this one) is upgraded from 1 and 2 in place by :func:`detectors.upgrade.upgrade`.
 """
@@ -34,6 +35,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from detectors.absence import AwayState
 from detectors.presence import HomeState
 from detectors.record import Record, group
 
@@ -202,6 +204,8 @@ def decode(st: dict[str, Any]) -> None:
         st["p"] = Profile.of(st["p"])
     if "x" in st:
         st["x"] = Closed.of(st["x"])
+    if "t" in st:
+        st["t"] = AwayState.of(st["t"])
 
 
 def fingerprint(text: str) -> bytes:

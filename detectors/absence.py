@@ -1,0 +1,313 @@
+"""Absence by shape: a stay away recognised from the calls themselves, not from cell ids.
+
+A trip is not churn, and a feed may carry no location (``cell_id`` null or constant), so an
+absence must show in the counts: outgoing calls collapse from one day to the next after a
+steady fortnight, incoming calls collapse with them or are forwarded (often to one
+number), and, a week or two later, both come back. Churn looks different in one of four
+ways, and each sends a stay away to red: it lasts longer than a trip; activity stays
+partly present (the subscriber is still here, only their calls go elsewhere); a decline
+came before it (then it is not a stay away at all); the plan is cut during it; or other
+members of the subscriber's group do the same at the same time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from river import base
+
+from detectors.record import Record
+from detectors.risk import Signal
+
+__all__ = ["AwayState", "StayAway", "GroupAbsences", "VERDICTS", "away_figures", "held_note",
+           "stay_signal"]
+
+#: Why a stay away is not an absence (``AwayState.verdict``); 0: it may still be one.
+VERDICTS: tuple[str, ...] = ("", "persisted", "present", "plan_cut", "group")
+PERSISTED, PRESENT, PLAN_CUT, GROUP = 1, 2, 3, 4
+
+
+class AwayState(Record):
+    """``"t"``: a running stay away (the key is absent when none runs).
+
+    ``start``: its first day (operator day number); ``days`` closed days it has lasted;
+    ``out``: outgoing calls over them, ``expected``: the outgoing calls usual over them
+    (tenths); ``n_in``: incoming calls, ``forwarded``: of them forwarded to new off-net
+    numbers; ``confirmed``: the collapse is beyond chance (its days are out of the usage
+    and spend windows); ``cusum``: the usage CUSUM's level before it; ``verdict``: why it
+    is not an absence (:data:`VERDICTS`, 0: it may be one); ``operator``: index of the
+    operator calls were forwarded to (-1: none).
+    """
+
+    __slots__ = ()
+    start: int = 0
+    days: int = 0
+    out: int = 0
+    expected: int = 0
+    n_in: int = 0
+    forwarded: int = 0
+    confirmed: int = 0
+    cusum: float = 0
+    verdict: int = 0
+    operator: int = -1
+
+
+class StayAway(base.DriftDetector):
+    """Recognise a stay away by its shape, day by day, and say when it is not one.
+
+    Before each :meth:`update` (one closed day's outgoing calls), :meth:`expect` gives the
+    day's context: the outgoing and incoming calls usual that day, the incoming calls seen,
+    those forwarded to new off-net numbers, whether the fortnight before was steady (no
+    decline, no usage alarm) and whether the plan was cut that day.
+
+    - **Onset**: a day with outgoing calls at or below ``collapse`` of usual, and incoming
+      calls either at or below ``collapse`` of usual too or forwarded to a new off-net
+      number, after a steady fortnight. After a decline there is no onset: that is churn
+      going its way, judged by the other models.
+    - **Confirmed** (:attr:`drift_detected`) once the collapse is beyond chance: at least
+      ``min_expected`` outgoing calls were usual over its days with at most ``collapse`` of
+      them made, or calls are being forwarded off-net. A day that does not collapse before
+      that ends it (a quiet day, not a stay).
+    - **Ends** on the first day outgoing calls are back to ``back`` of usual with nothing
+      forwarded off-net (:attr:`ended`).
+    - **Not an absence** (:attr:`verdict`) when it lasts more than ``trip_days``; when
+      outgoing calls come back to ``back`` of usual while calls are still forwarded
+      off-net, or stay at ``partial`` of usual over three days or more (the subscriber is
+      here); when the plan is cut during it; or (:meth:`group_moves`) when other members of
+      the group do the same.
+
+    State is an :class:`AwayState` in :attr:`state` (None when no stay away runs).
+
+    Parameters
+    ----------
+    collapse
+        Share of the usual calls at or below which a day has collapsed.
+    back
+        Share of the usual outgoing calls at which activity is back.
+    partial
+        Share of the usual outgoing calls over the stay that shows presence.
+    min_expected
+        Usual outgoing calls over the collapsed days that make the collapse beyond chance.
+    trip_days
+        The longest a trip lasts.
+
+    Examples
+    --------
+    Four calls a day out and in; then a ten-day trip with incoming calls forwarded to a
+    family member's number on another operator, then back:
+
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> stay = StayAway()
+    >>> for day in range(40):
+    ...     trip = 20 <= day < 30
+    ...     out = sum(rng.random() < (0.02 if trip else 0.5) for _ in range(8))
+    ...     n_in = sum(rng.random() < 0.5 for _ in range(8))
+    ...     stay.expect(4.0, 4.0, n_in, n_in if trip else 0, steady=stay.state is None)
+    ...     stay.update(out)
+    ...     if stay.drift_detected or stay.ended:
+    ...         print(day, "away" if stay.drift_detected else "back", stay.verdict or "-")
+    20 away -
+    21 away -
+    22 away -
+    23 away -
+    24 away -
+    25 away -
+    26 away -
+    27 away -
+    28 away -
+    29 away -
+    30 back -
+
+    The same collapse that lasts past a trip's length is not an absence:
+
+    >>> stay = StayAway(trip_days=3)
+    >>> for day in range(5):
+    ...     stay.expect(4.0, 4.0, 3, 3, steady=True)
+    ...     stay.update(0)
+    >>> stay.verdict, stay.state.days
+    ('persisted', 5)
+
+    """
+
+    def __init__(self, collapse: float = 0.25, back: float = 0.5, partial: float = 0.35,
+                 min_expected: float = 4.0, trip_days: int = 14):
+        super().__init__()
+        self.collapse = collapse
+        self.back = back
+        self.partial = partial
+        self.min_expected = min_expected
+        self.trip_days = trip_days
+        self.state: Any = None
+        #: the stay away ended with the last update (activity came back)
+        self.ended = False
+        self._rate = 1.0
+        self._in_rate = 1.0
+        self._n_in = 0
+        self._forwarded = 0
+        self._steady = True
+        self._cut = False
+        self._day = 0
+        self._cusum: float = 0
+
+    def expect(self, rate: float, in_rate: float, n_in: int, forwarded: int,
+               steady: bool = True, cut: bool = False, day: int = 0,
+               cusum: float = 0) -> None:
+        """The context of the next :meth:`update`: usual outgoing (``rate``) and incoming
+        (``in_rate``) calls that day, incoming calls seen (``n_in``) and forwarded to new
+        off-net numbers (``forwarded``), a steady fortnight before, a plan cut that day,
+        the day's number and the usage CUSUM's level (kept at onset)."""
+        self._rate, self._in_rate = rate, in_rate
+        self._n_in, self._forwarded = n_in, forwarded
+        self._steady, self._cut, self._day, self._cusum = steady, cut, day, cusum
+
+    @property
+    def verdict(self) -> str:
+        """Why the running stay away is not an absence (``""``: it may be one)."""
+        return VERDICTS[self.state.verdict] if self.state is not None else ""
+
+    @property
+    def holding(self) -> bool:
+        """A confirmed stay away that may be an absence: judgement waits."""
+        s = self.state
+        return s is not None and bool(s.confirmed) and not s.verdict
+
+    def update(self, x: int | float) -> None:
+        """One closed day's outgoing calls."""
+        s = self.state
+        out = int(x)
+        rate = self._rate
+        self.ended = self._drift_detected = False
+        collapsed = out <= self.collapse * rate and (
+            self._forwarded > 0 or self._n_in <= self.collapse * self._in_rate)
+        if s is None:
+            if not (collapsed and self._steady and rate > 0):
+                return
+            s = self.state = AwayState.new()
+            s.start, s.cusum = self._day, self._cusum
+        elif not s.confirmed and not collapsed:
+            self.state = None  # a quiet day, not a stay
+            return
+        elif out >= self.back * rate and not self._forwarded:
+            self.state = None
+            self.ended = bool(s.confirmed)
+            return
+        s.days += 1
+        s.out += out
+        s.expected += round(10 * rate)
+        s.n_in += self._n_in
+        s.forwarded += self._forwarded
+        if not s.confirmed and (s.forwarded or (
+                10 * s.out <= self.collapse * s.expected
+                and s.expected >= 10 * self.min_expected)):
+            s.confirmed = 1
+        if not s.confirmed or s.verdict:
+            self._drift_detected = bool(s.confirmed)
+            return
+        if s.days > self.trip_days:
+            s.verdict = PERSISTED
+        elif self._cut:
+            s.verdict = PLAN_CUT
+        elif (out >= self.back * rate and self._forwarded) or (
+                s.days >= 3 and 10 * s.out >= self.partial * s.expected):
+            s.verdict = PRESENT
+        self._drift_detected = True
+
+    def group_moves(self) -> None:
+        """Other members of the group do the same: not an absence."""
+        if self.state is not None and self.state.confirmed and not self.state.verdict:
+            self.state.verdict = GROUP
+
+
+class GroupAbsences:
+    """Stays away with calls forwarded off-net, per group, by day and operator.
+
+    Kept in the engine's population store (one entry per group with such a stay in the
+    last ``keep_days``), so a member's stay away can be compared with the other members'
+    that the same engine judges: ``{"v": 1, "d": [[day, operator, member], ...]}``
+    (``member``: a 16-bit fingerprint, so a member does not count itself).
+
+    Examples
+    --------
+    >>> ga = GroupAbsences({})
+    >>> ga.add("G1", day=100, operator=2, member=7)
+    >>> ga.others("G1", 101, operator=2, member=9, window=14), ga.others("G1", 101, 2, 7, 14)
+    (1, 0)
+    >>> ga.others("G1", 100, operator=2, member=9, window=14)  # the same day: not yet
+    0
+    """
+
+    PREFIX = "~g/"
+
+    def __init__(self, store: Any, keep_days: int = 30):
+        self.store = store
+        self.keep_days = keep_days
+
+    def add(self, group: str, day: int, operator: int, member: int) -> None:
+        """Record a member's stay away forwarding off-net to ``operator``, seen on ``day``
+        (once per member and operator while it is kept)."""
+        key = self.PREFIX + group
+        state = self.store.get(key)
+        rows = [r for r in (state["d"] if state else []) if r[0] > day - self.keep_days]
+        if any(r[1] == operator and r[2] == member for r in rows):
+            return
+        rows.append([day, operator, member])
+        rows.sort()
+        self.store[key] = {"v": 1, "d": rows}
+
+    def others(self, group: str, day: int, operator: int, member: int, window: int) -> int:
+        """Other members whose stay away forwarding to ``operator`` began within ``window``
+        days before ``day`` (days already closed for every member: before ``day``)."""
+        state = self.store.get(self.PREFIX + group)
+        if not state:
+            return 0
+        return len({r[2] for r in state["d"]
+                    if day - window <= r[0] < day and r[1] == operator and r[2] != member})
+
+
+def away_figures(t: AwayState) -> dict[str, Any]:
+    """The figures of a stay away, for reasons."""
+    return {"days": t.days, "outgoing": t.out, "usual_outgoing": round(t.expected / 10, 1),
+            "incoming": t.n_in, "forwarded": t.forwarded}
+
+
+def held_note(t: AwayState, since: str) -> str:
+    """What a forwarding reason adds while the stay away may be an absence."""
+    usual = t.expected / 10
+    return (f"; outgoing calls collapsed with it ({t.out} against a usual {usual:.0f} over "
+            f"{t.days} day{'s' if t.days != 1 else ''} since {since}) after a steady "
+            f"fortnight: this may be an absence, held below an alert until it lasts past a "
+            f"trip, activity stays partly present, the plan is cut or the group moves too")
+
+
+def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
+                group: str | None, operator: str | None) -> Signal:
+    """The ``stay_away`` signal of a stay away that is not an absence (its verdict).
+
+    >>> t = AwayState.new()
+    >>> t.days, t.out, t.expected, t.n_in, t.forwarded, t.verdict = 16, 3, 480, 50, 40, 1
+    >>> print(stay_signal(t, "2026-03-02", 0.75, 14, None, "China Unicom").summary)
+    outgoing calls collapsed on 2026-03-02 after a steady fortnight (3 against a usual 48 over 16 days), and incoming calls were forwarded to a China Unicom number (40 of 50): longer than a trip (14 days)
+    """
+    verdict = VERDICTS[t.verdict]
+    summary = (f"outgoing calls collapsed on {since} after a steady fortnight ({t.out} "
+               f"against a usual {t.expected / 10:.0f} over {t.days} days)")
+    if t.forwarded:
+        where = f"a {operator} number" if operator else "an off-net number"
+        summary += (f", and incoming calls were forwarded to {where} ({t.forwarded} of "
+                    f"{t.n_in})")
+    else:
+        summary += f", and incoming calls fell with them ({t.n_in} in those days)"
+    if verdict == "persisted":
+        summary += f": longer than a trip ({trip_days} days)"
+    elif verdict == "present":
+        summary += (": the subscriber still makes calls while incoming ones are forwarded "
+                    "away, present rather than away")
+    elif verdict == "plan_cut":
+        summary += ": the plan was cut during it, which a trip does not do"
+    elif verdict == "group":
+        summary += (f": other members of group {group} do the same, forwarding to the same "
+                    f"operator")
+    figures = away_figures(t)
+    figures.update({"verdict": verdict, "operator": operator})
+    return Signal("stay_away", strength, summary, figures)
