@@ -32,8 +32,8 @@ class AwayState(Record):
 
     ``start``: its first day (operator day number); ``days`` closed days it has lasted;
     ``out``: outgoing calls over them, ``expected``: the outgoing calls usual over them
-    (tenths); ``n_in``: incoming calls, ``forwarded``: of them forwarded to new off-net
-    numbers; ``confirmed``: the collapse is beyond chance (its days are out of the usage
+    (tenths); ``n_in``: incoming calls, ``in_expected``: those usual (tenths),
+    ``forwarded``: incoming calls forwarded to new off-net numbers; ``confirmed``: the collapse is beyond chance (its days are out of the usage
     and spend windows); ``cusum``: the usage CUSUM's level before it; ``verdict``: why it
     is not an absence (:data:`VERDICTS`, 0: it may be one); ``operator``: index of the
     operator calls were forwarded to (-1: none).
@@ -45,6 +45,7 @@ class AwayState(Record):
     out: int = 0
     expected: int = 0
     n_in: int = 0
+    in_expected: int = 0
     forwarded: int = 0
     confirmed: int = 0
     cusum: float = 0
@@ -60,21 +61,21 @@ class StayAway(base.DriftDetector):
     those forwarded to new off-net numbers, whether the fortnight before was steady (no
     decline, no usage alarm) and whether the plan was cut that day.
 
-    - **Onset**: a day with outgoing calls at or below ``collapse`` of usual, and incoming
-      calls either at or below ``collapse`` of usual too or forwarded to a new off-net
-      number, after a steady fortnight. After a decline there is no onset: that is churn
-      going its way, judged by the other models.
-    - **Confirmed** (:attr:`drift_detected`) once the collapse is beyond chance: at least
-      ``min_expected`` outgoing calls were usual over its days with at most ``collapse`` of
-      them made, or calls are being forwarded off-net. A day that does not collapse before
-      that ends it (a quiet day, not a stay).
-    - **Ends** on the first day outgoing calls are back to ``back`` of usual with nothing
-      forwarded off-net (:attr:`ended`).
+    - **Onset**: a day with outgoing calls at or below ``collapse`` of usual after a steady
+      fortnight (the collapsed days just before it belong to it). After a decline there
+      is no onset: that is churn going its way, judged by the other models.
+    - **Confirmed** (:attr:`drift_detected`) once outgoing calls over its days are at most
+      ``collapse`` of usual and either incoming calls are forwarded off-net, or at least
+      ``min_expected`` outgoing calls were usual and incoming calls collapsed too (at most
+      ``collapse`` of usual). A day that does not collapse before that ends it (a quiet
+      day, not a stay), and so does activity at ``partial`` of usual without forwarding.
+    - **Ends** on the first day outgoing calls are back to ``back`` of usual (two calls at
+      least) with nothing forwarded off-net (:attr:`ended`).
     - **Not an absence** (:attr:`verdict`) when it lasts more than ``trip_days``; when
-      outgoing calls come back to ``back`` of usual while calls are still forwarded
-      off-net, or stay at ``partial`` of usual over three days or more (the subscriber is
-      here); when the plan is cut during it; or (:meth:`group_moves`) when other members of
-      the group do the same.
+      outgoing calls stay at ``partial`` of usual or more over two days or more while calls
+      are forwarded off-net (the subscriber is here, their calls go elsewhere); when the
+      plan is cut during it; or (:meth:`group_moves`) when other members of the group do
+      the same.
 
     State is an :class:`AwayState` in :attr:`state` (None when no stay away runs).
 
@@ -123,7 +124,7 @@ class StayAway(base.DriftDetector):
 
     >>> stay = StayAway(trip_days=3)
     >>> for day in range(5):
-    ...     stay.expect(4.0, 4.0, 3, 3, steady=True)
+    ...     stay.expect(4.0, 4.0, 0, 0, steady=True)
     ...     stay.update(0)
     >>> stay.verdict, stay.state.days
     ('persisted', 5)
@@ -149,17 +150,21 @@ class StayAway(base.DriftDetector):
         self._cut = False
         self._day = 0
         self._cusum: float = 0
+        self._run: tuple[int, int] = (0, 0)
 
     def expect(self, rate: float, in_rate: float, n_in: int, forwarded: int,
                steady: bool = True, cut: bool = False, day: int = 0,
-               cusum: float = 0) -> None:
+               cusum: float = 0, run: tuple[int, int] = (0, 0)) -> None:
         """The context of the next :meth:`update`: usual outgoing (``rate``) and incoming
         (``in_rate``) calls that day, incoming calls seen (``n_in``) and forwarded to new
         off-net numbers (``forwarded``), a steady fortnight before, a plan cut that day,
-        the day's number and the usage CUSUM's level (kept at onset)."""
+        the day's number, the usage CUSUM's level (kept at onset), and the collapsed days
+        just before (``run``: how many, and their outgoing calls), which an onset takes in.
+        """
         self._rate, self._in_rate = rate, in_rate
         self._n_in, self._forwarded = n_in, forwarded
         self._steady, self._cut, self._day, self._cusum = steady, cut, day, cusum
+        self._run = run
 
     @property
     def verdict(self) -> str:
@@ -178,17 +183,21 @@ class StayAway(base.DriftDetector):
         out = int(x)
         rate = self._rate
         self.ended = self._drift_detected = False
-        collapsed = out <= self.collapse * rate and (
-            self._forwarded > 0 or self._n_in <= self.collapse * self._in_rate)
+        collapsed = out <= self.collapse * rate
         if s is None:
             if not (collapsed and self._steady and rate > 0):
                 return
             s = self.state = AwayState.new()
-            s.start, s.cusum = self._day, self._cusum
-        elif not s.confirmed and not collapsed:
+            days, calls = self._run
+            s.start, s.cusum = self._day - days, self._cusum
+            s.days, s.out, s.expected = days, calls, round(10 * rate * days)
+            s.in_expected = round(10 * self._in_rate * days)
+            s.n_in = round(self._in_rate * days)  # not kept per day: taken as usual
+        elif not s.confirmed and not (
+                collapsed or 10 * (s.out + out) <= self.collapse * (s.expected + 10 * rate)):
             self.state = None  # a quiet day, not a stay
             return
-        elif out >= self.back * rate and not self._forwarded:
+        elif out >= max(self.back * rate, 2) and not self._forwarded:
             self.state = None
             self.ended = bool(s.confirmed)
             return
@@ -196,20 +205,25 @@ class StayAway(base.DriftDetector):
         s.out += out
         s.expected += round(10 * rate)
         s.n_in += self._n_in
+        s.in_expected += round(10 * self._in_rate)
         s.forwarded += self._forwarded
-        if not s.confirmed and (s.forwarded or (
-                10 * s.out <= self.collapse * s.expected
-                and s.expected >= 10 * self.min_expected)):
+        low_out = 10 * s.out <= self.collapse * s.expected
+        if not s.confirmed and low_out and (s.forwarded or (
+                s.expected >= 10 * self.min_expected
+                and 10 * s.n_in <= self.collapse * s.in_expected)):
             s.confirmed = 1
         if not s.confirmed or s.verdict:
             self._drift_detected = bool(s.confirmed)
+            return
+        present = s.days >= 2 and 10 * s.out >= self.partial * s.expected
+        if present and not s.forwarded:
+            self.state = None  # quiet, not away: the usage models judge it
             return
         if s.days > self.trip_days:
             s.verdict = PERSISTED
         elif self._cut:
             s.verdict = PLAN_CUT
-        elif (out >= self.back * rate and self._forwarded) or (
-                s.days >= 3 and 10 * s.out >= self.partial * s.expected):
+        elif present:
             s.verdict = PRESENT
         self._drift_detected = True
 

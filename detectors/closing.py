@@ -3,6 +3,7 @@ day (part of :class:`detectors.engine.Engine`)."""
 
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Any
 
@@ -225,12 +226,9 @@ class DayClose(Judgement):
         segment = st["p"].segment if "p" in st else "unknown"
         factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
         rate = usage.mean * (factor if factor is not None else 1.0)
-        steady = False
+        steady, run = False, (0, 0)
         if t is None and usage.ready:
-            pop = self.population.ratio(segment, day - cfg.recent_days, day - 1, metric=1)
-            recent, expected, _ = usage.window(cfg.recent_days)
-            expected *= min(1.0, pop) if pop is not None else 1.0
-            steady = recent >= cfg.drop_ratio_start * expected and m.cusum < cfg.cusum_green
+            steady, run = self._steady(usage, m.cusum, segment, day)
         stay = self._stay
         stay.state = t
         was_confirmed = t is not None and t.confirmed
@@ -238,7 +236,7 @@ class DayClose(Judgement):
         # Forwarding that is this subscriber's habit (or not yet learned) says nothing.
         forwarded = 0 if fwd.habitual or fwd.days < fwd.warmup_days else row.n_new
         stay.expect(rate, m.in_base, row.n_in, forwarded, steady=steady,
-                    cut=row.downgrades > 0, day=day, cusum=m.cusum)
+                    cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run)
         stay.update(row.n_out)
         t = stay.state
         if t is None:
@@ -267,6 +265,33 @@ class DayClose(Judgement):
             self.counters[f"absence_{VERDICTS[t.verdict]}"] += 1
         return stay.holding
 
+    def _steady(
+        self, usage: SpendDrop, cusum: float, segment: str, day: int
+    ) -> tuple[bool, tuple[int, int]]:
+        """Was the fortnight before a collapse steady, and which days just before ``day``
+        collapsed already (how many, and their outgoing calls)?
+
+        The collapsed days (at most a week) are left out of the comparison; the rest of
+        the recent window is compared with the baseline, allowing for the segment's ratio
+        over it: steady unless it is below ``drop_ratio_start`` of usual by more than
+        ``drop_z`` standard errors (Poisson, scaled by the counts' dispersion), and the
+        usage CUSUM is below its green level.
+        """
+        cfg = self.config
+        limit = cfg.absence_collapse * usage.mean
+        recent = usage.recent
+        k = 0
+        while k < min(7, len(recent) - 7) and recent[-1 - k] <= limit:
+            k += 1
+        before = recent[:len(recent) - k]
+        pop = self.population.ratio(segment, day - cfg.recent_days, day - 1 - k, metric=1)
+        expected = usage.mean * len(before) * (min(1.0, pop) if pop is not None else 1.0)
+        seen = sum(before)
+        phi = max(1.0, usage.var / usage.mean) if usage.mean > 0 else 1.0
+        declined = (seen < cfg.drop_ratio_start * expected
+                    and expected - seen >= cfg.drop_z * math.sqrt(phi * expected))
+        return (not declined and cusum < cfg.cusum_green), (k, sum(recent[len(recent) - k:]))
+
     def _cusum(
         self, st: State, day: int, count: int | None, usage: SpendDrop, away: bool,
         seen_home: bool,
@@ -287,11 +312,6 @@ class DayClose(Judgement):
             segment = st["p"].segment if "p" in st else "unknown"
             factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
             lam = usage.mean * (factor if factor is not None else 1.0)
-            if m.in_base >= 0.5:
-                # Presence: incoming calls fall with outgoing ones when the subscriber is
-                # away or simply quiet (a trip with no call from elsewhere, a bad week),
-                # but only at half the pace when outgoing calls move to another SIM.
-                lam *= min(1.0, m.in_fast / m.in_base / cfg.presence_ratio)
             # Dispersion of the daily counts, and the baseline's own uncertainty while it
             # rests on few days (a young baseline is a noisy yardstick).
             phi = min(cfg.cusum_phi_max, max(1.0, usage.var / usage.mean)) * (

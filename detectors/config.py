@@ -53,14 +53,13 @@ class EngineConfig:
     cusum_phi_max
         Cap on the dispersion (variance / mean of daily calls) that scales the CUSUM.
     presence_ratio
-        Incoming calls below this share of usual scale down the calls expected out (a quiet
-        or absent subscriber, not a drift to another SIM, which keeps incoming calls).
+        Incoming calls (last week) below this share of usual, falling with outgoing ones,
+        are evidence of a move (a drift to another SIM keeps incoming calls): they add
+        ``incoming_strength`` to a usage drop.
+    incoming_strength
+        What incoming calls falling too add to a usage drop's strength (up to red).
     usage_red_strength, usage_green_strength
         Strength of a usage drop past ``cusum_red``, and past ``cusum_green``.
-    absent_ratio
-        Outgoing *and* incoming calls of the last week both below this share of usual:
-        the subscriber is away or unreachable (a trip), not drifting to another SIM,
-        whose contacts still call the old number.
     absence_collapse
         A day with outgoing calls at or below this share of usual, and incoming calls
         too or forwarded to a new off-net number, after a steady fortnight, begins a
@@ -140,7 +139,7 @@ class EngineConfig:
     usage_green_strength: float = 0.35
     cusum_phi_max: float = 3.0
     presence_ratio: float = 0.6
-    absent_ratio: float = 0.35
+    incoming_strength: float = 0.15
     absence_collapse: float = 0.25
     absence_back: float = 0.5
     absence_partial: float = 0.35

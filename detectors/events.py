@@ -157,7 +157,8 @@ class Events(DayClose):
     def _may_be_away(self, st: State, row: DayCounts) -> bool:
         """Whether today's forwarding may begin a stay away (:mod:`detectors.absence`): one
         runs, or outgoing calls so far are at most ``absence_collapse`` of a whole usual
-        day after a steady fortnight. Then the day's close judges it, not the call."""
+        day and the usage CUSUM shows no decline. Then the day's close judges it (less
+        than a day later), not the call."""
         if "t" in st:
             return True
         cfg = self.config
@@ -167,7 +168,7 @@ class Events(DayClose):
         usage = self._models(st)[1]
         return (usage.ready and usage.mean >= cfg.min_daily_calls
                 and row.n_out <= cfg.absence_collapse * usage.mean
-                and usage.ratio >= cfg.drop_ratio_start and m.cusum < cfg.cusum_green)
+                and m.cusum < cfg.cusum_green)
 
     def _billing(
         self, sid: str, st: State, event: dict[str, Any], row: DayCounts, day: int

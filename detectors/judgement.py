@@ -131,7 +131,7 @@ class Judgement:
         signals: list[Signal] = []
         segment = st["p"].segment if "p" in st else "unknown"
         warm = m.age >= cfg.warmup_days
-        silent = absent = False
+        silent = False
         stay = st.get("t")
         # A stay away that may be an absence (:mod:`detectors.absence`): no usage or spend
         # judgement, forwarding held below an alert.
@@ -140,16 +140,11 @@ class Judgement:
             first = day - cfg.recent_days + 1
             rebased = m.downgrade >= 0 and day - m.downgrade < cfg.recent_days
             cusum = m.cusum
-            absent = (
-                m.in_base >= 0.5 and m.in_fast < cfg.absent_ratio * m.in_base
-                and usage.ratio_week < cfg.absent_ratio
-            )
-            if absent:
-                self.counters["absent_judgements"] += 1
-            elif (usage.ready and usage.mean >= cfg.min_daily_calls
-                  and cusum >= cfg.cusum_green):
+            if (usage.ready and usage.mean >= cfg.min_daily_calls
+                    and cusum >= cfg.cusum_green):
                 pop = self.population.ratio(segment, first, day - 1, metric=1)
-                sig = self._usage_signal(usage, cusum, pop, segment)
+                incoming = m.in_fast / m.in_base if m.in_base >= 0.5 else None
+                sig = self._usage_signal(usage, cusum, pop, segment, incoming)
                 if sig is not None:
                     signals.append(sig)
             if spend.ready and spend.mean >= cfg.min_daily_spend and not rebased:
@@ -197,7 +192,7 @@ class Judgement:
                 {"ratio": m.bill_ratio, "usual_bill": m.bill_mean},
             ))
         assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
-        assessment.hold = away or absent or held
+        assessment.hold = away or held
         return assessment
 
     def _drop(
@@ -268,7 +263,8 @@ class Judgement:
         return summary, figures
 
     def _usage_signal(
-        self, usage: SpendDrop, cusum: float, pop: float | None, segment: str
+        self, usage: SpendDrop, cusum: float, pop: float | None, segment: str,
+        incoming: float | None = None,
     ) -> Signal | None:
         cfg = self.config
         strength = (cfg.usage_red_strength if cusum >= cfg.cusum_red
@@ -291,6 +287,16 @@ class Judgement:
         if shown > cfg.drop_ratio_start:
             strength = min(strength, 0.5)
         figures.update({"days": cfg.recent_days, "cusum": cusum})
+        if incoming is not None and incoming < cfg.presence_ratio:
+            # Both directions fall together, gradually (an abrupt stop of both is a stay
+            # away, held apart): the contacts no longer reach this number, as when the
+            # customer moves. A switch to a second SIM keeps the incoming calls coming.
+            summary += (f"; incoming calls fell too, to {incoming:.0%} of usual over the "
+                        f"last week: the customer's contacts no longer reach this number, as "
+                        f"when a customer moves away")
+            figures["incoming_ratio"] = round(incoming, 3)
+            strength = min(max(strength, cfg.usage_red_strength),
+                           strength + cfg.incoming_strength)
         return Signal("usage_drop", strength, summary, figures)
 
     def _forward_signal(
