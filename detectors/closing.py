@@ -233,8 +233,9 @@ class DayClose(Judgement):
         stay.state = t
         was_confirmed = t is not None and t.confirmed
         old_verdict = t.verdict if t is not None else 0
-        # Forwarding that is this subscriber's habit (or not yet learned) says nothing.
-        forwarded = 0 if fwd.habitual or fwd.days < fwd.warmup_days else row.n_new
+        # Forwarded calls count only as evidence (Forwarding.evidence): a habit, a model
+        # still learning, or a call or two among many says nothing about an absence.
+        forwarded = row.n_new if row.n_new and fwd.evidence(row.n_in, row.n_new) > 0 else 0
         stay.expect(rate, m.in_base, row.n_in, forwarded, steady=steady,
                     cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run)
         stay.update(row.n_out)
@@ -312,6 +313,11 @@ class DayClose(Judgement):
             segment = st["p"].segment if "p" in st else "unknown"
             factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
             lam = usage.mean * (factor if factor is not None else 1.0)
+            if m.in_base >= 0.5 and cfg.presence_scale:
+                # Presence: incoming calls fall with outgoing ones when the subscriber is
+                # away or simply quiet (a trip with no call from elsewhere, a bad week),
+                # but only at half the pace when outgoing calls move to another SIM.
+                lam *= min(1.0, m.in_fast / m.in_base / cfg.presence_ratio)
             # Dispersion of the daily counts, and the baseline's own uncertainty while it
             # rests on few days (a young baseline is a noisy yardstick).
             phi = min(cfg.cusum_phi_max, max(1.0, usage.var / usage.mean)) * (

@@ -139,12 +139,13 @@ class EngineConfig:
     usage_green_strength: float = 0.35
     cusum_phi_max: float = 3.0
     presence_ratio: float = 0.6
-    incoming_strength: float = 0.15
+    incoming_strength: float = 0.0
+    presence_scale: bool = True
     absence_collapse: float = 0.25
     absence_back: float = 0.5
     absence_partial: float = 0.35
     absence_min_expected: float = 4.0
-    trip_days: int = 14
+    trip_days: int = 21
     absence_fwd_strength: float = 0.4
     absence_red_strength: float = 0.75
     absence_group_members: int = 1

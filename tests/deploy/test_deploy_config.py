@@ -515,15 +515,17 @@ def test_alert_doc_examples_match_the_schema() -> None:
     assert examples["resolved"]["reasons"][0]["code"] == "resolved"
 
 
-#: Reason codes the detectors emit (detectors/judgement.py); "resolved" leads a resolution,
-#: "closed" a port-out or deactivation that ends an episode.
+#: Reason codes the detectors emit (detectors/judgement.py, the stay away's in
+#: detectors/absence.py); "resolved" leads a resolution, "closed" a port-out or deactivation
+#: that ends an episode.
 KNOWN_REASON_CODES = frozenset({
-    "usage_drop", "spend_drop", "forwarding_off_net", "silent", "bill_drop", "resolved",
-    "closed"})
+    "usage_drop", "spend_drop", "forwarding_off_net", "silent", "bill_drop", "stay_away",
+    "resolved", "closed"})
 
 
 def test_reason_codes_in_the_doc_are_the_detectors_codes() -> None:
-    engine = (REPO / "detectors" / "judgement.py").read_text("utf-8")  # alerts are built there
+    engine = "".join((REPO / "detectors" / name).read_text("utf-8")  # alerts are built there
+                     for name in ("judgement.py", "absence.py"))
     emitted = set(re.findall(r'Signal\(\s*"([a-z_]+)"', engine))
     emitted |= set(re.findall(r'_drop\(\s*"([a-z_]+)"', engine))
     emitted |= set(re.findall(r'"code":\s*"([a-z_]+)"', engine))

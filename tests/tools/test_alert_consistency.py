@@ -37,6 +37,8 @@ FORWARD = re.compile(
     r"|incoming calls forwarded to )")
 SILENT = re.compile(r"^no outgoing calls or top-ups for (?P<days>\d+) days \(usually "
                     r"(?P<usual>[\d.]+) calls a day\), and no port-out$")
+STAY = re.compile(r"^outgoing calls collapsed on \d{4}-\d{2}-\d{2} after a steady fortnight "
+                  r"\((?P<out>\d+) against a usual (?P<usual>\d+) over (?P<days>\d+) days\)")
 BILL = re.compile(r"^the last monthly bill is (?P<pct>\d+)% of the usual (?P<usual>[\d.]+) yuan$")
 
 
@@ -90,6 +92,12 @@ def check_reason(reason: dict[str, Any], alert: dict[str, Any], history_days: fl
         m = BILL.match(summary)
         assert m, summary
         assert close(m["pct"], fig["ratio"]) and fig["ratio"] < CFG.bill_ratio
+    elif code == "stay_away":
+        m = STAY.match(summary)
+        assert m, summary
+        assert (int(m["out"]), int(m["days"])) == (fig["outgoing"], fig["days"])
+        assert int(m["out"]) <= fig["usual_outgoing"] and fig["verdict"] in (
+            "persisted", "present", "plan_cut", "group"), summary
     elif code == "group_context":
         assert summary.startswith(f"group {alert['group_id']} in a ")
     else:
