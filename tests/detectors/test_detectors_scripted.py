@@ -305,3 +305,46 @@ def test_overwhelming_first_day_of_forwarding_opens_red_at_the_close() -> None:
     assert mine[0] == ("2026-03-17", "open", "red")  # the close of 03-16, the switch day
     assert not any(zone == "yellow" for _, _, zone in mine)
     assert alerts[0]["reasons"][0]["code"] == "forwarding_off_net"
+
+
+# --------------------------------------------------------------------------------------
+# Stays away judged by their shape (no cell change: the feed's cell is constant)
+# --------------------------------------------------------------------------------------
+
+
+def _away_at_home(first: int, last: int, plan_cut_day: int | None = None) -> Script:
+    """Outgoing calls collapse on ``first`` and incoming calls go to a number on another
+    operator until ``last`` (exclusive), with every call from the home cell."""
+    def script(d: int) -> Day:
+        if first <= d < last:
+            cut = (128.0, 8.0) if d == plan_cut_day else None
+            return Day(out_calls=0.3, in_calls=4, forward_to=TELECOM_FAMILY, forward_share=0.8,
+                       plan_change=cut)
+        return Day()
+    return script
+
+
+def test_no_alert_on_a_fortnights_trip_at_home_forwarding_off_net() -> None:
+    engine, alerts = World(crowd(traveller=_away_at_home(60, 74))).run()
+    assert opened(alerts, "traveller") == []
+    assert engine.counters["absences"] >= 1 and engine.counters["absences_ended"] >= 1
+    assert "t" not in engine.subscribers["traveller"]  # back: the stay away is over
+
+
+def test_a_stay_away_past_a_trip_is_red() -> None:
+    _, alerts = World(crowd(gone=_away_at_home(60, 110))).run()
+    mine = [a for a in alerts if a["subscriber_id"] == "gone"]
+    assert [(a["ts"][:10], a["status"], a["zone"]) for a in mine] == [
+        ("2026-03-28", "open", "red")]  # the close of 03-27, the 22nd day from 03-06
+    stay = next(r for r in mine[0]["reasons"] if r["code"] == "stay_away")
+    assert stay["figures"]["verdict"] == "persisted"
+    assert "longer than a trip (21 days)" in stay["summary"]
+
+
+def test_a_stay_away_with_a_plan_cut_is_red() -> None:
+    _, alerts = World(crowd(cutter=_away_at_home(60, 110, plan_cut_day=64))).run()
+    mine = [a for a in alerts if a["subscriber_id"] == "cutter"]
+    assert [(a["status"], a["zone"]) for a in mine][:1] == [("open", "red")]
+    assert mine[0]["ts"][:10] == "2026-03-11"  # the close of 03-10, the day of the cut
+    stay = next(r for r in mine[0]["reasons"] if r["code"] == "stay_away")
+    assert stay["figures"]["verdict"] == "plan_cut"

@@ -31,7 +31,9 @@ DROP = re.compile(
     r"^(?P<what>spend|outgoing calls) over the last (?P<days>\d+) days at home (?:is|are) "
     r"(?P<pct>\d+)% of this subscriber's baseline over (?P<learned>\d+) days \((?P<text>.+?)\)"
     r"(?:; the (?P<segment>\w+) segment as a whole fell to (?P<seg>\d+)% of its usual over "
-    r"the same days, and against that this subscriber is at (?P<against>\d+)%)?$")
+    r"the same days, and against that this subscriber is at (?P<against>\d+)%)?"
+    r"(?:; incoming calls fell too, to (?P<incoming>\d+)% of usual over the last week: the "
+    r"customer's contacts no longer reach this number, as when a customer moves away)?$")
 FORWARD = re.compile(
     r"^(?:(?P<k>\d+) of (?P<n>\d+) incoming calls (?:today|on \d{4}-\d{2}-\d{2}) forwarded to "
     r"|incoming calls forwarded to )")
@@ -78,6 +80,8 @@ def check_reason(reason: dict[str, Any], alert: dict[str, Any], history_days: fl
             assert close(m["seg"], fig["segment_ratio"])
             assert close(m["against"], fig["ratio_vs_segment"]), summary
             assert fig["ratio_vs_segment"] < 1.0, f"better than its segment: {summary}"
+        if m["incoming"] is not None:
+            assert close(m["incoming"], fig["incoming_ratio"]) and fig["incoming_ratio"] < 1.0
     elif code == "forwarding_off_net":
         m = FORWARD.match(summary)
         assert m, summary
