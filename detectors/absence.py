@@ -33,10 +33,11 @@ class AwayState(Record):
     ``start``: its first day (operator day number); ``days`` closed days it has lasted;
     ``out``: outgoing calls over them, ``expected``: the outgoing calls usual over them
     (tenths); ``n_in``: incoming calls, ``in_expected``: those usual (tenths),
-    ``forwarded``: incoming calls forwarded to new off-net numbers; ``confirmed``: the collapse is beyond chance (its days are out of the usage
-    and spend windows); ``cusum``: the usage CUSUM's level before it; ``verdict``: why it
-    is not an absence (:data:`VERDICTS`, 0: it may be one); ``operator``: index of the
-    operator calls were forwarded to (-1: none).
+    ``forwarded``: incoming calls forwarded to new off-net numbers; ``confirmed``: the
+    collapse is beyond chance (its days are out of the usage and spend windows);
+    ``cusum``: the usage CUSUM's level before it; ``verdict``: why it is not an absence
+    (:data:`VERDICTS`, 0: it may be one); ``operator``: index of the operator calls were
+    forwarded to (-1: none).
     """
 
     __slots__ = ()
@@ -300,8 +301,12 @@ def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
 
     >>> t = AwayState.new()
     >>> t.days, t.out, t.expected, t.n_in, t.forwarded, t.verdict = 16, 3, 480, 50, 40, 1
-    >>> print(stay_signal(t, "2026-03-02", 0.75, 14, None, "China Unicom").summary)
-    outgoing calls collapsed on 2026-03-02 after a steady fortnight (3 against a usual 48 over 16 days), and incoming calls were forwarded to a China Unicom number (40 of 50): longer than a trip (14 days)
+    >>> sig = stay_signal(t, "2026-03-02", 0.75, 14, None, "China Unicom")
+    >>> import textwrap
+    >>> print(textwrap.fill(sig.summary, 80))
+    outgoing calls collapsed on 2026-03-02 after a steady fortnight (3 against a
+    usual 48 over 16 days), and incoming calls were forwarded to a China Unicom
+    number (40 of 50): longer than a trip (14 days)
     """
     verdict = VERDICTS[t.verdict]
     summary = (f"outgoing calls collapsed on {since} after a steady fortnight ({t.out} "

@@ -171,7 +171,9 @@ class DayClose(Judgement):
                 if m.waiting_new:
                     self._confirm(st, fwd)
                 fwd.close_day(n_in, n_fwd, n_new)
-            if spend.ready and usage.ready and not held:
+            # A held day still counts in its segment's totals: people travel at holidays,
+            # and the segment's ratio that day must say so to those who stay.
+            if (spend.ready and usage.ready) or (held and usage.n >= self.config.recent_days):
                 segment = st["p"].segment if "p" in st else "unknown"
                 self.population.add(
                     segment,
@@ -264,7 +266,7 @@ class DayClose(Judgement):
                 stay.group_moves()
         if t.verdict != old_verdict:
             self.counters[f"absence_{VERDICTS[t.verdict]}"] += 1
-        return stay.holding
+        return bool(stay.holding)
 
     def _steady(
         self, usage: SpendDrop, cusum: float, segment: str, day: int
@@ -313,7 +315,7 @@ class DayClose(Judgement):
             segment = st["p"].segment if "p" in st else "unknown"
             factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
             lam = usage.mean * (factor if factor is not None else 1.0)
-            if m.in_base >= 0.5 and cfg.presence_scale:
+            if m.in_base >= 0.5:
                 # Presence: incoming calls fall with outgoing ones when the subscriber is
                 # away or simply quiet (a trip with no call from elsewhere, a bad week),
                 # but only at half the pace when outgoing calls move to another SIM.

@@ -53,11 +53,14 @@ class EngineConfig:
     cusum_phi_max
         Cap on the dispersion (variance / mean of daily calls) that scales the CUSUM.
     presence_ratio
-        Incoming calls (last week) below this share of usual, falling with outgoing ones,
-        are evidence of a move (a drift to another SIM keeps incoming calls): they add
-        ``incoming_strength`` to a usage drop.
-    incoming_strength
-        What incoming calls falling too add to a usage drop's strength (up to red).
+        Incoming calls below this share of usual scale down the calls expected out (a quiet
+        or absent subscriber, not a drift to another SIM, which keeps incoming calls); a
+        usage drop's reason says when incoming calls fell below it too (a customer who
+        moves loses both directions).
+    absent_ratio
+        Outgoing *and* incoming calls of the last week both below this share of usual:
+        the subscriber is away or unreachable (a trip), not drifting to another SIM,
+        whose contacts still call the old number.
     usage_red_strength, usage_green_strength
         Strength of a usage drop past ``cusum_red``, and past ``cusum_green``.
     absence_collapse
@@ -139,8 +142,7 @@ class EngineConfig:
     usage_green_strength: float = 0.35
     cusum_phi_max: float = 3.0
     presence_ratio: float = 0.6
-    incoming_strength: float = 0.0
-    presence_scale: bool = True
+    absent_ratio: float = 0.35
     absence_collapse: float = 0.25
     absence_back: float = 0.5
     absence_partial: float = 0.35

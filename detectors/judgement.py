@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
-from detectors.absence import away_figures, held_note, stay_signal
+from detectors.absence import StayAway, away_figures, held_note, stay_signal
 from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.days import Clock
@@ -70,6 +70,7 @@ class Judgement:
     _incoming: IncomingRate
     _bill_level: BillLevel
     _fwd_params: dict[str, float]
+    _stay: StayAway
 
     def _models(self, st: State) -> tuple[SpendDrop, SpendDrop]:
         """The spend (in tenths of a yuan) and usage (outgoing calls) models, kept in one
@@ -131,7 +132,7 @@ class Judgement:
         signals: list[Signal] = []
         segment = st["p"].segment if "p" in st else "unknown"
         warm = m.age >= cfg.warmup_days
-        silent = False
+        silent = absent = False
         stay = st.get("t")
         # A stay away that may be an absence (:mod:`detectors.absence`): no usage or spend
         # judgement, forwarding held below an alert.
@@ -140,7 +141,13 @@ class Judgement:
             first = day - cfg.recent_days + 1
             rebased = m.downgrade >= 0 and day - m.downgrade < cfg.recent_days
             cusum = m.cusum
-            if (usage.ready and usage.mean >= cfg.min_daily_calls
+            absent = (
+                m.in_base >= 0.5 and m.in_fast < cfg.absent_ratio * m.in_base
+                and usage.ratio_week < cfg.absent_ratio
+            )
+            if absent:
+                self.counters["absent_judgements"] += 1
+            elif (usage.ready and usage.mean >= cfg.min_daily_calls
                     and cusum >= cfg.cusum_green):
                 pop = self.population.ratio(segment, first, day - 1, metric=1)
                 incoming = m.in_fast / m.in_base if m.in_base >= 0.5 else None
@@ -173,7 +180,7 @@ class Judgement:
                         else fwd.carried_strength())
             if strength > 0:
                 sig = self._modest(self._forward_signal(st, fwd, strength, today), spend)
-                if held:
+                if held and stay is not None:
                     sig.strength = min(sig.strength, cfg.absence_fwd_strength)
                     sig.summary += held_note(stay, self.clock.date(stay.start))
                     sig.figures["absence"] = away_figures(stay)
@@ -192,7 +199,7 @@ class Judgement:
                 {"ratio": m.bill_ratio, "usual_bill": m.bill_mean},
             ))
         assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
-        assessment.hold = away or held
+        assessment.hold = away or absent or held
         return assessment
 
     def _drop(
@@ -291,12 +298,12 @@ class Judgement:
             # Both directions fall together, gradually (an abrupt stop of both is a stay
             # away, held apart): the contacts no longer reach this number, as when the
             # customer moves. A switch to a second SIM keeps the incoming calls coming.
+            # Said, not weighed: a weight for it (0.15, with the presence factor and the
+            # absence hold dropped) raised false alerts on the tuning worlds.
             summary += (f"; incoming calls fell too, to {incoming:.0%} of usual over the "
                         f"last week: the customer's contacts no longer reach this number, as "
                         f"when a customer moves away")
             figures["incoming_ratio"] = round(incoming, 3)
-            strength = min(max(strength, cfg.usage_red_strength),
-                           strength + cfg.incoming_strength)
         return Signal("usage_drop", strength, summary, figures)
 
     def _forward_signal(

@@ -22,8 +22,9 @@ key    meaning
 ``x``  set once the subscriber ported out or was deactivated (:class:`Closed`)
 =====  =====================================================================================
 
-At most 10 keys at once (``x`` replaces most; ``t`` and ``a`` are rare): a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys 464. Zero
-floats are stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
+At most 10 keys at once (``x`` replaces most; ``t`` and ``a`` are rare): a CPython dict
+of 6-10 keys takes 272 bytes, of 11-21 keys 464. Zero floats are stored as the integer 0
+(CPython shares small integers; a float is 24 bytes).
 Version 3 (this one) is upgraded from 1 and 2 in place by :func:`detectors.upgrade.upgrade`.
 """
 
