@@ -103,19 +103,28 @@ def test_version_2_state_is_upgraded_in_place_and_carries_on() -> None:
     population: dict[str, Any] = {}
     engine = Engine(EngineConfig(), subscribers=store, population=population)
     before = [a for kind, event in events[:802] for a in engine.process(kind, event)]
-    assert [a["zone"] for a in before] == ["yellow", "red"]
+    # s2's forwarding opens yellow; its red comes later (a stay away past a trip, 04-02):
+    # its calls bottomed out within the week the stay-away model takes in at an onset.
+    assert [a["zone"] for a in before] == ["yellow"]
     old = copy.deepcopy(V2_STATES)
     for st in old.values():
         upgrade(st)
-    # Exactly what this version writes, zero floats as integers included.
-    assert orjson.dumps(old, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
-        store, option=orjson.OPT_SORT_KEYS)
-    assert len(old["s1"]) <= 10 and old["s1"]["v"] == STATE_VERSION
+    # s1 was judged by the version-2 engine as this version judges it: its upgraded state
+    # is exactly what this version writes, zero floats as integers included. s2 was not:
+    # this version holds its collapse from 03-11 as a possible absence (a stay away), which
+    # the version-2 engine could not, so its state is compared with what it was.
+    assert orjson.dumps(old["s1"], option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        store["s1"], option=orjson.OPT_SORT_KEYS)
+    assert old["s2"]["m"].closed == store["s2"]["m"].closed and "t" not in old["s2"]
+    assert all(len(st) <= 10 and st["v"] == STATE_VERSION for st in old.values())
     after = [a for kind, event in events[802:] for a in engine.process(kind, event)]
+    assert [a["zone"] for a in after] == ["red"]
     resumed = Engine(EngineConfig(), subscribers=old, population=copy.deepcopy(population))
-    # The same alerts from the upgraded states as from the engine that never stopped.
-    assert [a for kind, event in events[802:] for a in resumed.process(kind, event)] == after
-    assert old == store
+    # The upgraded states carry on: s1 exactly as in the engine that never stopped.
+    again = [a for kind, event in events[802:] for a in resumed.process(kind, event)]
+    assert [a for a in again if a["subscriber_id"] == "s1"] == [
+        a for a in after if a["subscriber_id"] == "s1"]
+    assert old["s1"] == store["s1"]
 
 
 def test_version_1_state_is_upgraded_too() -> None:
