@@ -2,9 +2,10 @@
 
 Each per-subscriber model is a River estimator in its own module (:class:`HomeCell`,
 :class:`PoissonCusum`, :class:`IncomingRate`, :class:`SpendDrop`, :class:`BillLevel`,
-:class:`Forwarding`, :class:`AlertPolicy`); the :class:`Engine` aggregates events into days
-(``events``), closes days and lets the models learn (``closing``), then judges
-(``judgement``). Stored state is plain data of named records (``state``, ``record``).
+:class:`Forwarding`, :class:`AlertPolicy`, :class:`ContactWindows`); the :class:`Engine`
+aggregates events into days (``events``), closes days and lets the models learn
+(``closing``), then judges (``judgement``). Stored state is plain data of named records
+(``state``, ``record``).
 
 No I/O and no Kafka here: ``stream/`` and ``churnwatch replay`` drive the :class:`Engine`
 (``tests/detectors/test_detectors_units.py`` proves in a fresh interpreter that importing this
@@ -25,6 +26,7 @@ from __future__ import annotations
 from detectors.bill import BillLevel
 from detectors.calibration import OutcomeLearner, RiskCalibrator
 from detectors.config import MODEL_VERSION, EngineConfig
+from detectors.contact import ContactWindows
 from detectors.days import Clock, parse_ts
 from detectors.engine import Engine
 from detectors.forwarding import Forwarding
@@ -45,6 +47,7 @@ __all__ = [
     "Assessment",
     "BillLevel",
     "Clock",
+    "ContactWindows",
     "Engine",
     "EngineConfig",
     "Forwarding",

@@ -8,6 +8,7 @@ import zlib
 from typing import Any
 
 from detectors.absence import VERDICTS, GroupAbsences
+from detectors.dedupe import prune
 from detectors.forwarding import Forwarding
 from detectors.judgement import (
     ENGINE_KEY,
@@ -111,6 +112,8 @@ class DayClose(Judgement):
             day += 1
         for row in rows:
             row.day -= target - base
+        if "e" in st:  # a closed day's event ids: any event of it is too late now
+            st["e"] = prune(st["e"], target)  # (the key stays: a dict that loses keys grows)
         return alerts
 
     @staticmethod

@@ -112,10 +112,11 @@ class EngineConfig:
         Consecutive judged days at green/blue that resolve an episode.
     cooldown_days
         Days after a resolution before a new episode may open (flapping guard).
-    dedupe_ring
-        How many recent event-id fingerprints each subscriber remembers.
     segment_weights, tier_weights
         Value weights for ``value_at_risk``.
+    manager_first_segments
+        Segments whose alerts name the account manager as the first contact (the
+        relationship goes through them), before the subscriber's own contact windows.
 
     """
 
@@ -165,7 +166,6 @@ class EngineConfig:
     red: float = 0.7
     resolve_days: int = 7
     cooldown_days: int = 14
-    dedupe_ring: int = 12
     segment_weights: dict[str, float] = field(
         default_factory=lambda: {
             "key_account": 1.5,
@@ -177,3 +177,4 @@ class EngineConfig:
     tier_weights: dict[str, float] = field(
         default_factory=lambda: {"diamond": 1.5, "gold": 1.3, "silver": 1.1}
     )
+    manager_first_segments: tuple[str, ...] = ("key_account",)

@@ -7,20 +7,16 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
+from detectors import dedupe
 from detectors.absence import StayAway
 from detectors.bill import BillLevel
 from detectors.config import EngineConfig
+from detectors.contact import ContactWindows
 from detectors.days import Clock, parse_ts
 from detectors.numbers import PREFIXES, OperatorLookup
 from detectors.population import Population
 from detectors.presence import HomeCell
-from detectors.state import (
-    STATE_VERSION,
-    DayCounts,
-    Numbers,
-    fingerprint,
-    remember,
-)
+from detectors.state import STATE_VERSION, DayCounts, Numbers
 from detectors.upgrade import upgrade
 from detectors.usage import IncomingRate, PoissonCusum
 
@@ -67,11 +63,14 @@ class Engine(Events):
 
     Notes
     -----
-    Dedupe covers the last ``config.dedupe_ring`` (12) events of each subscriber: a
-    redelivery after a crash or rebalance comes within that many events of the original.
-    Late events (for a day already closed) are counted as ``late``; their spend still goes
-    into the recent window if the day is in it, their outgoing calls into usage, their
-    plan changes and port-outs apply at once.
+    Duplicates: the event ids of each open day are remembered until the day closes
+    (:mod:`detectors.dedupe`), so an event re-sent while its day is open is counted as
+    ``duplicate`` and changes nothing, however many events came between. Late events (for
+    a day already closed) are counted as ``late``; their spend still goes into the recent
+    window if the day is in it, their outgoing calls into usage, their plan changes and
+    port-outs apply at once. The service and ``churnwatch replay`` never pass the engine
+    such an event: they reject it as ``too_late`` (:mod:`stream.service.lateness`), so a
+    re-send days later cannot fold a closed day's figures in twice.
 
     Examples
     --------
@@ -150,6 +149,7 @@ class Engine(Events):
         self._bill_level = BillLevel()
         self._stay = StayAway(cfg.absence_collapse, cfg.absence_back, cfg.absence_partial,
                               cfg.absence_min_expected, cfg.trip_days)
+        self._contact = ContactWindows(cfg.tz_offset_hours)
         self._fwd_params: dict[str, float] = {
             "min_calls": cfg.fwd_min_calls,
             "min_share": cfg.fwd_min_share,
@@ -207,19 +207,18 @@ class Engine(Events):
             return alerts
         elif st["v"] != STATE_VERSION or type(st["m"]) is not Numbers:
             upgrade(st)
-        seen, ring = remember(
-            st.get("e", ""), fingerprint(event["event_id"]), self.config.dedupe_ring
-        )
-        if seen:
-            counters["duplicate"] += 1
-            return alerts
-        st["e"] = ring
-        if "p" not in st:
-            counters["unknown_profile"] += 1
         clock = self.clock
         day = clock.day(ts)
         m = st["m"]
         closed = m.closed
+        # A re-send comes after its original: only an event no later than the subscriber's
+        # latest can be one, and only those need looking up.
+        fp = dedupe.fingerprint(event["event_id"])
+        if int(ts) <= m.watermark and "e" in st and dedupe.seen(st["e"], day, fp):
+            counters["duplicate"] += 1
+            return alerts
+        if "p" not in st:
+            counters["unknown_profile"] += 1
         if closed < 0 and not st["o"]:
             closed = m.closed = min(day, self._closed_to + 1) - 1  # type: ignore[operator]
         if ts > m.watermark:
@@ -233,12 +232,18 @@ class Engine(Events):
             for row in st["o"]:
                 row.day += closed - (day - 1)
             closed = m.closed = day - 1
+        if kind == "calls":
+            self._contact_call(st, event, ts)
         if day <= closed:
+            # Not remembered: the service and replay never hand the engine an event of a
+            # closed day (``too_late``); a plain engine folds it in where it still can.
             counters["late"] += 1
             alerts.extend(self._late(sid, st, kind, event, day))
         elif kind == "calls":
+            st["e"] = dedupe.add(st.get("e", ""), day, fp)
             alerts.extend(self._call(sid, st, event, self._row(st, day - closed), ts, day))
         else:
+            st["e"] = dedupe.add(st.get("e", ""), day, fp)
             # A port-out or deactivation closes the state here (and its open episode with a
             # ``closed`` alert); no alert comes after it.
             alerts.extend(self._billing(sid, st, event, self._row(st, day - closed), day))

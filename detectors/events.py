@@ -7,6 +7,7 @@ import zlib
 from typing import Any
 
 from detectors.closing import DayClose
+from detectors.contact import ANSWERED, MADE, MISSED
 from detectors.forwarding import is_familiar, see_contact
 from detectors.judgement import (
     FAMILIAR_MIN,
@@ -81,6 +82,18 @@ class Events(DayClose):
             if len(self._operator_cache) < 200_000:
                 self._operator_cache[number] = found
         return found
+
+    def _contact_call(self, st: State, event: dict[str, Any], ts: float) -> None:
+        """Learn when the subscriber takes calls (:mod:`detectors.contact`), from every call
+        they made or were offered, on time or late: answered means ``duration_s > 0`` (the
+        contract has no other sign of it); a forwarded call never rang for them."""
+        out = event["direction"] == "out"
+        if not out and event.get("forwarded_to"):
+            return
+        contact = self._contact
+        contact.state = st.get("h", "")
+        contact.add(ts, MADE if out else ANSWERED if event["duration_s"] > 0 else MISSED)
+        st["h"] = contact.state
 
     def _call(
         self, sid: str, st: State, event: dict[str, Any], row: DayCounts, ts: float, day: int
@@ -202,8 +215,7 @@ class Events(DayClose):
             if level:
                 self.counters["alerts_closed"] += 1
                 ended.append(self._closed_alert(sid, st, kind, event["ts"]))
-            closed: State = {"v": STATE_VERSION, "x": Closed([kind, day, level]),
-                             "e": st.get("e", "")}
+            closed: State = {"v": STATE_VERSION, "x": Closed([kind, day, level])}
             if "p" in st:
                 closed["p"] = st["p"]
             st.clear()

@@ -551,25 +551,7 @@ class GroupWatch:
                 "figures": {"days": cfg.resolve_days},
             })
         ts = self.clock.iso(now)
-        alert = {
-            "alert_id": digest,
-            "kind": "group",
-            "status": status,
-            "subscriber_id": None,
-            "msisdn": None,
-            "account_id": self.profile[1],
-            "group_id": self.group_id,
-            "segment": self.profile[0] or "unknown",
-            "tier": None,
-            "account_manager": self.profile[2],
-            "zone": zone,
-            "risk_score": _risk(surprise),
-            "value_at_risk": self._value(day),
-            "reasons": reasons,
-            "ts": ts,
-            "schema_version": 1,
-            "model_version": GROUP_MODEL_VERSION,
-        }
+        alert = self._alert(digest, status, zone, _risk(surprise), day, reasons, ts)
         self.context = [] if status == "resolved" else [
             digest, zone, ts, reasons[0]["summary"] if reasons else ""
         ]
@@ -586,12 +568,20 @@ class GroupWatch:
         summary = (f"all {len(gone)} members ported out or deactivated, the last on "
                    f"{self.clock.date(max(gone))}" if gone else "no member left")
         summary += ": the episode is closed, there is no one left to call"
-        now = self.clock.close_time(day)
-        self.alerts.append({
-            "alert_id": hashlib.sha1(
-                f"{self.group_id}|{start}|{zone}|closed".encode()).hexdigest()[:24],
+        digest = hashlib.sha1(f"{self.group_id}|{start}|{zone}|closed".encode()).hexdigest()[:24]
+        reasons = [{"code": "closed", "summary": summary,
+                    "figures": {"members_left": len(gone)}}]
+        self.alerts.append(self._alert(digest, "closed", zone, 1.0, day, reasons,
+                                       self.clock.iso(self.clock.close_time(day))))
+        self.context = []
+
+    def _alert(self, alert_id: str, status: str, zone: str, risk: float, day: int,
+               reasons: list[dict[str, Any]], ts: str) -> dict[str, Any]:
+        """A group alert: who the group is, and this decision's figures."""
+        return {
+            "alert_id": alert_id,
             "kind": "group",
-            "status": "closed",
+            "status": status,
             "subscriber_id": None,
             "msisdn": None,
             "account_id": self.profile[1],
@@ -600,15 +590,13 @@ class GroupWatch:
             "tier": None,
             "account_manager": self.profile[2],
             "zone": zone,
-            "risk_score": 1.0,
+            "risk_score": risk,
             "value_at_risk": self._value(day),
-            "reasons": [{"code": "closed", "summary": summary,
-                         "figures": {"members_left": len(gone)}}],
-            "ts": self.clock.iso(now),
+            "reasons": reasons,
+            "ts": ts,
             "schema_version": 1,
             "model_version": GROUP_MODEL_VERSION,
-        })
-        self.context = []
+        }
 
 
 def group_context(group_id: str, context: list[Any]) -> dict[str, Any]:
@@ -701,16 +689,34 @@ class GroupStage:
         day = int(signal["day"])
         if day > meta["w"]:
             # Event time moved on: decide the quiet active groups' days too.
-            for other in sorted(active - {gid}):
-                quiet = self.watch(other)
-                quiet.advance(day)
-                alerts.extend(self._keep(quiet, active))
+            alerts.extend(self._advance_quiet(day, active, skip=gid))
             meta = {"w": day, "a": sorted(active)}
         elif sorted(active) != meta["a"]:
             meta = {"w": meta["w"], "a": sorted(active)}
         else:
             return alerts
         self.store[self.meta_key] = meta
+        return alerts
+
+    def advance(self, day: int) -> list[dict[str, Any]]:
+        """Every member signal before ``day`` has been processed (the sources' watermarks
+        say so): decide the active groups' days as a signal of ``day`` would. A group that
+        no signal reaches any more (its last member gone) still closes its episode."""
+        meta = self.store.get(self.meta_key) or {"w": -1, "a": []}
+        if day <= meta["w"]:
+            return []
+        active = set(meta["a"])
+        alerts = self._advance_quiet(day, active)
+        self.store[self.meta_key] = {"w": day, "a": sorted(active)}
+        return alerts
+
+    def _advance_quiet(self, day: int, active: set[str], skip: str | None = None
+                       ) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = []
+        for other in sorted(active - {skip}):
+            quiet = self.watch(other)
+            quiet.advance(day)
+            alerts.extend(self._keep(quiet, active))
         return alerts
 
     def _keep(self, watch: GroupWatch, active: set[str]) -> list[dict[str, Any]]:

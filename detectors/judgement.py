@@ -12,6 +12,7 @@ from typing import Any
 from detectors.absence import StayAway, away_figures, held_note, stay_signal
 from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
+from detectors.contact import ContactWindows
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
 from detectors.numbers import OperatorLookup, normalise
@@ -69,6 +70,7 @@ class Judgement:
     _usage_cusum: PoissonCusum
     _incoming: IncomingRate
     _bill_level: BillLevel
+    _contact: ContactWindows
     _fwd_params: dict[str, float]
     _stay: StayAway
 
@@ -424,6 +426,9 @@ class Judgement:
                            f"risk score now {assessment.score:.2f} (0 to 1)",
                 "figures": {"days": cfg.resolve_days, "risk_score": assessment.score},
             })
+        contact = self._contact
+        contact.state = st.get("h", "")
+        first = manager if segment in cfg.manager_first_segments else None
         return {
             "alert_id": digest,
             "kind": "subscriber",
@@ -439,6 +444,7 @@ class Judgement:
             "risk_score": assessment.score,
             "value_at_risk": round(30.0 * daily * weight, 2),
             "reasons": reasons,
+            "contact": contact.advice(account_manager=first),
             "ts": ts_iso,
             "schema_version": 1,
             "model_version": MODEL_VERSION,

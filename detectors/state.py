@@ -1,4 +1,4 @@
-"""Plain, versioned per-subscriber state: helpers for fingerprints, the dedupe ring and size.
+"""Plain, versioned per-subscriber state: its records, shared strings and size.
 
 What the engine keeps per subscriber is a small dict of numbers and short strings, never a
 pickled object: a changelog of pickles is a remote-code risk and breaks on upgrades. Keys are
@@ -17,22 +17,25 @@ key    meaning
 ``k``  familiar numbers: ``[fingerprint, count, ...]`` (Misra-Gries, 16-bit fingerprints)
 ``t``  a running stay away (:class:`detectors.absence.AwayState`), absent when none runs
 ``a``  alert policy (:class:`detectors.policy.AlertPolicy` state), once it has alerted
-``e``  dedupe ring: base64 of the last 32-bit event-id fingerprints
+``e``  event ids seen on each open day, dropped when the day closes
+       (:mod:`detectors.dedupe`)
 ``g``  the last member signal emitted (group members, with ``signals=True`` only)
 ``x``  set once the subscriber ported out or was deactivated (:class:`Closed`)
+``h``  contact windows: when the subscriber takes calls, base64 of small counts by hour
+       of the week (:class:`detectors.contact.ContactWindows`), from their first call on
 =====  =====================================================================================
 
-At most 10 keys at once (``x`` replaces most; ``t`` and ``a`` are rare): a CPython dict
-of 6-10 keys takes 272 bytes, of 11-21 keys 464. Zero floats are stored as the integer 0
-(CPython shares small integers; a float is 24 bytes).
-Version 3 (this one) is upgraded from 1 and 2 in place by :func:`detectors.upgrade.upgrade`.
+At most 11 keys at once, more than 10 rarely (``x`` drops ``o m s k t a g h``; ``t`` and ``a`` are
+rare, ``g`` only with signals): a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys
+464. A state without ``h`` (written before contact windows were learned) needs no upgrade:
+its contact windows start with its next call; nor does one without ``t``. Zero floats are
+stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
+Version 4 (this one) is upgraded from 1, 2 and 3 in place by :func:`detectors.upgrade.upgrade`.
 """
 
 from __future__ import annotations
 
-import binascii
 import sys
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,12 +51,10 @@ __all__ = [
     "Profile",
     "decode",
     "deep_sizeof",
-    "fingerprint",
-    "remember",
     "shared",
 ]
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 
 class Profile(Record):
@@ -207,49 +208,6 @@ def decode(st: dict[str, Any]) -> None:
         st["x"] = Closed.of(st["x"])
     if "t" in st:
         st["t"] = AwayState.of(st["t"])
-
-
-def fingerprint(text: str) -> bytes:
-    """A 32-bit fingerprint (CRC-32) of ``text`` as 4 bytes.
-
-    Examples
-    --------
-    >>> fingerprint("call-000001").hex()
-    '50256ef0'
-
-    """
-    return zlib.crc32(text.encode()).to_bytes(4, "little")
-
-
-def remember(ring: str, fp: bytes, size: int) -> tuple[bool, str]:
-    """Check ``fp`` against a base64 ring of fingerprints and push it if new.
-
-    Returns ``(seen, ring)``. The ring keeps the last ``size`` distinct fingerprints, so a
-    duplicate is recognised if it arrives within ``size`` events of the same subscriber
-    (redeliveries after a crash or a rebalance come right after the originals).
-
-    Examples
-    --------
-    >>> ring = ""
-    >>> for event_id in ["a", "b", "a", "c", "d", "b"]:
-    ...     seen, ring = remember(ring, fingerprint(event_id), size=2)
-    ...     print(event_id, seen)
-    a False
-    b False
-    a True
-    c False
-    d False
-    b False
-
-    """
-    raw = binascii.a2b_base64(ring) if ring else b""
-    pos = raw.find(fp)
-    while pos != -1:
-        if pos % 4 == 0:
-            return True, ring
-        pos = raw.find(fp, pos + 1)
-    raw = (raw + fp)[-4 * size :]
-    return False, binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
 #: Strings many states have in common (segments, tiers, account managers, corporate

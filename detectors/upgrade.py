@@ -1,15 +1,22 @@
 """Upgrades of stored subscriber states written by earlier versions of the engine.
 
 A state is upgraded in place the first time the engine touches it, so a running
-deployment keeps its subscribers across versions. Version 3 is the current layout (the
-named records of :mod:`detectors.state` are the same arrays): a version-3 state read back
+deployment keeps its subscribers across versions. Version 4 is the current layout (the
+named records of :mod:`detectors.state` are the same arrays): a version-4 state read back
 from JSON only has its arrays made records again (:func:`detectors.state.decode`).
+
+The contact windows (``"h"``, :class:`detectors.contact.ContactWindows`) came later within
+version 3 as a key of their own: a state without them needs nothing but its next call, from
+which they start learning (an alert before that says there are too few calls to tell).
+Version 2's top-level ``"w"`` was the watermark; it moves into ``"m"`` here, so the one-letter
+keys of the two versions never meet.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from detectors.dedupe import from_ring
 from detectors.spend import SpendDrop
 from detectors.state import STATE_VERSION, DayCounts, Numbers, decode
 
@@ -29,7 +36,9 @@ def upgrade(st: dict[str, Any]) -> None:
     scalars ``w c n l r``, the bill model ``b`` and the forwarding model ``f`` into ``"m"``,
     the usage model ``u`` into the spend model's list ``s`` (one list for both: they
     always learn on the same days), and stores open days' rows relative to the last closed
-    day. A closed state (``x``) keeps its keys.
+    day. Version 4 remembers the event ids of each open day (``e``, :mod:`detectors.dedupe`)
+    instead of the last 12 of any day: the ring's ids go to the last open day (whose set
+    is dropped when it closes). A closed state (``x``) keeps its other keys.
 
     Examples
     --------
@@ -40,7 +49,7 @@ def upgrade(st: dict[str, Any]) -> None:
     ...       "f": [44, 0.0, 0.0, 0, 0.0, 0.0]}
     >>> upgrade(st)
     >>> sorted(st), st["v"], st["o"][0].day, st["s"], st["m"].closed, st["m"].age
-    (['m', 'o', 's', 'v'], 3, 1, [30, 6.644, 0.32, 3.832, 11.8, 62, 64, 3, 7], 20501, 44)
+    (['m', 'o', 's', 'v'], 4, 1, [30, 6.644, 0.32, 3.832, 11.8, 62, 64, 3, 7], 20501, 44)
 
     """
     version = st.get("v", 1)
@@ -65,6 +74,13 @@ def upgrade(st: dict[str, Any]) -> None:
         spend, usage = st.pop("s", None), st.pop("u", None)
         if spend is not None and usage is not None:
             st["s"] = SpendDrop.pack(spend, usage)
+    if version < 4 and "e" in st:
+        closed = -1 if m is None or "x" in st else st["m"][Numbers.FIELDS.index("closed")]
+        if closed < 0:  # a closed state takes no events; no day closed: no day to put them in
+            del st["e"]
+        else:
+            last = max((row[0] for row in st.get("o") or ()), default=1)
+            st["e"] = from_ring(st["e"], closed + last)
     st["v"] = STATE_VERSION
     decode(st)
 

@@ -200,7 +200,16 @@ def consume(
 
 
 def format_queue(items: Iterable[Mapping[str, Any]]) -> str:
-    """The work queue as a table, without phone numbers."""
+    """The work queue as a table, without phone numbers, and when each subscriber answers.
+
+    >>> print(format_queue([{"zone": "red", "value_at_risk": 88.0, "segment": "consumer",
+    ...     "subscriber_id": "s-1", "reasons": [{"summary": "outgoing calls fell"}],
+    ...     "contact": {"summary": "answers 78% of calls on weekdays 18:00-21:00"}}]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+      #  zone    value/mo  segment      who            manager  why
+      1  red           88  consumer     s-1            -        outgoing calls fell
+         when: answers 78% of calls on weekdays 18:00-21:00
+    """
     lines = [f"{'#':>3}  {'zone':<6} {'value/mo':>9}  {'segment':<12} {'who':<14} "
              f"{'manager':<8} why"]
     for rank, a in enumerate(items, 1):
@@ -211,6 +220,9 @@ def format_queue(items: Iterable[Mapping[str, Any]]) -> str:
             f"{str(a.get('segment')):<12} {who:<14} {str(a.get('account_manager') or '-'):<8} "
             f"{why[:70]}"
         )
+        contact = a.get("contact")
+        if isinstance(contact, Mapping) and contact.get("summary"):
+            lines.append(f"{'':>3}  when: {contact['summary']}")
     return "\n".join(lines)
 
 

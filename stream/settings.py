@@ -133,8 +133,6 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         5000, description="events per batch at most (also the consumer's records per fetch)")
     batch_within_s: float = Field(0.2, description="longest wait to fill a batch, seconds")
-    fast_path: bool = Field(
-        True, description="batches straight from the consumer; false: through a Faust agent")
     groups: bool = Field(
         True, description="the group stage: member signals, group alerts, members' group "
                           "context")
@@ -161,8 +159,9 @@ class Settings(BaseSettings):
     calibration_idle_s: float = Field(
         300.0, description="a partition silent this long is not waited for")
     order_margin_s: float = Field(
-        0.25, description="how long a live event waits for an earlier one on another input "
-                          "topic of its partition")
+        1.0, description="how long a live event waits for an earlier one on another input "
+                         "topic of its partition: the longest a producer may hold a record "
+                         "after stamping it")
     deadletter_max_bytes: int = Field(
         1_048_588, description="the dead-letter topic's message limit (Kafka's "
                                "`max.message.bytes`): a larger original keeps only a prefix")

@@ -228,9 +228,9 @@ def test_toml_values_are_typed_and_checked(tmp_path):
     path.write_text("partitions = true\n")
     with pytest.raises(SettingsError, match="^CHURNWATCH_PARTITIONS: "):
         Settings.from_env({}, toml_path=path)
-    path.write_text('partitions = "7"\nfast_path = false\n')
+    path.write_text('partitions = "7"\ngroups = false\n')
     s = Settings.from_env({}, toml_path=path)
-    assert (s.partitions, s.fast_path) == (7, False)
+    assert (s.partitions, s.groups) == (7, False)
 
 
 def test_metrics_beyond_loopback_are_flagged():

@@ -1,60 +1,25 @@
-"""The agent: batches of raw input messages -> validation -> detectors -> alerts, state.
+"""The agent: a Faust app's input topics wired to the :class:`BatchProcessor`.
 
-:class:`BatchProcessor` does the work and knows nothing of Faust's stream machinery (unit
-tests drive it with plain message objects); :func:`register` wires it to an app as one
-agent over the three input topics.
-
-Per batch (``stream.take_events(batch_size, within=batch_within_s)``):
-
-1. a message the state already holds (below its partition's applied mark, or seen in
-   this run) is skipped; one after a hole in its partition's offsets waits, and the
-   agent seeks back to the hole (a rebalance's seek can race a fetch); every other
-   message is validated, and its key and partition checked against its subscriber
-   (:func:`stream.contracts.validation.check_routing`); a rejection becomes a dead letter
-   (original bytes up to the broker's message limit, topic, partition, offset, reason),
-   counted by reason; the agent keeps going (a dead letter that cannot be published is
-   counted and logged, and its input still acked); an event dated in a day its engine
-   has closed becomes a ``too_late`` dead letter when it is released
-   (:mod:`stream.service.lateness`);
-2. accepted events go to the engine of their input partition (one engine per partition,
-   each over :class:`stream.service.tables.PartitionView` s of the state tables, so each partition
-   keeps its own population baseline, as ``churnwatch replay`` does);
-3. each state key touched is written to its table and changelog once;
-4. alerts (stamped with ``emitted_at``) go to the alert topic keyed by subscriber (group
-   alerts by group), dead letters to the dead-letter topic; with calibration on
-   (``CHURNWATCH_CALIBRATION``), subscriber alerts, port-outs/deactivations and each
-   partition's progress go to ``churn.calibration`` instead (:mod:`stream.service.calibration_stage`
-   publishes the calibrated alerts);
-5. Faust acks the batch's offsets only after all that, and flushes the producer before
-   it commits them: at-least-once, with deterministic ``alert_id`` s for deduplication.
+The consumer (:class:`stream.service.faust_internals.transport.FetchHighwaterConsumer`)
+hands each fetch's input messages to :func:`register`'s ``handle``, which runs them
+through the processor, publishes its alerts, dead letters and stage records, writes the
+batch's state, and only then acks and commits the input offsets
+(:func:`stream.service.faust_internals.batch.commit`). The agent itself only subscribes
+the app to the input topics; its stream stays idle.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
-from stream.contracts.validation import (
-    KAFKA_MAX_MESSAGE_BYTES,
-    Accepted,
-    Validator,
-    check_routing,
-    dead_letter,
-    dead_letter_key,
-)
+from stream.service.dead_letters import DeadLetters
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate
-from stream.service.lateness import too_late
-from stream.service.ordering import KIND_ORDER, CaughtUp, Reorder
-from stream.service.redaction import stack
-from stream.service.signal_order import closed_to
+from stream.service.processor import BatchProcessor
 
 log = logging.getLogger(__name__)
 
@@ -63,484 +28,16 @@ AGENT_NAME = "churnwatch-detect"
 LAG_EVERY_S = 5.0
 
 
-class EngineLike(Protocol):
-    counters: Counter[str]
-
-    def process(
-        self, kind: str, event: dict[str, Any], ts: float | None = None
-    ) -> list[dict[str, Any]]: ...
-
-
-#: Billing kinds after which a subscriber has no open episode any more.
-LEAVING = frozenset({"port_out", "deactivation"})
-
-
-EngineFactory = Callable[[int], EngineLike]
-
-
-@dataclass
-class BatchResult:
-    alerts: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
-    #: the items passed in that are now fully processed (to ack), in processing order
-    done: list[Any] = field(default_factory=list)
-    accepted: int = 0
-    state_writes: int = 0
-    #: member signals the engines emitted (for the group stage)
-    signals: list[dict[str, Any]] = field(default_factory=list)
-    #: (input partition, last day its engine closed), when it moved
-    watermarks: list[tuple[int, int]] = field(default_factory=list)
-    #: records for the calibration stage (calibration on): subscriber alerts, exits and
-    #: each partition's progress mark, in processing order
-    calibration: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _event_id(event: dict[str, Any]) -> str:
-    """An event's ``event_id`` for a log line (profiles have none), bounded."""
-    return str(event.get("event_id", "-"))[:64]
-
-
-def alert_key(alert: dict[str, Any]) -> str | None:
-    """The alert topic key: the group for group alerts, else the subscriber."""
-    if alert.get("kind") == "group" and alert.get("group_id"):
-        return str(alert["group_id"])
-    sid = alert.get("subscriber_id")
-    return None if sid is None else str(sid)
-
-
-class BatchProcessor:
-    """Validate, order, detect and collect the output of batches of raw messages.
-
-    ``process(items, caught_up)`` takes Faust events (or bare messages) and returns a
-    :class:`BatchResult`; accepted events may be held back until their partition's
-    event-time order is settled (:mod:`stream.service.ordering`), and come out of a later call.
-    """
-
-    def __init__(
-        self,
-        tables: Any,
-        kinds: dict[str, str],
-        engine_factory: EngineFactory,
-        metrics: Any = None,
-        validator: Validator | None = None,
-        clock: Callable[[], float] = time.time,
-        max_held: int = 200_000,
-        group_context: Callable[[str | None], dict[str, Any] | None] | None = None,
-        calibration: bool = False,
-        partitions: int | None = None,
-        deadletter_max_bytes: int = KAFKA_MAX_MESSAGE_BYTES,
-    ) -> None:
-        self.tables = tables
-        self.kinds = kinds
-        self.engine_factory = engine_factory
-        self.engines: dict[int, EngineLike] = {}
-        #: subscriber -> (partition, segment, zone) of an open episode this worker alerted
-        self.open_episodes: dict[str, tuple[int, str, str]] = {}
-        self._reported: dict[int, Counter[str]] = {}
-        self.metrics = metrics
-        self.validator = validator or Validator()
-        self.clock = clock
-        self.newest_event_s = float("-inf")
-        self.reorder = Reorder(max_held=max_held)
-        self._out_of_order_reported = 0
-        self._forced_reported = 0
-        #: (topic, partition) -> offset after the last message delivered to us
-        self.position: dict[tuple[str, int], int] = {}
-        #: (topic, partition) -> every offset below this one is reflected in the state
-        self.applied: dict[tuple[str, int], int] = {}
-        self._marks_loaded: set[int] = set()
-        #: (topic, partition) -> offset to fetch again from: a message came after a hole
-        #: (``process``); the agent seeks there (:meth:`take_holes`)
-        self.holes: dict[tuple[str, int], int] = {}
-        #: (topic, partition) -> (hole's offset, times fetched again, last time)
-        self._hole_tries: dict[tuple[str, int], tuple[int, int, float]] = {}
-        self._held_offsets: dict[tuple[str, int], list[int]] = {}
-        self._released: dict[tuple[str, int], set[int]] = {}
-        self._touched: set[tuple[str, int]] = set()
-        #: the group_context reason of a member's group in alert (None: not in alert)
-        self.group_context = group_context
-        #: partition -> watermark last reported to the group stage
-        self._marks_sent: dict[int, int] = {}
-        #: subscriber alerts, exits and progress marks go to the calibration stage
-        self.calibration = calibration
-        #: partitions of every input topic: a record off murmur2(key) is a dead letter
-        #: (``None``: not checked)
-        self.partitions = partitions
-        self.deadletter_max_bytes = deadletter_max_bytes
-        #: input topics already warned about for misrouted records (warned once each)
-        self._misrouted_warned: set[str] = set()
-
-    #: A hole fetched again this many times (a second apart) is taken as real: offsets
-    #: a transactional producer's markers use, which never come.
-    HOLE_TRIES = 3
-
-    def _hole(self, tp: tuple[str, int], expected: int) -> bool:
-        """A message after a hole at ``expected``: True to fetch the hole again first."""
-        now = self.clock()
-        at, tries, last = self._hole_tries.get(tp, (expected, 0, float("-inf")))
-        if at != expected:
-            tries, last = 0, float("-inf")
-        if tries >= self.HOLE_TRIES and now - last >= 1.0:
-            log.error("%s[%d]: offsets from %d never came after %d fetches; going on",
-                      tp[0], tp[1], expected, tries)
-            self._hole_tries.pop(tp, None)
-            return False
-        if now - last >= 1.0:  # messages already on their way do not count
-            self.holes[tp] = expected
-            self._hole_tries[tp] = (expected, tries + 1, now)
-        return True
-
-    def take_holes(self) -> dict[tuple[str, int], int]:
-        """Where to seek: the holes found since the last call."""
-        holes, self.holes = self.holes, {}
-        return holes
-
-    def engine(self, partition: int) -> EngineLike:
-        engine = self.engines.get(partition)
-        if engine is None:
-            engine = self.engines[partition] = self.engine_factory(partition)
-            self._reported[partition] = Counter()
-        return engine
-
-    def reset(self) -> int:
-        """Forget held events, positions and engines (a rebalance: Faust re-delivers
-        everything after the committed offsets). Returns the number of events dropped."""
-        dropped = self.reorder.drop_partitions(list(self.reorder._heaps))
-        self.position.clear()
-        self.applied.clear()
-        self._marks_loaded.clear()
-        self.holes.clear()
-        self._hole_tries.clear()
-        self._held_offsets.clear()
-        self._released.clear()
-        self._touched.clear()
-        self._marks_sent.clear()
-        self.engines.clear()
-        self._reported.clear()
-        self.tables.discard()
-        if self.metrics is not None:
-            for _, segment, zone in self.open_episodes.values():
-                self.metrics.open_alerts.labels(segment=segment, zone=zone).dec()
-        self.open_episodes.clear()
-        return len(dropped)
-
-    def _load_marks(self, partition: int) -> None:
-        self._marks_loaded.add(partition)
-        for topic, offset in self.tables.applied_marks(partition).items():
-            self.applied[(topic, partition)] = int(offset)
-
-    def process(self, items: Iterable[Any], caught_up: CaughtUp | None = None) -> BatchResult:
-        """Take ``items`` in; process what can be; ``caught_up=None`` releases everything.
-
-        State changes stay in the batch cache until :meth:`flush`, which the caller runs
-        once the alerts and dead letters of the result are delivered.
-        """
-        result = BatchResult()
-        kinds = self.kinds
-        check = self.validator.check
-        reorder = self.reorder
-        position = self.position
-        applied = self.applied
-        touched = self._touched
-        outcomes: Counter[tuple[str, str]] = Counter()
-        reasons: Counter[str] = Counter()
-        newest = self.newest_event_s
-        for item in items:
-            m = getattr(item, "message", item)
-            topic, partition, offset = m.topic, m.partition, m.offset
-            tp = (topic, partition)
-            if partition not in self._marks_loaded:
-                self._load_marks(partition)
-            seen = position.get(tp)
-            mark = applied.get(tp)
-            expected = seen if seen is not None else mark
-            if expected is not None and offset > expected and self._hole(tp, expected):
-                # Offsets [expected, offset) never reached us (a rebalance's seek raced
-                # the fetch): not processed, not acked; fetched again from ``expected``.
-                outcomes[(topic, "hole")] += 1
-                continue
-            if (seen is not None and offset < seen) or (mark is not None and offset < mark):
-                # Delivered before: Faust seeks back to the committed offset after a
-                # rebalance or a fetch problem. Below ``seen`` it is held or processed in
-                # this run; below ``mark`` it is in the recovered state (and its alerts
-                # were delivered). Either way it changes nothing.
-                outcomes[(topic, "redelivered")] += 1
-                if seen is None or offset >= seen:
-                    # Delivered to us now, so the reorder must count it as read: a
-                    # topic-partition whose redelivered messages were all below its mark
-                    # would otherwise look "not caught up" (position unknown, committed
-                    # offset below the high watermark) and hold back every later event
-                    # of its partition: a worker idle after a restart.
-                    position[tp] = offset + 1
-                    reorder.delivered(topic, partition)
-                held = self._min_held(tp)
-                if held is None or offset < held or (mark is not None and offset < mark):
-                    result.done.append(item)
-                # else: a copy of an event still held; the held one is acked when done
-                continue
-            position[tp] = offset + 1
-            touched.add(tp)
-            kind = kinds[topic]
-            raw = m.value
-            verdict = check(kind, raw)
-            if isinstance(verdict, Accepted):
-                verdict = check_routing(verdict.event, m.key, partition,
-                                        self.partitions) or verdict
-            if not isinstance(verdict, Accepted):
-                outcomes[(topic, "rejected")] += 1
-                reasons[verdict.reason] += 1
-                if verdict.reason == "wrong_partition" and topic not in self._misrouted_warned:
-                    self._misrouted_warned.add(topic)
-                    log.warning("%s: records on another partition than murmur2(key) gives "
-                                "(first at [%d]@%d); dead-lettered as wrong_partition: the "
-                                "producer must use Kafka's default partitioner (librdkafka: "
-                                "partitioner=murmur2_random)", topic, partition, offset)
-                result.dead_letters.append((dead_letter_key(m.key), dead_letter(
-                    raw, topic, partition, offset, verdict, self.deadletter_max_bytes)))
-                result.done.append(item)
-                reorder.delivered(topic, partition)
-                continue
-            reorder.push(topic, partition, offset, verdict.epoch_s, kind,
-                         (item, m, kind, verdict), getattr(m, "timestamp", None))
-            heapq.heappush(self._held_offsets.setdefault(tp, []), offset)
-        released = self._released
-        #: (partition, subscriber alert or leaving billing event), in processing order
-        episodes: list[tuple[int, dict[str, Any]]] = []
-        calibrate = self.calibration
-        to_stage = result.calibration
-        #: partition -> position [time, kind order] of the last event it processed
-        progress: dict[int, list[float | int]] = {}
-        for item, m, kind, verdict in reorder.release(kinds, caught_up):
-            released.setdefault((m.topic, m.partition), set()).add(m.offset)
-            touched.add((m.topic, m.partition))  # its mark moves (maybe held since long)
-            if verdict.epoch_s > newest:
-                newest = verdict.epoch_s
-            engine = self.engine(m.partition)
-            late = too_late(engine, kind, verdict.epoch_s)
-            if late is not None:  # for a closed day: its models must not see it twice
-                outcomes[(m.topic, "rejected")] += 1
-                reasons[late.reason] += 1
-                result.dead_letters.append((dead_letter_key(m.key), dead_letter(
-                    m.value, m.topic, m.partition, m.offset, late, self.deadletter_max_bytes)))
-                result.done.append(item)
-                continue
-            try:
-                # The validator's parsed event time, so the engine does not parse it again.
-                alerts = engine.process(
-                    kind, verdict.event, ts=None if kind == "subscribers" else verdict.epoch_s)
-            except Exception as exc:  # a detector bug must not stop the partition: log, count
-                # Position and event id, and the stack without the exception's text or
-                # locals: those can hold a subscriber id or a number.
-                log.error("engine failed on %s[%d]@%d (event %s): %s", m.topic, m.partition,
-                          m.offset, _event_id(verdict.event), stack(exc))
-                outcomes[(m.topic, "engine_error")] += 1
-                result.done.append(item)
-                continue
-            outcomes[(m.topic, "accepted")] += 1
-            result.done.append(item)
-            if calibrate and kind != "subscribers":
-                # Replay's merge position of the event: the stage restores that order.
-                at = progress[m.partition] = [verdict.epoch_s, KIND_ORDER[kind]]
-            for alert in alerts:
-                if alert.get("kind") == "subscriber":
-                    episodes.append((m.partition, alert))
-                    if calibrate:
-                        to_stage.append({"kind": "alert", "partition": m.partition,
-                                         "at": at, "alert": alert})
-                        continue
-                result.alerts.append((alert_key(alert), alert))
-            if kind == "billing" and verdict.event.get("kind") in LEAVING:
-                episodes.append((m.partition, verdict.event))
-                if calibrate:
-                    to_stage.append({"kind": "exit", "partition": m.partition, "at": at,
-                                     "subscriber_id": verdict.event["subscriber_id"],
-                                     "ts": verdict.event["ts"]})
-        self.newest_event_s = newest
-        self._group_output(result)
-        for partition, at in progress.items():
-            # After the partition's records: it has passed ``at`` (and closed ``day``).
-            to_stage.append({"kind": "day", "partition": partition, "at": at,
-                             "day": closed_to(self.engines[partition])})
-        result.accepted = sum(v for (_, o), v in outcomes.items() if o == "accepted")
-        if result.alerts:
-            stamp = datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
-            for _, alert in result.alerts:
-                alert["emitted_at"] = stamp
-        if self.metrics is not None:
-            self._record(self.metrics, outcomes, reasons, result)
-            if episodes:
-                self._track_episodes(self.metrics, episodes)
-        return result
-
-    def _group_output(self, result: BatchResult) -> None:
-        """Members' group context, the engines' signals and their watermarks."""
-        context = self.group_context
-        if context is not None:
-            staged = [r["alert"] for r in result.calibration if r["kind"] == "alert"]
-            for alert in [a for _, a in result.alerts] + staged:
-                if (alert.get("kind") == "subscriber" and alert.get("group_id")
-                        and alert.get("status") not in ("resolved", "closed")):
-                    reason = context(alert["group_id"])
-                    if reason is not None:
-                        alert["reasons"].append(reason)
-        for partition, engine in self.engines.items():
-            drain = getattr(engine, "drain_signals", None)
-            if drain is None:
-                continue
-            result.signals.extend(drain())
-            mark = closed_to(engine)
-            if mark is not None and self._marks_sent.get(partition) != mark:
-                self._marks_sent[partition] = mark
-                result.watermarks.append((partition, mark))
-
-    def _track_episodes(self, metrics: Any, episodes: list[tuple[int, dict[str, Any]]]) -> None:
-        """Keep ``churnwatch_open_alerts`` to the open episodes of the alerts published."""
-        gauge = metrics.open_alerts
-        open_ = self.open_episodes
-        for partition, what in episodes:
-            sid = str(what.get("subscriber_id"))
-            before = open_.pop(sid, None)
-            if before is not None:
-                gauge.labels(segment=before[1], zone=before[2]).dec()
-            if what.get("status") in ("open", "escalated"):
-                now = (partition, str(what.get("segment") or "unknown"), str(what.get("zone")))
-                open_[sid] = now
-                gauge.labels(segment=now[1], zone=now[2]).inc()
-
-    def _min_held(self, tp: tuple[str, int]) -> int | None:
-        """The lowest offset of ``tp`` still held (not yet processed), if any."""
-        heap = self._held_offsets.get(tp)
-        done = self._released.get(tp)
-        while heap and done and heap[0] in done:
-            done.discard(heapq.heappop(heap))
-        return heap[0] if heap else None
-
-    def stage(self) -> Any:
-        """Move the batch's state, with each touched partition's applied-offset marks, into
-        the tables; the :class:`stream.service.tables.Staged` records that make it durable (a
-        write-ahead copy per partition, then each key once).
-
-        A mark says: every message of that topic-partition below this offset is in the
-        state. Held events keep the mark at the lowest offset still held.
-        """
-        marks: dict[int, dict[str, int]] = {}
-        for tp in self._touched:
-            held = self._min_held(tp)
-            mark = held if held is not None else self.position[tp]
-            if self.applied.get(tp) != mark:
-                self.applied[tp] = mark
-                marks.setdefault(tp[1], {})[tp[0]] = mark
-        self._touched.clear()
-        for partition, new in marks.items():
-            self.tables.set_applied_marks(partition, new)
-        try:
-            return self.tables.stage()
-        except BaseException:
-            self.tables.discard()
-            raise
-
-    def flush(self) -> int:
-        """:meth:`stage` and send it all at once (tests; the agent waits in between)."""
-        staged = self.stage()
-        staged.send_wal()
-        staged.send_records()
-        return int(staged.keys)
-
-    def _record(
-        self,
-        metrics: Any,
-        outcomes: Counter[tuple[str, str]],
-        reasons: Counter[str],
-        result: BatchResult,
-    ) -> None:
-        for (topic, outcome), n in outcomes.items():
-            metrics.events.labels(topic=topic, outcome=outcome).inc(n)
-        for reason, n in reasons.items():
-            metrics.dead_letters.labels(reason=reason).inc(n)
-        for _, alert in result.alerts:
-            metrics.alerts.labels(kind=str(alert.get("kind")), zone=str(alert.get("zone"))).inc()
-            for reason in alert.get("reasons") or ():
-                metrics.alert_reasons.labels(code=str(reason.get("code"))).inc()
-        for partition, engine in self.engines.items():
-            seen = self._reported[partition]
-            now = Counter(engine.counters)
-            delta = {k: v - seen.get(k, 0) for k, v in now.items() if v != seen.get(k, 0)}
-            if delta:
-                metrics.add_engine_counters(delta)
-                self._reported[partition] = now
-        if self.newest_event_s > float("-inf"):
-            metrics.event_time_lag.set(max(0.0, self.clock() - self.newest_event_s))
-        metrics.events_held.set(len(self.reorder))
-        late = self.reorder.out_of_order - self._out_of_order_reported
-        if late:
-            metrics.events_out_of_order.inc(late)
-            self._out_of_order_reported += late
-        forced = self.reorder.forced - self._forced_reported
-        if forced:
-            metrics.events_forced.inc(forced)
-            self._forced_reported += forced
-        metrics.order_lag.set(self.reorder.lag_s())
-        metrics.subscribers_tracked.set(len(self.tables.subscriber_index))
-        # The indexes, not len(store): a RocksDB store counts by walking every key.
-        metrics.table_keys.labels(table="subscribers").set(len(self.tables.subscriber_index))
-        metrics.table_keys.labels(table="population").set(len(self.tables.population_index))
-
-
-class DeadLetters:
-    """Publishes dead letters so that one that cannot be published never stops a worker.
-
-    Such a letter (too large for the producer or the broker, a broker error) is counted
-    (``churnwatch_dead_letter_failures_total``) and logged once per kind of error; its
-    input is acked like any other (a poison message must not be redelivered forever).
-    """
-
-    def __init__(self, topic: Any, metrics: Any = None) -> None:
-        self.topic = topic
-        self.metrics = metrics
-        self._logged: set[str] = set()
-
-    async def send(
-        self, letters: list[tuple[bytes | None, dict[str, Any]]]
-    ) -> list[Awaitable[None]]:
-        """Queue ``letters``; awaitables that finish when each is delivered or has failed
-        (never raising), for the batch's commit to wait on with its other outputs."""
-        waits: list[Awaitable[None]] = []
-        for key, letter in letters:
-            try:
-                waits.append(self._settle(letter, await self.topic.send(key=key, value=letter)))
-            except Exception as exc:  # e.g. the producer's own size check
-                self.failed(letter, exc)
-        return waits
-
-    async def _settle(self, letter: dict[str, Any], delivery: Awaitable[Any]) -> None:
-        try:
-            await delivery
-        except Exception as exc:
-            self.failed(letter, exc)
-
-    def failed(self, letter: dict[str, Any], error: BaseException) -> None:
-        if self.metrics is not None:
-            self.metrics.dead_letter_failures.inc()
-        name = type(error).__name__
-        if name not in self._logged:
-            self._logged.add(name)
-            log.error("dead letter for %s[%s]@%s (%s, %d bytes) not published: %s; the input "
-                      "is acked anyway (churnwatch_dead_letter_failures_total counts every "
-                      "such letter; this is logged once per error type)", letter["topic"],
-                      letter["partition"], letter["offset"], letter["reason"],
-                      letter["raw_size"], name)
-
-
 def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
              groups: Any = None, gate: BatchGate | None = None,
              before_batch: Callable[[list[Any]], Awaitable[Any]] | None = None) -> Any:
     """Define the agent (and its release timer) on ``app``; returns ``(agent, handle)``.
 
-    ``handle(items)`` processes a batch of Faust events or bare consumer messages: the
-    agent feeds it batches from ``stream.noack_take``; with the batch path on
-    (``CHURNWATCH_FAST_PATH``),
+    ``handle(items)`` processes a batch of consumer messages:
     :class:`stream.service.faust_internals.transport.FetchHighwaterConsumer` feeds it
-    each fetch's input messages directly and the agent's stream stays idle.
+    each fetch's input messages directly. The agent subscribes the app to the input
+    topics; its stream stays idle (were a message to reach it, it would take the same
+    ``handle``).
 
     ``groups`` (a :class:`stream.service.group_stage.GroupStage`): the engines' member signals and
     watermarks are published to it with each batch, before the batch's state.
@@ -575,7 +72,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
         highwater, probed_at = probe
         at = processor.position.get((topic, partition))
         if at is None:  # nothing delivered yet: we start at the committed offset
-            at = app.consumer._committed_offset.get(TP(topic, partition)) or 0
+            at = app.consumer.committed_offset(TP(topic, partition)) or 0
         # A producer stamps a record when it is handed over, not when the broker has
         # it: allow for records still in a producer's buffer when the probe ran.
         return probed_at - margin if at >= highwater else None
@@ -587,21 +84,16 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
         own would queue behind that on the same connection). False: some partition has
         had no fetch response yet."""
         try:
-            client = app.consumer._thread._ensure_consumer()
             tps = [tp for tp in app.consumer.assignment() if tp.topic in topics.kinds]
         except Exception:  # not started, or stopping
             return False
-        complete = True
-        for tp in tps:
-            highwater = client.highwater(tp)
-            at_ms = client.last_poll_timestamp(tp)
-            if highwater is None or at_ms is None:
-                complete = False
-                continue
+        fetched = app.consumer.fetched_highwaters(tps)
+        for tp, (highwater, at_s) in fetched.items():
             key = (tp.topic, tp.partition)
             seen = probes.get(key)
-            if seen is None or at_ms / 1000.0 > seen[1]:
-                probes[key] = (int(highwater), at_ms / 1000.0)
+            if seen is None or at_s > seen[1]:
+                probes[key] = (highwater, at_s)
+        complete = len(fetched) == len(tps)
         return complete
 
     async def probe_highwaters() -> None:
@@ -616,7 +108,6 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
             log.warning("high watermark probe failed: %r", exc)
             return
         lag: dict[str, int] = dict.fromkeys(topics.kinds, 0)
-        committed = app.consumer._committed_offset
         for tp, highwater in highwaters.items():
             if highwater is not None and highwater >= 0:
                 seen = probes.get((tp.topic, tp.partition))
@@ -624,7 +115,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
                     probes[(tp.topic, tp.partition)] = (int(highwater), sent_at)
                 at = processor.position.get((tp.topic, tp.partition))
                 if at is None:
-                    at = committed.get(tp) or 0
+                    at = app.consumer.committed_offset(tp) or 0
                 lag[tp.topic] += max(0, int(highwater) - at)
         if metrics is not None:
             for topic, behind in lag.items():

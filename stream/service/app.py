@@ -24,11 +24,12 @@ from prometheus_client import CollectorRegistry
 
 from stream.contracts.validation import Validator
 from stream.service import codecs
-from stream.service.agents import BatchProcessor, EngineLike, register
-from stream.service.faust_internals.gate import BatchGate, gate_for_agent
+from stream.service.agents import register
+from stream.service.faust_internals.gate import BatchGate
 from stream.service.faust_internals.transport import ChurnwatchTransport
 from stream.service.metrics import Metrics, install_faust_sensor
 from stream.service.ported_feed import PortedFeed, newest_written_s
+from stream.service.processor import BatchProcessor, EngineLike
 from stream.service.tables import StateTables
 from stream.service.topics import declare
 from stream.settings import Settings
@@ -170,14 +171,11 @@ def create_app(
             processor.group_context = groups.contexts.reason
     calibration = None
     if settings.calibration:
-        from stream.service.calibration_stage import declare as declare_calibration
+        from stream.service.calibration_agent import declare as declare_calibration
 
         calibration = declare_calibration(app, settings, alerts_topic=topics.alerts,
                                           deadletter_topic=topics.deadletter, metrics=metrics)
-    if settings.fast_path:
-        gate = BatchGate("churnwatch-detect")  # closed by ChurnwatchApp.on_stop
-    else:
-        gate = gate_for_agent(app, "churnwatch-detect")
+    gate = BatchGate("churnwatch-detect")  # closed by ChurnwatchApp.on_stop
     agent, handle = register(app, topics, processor, settings, groups=groups, gate=gate,
                              before_batch=lambda items: ported.sync(newest_written_s(items)))
     app.task(ported.run)  # its consumer is stopped by ChurnwatchApp.on_stop
@@ -188,7 +186,7 @@ def create_app(
         work_queue = declare_work_queue(app, settings, alerts_topic=topics.alerts,
                                         deadletter_topic=topics.deadletter, metrics=metrics)
     app.churnwatch = Parts(
-        batch_sink=handle if settings.fast_path else None,
+        batch_sink=handle,
         batch_topics=frozenset(topics.kinds),
         settings=settings,
         registry=registry,

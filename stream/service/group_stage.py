@@ -43,19 +43,15 @@ from typing import Any
 
 from detectors.group import GroupConfig, group_context
 from detectors.group import GroupStage as GroupFold
-from stream.service.agents import alert_key
 from stream.service.codecs import ORJSON, RAW
 from stream.service.faust_internals.batch import commit, current
 from stream.service.faust_internals.gate import BatchGate, gate_for_agent
+from stream.service.faust_internals.plain_table import plain_table
+from stream.service.processor import alert_key
 from stream.service.redaction import stack
 from stream.service.signal_order import Sequencer, is_watermark
-from stream.service.tables import (
-    BatchCache,
-    PartitionIndex,
-    PartitionView,
-    plain_table,
-    send_records,
-)
+from stream.service.tables import BatchCache, PartitionIndex, PartitionView
+from stream.service.write_ahead import send_records
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +121,9 @@ class ContextView:
             topic = context_topic_name(self.settings)
             parts = consumer.partitions_for_topic(topic)
             if not parts:
-                await consumer._client.force_metadata_update()
+                from stream.service.faust_internals.transport import refresh_metadata
+
+                await refresh_metadata(consumer)
                 parts = consumer.partitions_for_topic(topic) or set()
             if not parts:
                 await consumer.stop()
@@ -218,6 +216,9 @@ class GroupStage:
             fold = folds[partition]
             for signal in released:
                 alerts.extend(fold.process(signal))
+            if is_watermark(value) and seq.low > float("-inf"):
+                # as replay: every signal before low + 1 is in, so quiet groups decide too
+                alerts.extend(fold.advance(int(seq.low) + 1))
         contexts: list[tuple[str, list[Any]]] = []
         for alert in alerts:
             gid = str(alert["group_id"])

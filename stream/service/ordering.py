@@ -15,7 +15,10 @@ lateness depend on event time, so the worker restores the order before the engin
   timestamp) has been delivered. The worker probes the high watermarks with a Fetch
   (:func:`stream.service.faust_internals.transport.fetch_highwaters`) while events are held; a
   probe older than
-  the event proves nothing, since an earlier event may have been written meanwhile.
+  the event proves nothing, since an earlier event may have been written meanwhile, and
+  a probe must come ``CHURNWATCH_ORDER_MARGIN_S`` after it, since a producer stamps a
+  record when it is handed over, not when the broker has it (``churnwatch produce``
+  waits for its records every 50 ms to stay well inside it).
   A topic-partition that has delivered nothing and is not caught up holds everything
   back, so profiles are read before the events.
 

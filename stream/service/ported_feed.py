@@ -128,7 +128,9 @@ class PortedFeed:
             topic = ported_topic_name(self.settings)
             parts = consumer.partitions_for_topic(topic)
             if not parts:
-                await consumer._client.force_metadata_update()
+                from stream.service.faust_internals.transport import refresh_metadata
+
+                await refresh_metadata(consumer)
                 parts = consumer.partitions_for_topic(topic) or set()
             if not parts:  # no registry topic: the file (if any) is all there is
                 await consumer.stop()

@@ -10,23 +10,10 @@ changelog partition of a key is the input partition its events arrive on):
     (as ``churnwatch replay`` does), so its entries live in that partition's changelog.
     ``"<partition>/__applied__"`` holds, per input topic, the offset below which that
     partition's messages are reflected in the state (see :meth:`BatchProcessor.flush
-    <stream.service.agents.BatchProcessor.flush>`): after a crash, messages delivered again below
+    <stream.service.processor.BatchProcessor.flush>`): after a crash, messages delivered again below
     it are skipped, so state and alerts change exactly once per message.
 
-**A batch is written whole or not at all.** A batch's state is many changelog records in two
-topics, and the embedded broker has no transactions, so a ``kill -9`` could leave part of
-a batch written. So each batch first writes a *write-ahead* copy of everything it changes
-in one input partition (subscriber states, population entries, applied marks) to that
-partition of the population changelog, under the keys ``"<partition>/__wal__/<i>"``
-(chunks of at most ``WAL_CHUNK_BYTES``, all with the batch's id and chunk count), waits
-until the broker has it, and only then writes the per-key records. On recovery the chunks
-are not put in the table: :class:`WalReader` keeps the last complete write-ahead copy of
-each partition and, once the changelogs are read, applies it over the recovered keys. A
-crash before the copy is complete leaves the state of the batch before (the per-key
-records of the batch were not sent yet); a crash after it completes the batch. Either way
-every key comes back as of one and the same batch, with the marks of that batch. The
-per-key records keep the changelog compactable on a real Kafka (only the latest copy of
-each chunk key is needed).
+**A batch is written whole or not at all**: :mod:`stream.service.write_ahead`.
 
 The engine never touches a table directly: it gets a :class:`PartitionView` per input
 partition, over a :class:`BatchCache` per table. During a batch, reads come from the cache
@@ -42,30 +29,26 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, MutableMapping
-from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import orjson
+
+from stream.service.faust_internals.plain_table import plain_table
+from stream.service.write_ahead import (
+    WAL_CHUNK_BYTES,
+    Staged,
+    WalReader,
+    is_partitioned,
+    is_wal_key,
+    send_records,
+    wal_chunks,
+)
 
 SUBSCRIBERS_TABLE = "subscribers"
 POPULATION_TABLE = "population"
 #: Population-table key (after the partition prefix) of the applied-offset marks.
 APPLIED_KEY = "__applied__"
-#: Population-table key part of a batch's write-ahead chunks (never kept in the table).
-WAL_KEY = "__wal__"
-_WAL_MARK = b"/" + WAL_KEY.encode() + b"/"
-#: Largest write-ahead chunk: well under a real Kafka's default 1 MB message limit.
-WAL_CHUNK_BYTES = 512 * 1024
 _DELETED = object()
-
-
-def is_wal_key(key: bytes | str | None) -> bool:
-    """True for a write-ahead chunk key (``"<partition>/__wal__/<i>"``)."""
-    if key is None:
-        return False
-    raw = key if isinstance(key, bytes) else key.encode()
-    return _WAL_MARK in raw
 
 
 class PartitionIndex:
@@ -124,12 +107,6 @@ class PartitionIndex:
             self.discard(message.partition, key)
         else:
             self.add(message.partition, key)
-
-
-def is_partitioned(store: Any) -> bool:
-    """Does ``store`` take serialized records with their partition (RocksDB, see
-    :class:`~stream.service.faust_internals.rocksdb_store.PartitionedRocksStore`)?"""
-    return hasattr(store, "partition_keys")
 
 
 class BatchCache:
@@ -257,186 +234,6 @@ class PartitionView(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._cache.index.keys.get(self.partition, ()))
-
-
-def send_records(table: Any, records: list[tuple[int, str, bytes | None]]) -> None:
-    """Send serialized ``(partition, key, value)`` records to ``table``'s changelog."""
-    send = table.send_changelog
-    for partition, key, value in records:
-        send(partition, key, value, value_serializer="raw")
-
-
-def wal_chunks(batch_id: str, partition: int,
-               entries: list[tuple[bytes, str, bytes | None]],
-               limit: int = WAL_CHUNK_BYTES) -> list[tuple[str, bytes]]:
-    """The write-ahead chunks (key, JSON value) of one partition's ``(table tag, key,
-    value)`` entries; tag ``b"s"`` for subscribers, ``b"p"`` for population.
-
-    >>> chunks = wal_chunks("b1", 2, [(b"s", "s1", b'{"n":1}'), (b"p", "2/x", None)])
-    >>> [(k, orjson.loads(v)) for k, v in chunks]  # doctest: +NORMALIZE_WHITESPACE
-    [('2/__wal__/0', {'v': 1, 'id': 'b1', 'i': 0, 'n': 1, 's': {'s1': {'n': 1}},
-      'p': {'2/x': None}})]
-    """
-    groups: list[list[tuple[bytes, str, bytes | None]]] = [[]]
-    size = 0
-    for entry in entries:
-        n = len(entry[1]) + (len(entry[2]) if entry[2] is not None else 4) + 8
-        if groups[-1] and size + n > limit:
-            groups.append([])
-            size = 0
-        groups[-1].append(entry)
-        size += n
-    dumps = orjson.dumps
-    out = []
-    for i, group in enumerate(groups):
-        parts: dict[bytes, list[bytes]] = {b"s": [], b"p": []}
-        for tag, key, value in group:
-            parts[tag].append(dumps(key) + b":" + (b"null" if value is None else value))
-        body = b'{"v":1,"id":"%s","i":%d,"n":%d,"s":{%s},"p":{%s}}' % (
-            batch_id.encode(), i, len(groups), b",".join(parts[b"s"]), b",".join(parts[b"p"]))
-        out.append((f"{partition}/{WAL_KEY}/{i}", body))
-    return out
-
-
-@dataclass
-class Staged:
-    """One batch's state changes, serialized and already in the tables' memory.
-
-    Send :attr:`wal` (:meth:`send_wal`), wait until the broker has it, then send the
-    per-key :attr:`records` (:meth:`send_records`).
-    """
-
-    tables: Any
-    wal: list[tuple[int, str, bytes]] = field(default_factory=list)
-    subscribers: list[tuple[int, str, bytes | None]] = field(default_factory=list)
-    population: list[tuple[int, str, bytes | None]] = field(default_factory=list)
-
-    @property
-    def keys(self) -> int:
-        return len(self.subscribers) + len(self.population)
-
-    def send_wal(self) -> None:
-        send_records(self.tables.population, self.wal)  # type: ignore[arg-type]
-
-    def send_records(self) -> None:
-        # The write-ahead copy is on the broker: the local store may trust this batch.
-        self.tables.settle({p for p, _, _ in self.subscribers}
-                           | {p for p, _, _ in self.population})
-        send_records(self.tables.subscribers, self.subscribers)
-        send_records(self.tables.population, self.population)
-
-
-class WalReader:
-    """The last complete write-ahead copy of each partition seen in the changelog."""
-
-    def __init__(self) -> None:
-        self.pending: dict[int, dict[str, Any]] = {}
-        #: partition -> (subscriber entries, population entries) of its last complete copy
-        self.latest: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-
-    def feed(self, partition: int, value: bytes | None) -> None:
-        """One chunk, in changelog order."""
-        if value is None:
-            return
-        chunk = orjson.loads(value)
-        pending = self.pending.get(partition)
-        if pending is None or pending["id"] != chunk["id"]:
-            pending = self.pending[partition] = {"id": chunk["id"], "n": chunk["n"],
-                                                 "chunks": {}}
-        pending["chunks"][chunk["i"]] = chunk
-        if len(pending["chunks"]) == pending["n"]:
-            subs: dict[str, Any] = {}
-            pops: dict[str, Any] = {}
-            for c in pending["chunks"].values():
-                subs.update(c["s"])
-                pops.update(c["p"])
-            self.latest[partition] = (subs, pops)
-            del self.pending[partition]
-
-    def overlay(self, tables: StateTables) -> int:
-        """Apply (and forget) the last complete copy of every partition; keys written."""
-        n = 0
-        for partition, (subs, pops) in self.latest.items():
-            for store, index, entries in (
-                (tables.subscribers.data, tables.subscriber_index, subs),
-                (tables.population.data, tables.population_index, pops),
-            ):
-                for key, value in entries.items():
-                    if value is None:
-                        index.discard(partition, key)
-                        if not is_partitioned(store):
-                            store.pop(key, None)
-                    else:
-                        index.add(partition, key)
-                        if not is_partitioned(store):
-                            store[key] = value
-                    n += 1
-                if is_partitioned(store):
-                    store.write((partition, key.encode(),
-                                 None if value is None else orjson.dumps(value))
-                                for key, value in entries.items())
-        self.latest.clear()
-        self.pending.clear()
-        return n
-
-
-@cache
-def _plain_table_class() -> type:
-    import faust
-
-    class PlainTable(faust.Table):  # type: ignore[type-arg]
-        """A table whose changelog has raw string keys and orjson values.
-
-        Faust derives changelog codecs from ``key_type``/``value_type`` (JSON-quoted keys
-        for ``str``), and builds the changelog topic inside its constructor, so the
-        choice has to be made here rather than set afterwards. With ``wal`` set, write-ahead
-        chunks read from the changelog go to it instead of into the table.
-        """
-
-        wal: WalReader | None = None
-
-        def _serializer_from_type(self, typ: Any) -> Any:
-            return "raw" if typ in (str, bytes) else "orjson"
-
-        def _new_store_by_url(self, url: Any) -> Any:
-            # Faust's RocksDB store picks partitions from the current stream event, which
-            # a batch agent does not have (stream.service.faust_internals.rocksdb_store).
-            from stream.service.faust_internals.rocksdb_store import is_rocksdb
-
-            if not is_rocksdb(url):
-                return super()._new_store_by_url(url)
-            from stream.service.faust_internals.rocksdb_store import (
-                ROCKSDB_OPTIONS,
-                PartitionedRocksStore,
-            )
-
-            return PartitionedRocksStore(
-                url, self.app, self, table_name=self.name, key_type=self.key_type,
-                key_serializer=self.key_serializer, value_serializer=self.value_serializer,
-                value_type=self.value_type, loop=self.loop,
-                options={**ROCKSDB_OPTIONS, **(self.options or {})})
-
-        def apply_changelog_batch(self, batch: Any) -> None:
-            wal = self.wal
-            if wal is not None:
-                rest = []
-                for event in batch:
-                    message = event.message
-                    if is_wal_key(message.key):
-                        wal.feed(message.partition, message.value)
-                    else:
-                        rest.append(event)
-                batch = rest
-            super().apply_changelog_batch(batch)
-
-    return PlainTable
-
-
-def plain_table(app: Any, name: str, **kwargs: Any) -> Any:
-    """``app.Table(name, **kwargs)`` with the :class:`PlainTable` class (raw string keys,
-    orjson values in the changelog)."""
-    table = _plain_table_class()(app, name=name, beacon=app.tables.beacon, **kwargs)
-    return app.tables.add(table)
 
 
 class StateTables:

@@ -144,7 +144,7 @@ class Filters:
     zone: frozenset[str] | None = None
     segment: frozenset[str] | None = None
     account_manager: str | None = None
-    #: only items whose contact window is open at this time (no-op without ``contact``)
+    #: only items whose contact window is open at this time (items without windows pass)
     reachable_at: datetime | None = None
     #: claims held at this time are shown only with ``include_claimed``
     now: float = 0.0
@@ -168,8 +168,9 @@ def in_contact_window(item: Mapping[str, Any], when: datetime,
                       tz_offset_hours: float = 8.0) -> bool:
     """True when ``when`` falls in one of the item's contact windows.
 
-    An item without a usable ``contact`` (alerts do not carry one yet) always passes: the
-    filter cannot tell, and hiding the work would be worse. A window is
+    An item without usable ``contact`` windows (a group item, too few calls seen, an alert
+    from an older version) always passes: the filter cannot tell, and hiding the work
+    would be worse. A window is
     ``{"weekdays": [1..7] (Monday 1), "start": "HH:MM", "end": "HH:MM"}`` in local time.
 
     >>> at = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)  # Monday 19:00 at UTC+8

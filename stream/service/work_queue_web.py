@@ -14,8 +14,8 @@ declares:
 
 ``GET /queue``
     Open work by priority. Query: ``zone``, ``segment`` (comma lists), ``account_manager``,
-    ``reachable_now=true`` (only items whose contact window is open now; a no-op on items
-    without ``contact``), ``capacity=N`` (the N items of highest expected retained value;
+    ``reachable_now=true`` (only items whose contact window is open now; items without
+    contact windows pass), ``capacity=N`` (the N items of highest expected retained value;
     default ``--capacity``/``CHURNWATCH_QUEUE_CAPACITY``, 0 = all), ``limit``,
     ``include_claimed=true``.
 ``GET /queue/items/{key}``
@@ -46,7 +46,8 @@ import orjson
 from stream.contracts.validation import Accepted, Rejected, Validator, dead_letter
 from stream.service import work_queue as wq
 from stream.service.codecs import ORJSON, RAW
-from stream.service.tables import plain_table
+from stream.service.faust_internals.plain_table import plain_table
+from stream.service.faust_internals.transport import track_changelog
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
         table=table, agent=None, outcomes_topic=outcomes, deadletter_topic=deadletter_topic,
         capacity=settings.queue_capacity,
         tz_offset_hours=float(settings.tz_offset_hours), metrics=metrics,
-        before_write=lambda: _changelog_metadata(app, table))
+        before_write=lambda: track_changelog(app, table))
 
     async def fold_alerts(stream: Any) -> None:
         async for alert in stream:
@@ -336,20 +337,6 @@ def _route_with_body(app: Any, table: Any) -> Callable[[Any], Any]:
         return post
 
     return decorate
-
-
-async def _changelog_metadata(app: Any, table: Any) -> None:
-    """Make the producer track the table's changelog in its metadata.
-
-    A write from a view has no stream event, so its partition comes from the key and the
-    producer's metadata. aiokafka refreshes metadata for the topics its client tracks only,
-    and a topic it found already known (the agent's writes) is never tracked: the next
-    refresh (e.g. for the first outcome sent) drops it and the write fails.
-    """
-    name = table.changelog_topic.get_topic_name()
-    client = app.producer._ensure_producer().client
-    await client.add_topic(name)
-    await client._wait_on_metadata(name)
 
 
 def _flag(text: str | None) -> bool:

@@ -24,7 +24,7 @@ import argparse
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -152,6 +152,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"share of reached churners who say they stay ({d.denial})")
     group.add_argument("--call-delay-hours", type=float, nargs=2, default=d.delay_hours,
                        metavar=("MIN", "MAX"), help="hours from alert to call (2 72)")
+    group.add_argument("--capacities", type=lambda text: tuple(int(v) for v in text.split(",")),
+                       default=CAPACITIES, metavar="N,N,...",
+                       help="daily capacities (calls a day) the contact experiment tries "
+                            f"({','.join(map(str, CAPACITIES))})")
     group.add_argument("--report-delay-hours", type=float, nargs=2, default=d.report_hours,
                        metavar=("MIN", "MAX"),
                        help="hours from a reached churner's port-out to the report (6 72)")
@@ -291,3 +295,257 @@ def learning_experiment(
                        for lv, z in levels.items()},
         "alerts": scored,
     }
+
+
+# --------------------------------------------------------------------------------------
+# Reaching people: calls at a chosen hour, a daily capacity, an order of the work.
+# --------------------------------------------------------------------------------------
+
+#: The call centre's working hours (local): random-hour calls are drawn from them, and
+#: advised calls are made where a contact window meets them.
+OPEN_HOURS = (9, 21)
+#: Calls an item gets before the call centre gives up on it.
+MAX_ATTEMPTS = 3
+#: Daily capacities tried by :func:`contact_experiment` (calls a day).
+CAPACITIES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class ContactCentre:
+    """A call centre that calls each day's work at a chosen hour, within a daily capacity.
+
+    Each day (the world's local days) the open subscriber items (one per open episode, from
+    the alert stream, :func:`stream.service.work_queue.fold`) are called, at most
+    ``capacity`` of them: in the queue's order (:func:`stream.service.work_queue.ordered`,
+    by expected retained value) or first come, first served (by when the episode opened).
+    With ``timing="advised"`` an item is called on a day one of its contact windows meets
+    the working hours, at an hour in the best such window (the other items wait for their
+    day, as the queue's ``reachable_now`` filter has them wait; an item whose alert has no
+    windows is called any day at a random hour); with ``timing="random"``, any day at a
+    random working hour. It reaches the subscriber
+    with the world's own odds (``truth.jsonl``'s ``answers``: the first share in the hours
+    they answer in, the second outside them; always without them). A number already ported
+    out is gone (not counted as a call). A reached churner is retained with probability
+    ``retained``; a reached subscriber's item is done; an unreached one is tried again on a
+    later day, up to :data:`MAX_ATTEMPTS` calls. Group items have no one number to call and
+    are left out.
+
+    Draws are shared between the ways of working (common random numbers): a call's answer,
+    and where in its window or working day it falls, depend on the episode and the attempt,
+    a reached churner's retention on the episode, so two ways of working differ only by whom
+    they call and when.
+
+    Examples
+    --------
+    >>> truth = {"s1": {"churn": True, "port_out_ts": None, "monthly_fee": 88.0,
+    ...                 "answers": {"weekdays": [19, 20], "weekend": [], "share": [1.0, 0.0]}}}
+    >>> alert = {"alert_id": "a1", "kind": "subscriber", "status": "open",
+    ...          "subscriber_id": "s1", "zone": "red", "risk_score": 0.8,
+    ...          "value_at_risk": 88.0, "ts": "2026-03-02T08:00:00+08:00",
+    ...          "contact": {"answered_share": 0.9, "windows": [
+    ...              {"weekdays": [1, 2, 3, 4, 5], "start": "18:00", "end": "21:00"}]}}
+    >>> centre = ContactCentre(seed=3, retained=1.0)
+    >>> start, end = _ts("2026-03-02T00:00:00+08:00"), _ts("2026-03-06T00:00:00+08:00")
+    >>> run = centre.run([alert], truth, start, end, capacity=5, timing="advised")
+    >>> run["calls"], run["unreached"], run["retained"], run["value_retained"]
+    (1, 0, 1, 88.0)
+    >>> centre.run([alert], truth, start, end, capacity=5, timing="random")["calls"] > 1
+    True
+
+    """
+
+    seed: int = 1
+    retained: float = 0.3
+    open_hours: tuple[int, int] = OPEN_HOURS
+    max_attempts: int = MAX_ATTEMPTS
+    tz_offset_hours: float = 8.0
+
+    def run(self, alerts: Iterable[dict[str, Any]], truth: dict[str, dict[str, Any]],
+            start: datetime, end: datetime, *, capacity: int, order: str = "queue",
+            timing: str = "advised") -> dict[str, Any]:
+        """Work the alerts from ``start`` to ``end``; figures of the run."""
+        from stream.service.work_queue import fold, item_key, ordered
+
+        tz = start.tzinfo
+        pending = sorted((a for a in alerts if a.get("kind", "subscriber") == "subscriber"
+                          and a.get("subscriber_id") in truth),
+                         key=lambda a: (_ts(a["ts"]), str(a.get("alert_id"))))
+        items: dict[str, dict[str, Any]] = {}
+        attempts: Counter[str] = Counter()
+        done: set[tuple[str, Any]] = set()  # episodes (key, opened) worked to the end
+        figures: Counter[str] = Counter()
+        value = 0.0
+        at = 0
+        day = start
+        while day < end:
+            close = day + timedelta(days=1)
+            while at < len(pending) and _ts(pending[at]["ts"]) < day:
+                alert = pending[at]
+                at += 1
+                key = item_key(alert)
+                if key is None:
+                    continue
+                item = fold(items.get(key), alert)
+                if item is None:
+                    items.pop(key, None)
+                elif (key, item["opened_ts"]) not in done:
+                    items[key] = item
+            work = list(items.values())
+            if timing == "advised":
+                # Called on a day one of its windows is open in working hours (or any day,
+                # when its alert has no windows at all); the others wait for their day.
+                callable_ = [i for i in work if self._window(i, day) is not None
+                             or not _windows(i)]
+                figures["waited"] += len(work) - len(callable_)
+                work = callable_
+            chosen: list[Mapping[str, Any]]
+            if order == "queue":
+                chosen = ordered(work, capacity)
+            else:
+                chosen = sorted(work, key=lambda i: (str(i["opened_ts"]), str(i["key"])))
+                chosen = chosen[:capacity]
+            for call in chosen:
+                key = str(call["key"])
+                episode = (key, call["opened_ts"])
+                t = truth[key]
+                rng = random.Random(f"{self.seed}|{episode}|{attempts[key]}")
+                u_answer, u_hour, u_minute = rng.random(), rng.random(), rng.random()
+                lo, hi = self.open_hours
+                window = self._window(call, day) if timing == "advised" else None
+                if window is not None:
+                    lo, hi = window
+                    figures["in_window"] += 1
+                when = day.replace(hour=lo + int(u_hour * (hi - lo)),
+                                   minute=int(u_minute * 60))
+                gone = _ts(t["port_out_ts"]) if t.get("port_out_ts") else None
+                if gone is not None and gone <= when:
+                    figures["gone"] += 1
+                    items.pop(key)
+                    done.add(episode)
+                    continue
+                attempts[key] += 1
+                figures["calls"] += 1
+                if u_answer >= _answer_odds(t, when):
+                    figures["unreached"] += 1
+                    if attempts[key] >= self.max_attempts:
+                        figures["given_up"] += 1
+                        items.pop(key)
+                        done.add(episode)
+                    continue
+                figures["reached"] += 1
+                items.pop(key)
+                done.add(episode)
+                if t["churn"]:
+                    figures["reached_churners"] += 1
+                    keep = random.Random(f"{self.seed}|{key}|{call['opened_ts']}|kept")
+                    if keep.random() < self.retained:
+                        figures["retained"] += 1
+                        value += float(t.get("monthly_fee") or 0.0)
+            day = close.astimezone(tz)
+        calls = figures["calls"]
+        return {
+            "capacity": capacity, "order": order, "timing": timing,
+            "calls": calls, "reached": figures["reached"], "unreached": figures["unreached"],
+            "unreachable_share": round(figures["unreached"] / calls, 4) if calls else None,
+            "gone": figures["gone"], "given_up": figures["given_up"],
+            "in_window": figures["in_window"], "waited": figures["waited"],
+            "reached_churners": figures["reached_churners"],
+            "retained": figures["retained"], "value_retained": round(value, 2),
+        }
+
+    def _window(self, item: Mapping[str, Any], day: datetime) -> tuple[int, int] | None:
+        """The hours (first, end) of the item's best window that meets the working hours
+        on ``day``'s weekday, if any."""
+        lo, hi = self.open_hours
+        for window in _windows(item):
+            if day.isoweekday() not in window.get("weekdays", ()):
+                continue
+            first = max(lo, int(window["start"][:2]))
+            last = min(hi, int(window["end"][:2]))
+            if first < last:
+                return first, last
+        return None
+
+
+def _windows(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    contact = item.get("contact")
+    windows = contact.get("windows") if isinstance(contact, Mapping) else None
+    return windows if isinstance(windows, list) else []
+
+
+def _answer_odds(t: dict[str, Any], when: datetime) -> float:
+    """The chance a call at ``when`` (local time) is answered, from the world's truth."""
+    answers = t.get("answers")
+    if not answers:
+        return 1.0
+    inside, outside = answers["share"]
+    hours = answers["weekend"] if when.isoweekday() >= 6 else answers["weekdays"]
+    return float(inside if when.hour in hours else outside)
+
+
+def contact_experiment(world: Path, alerts: list[dict[str, Any]], *,
+                       capacities: tuple[int, ...] = CAPACITIES, seed: int = 1,
+                       retained: float = 0.3) -> dict[str, Any]:
+    """Advised windows against random hours, and the queue's order against first come,
+    first served, at each daily capacity, over a simulated world and its alerts.
+
+    Returns ``timing`` (per capacity: the queue's order at advised and at random hours)
+    and ``order`` (per capacity: advised hours in the queue's order and first come, first
+    served), each run's figures from :meth:`ContactCentre.run`, and whether the targets
+    hold: the unreachable share at advised hours at most half of the random-hour one, and
+    more value retained by the queue's order at every capacity.
+    """
+    truth = load_truth(world)
+    summary = json.loads((world / "world.json").read_text())
+    start, end = _ts(summary["start"]), _ts(summary["end"])
+    centre = ContactCentre(seed=seed, retained=retained)
+    timing: list[dict[str, Any]] = []
+    order: list[dict[str, Any]] = []
+    for capacity in capacities:
+        def run(order_: str, timing_: str, capacity: int = capacity) -> dict[str, Any]:
+            return centre.run(alerts, truth, start, end, capacity=capacity, order=order_,
+                              timing=timing_)
+
+        advised = run("queue", "advised")
+        timing.append({"capacity": capacity, "advised": advised,
+                       "random": run("queue", "random")})
+        order.append({"capacity": capacity, "queue": advised,
+                      "first_come": run("first_come", "advised")})
+    halves = [t["advised"]["unreachable_share"] is not None
+              and t["random"]["unreachable_share"] is not None
+              and t["advised"]["unreachable_share"] <= 0.5 * t["random"]["unreachable_share"]
+              for t in timing]
+    more = [o["queue"]["value_retained"] > o["first_come"]["value_retained"] for o in order]
+    return {"capacities": list(capacities), "timing": timing, "order": order,
+            "targets": {"unreachable_half_of_random": all(halves),
+                        "queue_more_value_every_capacity": all(more)}}
+
+
+def format_contact(report: dict[str, Any]) -> str:
+    """The experiment as a table."""
+    lines = ["calling in the advised windows against random hours (queue order):",
+             f"  {'capacity':>8}  {'unreachable advised':>19}  {'random':>7}  "
+             f"{'retained advised':>16}  {'random':>7}"]
+    for t in report["timing"]:
+        a, r = t["advised"], t["random"]
+        lines.append(f"  {t['capacity']:>8}  {_pct(a['unreachable_share']):>19}  "
+                     f"{_pct(r['unreachable_share']):>7}  {a['retained']:>16}  "
+                     f"{r['retained']:>7}")
+    lines += ["value retained (monthly fees) by the queue's order against first come, "
+              "first served (advised hours):",
+              f"  {'capacity':>8}  {'queue':>9}  {'first come':>10}  {'customers':>9}  "
+              f"{'first come':>10}"]
+    for o in report["order"]:
+        q, f = o["queue"], o["first_come"]
+        lines.append(f"  {o['capacity']:>8}  {q['value_retained']:>9.0f}  "
+                     f"{f['value_retained']:>10.0f}  {q['retained']:>9}  {f['retained']:>10}")
+    t = report["targets"]
+    lines.append(f"targets: unreachable at advised hours <= half of random: "
+                 f"{'ok' if t['unreachable_half_of_random'] else 'MISS'}; queue order retains "
+                 f"more value at every capacity: "
+                 f"{'ok' if t['queue_more_value_every_capacity'] else 'MISS'}")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"

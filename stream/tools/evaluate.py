@@ -1089,6 +1089,15 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(world, alerts, baseline=not args.no_baseline, source=source,
                       outcomes=outcomes)
     print(format_report(report))
+    if centre is not None:
+        # Reaching people: advised windows against random hours, the queue's order against
+        # first come, first served, at several daily capacities.
+        from stream.tools.callcentre import contact_experiment, format_contact
+
+        report["contact"] = contact_experiment(
+            directory, alerts, capacities=tuple(args.capacities), seed=centre.seed,
+            retained=centre.retained)
+        print(format_contact(report["contact"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")

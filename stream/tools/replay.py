@@ -49,7 +49,7 @@ PROGRESS_EVERY = 500_000
 #: Call-centre outcomes in a replay directory, one ``churn.outcomes`` message a line.
 OUTCOMES_FILE = "outcomes.jsonl"
 #: Billing kinds after which a subscriber has gone: an exit for the learner (as the
-#: stream's ``agents.LEAVING``).
+#: stream's ``processor.LEAVING``).
 LEAVING = frozenset({"port_out", "deactivation"})
 
 DeadLetterSink = Callable[[dict[str, Any]], None]
@@ -215,6 +215,10 @@ def replay_directory(
             for g, sequencer in enumerate(sequencers):
                 for ready in sequencer.watermark(p, mark):
                     yield from stages[g].process(ready)
+                if sequencer.low > float("-inf"):
+                    # Every signal before low + 1 is in: quiet groups decide their days too
+                    # (a group whose last member left gets no more signals).
+                    yield from stages[g].advance(int(sequencer.low) + 1)
 
     def partition_for(subscriber_id: str) -> int:
         p = part_cache.get(subscriber_id)
@@ -274,7 +278,7 @@ def _events(
 ) -> Iterator[dict[str, Any]]:
     """The event loop of :func:`replay_directory`: calls and billing in event time, with
     the learner, outcomes and the call centre when given (the order is documented there)."""
-    from stream.service.lateness import too_late
+    from stream.service.lateness import Arrivals, too_late
     from stream.tools.callcentre import load_truth
 
     if call_centre is not None and truth is None:
@@ -337,6 +341,7 @@ def _events(
             yield alert
 
     calibrating = learner is not None or call_centre is not None
+    arrivals = Arrivals()
     items = heapq.merge(accepted("calls"), accepted("billing"), filed)
     n = 0
     for ts, order, number, item in items:
@@ -347,7 +352,10 @@ def _events(
             continue
         n += 1
         p = partition_for(item["subscriber_id"])
-        late = too_late(engines[p], INPUT_KINDS[order], ts)
+        kind = INPUT_KINDS[order]
+        # As the service: by the file's own earlier events (a topic-partition's), then by
+        # the engine's closed days (stream.service.lateness).
+        late = arrivals.late(engines[p], kind, p, kind, ts) or too_late(engines[p], kind, ts)
         if late is not None:  # as the service: a closed day's models never see it
             counts[f"accepted.{INPUT_KINDS[order]}"] -= 1
             counts[f"rejected.{late.reason}"] += 1

@@ -170,6 +170,20 @@ class WorldParams:
     # (0.5: incoming falls half as far; 1.0: both directions fall together).
     churn_in_follow: float = 0.5
 
+    # When people answer the phone. "personal": each subscriber has hours of the week when
+    # they are free to answer (``answer_spans`` spans of ``answer_span_hours`` on weekdays,
+    # one on the weekend and holidays, starting at hours drawn from their segment's call
+    # profile); an incoming call rings at the caller's time and is answered with the first
+    # probability of ``answer_share`` in those hours and the second outside them (an
+    # unanswered call has ``duration_s`` 0); ``own_calls_in_hours`` of their own calls are
+    # made in those hours. "always": every call answered, calls at the segment's hours.
+    answer_hours: str = "personal"
+    answer_spans: int = 2
+    answer_span_hours: tuple[int, int] = (2, 4)
+    weekend_span_hours: tuple[int, int] = (3, 6)
+    answer_share: tuple[float, float] = (0.9, 0.2)
+    own_calls_in_hours: float = 0.8
+
 
 OUR_OPERATOR = "China Mobile"
 OPERATOR_PREFIXES: dict[str, tuple[int, ...]] = {
@@ -180,6 +194,7 @@ OPERATOR_PREFIXES: dict[str, tuple[int, ...]] = {
     "China Broadnet": (192,),
 }
 CELL_MODES = ("varied", "home", "none")
+ANSWER_MODES = ("personal", "always")
 TRIP_CELL_MODES = ("roaming", "home")
 COMPETITORS = ("China Unicom", "China Telecom", "China Broadnet")
 COMPETITOR_WEIGHTS = (0.5, 0.45, 0.05)
@@ -286,7 +301,7 @@ class Sub:
         "account_manager", "postpaid", "fee", "rate", "out_rate", "in_rate", "home_cell",
         "kind", "join_day", "join_s", "churn_start", "decay_days", "floor", "port_out_day",
         "port_out_s", "forwards", "plan_change", "trips", "sparse_p", "balance",
-        "month_total", "month_days", "group_after", "trend",
+        "month_total", "month_days", "group_after", "trend", "answers",
     )
 
     # Set when the cast is drawn (World._subscriber), before anything reads them.
@@ -325,6 +340,9 @@ class Sub:
         self.month_days = 0
         self.group_after: int | None = None  # day from which own activity collapses
         self.trend = 0.0  # organic drift: log-multiplier reached at the world's end
+        # Hours (local) the subscriber answers in: (weekdays, weekend and holidays); empty
+        # with ``answer_hours="always"`` (every call is answered)
+        self.answers: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
 
 class World:
@@ -333,6 +351,8 @@ class World:
     def __init__(self, p: WorldParams) -> None:
         if p.subscribers < 1 or p.days < 1:
             raise ValueError("subscribers and days must be positive")
+        if p.answer_hours not in ANSWER_MODES:
+            raise ValueError(f"answer_hours must be one of {', '.join(ANSWER_MODES)}")
         if p.cell_ids not in CELL_MODES or p.trip_cells not in TRIP_CELL_MODES:
             raise ValueError(f"cell_ids must be one of {', '.join(CELL_MODES)} and "
                              f"trip_cells one of {', '.join(TRIP_CELL_MODES)}")
@@ -499,7 +519,26 @@ class World:
         else:
             s.kind = _pick(rng, p.individual_kinds + (("stable", 1.0),))
         self._schedule(s, rng)
+        if p.answer_hours == "personal":
+            s.answers = self._answer_hours(s)
         return s
+
+    def _answer_hours(self, s: Sub) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The hours of the week ``s`` answers in: spans starting at hours drawn from the
+        segment's call profile (its own random stream: the rest of the cast is unchanged)."""
+        p = self.p
+        rng = random.Random(_mix(self.seed, s.idx, 40))
+        table = self.hours[p.segments[s.segment].business_hours]
+        weekend_table = self.hours[False]
+        days: list[tuple[int, ...]] = []
+        for spans, lengths, hours in ((p.answer_spans, p.answer_span_hours, table),
+                                      (1, p.weekend_span_hours, weekend_table)):
+            free: set[int] = set()
+            for _ in range(spans):
+                start = rng.choice(hours)
+                free.update(h % 24 for h in range(start, start + rng.randint(*lengths)))
+            days.append(tuple(sorted(free)))
+        return days[0], days[1]
 
     def _tier(self, rng: random.Random, segment: str) -> str | None:
         x = rng.random()
@@ -730,9 +769,18 @@ class World:
         no_cells = p.cell_ids == "none"
         cell = f"R{s.home_cell[1:]}" if away and not one_cell else s.home_cell
         random_ = rng.random
+        # When they answer: a stream of its own, so the calls drawn are those of a world
+        # where every call is answered, only their hours and answers differ.
+        free = s.answers[weekday >= 5 or day in self.holiday]
+        answer = random.Random(_mix(self.seed, idx, day, 41)).random if free else None
+        share_in, share_out = p.answer_share
         for direction, n in (("out", n_out), ("in", n_in)):
             for _ in range(n):
-                t = hours[int(random_() * n_hours)] * 3600 + int(random_() * 3600)
+                hour = hours[int(random_() * n_hours)]
+                if answer is not None and direction == "out" and \
+                        answer() < p.own_calls_in_hours:
+                    hour = free[int(answer() * len(free))]
+                t = hour * 3600 + int(random_() * 3600)
                 if t < lo_s or t >= hi_s:
                     continue
                 dur = min(7200, max(1, int(math.exp(rng.gauss(mu, 0.9)))))
@@ -758,6 +806,9 @@ class World:
                     c = None
                     if forwarded != p.voicemail_number:
                         charge = round(s.rate * ((dur + 59) // 60), 2)
+                elif answer is not None and answer() >= (
+                        share_in if hour in free else share_out):
+                    dur = 0  # rang, not answered
                 usage += charge
                 calls.append((t, idx, seq, direction, other, dur, charge, forwarded, c))
                 seq += 1
@@ -824,6 +875,9 @@ def _truth(w: World, s: Sub) -> dict[str, Any]:
                         {"day": pc[0], "ts": w.ts(pc[0], pc[1]), "from": pc[2], "to": pc[3]}),
         "trips": [{"start_day": a, "end_day": min(b, w.p.days), "kind": k}
                   for a, b, _, k in s.trips if a < w.p.days],
+        "answers": ({"weekdays": list(s.answers[0]), "weekend": list(s.answers[1]),
+                     "share": list(w.p.answer_share)} if w.p.answer_hours == "personal"
+                    else None),
     }
 
 

@@ -132,3 +132,27 @@ def test_a_group_whose_members_all_left_closes_its_episode() -> None:
     stage2 = GroupStage(GroupConfig(), {})
     out = [a for day in signals("G8", n, 75, partly) for s in day for a in stage2.process(s)]
     assert "closed" not in [a["status"] for a in out]
+
+
+def test_a_group_that_no_signal_reaches_closes_when_event_time_moves_on() -> None:
+    """Alone on its group partition, the group gets no signal after its last member left:
+    the sources' watermarks (``GroupStage.advance``) decide its days, as another group's
+    signals would."""
+    n = 12
+    starts = {0: 40, 1: 40, 2: 41, 3: 42, 4: 42, 5: 43, 6: 44}
+    gone = {m: 55 + m // 3 for m in range(n)}
+    per_day = signals("G9", n, 75, defecting(n, starts, cut_day=47, leave=gone))
+    day0 = (DAY0 - date(1970, 1, 1)).days
+    quiet, moved = GroupStage(GroupConfig(), {}), GroupStage(GroupConfig(), {})
+    only_signals: list[dict[str, Any]] = []
+    with_marks: list[dict[str, Any]] = []
+    for d, today in enumerate(per_day):
+        for s in today:
+            only_signals.extend(quiet.process(s))
+            with_marks.extend(moved.process(s))
+        with_marks.extend(moved.advance(day0 + d + 1))  # every source closed day d
+    assert "closed" not in [a["status"] for a in only_signals]
+    assert [a["status"] for a in with_marks][-1] == "closed"
+    # The same decisions, only sooner: every alert of the signals alone is among them.
+    assert {a["alert_id"] for a in only_signals} < {a["alert_id"] for a in with_marks}
+    assert moved.advance(day0 + 10) == []  # event time never goes back

@@ -24,6 +24,7 @@ from river.checks import common
 
 from detectors.absence import AwayState, StayAway
 from detectors.bill import BillLevel
+from detectors.contact import ContactWindows
 from detectors.forwarding import Forwarding
 from detectors.policy import ZONES, AlertPolicy
 from detectors.presence import HomeCell, HomeState
@@ -51,6 +52,14 @@ def _cusum_step(m: PoissonCusum, rng: random.Random, i: int) -> None:
 def _set(model: Any, names: tuple[str, ...], values: list[Any]) -> None:
     for name, value in zip(names, values, strict=True):
         setattr(model, name, value)
+
+
+def _contact_step(c: ContactWindows, rng: random.Random, i: int) -> None:
+    # A call every few hours of event time: evenings answered, days mostly missed.
+    ts = 1_767_225_600 + i * 3 * 3600 + rng.randint(0, 3599)
+    evening = c.bucket(ts)[0] % 8 == 6
+    c.learn_one({"ts": ts, "direction": "out" if rng.random() < 0.3 else "in",
+                 "answered": rng.random() < (0.9 if evening else 0.2)})
 
 
 def _policy_step(p: AlertPolicy, rng: random.Random, i: int) -> None:
@@ -112,6 +121,9 @@ MODELS: dict[str, Model] = {
         lambda m: m.to_state(), _spend_load, 120),
     "Forwarding": Model(Forwarding, _fwd_step, lambda m: m.to_state(), _fwd_load, 60),
     "AlertPolicy": Model(AlertPolicy, _policy_step, lambda m: m.to_state(), _policy_load, 60),
+    "ContactWindows": Model(
+        ContactWindows, _contact_step, lambda m: [m.state],
+        lambda m, s: setattr(m, "state", s[0]), 80),
 }
 
 GENERAL_CHECKS = [

@@ -13,9 +13,16 @@ import orjson
 import pytest
 from river import stats
 
-from detectors import Engine, EngineConfig, Forwarding, OperatorLookup, SpendDrop, deep_sizeof
+from detectors import (
+    Engine,
+    EngineConfig,
+    Forwarding,
+    OperatorLookup,
+    SpendDrop,
+    dedupe,
+    deep_sizeof,
+)
 from detectors.days import Clock, parse_ts
-from detectors.state import fingerprint, remember
 from stream.contracts import schema
 
 # --------------------------------------------------------------------------------------
@@ -104,16 +111,36 @@ def test_clock_days_in_operator_time() -> None:
     assert clock.date(clock.day(late_evening_utc)) == "2026-03-02"
 
 
-def test_dedupe_ring_window() -> None:
-    ring = ""
-    ids = [f"e{i}" for i in range(20)]
-    for event_id in ids:
-        seen, ring = remember(ring, fingerprint(event_id), 12)
-        assert not seen
-    assert remember(ring, fingerprint("e19"), 12)[0]
-    assert remember(ring, fingerprint("e8"), 12)[0]
-    assert not remember(ring, fingerprint("e7"), 12)[0]  # beyond the 12-event window
-    assert len(ring) == 64  # 12 x 4 bytes in base64
+def test_a_day_remembers_its_latest_event_ids_exactly() -> None:
+    days = ""
+    ids = [f"c{i}" for i in range(200)]
+    for n, event_id in enumerate(ids):
+        assert not dedupe.seen(days, 20513, dedupe.fingerprint(event_id))
+        days = dedupe.add(days, 20513, dedupe.fingerprint(event_id))
+        # "20513:" and three bytes an id (four base64 characters), up to DAY_MAX ids
+        assert len(days) == 6 + 4 * min(n + 1, dedupe.DAY_MAX)
+    latest = ids[-dedupe.DAY_MAX:]
+    assert all(dedupe.seen(days, 20513, dedupe.fingerprint(i)) for i in latest)
+    assert not any(dedupe.seen(days, 20513, dedupe.fingerprint(i)) for i in ids[:100])
+    assert not dedupe.seen(days, 20514, dedupe.fingerprint(ids[-1]))  # per day
+    assert not dedupe.seen(days, 513, dedupe.fingerprint(ids[-1]))  # a whole day number
+    both = dedupe.add(days, 20512, dedupe.fingerprint("b1"))
+    assert both.startswith("20512:") and both.endswith(" " + days)
+    assert dedupe.seen(both, 20512, dedupe.fingerprint("b1"))
+    assert dedupe.seen(both, 20513, dedupe.fingerprint(ids[-1]))
+    assert dedupe.prune(both, 20512) == days
+    assert dedupe.prune(both, 20513) == ""
+
+
+def test_an_exact_day_set_has_no_false_duplicates() -> None:
+    days = ""
+    for i in range(dedupe.DAY_MAX):
+        days = dedupe.add(days, 1, dedupe.fingerprint(f"x{i}"))
+    others = [f"y{i}" for i in range(100_000)]
+    fps = {dedupe.fingerprint(f"x{i}") for i in range(dedupe.DAY_MAX)}
+    # Only a 24-bit collision can make an unseen id look seen.
+    assert sum(dedupe.seen(days, 1, dedupe.fingerprint(o)) for o in others) == sum(
+        dedupe.fingerprint(o) in fps for o in others)
 
 
 # --------------------------------------------------------------------------------------
@@ -136,6 +163,28 @@ def test_duplicates_are_counted_and_change_nothing() -> None:
     assert engine.process("calls", _call(1, "2026-03-01T10:00:00+08:00")) == []
     assert orjson.dumps(engine.subscribers["s1"]) == before
     assert engine.counters["duplicate"] == 1
+
+
+def test_a_resend_is_a_duplicate_however_many_events_came_between_while_its_day_is_open(
+) -> None:
+    engine = Engine()
+    engine.process("calls", _call(0, "2026-02-28T10:00:00+08:00"))  # the day before
+    engine.process("calls", _call(1, "2026-03-01T08:00:00+08:00"))
+    for n in range(2, 40):  # far more than the 12 events the engine used to remember
+        engine.process("calls", _call(n, f"2026-03-01T{8 + n // 4:02d}:{n % 4 * 15:02d}:00"
+                                         "+08:00"))
+    engine.process("calls", _call(40, "2026-03-02T00:30:00+08:00"))  # 03-01 still open
+    before = orjson.dumps(engine.subscribers["s1"])
+    assert engine.process("calls", _call(1, "2026-03-01T08:00:00+08:00")) == []
+    assert orjson.dumps(engine.subscribers["s1"]) == before
+    assert engine.counters["duplicate"] == 1 and engine.counters["late"] == 0
+    # Its day closed, its ids are gone with it: a plain engine takes it as late (the
+    # service and replay reject it as too_late before the engine sees it).
+    engine.process("calls", _call(41, "2026-03-02T01:00:00+08:00"))
+    march_2 = engine.clock.day(parse_ts("2026-03-02T01:00:00+08:00"))
+    assert [e.split(":")[0] for e in engine.subscribers["s1"]["e"].split()] == [str(march_2)]
+    engine.process("calls", _call(1, "2026-03-01T08:00:00+08:00"))
+    assert engine.counters["duplicate"] == 1 and engine.counters["late"] == 1
 
 
 def test_late_events_are_counted_and_their_spend_used() -> None:
@@ -203,11 +252,18 @@ def test_alerts_follow_the_contract_and_ids_are_deterministic() -> None:
     for alert in alerts:
         assert "emitted_at" not in alert
         validate({**alert, "emitted_at": "2026-03-12T10:00:00+00:00"})
-        assert set(alert) == set(schema("alert")["required"]) - {"emitted_at"}
+        assert set(alert) == set(schema("alert")["required"]) - {"emitted_at"} | {"contact"}
     first = alerts[0]
     assert first["zone"] in ("yellow", "red") and first["status"] == "open"
     assert first["msisdn"] == "13800000001" and first["account_manager"] == "AM1"
     assert first["value_at_risk"] == pytest.approx(600.0 * 1.5 * 1.5, rel=0.05)
+    # A key account: the account manager first, then when the subscriber answers (every
+    # call of this world is between 09:00 and 17:00 on every day of the week).
+    contact = first["contact"]
+    assert (contact["first_contact"], contact["account_manager"]) == ("account_manager", "AM1")
+    assert contact["summary"].startswith("call through account manager AM1 first; the "
+                                         "subscriber answers 100% of calls on ")
+    assert all("09:00" <= w["start"] < w["end"] <= "18:00" for w in contact["windows"])
     assert [a["alert_id"] for a in _alert_world()] == [a["alert_id"] for a in alerts]
     json.dumps(alerts)  # plain JSON
 

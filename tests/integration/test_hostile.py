@@ -264,11 +264,12 @@ def test_hostile_corpus_gives_the_clean_alerts_on_replay_and_on_a_live_worker(
 
     hostile = tmp_path / "hostile"
     file_reasons = _hostile_files(world, hostile)
-    # The stream's copy: the same, but the re-send and the late call are published after
-    # the world is processed. (A worker that starts on a backlog sorts it by event time:
-    # they would not be late then, and the re-send would be a plain duplicate.)
-    hostile_stream, late = tmp_path / "hostile_stream", []
-    assert _hostile_files(world, hostile_stream, late) == file_reasons
+    # The worker gets the same files as a backlog (the re-send and the late call two days
+    # down the calls topic: too late there as in replay, although a worker on a backlog
+    # takes the topics in event-time order), then the two once more after the world is
+    # processed: too late again.
+    late: list[bytes] = []
+    assert _hostile_files(world, tmp_path / "lines_only", late) == file_reasons
     settings, environ = unique_settings(
         broker.bootstrap, CHURNWATCH_PORTED_FILE=str(hostile / "ported.jsonl"))
     clean, clean_rejected = _replay(world, settings)
@@ -281,9 +282,9 @@ def test_hostile_corpus_gives_the_clean_alerts_on_replay_and_on_a_live_worker(
 
     # The live path: the same files, plus what only topics carry.
     extra, extra_reasons = _topic_only_records(world, settings)
-    produce_directory(hostile_stream, settings)
+    produce_directory(hostile, settings)
     _produce(broker.bootstrap, extra)
-    early = count_lines(hostile_stream) + len(extra)
+    early = count_lines(hostile) + len(extra)
     total = early + len(late)
     worker = WorkerProc(environ, tmp_path, fake_engine=False).start()
     try:
@@ -296,7 +297,7 @@ def test_hostile_corpus_gives_the_clean_alerts_on_replay_and_on_a_live_worker(
         wait_for(lambda: (d := worker.dump()) and d["events"] == total, 120,
                  lambda: f"{total} messages: {(worker.dump() or {}).get('events')}"
                          f"\n{worker.tail()}")
-        expected_letters = file_reasons + extra_reasons
+        expected_letters = file_reasons + extra_reasons + Counter(too_late=len(late))
         letters = wait_for(
             lambda: (got := read_topic(broker.bootstrap, settings.topic_deadletter))
             and len(got) >= sum(expected_letters.values()) and got, 30,

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from stream.service.tables import APPLIED_KEY, is_wal_key
+from stream.service.tables import APPLIED_KEY
+from stream.service.write_ahead import is_wal_key
 from tests.integration.helpers import (
     SESSION_TIMEOUT_S,
     STORES,

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from stream.service.tables import is_wal_key
+from stream.service.write_ahead import is_wal_key
 from tests.integration.helpers import (
     WorkerProc,
     all_committed,

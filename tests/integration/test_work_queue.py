@@ -48,6 +48,14 @@ def alert(alert_id: str, sid: str, status: str, zone: str, risk: float, value: f
             **extra}
 
 
+def contact(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """An alert's ``contact`` with these windows (as the engine writes it)."""
+    return {"first_contact": "subscriber", "account_manager": None, "answered_share": 0.8,
+            "summary": "answers 80% of calls then",
+            "windows": [{**w, "answered_share": 0.8, "incoming_calls": 10,
+                         "answered_calls": 8, "calls_made": 5} for w in windows]}
+
+
 def http(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
                                      method=method,
@@ -94,8 +102,12 @@ def test_queue_endpoints_on_two_workers(broker: EmbeddedBroker, tmp_path: Path) 
                  lambda: "both workers assigned\n" + workers[0].tail() + workers[1].tail())
         alerts = [
             alert("alert-a-1", s_a, "open", "yellow", 0.5, 900.0, account_manager="am-1"),
-            alert("alert-b-1", s_b, "open", "red", 0.8, 100.0, segment="sme"),
-            alert("alert-a-2", s_a, "escalated", "red", 0.9, 900.0, account_manager="am-1"),
+            # s_b's contact window never opens (an empty one); s_a's is always open
+            alert("alert-b-1", s_b, "open", "red", 0.8, 100.0, segment="sme",
+                  contact=contact([{"weekdays": [1], "start": "00:00", "end": "00:00"}])),
+            alert("alert-a-2", s_a, "escalated", "red", 0.9, 900.0, account_manager="am-1",
+                  contact=contact([{"weekdays": [1, 2, 3, 4, 5, 6, 7], "start": "00:00",
+                                    "end": "24:00"}])),
             alert("alert-c-1", s_c, "open", "yellow", 0.5, 50.0),
             alert("alert-c-2", s_c, "resolved", "green", 0.1, 50.0),
             alert("alert-d-1", s_d, "open", "white", 0.95, 20.0),
@@ -114,7 +126,8 @@ def test_queue_endpoints_on_two_workers(broker: EmbeddedBroker, tmp_path: Path) 
         assert keys(ports[1], "?zone=red&segment=sme") == [s_b]
         assert keys(ports[0], "?account_manager=am-1") == [s_a]
         assert keys(ports[0], "?capacity=1") == ["G-1"]
-        assert keys(ports[0], "?reachable_now=true") == ["G-1", s_a, s_b]  # no contact yet
+        # G-1 has no windows (a group item passes); s_a's window is open, s_b's is not.
+        assert keys(ports[0], "?reachable_now=true") == ["G-1", s_a]
         status, body = http(ports[0], "GET", "/queue?capacity=x")
         assert status == 400
 

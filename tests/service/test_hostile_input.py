@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from stream.contracts.partitioning import partition_of
-from stream.service.agents import BatchProcessor
 from stream.service.metrics import OTHER, VOCABULARY, Metrics
+from stream.service.processor import BatchProcessor
 from stream.service.redaction import install, uninstall
 from tests.integration.helpers import call_event
 from tests.service.test_processor import KINDS, Tables

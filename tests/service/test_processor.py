@@ -9,9 +9,10 @@ from types import SimpleNamespace as NS
 
 import orjson
 
-from stream.service.agents import BatchProcessor, alert_key
 from stream.service.ordering import Reorder
-from stream.service.tables import BatchCache, PartitionIndex, PartitionView, StateTables, is_wal_key
+from stream.service.processor import BatchProcessor, alert_key
+from stream.service.tables import BatchCache, PartitionIndex, PartitionView, StateTables
+from stream.service.write_ahead import is_wal_key
 from tests.integration.fake_engine import FakeEngine
 from tests.integration.helpers import call_event
 

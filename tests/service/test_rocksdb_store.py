@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.service.tables import BatchCache, PartitionIndex, StateTables, plain_table
+from stream.service.faust_internals.plain_table import plain_table
+from stream.service.tables import BatchCache, PartitionIndex, StateTables
 
 pytest.importorskip("rocksdict")
 

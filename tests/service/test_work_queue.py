@@ -77,7 +77,7 @@ def test_priority_filters_and_capacity() -> None:
     assert {i["key"] for i in items if only_red.accepts(i)} == {"small-red", "mid-red"}  # type: ignore[index, arg-type]
     am = wq.Filters(account_manager="am-1")
     assert [i["key"] for i in items if am.accepts(i)] == ["mid-red"]  # type: ignore[index, arg-type]
-    # Reachable now: alerts carry no contact yet, so the filter passes everything.
+    # Reachable now: these alerts carry no contact, so the filter passes everything.
     now = wq.Filters(reachable_at=datetime(2026, 3, 2, 3, 0, tzinfo=UTC))
     assert all(now.accepts(i) for i in items)  # type: ignore[arg-type]
 
@@ -94,6 +94,29 @@ def test_reach_lowers_expected_value_and_windows_filter() -> None:
     assert wq.in_contact_window(hard, saturday_10)
     assert not wq.in_contact_window(hard, monday_10)
     assert wq.in_contact_window(easy, monday_10)
+
+
+def test_reachable_now_reads_the_contact_windows_the_engine_writes() -> None:
+    from tests.detectors.test_contact import _engine_world
+
+    _, alerts = _engine_world(answer_evenings=True)
+    opened = [a for a in alerts if a["status"] == "open"]
+    assert opened
+    item = wq.fold(None, opened[0])
+    assert item is not None and item["contact"] == opened[0]["contact"]
+    best = item["contact"]["windows"][0]
+    assert best["weekdays"] == [1, 2, 3, 4, 5]
+    hour = int(best["start"][:2])
+    monday = datetime(2026, 3, 9, hour - 8, 30, tzinfo=UTC)  # in the window at UTC+8
+    now = wq.Filters(reachable_at=monday)
+    assert now.accepts(item)
+    windows = item["contact"]["windows"]
+    closed = [h for h in range(8, 24) if not any(
+        1 in w["weekdays"] and int(w["start"][:2]) <= h < int(w["end"][:2]) for w in windows)]
+    assert closed, "some hour of a Monday from 08:00 is outside every window"
+    at = datetime(2026, 3, 9, closed[0] - 8, 30, tzinfo=UTC)  # Monday, local time
+    assert not wq.Filters(reachable_at=at).accepts(item)
+    assert wq.reach(item) == item["contact"]["answered_share"] < 1.0
 
 
 def test_claims_expire_and_are_idempotent() -> None:

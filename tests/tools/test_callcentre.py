@@ -13,7 +13,13 @@ import fastjsonschema
 import pytest
 
 from detectors.calibration import OUTCOMES, OutcomeLearner, RiskCalibrator
-from stream.tools.callcentre import CallCentre, learning_experiment, outcome_stream, period_metrics
+from stream.tools.callcentre import (
+    CallCentre,
+    ContactCentre,
+    learning_experiment,
+    outcome_stream,
+    period_metrics,
+)
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "stream" / "contracts" / "schemas"
 TZ = "+08:00"
@@ -174,3 +180,41 @@ def test_outcome_example_in_the_docs_validates() -> None:
     found = re.search(r"<!-- example: outcome -->\s*```json\n(.*?)```", doc, re.S)
     assert found is not None
     fastjsonschema.compile(_schema("outcome"))(json.loads(found.group(1)))
+
+
+def _work(sid: str, value: float, ts: str, windows: list[dict[str, Any]] | None = None,
+          share: float = 0.9) -> dict[str, Any]:
+    return {"alert_id": f"a-{sid}", "kind": "subscriber", "status": "open",
+            "subscriber_id": sid, "zone": "red", "risk_score": 0.8, "value_at_risk": value,
+            "ts": ts, "contact": None if windows is None else {
+                "answered_share": share, "windows": windows}}
+
+
+def test_contact_centre_honours_capacity_windows_and_order() -> None:
+    evenings = [{"weekdays": [1, 2, 3, 4, 5], "start": "18:00", "end": "21:00"}]
+    saturday = [{"weekdays": [6], "start": "09:00", "end": "12:00"}]
+    truth = {f"s{i}": {"churn": True, "port_out_ts": None, "monthly_fee": 10.0 * (i + 1),
+                       "answers": {"weekdays": [18, 19, 20], "weekend": [9, 10, 11],
+                                   "share": [1.0, 0.0]}} for i in range(6)}
+    # Opened on Monday 2 March, the smaller values first: first come calls them first.
+    alerts = [_work(f"s{i}", 10.0 * (i + 1), f"2026-03-02T0{i}:00:00{TZ}",
+                    saturday if i == 0 else evenings) for i in range(6)]
+    start = datetime.fromisoformat(f"2026-03-03T00:00:00{TZ}")  # Tuesday
+    end = start + timedelta(days=5)
+    centre = ContactCentre(seed=1, retained=1.0)
+    advised = centre.run(alerts, truth, start, end, capacity=2, timing="advised")
+    # Two calls a day; every call in a window (the subscribers answer only there): all
+    # reached, s0 on Saturday, the others on weekday evenings.
+    assert advised["calls"] == 6 and advised["unreached"] == 0
+    assert advised["in_window"] == 6 and advised["waited"] > 0
+    assert advised["retained"] == 6
+    random_ = centre.run(alerts, truth, start, end, capacity=2, timing="random")
+    assert random_["unreached"] > 0 and random_["in_window"] == 0
+    # One call a day for three days: the queue takes the most valuable, first come the
+    # oldest (each reached at once in its window).
+    short = start + timedelta(days=3)
+    queue = centre.run(alerts, truth, start, short, capacity=1, timing="advised")
+    first = centre.run(alerts, truth, start, short, capacity=1, order="first_come",
+                       timing="advised")
+    assert queue["value_retained"] == 60.0 + 50.0 + 40.0
+    assert first["value_retained"] == 20.0 + 30.0 + 40.0  # s0 waits for its Saturday

@@ -293,8 +293,19 @@ def test_command_with_the_call_centre(tmp_path: Path, capsys: pytest.CaptureFixt
                                      "--unreachable", "0.3", "--json", str(first)])) == 0
     text = capsys.readouterr().out
     assert "calibration:" in text and "outcomes by segment" in text
+    assert "calling in the advised windows against random hours" in text
     written = (tmp_path / "outcomes.jsonl").read_text().splitlines()
     report = json.loads(first.read_text())
+    # Reaching people: every capacity tried, both timings and both orders, within capacity.
+    contact = report["contact"]
+    assert contact["capacities"] == [1, 2, 4, 8]
+    for row in contact["timing"]:
+        advised, random_ = row["advised"], row["random"]
+        assert advised["calls"] <= 75 * row["capacity"] and advised["in_window"] > 0
+        assert random_["in_window"] == 0 and random_["waited"] == 0
+        assert advised["calls"] == advised["reached"] + advised["unreached"]
+    assert set(contact["targets"]) == {"unreachable_half_of_random",
+                                       "queue_more_value_every_capacity"}
     assert report["calibration"]["outcomes"]["calls"] == len(written) > 0
     assert report["calibration"]["outcomes"]["unmatched"] == 0
     # Read back (the default DIR/outcomes.jsonl): the same alerts, so the same report.

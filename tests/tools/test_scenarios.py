@@ -50,10 +50,42 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+#: Parameters added after presets (the subscribers' answer hours), and their keys in
+#: ``truth.jsonl``: left out, a world that answers every call is the world of before.
+ANSWER_PARAMS = ("answer_hours", "answer_spans", "answer_span_hours", "weekend_span_hours",
+                 "answer_share", "own_calls_in_hours")
+
+
 def test_default_preset_writes_the_bytes_of_the_simulator_before_presets(
-        worlds: dict[str, Path]) -> None:
+        worlds: dict[str, Path], tmp_path: Path) -> None:
+    import orjson
+
+    # Every call answered, at the segment's hours: the bytes of before, but for the
+    # answer hours' own fields (``answers`` in the truth, their knobs in world.json).
+    always = tmp_path / "always"
+    simulate(always, dataclasses.replace(SMALL, answer_hours="always"))
     for name, digest in GOLDEN.items():
-        assert hashlib.sha256((worlds["default"] / name).read_bytes()).hexdigest() == digest, name
+        raw = (always / name).read_bytes()
+        if name == "truth.jsonl":
+            rows = [orjson.loads(line) for line in raw.splitlines()]
+            assert all(row.pop("answers") is None for row in rows)
+            raw = b"".join(orjson.dumps(row) + b"\n" for row in rows)
+        elif name == "world.json":
+            summary = orjson.loads(raw)
+            assert summary["params"]["answer_hours"] == "always"
+            for key in ANSWER_PARAMS:
+                del summary["params"][key]
+            raw = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
+        assert hashlib.sha256(raw).hexdigest() == digest, name
+    # The default preset answers in the subscribers' own hours: the same subscribers and
+    # billing events (amounts differ only where a join or port-out cuts a day's calls),
+    # the calls' hours and answers moved.
+    default = worlds["default"]
+    assert (default / "subscribers.jsonl").read_bytes() == \
+        (always / "subscribers.jsonl").read_bytes()
+    assert [(b["ts"], b["kind"]) for b in _lines(default / "billing.jsonl")] == [
+        (b["ts"], b["kind"]) for b in _lines(always / "billing.jsonl")]
+    assert (default / "calls.jsonl").read_bytes() != (always / "calls.jsonl").read_bytes()
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

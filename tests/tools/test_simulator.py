@@ -186,3 +186,47 @@ def test_overrides() -> None:
         0.3, (5, 9), date(2026, 2, 1), "12580")
     with pytest.raises(ValueError, match="NAME=VALUE"):
         with_overrides(WorldParams(), ["no_such_knob=1"])
+
+
+def test_subscribers_answer_in_their_hours_and_call_out_in_them(world: Path,
+                                                                 tmp_path: Path) -> None:
+    truth = {t["subscriber_id"]: t for t in _lines(world / "truth.jsonl")}
+    holiday = json.loads((world / "world.json").read_text())["holiday"]
+    inside: defaultdict[str, list[int]] = defaultdict(list)  # answered (1) or not, by where
+    out_in_hours = []
+    for call in _lines(world / "calls.jsonl"):
+        when = datetime.fromisoformat(call["ts"])
+        answers = truth[call["subscriber_id"]]["answers"]
+        if holiday and holiday["start"] <= call["ts"] < holiday["end"]:
+            continue  # holidays use the weekend's hours (and the make-up days, weekdays')
+        free = answers["weekend"] if when.weekday() >= 5 else answers["weekdays"]
+        if call["direction"] == "out":
+            out_in_hours.append(when.hour in free)
+        elif not call["forwarded_to"]:
+            inside["in" if when.hour in free else "out"].append(call["duration_s"] > 0)
+    share_in, share_out = SMALL.answer_share
+    answered_in = sum(inside["in"]) / len(inside["in"])
+    answered_out = sum(inside["out"]) / len(inside["out"])
+    assert abs(answered_in - share_in) < 0.03 and abs(answered_out - share_out) < 0.03
+    # Own calls: most in their hours (the rest at the segment's hours, some of them too).
+    assert sum(out_in_hours) / len(out_in_hours) >= SMALL.own_calls_in_hours
+    # "always": every call answered, at the segment's hours; the calls drawn are the same
+    # in number, day by day (answering moves hours and durations, not how many calls).
+    always = tmp_path / "always"
+    simulate(always, WorldParams(**{**SMALL.__dict__, "answer_hours": "always"}))
+    calls = _lines(always / "calls.jsonl")
+    assert all(c["duration_s"] > 0 for c in calls)
+    assert all(t["answers"] is None for t in _lines(always / "truth.jsonl"))
+
+    def per_day(lines: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for c in lines:
+            counts[c["subscriber_id"], c["ts"][:10]] += 1
+        return counts
+
+    personal, same = per_day(_lines(world / "calls.jsonl")), per_day(calls)
+    differ = [k for k in set(personal) | set(same) if personal.get(k) != same.get(k)]
+    # Only join and port-out days may differ: their calls are cut at the join or port-out.
+    edges = {(sid, (t["join_ts"] or "")[:10]) for sid, t in truth.items()} | {
+        (sid, (t["port_out_ts"] or "")[:10]) for sid, t in truth.items()}
+    assert set(differ) <= edges

@@ -81,7 +81,7 @@ async def fetch_highwaters(consumer: Any, partitions: Iterable[TP]) -> dict[TP, 
 
 #: Longest wait of the consumer's fetches for data (Faust uses 1.5 s). The worker takes
 #: each input partition's high watermark, and when it was seen, from these responses to
-#: release events in order (stream.service.agents), so a quiet partition must answer often.
+#: release events in order (stream.service.processor), so a quiet partition must answer often.
 FETCH_MAX_WAIT_MS = 100
 
 
@@ -144,9 +144,10 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
       Acked gaps put offsets twice in Faust's ack list, and its commit then crawled one
       offset at a time (a stall seen in the crash tests). The input topics need neither
       check: their offsets have no gaps (not compacted, no transactions) and the batch
-      processor skips what its state already holds (:class:`stream.service.agents.BatchProcessor`,
-      applied marks and positions). So their records skip both; other topics (changelogs,
-      the stages' topics) keep Faust's.
+      processor skips what its state already holds
+      (:class:`stream.service.processor.BatchProcessor`, applied marks and positions).
+      So their records skip both; other topics (changelogs, the stages' topics) keep
+      Faust's.
 
     Batch path: when the app carries a batch sink (``app.churnwatch.batch_sink``, an
     ``async`` callable taking a list of messages, and ``app.churnwatch.batch_topics``),
@@ -227,6 +228,25 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
                 index.difference_update(below)
         committed = self._committed_offset[tp]
         return durable if committed is None or durable > committed else None
+
+    def committed_offset(self, tp: TP) -> int | None:
+        """The offset Faust last committed for ``tp`` (None: none yet)."""
+        return self._committed_offset.get(tp)
+
+    def fetched_highwaters(self, tps: Iterable[TP]) -> dict[TP, tuple[int, float]]:
+        """``tp -> (high watermark, wall-clock time)`` from the last fetch response of each
+        of ``tps`` that has had one: free, and as fresh as the last fetch."""
+        try:
+            client = self._thread._ensure_consumer()
+        except Exception:  # not started, or stopping
+            return {}
+        out = {}
+        for tp in tps:
+            highwater = client.highwater(tp)
+            at_ms = client.last_poll_timestamp(tp)
+            if highwater is not None and at_ms is not None:
+                out[tp] = (int(highwater), at_ms / 1000.0)
+        return out
 
     def _fetch_position(self, tp: Any) -> int | None:
         try:
@@ -345,3 +365,23 @@ class ChurnwatchTransport(faust_aiokafka.Transport):
     """The aiokafka transport whose consumer recovers tables completely (see above)."""
 
     Consumer = FetchHighwaterConsumer
+
+
+async def refresh_metadata(consumer: Any) -> None:
+    """Make an ``AIOKafkaConsumer`` fetch the cluster's metadata now (a topic created
+    since it started is otherwise unknown until its next periodic refresh)."""
+    await consumer._client.force_metadata_update()
+
+
+async def track_changelog(app: Any, table: Any) -> None:
+    """Make the producer track the table's changelog in its metadata.
+
+    A write from a view has no stream event, so its partition comes from the key and the
+    producer's metadata. aiokafka refreshes metadata for the topics its client tracks only,
+    and a topic it found already known (the agent's writes) is never tracked: the next
+    refresh (e.g. for the first outcome sent) drops it and the write fails.
+    """
+    name = table.changelog_topic.get_topic_name()
+    client = app.producer._ensure_producer().client
+    await client.add_topic(name)
+    await client._wait_on_metadata(name)
