@@ -12,6 +12,7 @@ members of the subscriber's group do the same at the same time.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from river import base
@@ -19,8 +20,8 @@ from river import base
 from detectors.record import Record
 from detectors.risk import Signal
 
-__all__ = ["AwayState", "StayAway", "GroupAbsences", "VERDICTS", "away_figures", "held_note",
-           "stay_signal"]
+__all__ = ["AwayState", "StayAway", "GroupAbsences", "VERDICTS", "away_figures",
+           "beyond_chance", "held_note", "stay_signal"]
 
 #: Why a stay away is not an absence (``AwayState.verdict``); 0: it may still be one.
 VERDICTS: tuple[str, ...] = ("", "persisted", "present", "plan_cut", "group")
@@ -66,7 +67,8 @@ class StayAway(base.DriftDetector):
       fortnight (the collapsed days just before it belong to it). After a decline there
       is no onset: that is churn going its way, judged by the other models.
     - **Confirmed** (:attr:`drift_detected`) once outgoing calls over its days are at most
-      ``collapse`` of usual and either incoming calls are forwarded off-net, or at least
+      ``collapse`` of usual, short of usual by ``z`` standard errors (Poisson:
+      :func:`beyond_chance`), and either incoming calls are forwarded off-net, or at least
       ``min_expected`` outgoing calls were usual and incoming calls collapsed too (at most
       ``collapse`` of usual). A day that does not collapse before that ends it (a quiet
       day, not a stay), and so does activity at ``partial`` of usual without forwarding.
@@ -92,11 +94,14 @@ class StayAway(base.DriftDetector):
         Usual outgoing calls over the collapsed days that make the collapse beyond chance.
     trip_days
         The longest a trip lasts.
+    z
+        Standard errors by which outgoing calls must fall short of usual to confirm.
 
     Examples
     --------
     Four calls a day out and in; then a ten-day trip with incoming calls forwarded to a
-    family member's number on another operator, then back:
+    family member's number on another operator, then back (a single quiet day of four
+    calls usual is within chance: the trip is recognised on its second day):
 
     >>> import random
     >>> rng = random.Random(12345)
@@ -109,7 +114,6 @@ class StayAway(base.DriftDetector):
     ...     stay.update(out)
     ...     if stay.drift_detected or stay.ended:
     ...         print(day, "away" if stay.drift_detected else "back", stay.verdict or "-")
-    20 away -
     21 away -
     22 away -
     23 away -
@@ -133,13 +137,14 @@ class StayAway(base.DriftDetector):
     """
 
     def __init__(self, collapse: float = 0.25, back: float = 0.5, partial: float = 0.35,
-                 min_expected: float = 4.0, trip_days: int = 14):
+                 min_expected: float = 4.0, trip_days: int = 14, z: float = 3.0):
         super().__init__()
         self.collapse = collapse
         self.back = back
         self.partial = partial
         self.min_expected = min_expected
         self.trip_days = trip_days
+        self.z = z
         self.state: Any = None
         #: the stay away ended with the last update (activity came back)
         self.ended = False
@@ -208,7 +213,10 @@ class StayAway(base.DriftDetector):
         s.n_in += self._n_in
         s.in_expected += round(10 * self._in_rate)
         s.forwarded += self._forwarded
-        low_out = 10 * s.out <= self.collapse * s.expected
+        # Low, and beyond chance: a few quiet days of a subscriber who calls little are
+        # Poisson noise, not a collapse.
+        low_out = (10 * s.out <= self.collapse * s.expected
+                   and beyond_chance(s, self.z))
         if not s.confirmed and low_out and (s.forwarded or (
                 s.expected >= 10 * self.min_expected
                 and 10 * s.n_in <= self.collapse * s.in_expected)):
@@ -278,6 +286,19 @@ class GroupAbsences:
             return 0
         return len({r[2] for r in state["d"]
                     if day - window <= r[0] < day and r[1] == operator and r[2] != member})
+
+
+def beyond_chance(t: AwayState, z: float) -> bool:
+    """Whether a stay away's outgoing calls fall short of usual by ``z`` standard errors
+    (Poisson) or more: a few quiet days of a subscriber who calls little are chance.
+
+    >>> t = AwayState.new()
+    >>> t.out, t.expected = 2, 99  # 2 calls against a usual 9.9
+    >>> beyond_chance(t, 3.0), beyond_chance(t, 2.0)
+    (False, True)
+    """
+    usual = t.expected / 10
+    return usual - t.out >= z * math.sqrt(usual)
 
 
 def away_figures(t: AwayState) -> dict[str, Any]:

@@ -25,7 +25,12 @@ from detectors.state import (
 )
 from detectors.upgrade import upgrade
 
-__all__ = ["DayClose"]
+__all__ = ["DayClose", "ONSET_DAYS", "LEAD_DAYS"]
+
+#: Collapsed days just before a stay away's first day that it takes in.
+ONSET_DAYS = 2
+#: Days before a stay away's collapse that must be near usual (no decline leading to it).
+LEAD_DAYS = 4
 
 
 class DayClose(Judgement):
@@ -277,25 +282,35 @@ class DayClose(Judgement):
         """Was the fortnight before a collapse steady, and which days just before ``day``
         collapsed already (how many, and their outgoing calls)?
 
-        The collapsed days (at most a week) are left out of the comparison; the rest of
-        the recent window is compared with the baseline, allowing for the segment's ratio
-        over it: steady unless it is below ``drop_ratio_start`` of usual by more than
-        ``drop_z`` standard errors (Poisson, scaled by the counts' dispersion), and the
+        At most :data:`ONSET_DAYS` collapsed days just before are taken into the stay: a
+        trip's first day may be closed before the stay is recognised, but a week of low
+        days is a decline's end, not a trip's start. The rest of the recent window is
+        compared with the baseline, allowing for the segment's ratio over it: steady
+        unless it is below ``drop_ratio_start`` of usual by more than ``drop_z`` standard
+        errors (Poisson, scaled by the counts' dispersion), the :data:`LEAD_DAYS` days
+        just before the collapse are below ``absence_back`` of usual by as much (a trip
+        begins from ordinary days; a decline reaches the collapse already low), and the
         usage CUSUM is below its green level.
         """
         cfg = self.config
         limit = cfg.absence_collapse * usage.mean
         recent = usage.recent
         k = 0
-        while k < min(7, len(recent) - 7) and recent[-1 - k] <= limit:
+        while k < min(ONSET_DAYS, len(recent) - 7) and recent[-1 - k] <= limit:
             k += 1
         before = recent[:len(recent) - k]
         pop = self.population.ratio(segment, day - cfg.recent_days, day - 1 - k, metric=1)
-        expected = usage.mean * len(before) * (min(1.0, pop) if pop is not None else 1.0)
-        seen = sum(before)
+        per_day = usage.mean * (min(1.0, pop) if pop is not None else 1.0)
         phi = max(1.0, usage.var / usage.mean) if usage.mean > 0 else 1.0
-        declined = (seen < cfg.drop_ratio_start * expected
+
+        def below(calls: list[int], share: float) -> bool:
+            expected = per_day * len(calls)
+            seen = sum(calls)
+            return (seen < share * expected
                     and expected - seen >= cfg.drop_z * math.sqrt(phi * expected))
+
+        declined = (below(before, cfg.drop_ratio_start)
+                    or below(before[-LEAD_DAYS:], cfg.absence_back))
         return (not declined and cusum < cfg.cusum_green), (k, sum(recent[len(recent) - k:]))
 
     def _cusum(

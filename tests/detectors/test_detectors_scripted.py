@@ -350,3 +350,26 @@ def test_a_stay_away_with_a_plan_cut_is_red() -> None:
     assert mine[0]["ts"][:10] == "2026-03-11"  # the close of 03-10, the day of the cut
     stay = next(r for r in mine[0]["reasons"] if r["code"] == "stay_away")
     assert stay["figures"]["verdict"] == "plan_cut"
+
+
+def test_a_collapse_after_a_decline_is_not_held_as_a_stay_away() -> None:
+    # Outgoing calls fall from 8 a day to under one over ten days, then incoming calls go
+    # to a number on another operator: the collapse came at the end of a decline, which a
+    # trip does not have, so the forwarding is judged as it is (red), not held.
+    def decliner(d: int) -> Day:
+        if d < 60:
+            return Day(out_calls=8, in_calls=4)
+        if d < 70:
+            return Day(out_calls=8 - 0.75 * (d - 59), in_calls=4)
+        return Day(out_calls=0.3, in_calls=4, forward_to=UNICOM, forward_share=0.8)
+
+    def traveller(d: int) -> Day:
+        if 70 <= d < 80:
+            return Day(out_calls=0.3, in_calls=4, forward_to=TELECOM_FAMILY, forward_share=0.8)
+        return Day(out_calls=8, in_calls=4)
+
+    engine, alerts = World(crowd(decliner=decliner, traveller=traveller)).run()
+    mine = opened(alerts, "decliner")
+    assert mine and mine[0][2] == "red" and "2026-03-16" <= mine[0][0] <= "2026-03-18"
+    assert opened(alerts, "traveller") == []
+    assert engine.counters["absences"] == 1  # the traveller's only
