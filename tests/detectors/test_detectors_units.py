@@ -280,3 +280,24 @@ def test_state_is_small() -> None:
     state = engine.subscribers["s1"]
     assert len(orjson.dumps(state)) <= 512
     assert deep_sizeof(state) <= 3 * 1024
+
+
+def test_a_stay_away_begins_only_from_ordinary_days() -> None:
+    """The onset of a stay away (``DayClose._steady``): at most two collapsed days just
+    before it are taken in, and the days before them must not be a decline's end."""
+    from detectors.spend import SpendDrop
+
+    engine = Engine()
+
+    def steady(recent: list[int]) -> tuple[bool, tuple[int, int]]:
+        usage = SpendDrop(scale=1)
+        usage.n, usage.mean, usage.var, usage.recent = 60, 10.0, 10.0, recent
+        return engine._steady(usage, 0.0, "sme", 100)
+
+    # A trip: ordinary days, then two without calls (taken in), then today's collapse.
+    assert steady([10] * 12 + [0, 1]) == (True, (2, 1))
+    # The same collapse at the end of a fall that the fortnight as a whole does not show
+    # (95 calls against 120 usual before it) but its last four days do (15 against 40).
+    assert steady([10] * 8 + [5, 4, 3, 3] + [2, 0]) == (False, (2, 2))
+    # A week of low days: a decline that has run its course, not a trip about to begin.
+    assert steady([10] * 7 + [1] * 7) == (False, (2, 2))
