@@ -213,6 +213,8 @@ class StayAway(base.DriftDetector):
         s.n_in += self._n_in
         s.in_expected += round(10 * self._in_rate)
         s.forwarded += self._forwarded
+        if self._cut and not s.verdict:
+            s.verdict = PLAN_CUT  # before confirmation too: it counts once confirmed
         # Low, and beyond chance: a few quiet days of a subscriber who calls little are
         # Poisson noise, not a collapse.
         low_out = (10 * s.out <= self.collapse * s.expected
@@ -230,8 +232,6 @@ class StayAway(base.DriftDetector):
             return
         if s.days > self.trip_days:
             s.verdict = PERSISTED
-        elif self._cut:
-            s.verdict = PLAN_CUT
         elif present:
             s.verdict = PRESENT
         self._drift_detected = True

@@ -187,7 +187,7 @@ class Judgement:
                     sig.summary += held_note(stay, self.clock.date(stay.start))
                     sig.figures["absence"] = away_figures(stay)
                 signals.append(sig)
-        if stay is not None and stay.verdict:
+        if stay is not None and stay.confirmed and stay.verdict:
             op = stay.operator
             signals.append(stay_signal(
                 stay, self.clock.date(stay.start), cfg.absence_red_strength, cfg.trip_days,
