@@ -73,7 +73,8 @@ class EngineConfig:
     absence_partial
         Outgoing calls over a stay away at this share of usual show presence.
     absence_min_expected
-        Usual outgoing calls over the collapsed days that make a stay away beyond chance.
+        Usual outgoing calls over the collapsed days before a collapse of incoming calls
+        too (without forwarding) confirms a stay away.
     trip_days
         The longest a trip lasts: a stay away past it is not an absence.
     absence_fwd_strength
