@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/churnwatch demo
 
+# Most integration tests wait on a broker or a worker's group join, so the suite runs on
+# TEST_PROCESSES processes, a test file to each (its module fixtures are built once).
+TEST_PROCESSES ?= 3
+
 test: $(STAMP) $(COMPOSE)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

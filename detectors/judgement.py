@@ -181,7 +181,8 @@ class Judgement:
             strength = (fwd.evidence(n_in, n_new) if today is not None
                         else fwd.carried_strength())
             if strength > 0:
-                sig = self._modest(self._forward_signal(st, fwd, strength, today), spend)
+                sig = self._modest(self._forward_signal(st, fwd, strength, today), st,
+                                   spend)
                 if held and stay is not None:
                     sig.strength = min(sig.strength, cfg.absence_fwd_strength)
                     sig.summary += held_note(stay, self.clock.date(stay.start))
@@ -337,12 +338,29 @@ class Judgement:
                         "carried_in": fwd.acc_in, "carried_forwarded": fwd.acc_new})
         return Signal("forwarding_off_net", value, summary, figures)
 
-    def _modest(self, sig: Signal, spend: SpendDrop) -> Signal:
+    @staticmethod
+    def monthly_value(st: State, spend: SpendDrop) -> float:
+        """What the line is worth a month: its usual daily spend x 30 (the recent days'
+        while there is no baseline yet). After a plan cut, the spend baseline moves to the
+        new fee at once, but the usual monthly bill still holds what the customer paid
+        before (it follows new bills over a month or two): the larger counts, because a cut
+        is often the first step out, and the value at stake is what they paid until then.
+        """
+        daily = spend.mean if spend.n else (
+            spend.recent_total / len(spend.recent) if spend.recent else 0.0
+        )
+        monthly = 30.0 * daily
+        m = st["m"]
+        if m.downgrade >= 0 and m.bill_n:
+            monthly = max(monthly, m.bill_mean)
+        return monthly
+
+    def _modest(self, sig: Signal, st: State, spend: SpendDrop) -> Signal:
         """Cap forwarding evidence of a few calls on a low-value line below red: red asks
         for a call within the working day, which a call or two forwarded on a line worth
         less than ``config.low_value_month`` a month does not justify on its own."""
         calls = sig.figures.get("forwarded", 0) + sig.figures.get("carried_forwarded", 0)
-        monthly = 30.0 * spend.mean if spend.n else 0.0
+        monthly = self.monthly_value(st, spend) if spend.n else 0.0
         if calls < self.config.fwd_min_calls and monthly < self.config.low_value_month:
             sig.strength = min(sig.strength, MODEST_STRENGTH)
         return sig
@@ -410,9 +428,7 @@ class Judgement:
         profile = st.get("p") or UNKNOWN_PROFILE
         msisdn, account_id, group_id, segment, tier, manager = profile
         spend = models[0] if models is not None else self._models(st)[0]
-        daily = spend.mean if spend.n else (
-            spend.recent_total / len(spend.recent) if spend.recent else 0.0
-        )
+        monthly = self.monthly_value(st, spend)
         weight = cfg.segment_weights.get(str(segment), 1.0) * cfg.tier_weights.get(
             str(tier), 1.0
         )
@@ -442,7 +458,7 @@ class Judgement:
             "account_manager": manager,
             "zone": zone,
             "risk_score": assessment.score,
-            "value_at_risk": round(30.0 * daily * weight, 2),
+            "value_at_risk": round(monthly * weight, 2),
             "reasons": reasons,
             "contact": contact.advice(account_manager=first),
             "ts": ts_iso,
@@ -463,9 +479,7 @@ class Judgement:
         profile = st.get("p") or UNKNOWN_PROFILE
         msisdn, account_id, group_id, segment, tier, manager = profile
         spend = self._models(st)[0]
-        daily = spend.mean if spend.n else (
-            spend.recent_total / len(spend.recent) if spend.recent else 0.0
-        )
+        monthly = self.monthly_value(st, spend)
         weight = cfg.segment_weights.get(str(segment), 1.0) * cfg.tier_weights.get(
             str(tier), 1.0
         )
@@ -493,7 +507,7 @@ class Judgement:
             "account_manager": manager,
             "zone": zone,
             "risk_score": 1.0,
-            "value_at_risk": round(30.0 * daily * weight, 2),
+            "value_at_risk": round(monthly * weight, 2),
             "reasons": [{"code": "closed", "summary": summary,
                          "figures": {"left": kind, "operator": operator}}],
             "ported_to": operator,

@@ -21,8 +21,9 @@ key    meaning
        (:mod:`detectors.dedupe`)
 ``g``  the last member signal emitted (group members, with ``signals=True`` only)
 ``x``  set once the subscriber ported out or was deactivated (:class:`Closed`)
-``h``  contact windows: when the subscriber takes calls, base64 of small counts by hour
-       of the week (:class:`detectors.contact.ContactWindows`), from their first call on
+``h``  contact windows: when the subscriber takes calls, small counts by hour of the week
+       packed in one integer below 2**64 (:class:`detectors.contact.ContactWindows`), from
+       their first call on; a base64 string written by an earlier version is read as well
 =====  =====================================================================================
 
 At most 11 keys at once, more than 10 rarely (``x`` drops ``o m s k t a g h``; ``t`` and ``a`` are

@@ -8,6 +8,8 @@ from JSON only has its arrays made records again (:func:`detectors.state.decode`
 The contact windows (``"h"``, :class:`detectors.contact.ContactWindows`) came later within
 version 3 as a key of their own: a state without them needs nothing but its next call, from
 which they start learning (an alert before that says there are too few calls to tell).
+They were first a base64 string, now one integer: :class:`detectors.contact.ContactWindows`
+reads either (:func:`detectors.contact.from_base64`) and stores the integer at the next call.
 Version 2's top-level ``"w"`` was the watermark; it moves into ``"m"`` here, so the one-letter
 keys of the two versions never meet.
 """

@@ -24,8 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("stream.tools.replay", "run the detectors over a directory of JSON Lines files"),
     "produce": ("stream.tools.produce", "publish a replay directory to the input topics"),
     "alerts": ("stream.tools.alerts_tail", "read the alert topic (`churnwatch alerts tail`)"),
-    "simulate": ("stream.tools.simulator", "write a labelled simulated telecom world"),
-    "evaluate": ("stream.tools.evaluate", "score alerts against a simulated world's truth"),
+    "simulate": ("stream.tools.simulate", "write a labelled simulated telecom world"),
+    "evaluate": ("stream.tools.evaluate_command", "score alerts against a simulated world's truth"),
     "bench": ("stream.tools.bench", "measure throughput, latency, state size and recovery"),
 }
 #: Commands that talk to a Kafka given by KAFKA_BOOTSTRAP (or --bootstrap): probed first.

@@ -196,7 +196,7 @@ def register(app: Any, topics: Any, processor: BatchProcessor, settings: Any,
         # The write-ahead copy first, then the per-key records: a crash leaves the batch
         # either not written or completable from the copy (stream.service.tables).
         staged = processor.stage()
-        return [staged.send_wal, staged.send_records] if staged.keys else []
+        return staged.writers() if staged.keys else []
 
     async def seek_back(stale: list[Any]) -> None:
         """Messages fetched in an earlier generation are dropped unprocessed, so make sure

@@ -10,7 +10,9 @@ the call centre's work queue (:mod:`stream.service.work_queue_web`). The app use
 :class:`stream.service.faust_internals.transport.ChurnwatchTransport`, whose consumer asks for
 changelog end
 offsets with a Fetch instead of ListOffsets: the embedded broker's ListOffsets stops short
-and Faust would otherwise lose the last batch of table updates on recovery.
+and Faust would otherwise lose the last batch of table updates on recovery. On RocksDB its
+table manager reads the changelogs in bulk before Faust's recovery
+(:mod:`stream.service.faust_internals.bulk_restore`).
 """
 
 from __future__ import annotations
@@ -108,6 +110,17 @@ def max_poll_records(settings: Settings) -> int:
     return max(1, min(max(settings.batch_size, 500), share))
 
 
+def _table_manager(settings: Settings) -> dict[str, Any]:
+    """On RocksDB, Faust's table manager with the bulk changelog restore."""
+    from stream.service.faust_internals.rocksdb_store import is_rocksdb
+
+    if not is_rocksdb(settings.store):
+        return {}
+    from stream.service.faust_internals.bulk_restore import BulkTableManager
+
+    return {"TableManager": BulkTableManager}
+
+
 def create_app(
     settings: Settings,
     *,
@@ -150,6 +163,7 @@ def create_app(
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        **_table_manager(settings),
     )
     metrics = Metrics(registry)
     install_faust_sensor(app, registry)

@@ -4,10 +4,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from stream.service.processor import BatchProcessor, BatchResult
+from stream.service.ordering import Reorder
+
+
+class Reported(Protocol):
+    """What a report reads of the processor (:class:`stream.service.processor.BatchProcessor`)."""
+
+    engines: dict[int, Any]
+    newest_event_s: float
+    clock: Callable[[], float]
+    reorder: Reorder
+    tables: Any
 
 
 class BatchReport:
@@ -30,8 +40,8 @@ class BatchReport:
             self.metrics.open_alerts.labels(segment=segment, zone=zone).dec()
         self.open_episodes.clear()
 
-    def batch(self, processor: BatchProcessor, outcomes: Counter[tuple[str, str]],
-              reasons: Counter[str], result: BatchResult,
+    def batch(self, processor: Reported, outcomes: Counter[tuple[str, str]],
+              reasons: Counter[str], alerts: list[tuple[str | None, dict[str, Any]]],
               episodes: list[tuple[int, dict[str, Any]]]) -> None:
         """Report one batch of ``processor``: its outcomes by topic, dead letters by
         reason, alerts, the engines' counters, the reorder and the tables."""
@@ -40,7 +50,7 @@ class BatchReport:
             metrics.events.labels(topic=topic, outcome=outcome).inc(n)
         for reason, n in reasons.items():
             metrics.dead_letters.labels(reason=reason).inc(n)
-        for _, alert in result.alerts:
+        for _, alert in alerts:
             metrics.alerts.labels(kind=str(alert.get("kind")), zone=str(alert.get("zone"))).inc()
             for reason in alert.get("reasons") or ():
                 metrics.alert_reasons.labels(code=str(reason.get("code"))).inc()

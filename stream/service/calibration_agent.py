@@ -89,7 +89,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
 
     async def overlay() -> None:
         # The last complete write-ahead copy over the recovered keys: the batch whole.
-        for subs, _ in wal.latest.values():
+        for _, subs, _ in wal.copies():
             for key, value in subs.items():
                 if value is None:
                     table.data.pop(key, None)

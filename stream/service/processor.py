@@ -357,7 +357,7 @@ class BatchProcessor:
             for _, alert in result.alerts:
                 alert["emitted_at"] = stamp
         if self.report is not None:
-            self.report.batch(self, outcomes, reasons, result, episodes)
+            self.report.batch(self, outcomes, reasons, result.alerts, episodes)
         return result
 
     def _group_output(self, result: BatchResult) -> None:

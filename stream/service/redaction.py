@@ -72,7 +72,7 @@ def redact_record(record: logging.LogRecord) -> None:
     except Exception:  # arguments that do not fit the format: keep the format alone
         message = str(record.msg)
     record.msg = redact(message)
-    record.args = None
+    record.args = ()  # a tuple: formatters such as mode's wrap anything else in one
     if record.exc_info:
         record.exc_text = redact(_formatter.formatException(record.exc_info))
         # The formatter uses exc_text; exc_info is dropped so that no handler formats the

@@ -15,8 +15,9 @@ Order and pick
 days the zone gives the call centre (docs/alerts.md): white half a day, red one working
 day, yellow a week, any other zone two weeks. A daily capacity of ``N`` calls picks the
 ``N`` items of highest *expected retained value*, ``value_at_risk x risk_score x reach``,
-where reach is the share of calls the subscriber answers in their contact windows when
-the alert carries ``contact`` (1 otherwise), and lists them by priority.
+where reach is the chance a call in the subscriber's contact windows reaches them, from
+the calls behind the windows (:func:`reach`; 1 without ``contact``), and lists them by
+priority.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 #: Statuses that keep an episode open; every other status ends it.
 OPEN_STATUSES = frozenset({"open", "escalated"})
@@ -109,16 +110,44 @@ def priority(item: Mapping[str, Any]) -> float:
 
 
 def reach(item: Mapping[str, Any]) -> float:
-    """Share of calls the subscriber answers in their contact windows (1 without ``contact``).
+    """The chance a call in the subscriber's contact windows reaches them.
 
+    From the windows' counts with the prior the engine ranks windows with (one answered
+    and one missed call, :class:`detectors.contact.ContactWindows`):
+    ``(answered + 1) / (incoming + 2)`` over the windows, so one call answered out of one
+    is 2/3, not a certainty, and a subscriber without windows (too few calls seen) is 1/2.
+    Windows without counts give their ``answered_share``; an item without ``contact`` (a
+    group, an alert from an older version) is 1: nothing says it is hard to reach.
+
+    >>> w = {"weekdays": [1], "start": "18:00", "end": "21:00"}
+    >>> one = {"contact": {"answered_share": 1.0, "windows": [
+    ...     {**w, "incoming_calls": 1, "answered_calls": 1}]}}
+    >>> many = {"contact": {"answered_share": 0.9, "windows": [
+    ...     {**w, "incoming_calls": 10, "answered_calls": 9}]}}
+    >>> round(reach(one), 3), round(reach(many), 3)
+    (0.667, 0.833)
+    >>> reach({"contact": {"answered_share": None, "windows": []}})
+    0.5
     >>> reach({}), reach({"contact": {"answered_share": 0.25}})
     (1.0, 0.25)
     """
     contact = item.get("contact")
-    if isinstance(contact, Mapping):
-        share = contact.get("answered_share")
-        if isinstance(share, (int, float)) and 0 <= share <= 1:
-            return float(share)
+    if not isinstance(contact, Mapping):
+        return 1.0
+    windows = contact.get("windows")
+    if isinstance(windows, list):
+        answered = incoming = 0.0
+        counted = False
+        for window in windows:
+            a = window.get("answered_calls") if isinstance(window, Mapping) else None
+            n = window.get("incoming_calls") if isinstance(window, Mapping) else None
+            if _count(a) and _count(n) and a <= n:
+                answered, incoming, counted = answered + a, incoming + n, True
+        if counted or not windows:
+            return (answered + 1.0) / (incoming + 2.0)
+    share = contact.get("answered_share")
+    if isinstance(share, (int, float)) and not isinstance(share, bool) and 0 <= share <= 1:
+        return float(share)
     return 1.0
 
 
@@ -282,6 +311,10 @@ def _minutes(text: Any) -> int:
     if not 0 <= value <= 24 * 60:
         raise ValueError(text)
     return value
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _number(value: Any) -> float:

@@ -3,15 +3,23 @@
 How the state is made: ``--subscribers`` keys ``R00000000``... are written straight to the
 subscribers table's changelog, each on the partition its events would use, each with a
 real detector state (taken round-robin from a replay of the simulated world). No world of
-that size is simulated; the worker restores the changelog like any other.
+that size is simulated; the worker restores the changelog like any other. Each copy of the
+sample world keeps its groups to itself (the group id in a copied profile carries the copy's
+number), so groups have the simulated world's sizes: shared by every copy, a world's 18
+groups would have 55,000 members each at a million keys, and the group stage, whose work
+per signal grows with its group, would be measured instead.
 
 Then, on one worker process with ``CHURNWATCH_STORE=rocksdb://``:
 
 1. **full restore, first start**: an empty data directory; time from the process start to
-   its first processed input event (the worker consumes input only after recovery);
-2. **events/s** over ``--scale-events`` calls of subscribers drawn at random from all keys
-   (the working set is the whole table; the worker keeps only a small RocksDB block cache
-   in memory, see :mod:`stream.service.faust_internals.rocksdb_store`);
+   its first processed input event, a single call waiting on the topic (the worker
+   consumes input only after recovery);
+2. **events/s** over ``--scale-events`` calls of subscribers drawn at random from all keys,
+   from their first send to the last processed (the working set is the whole table; the
+   worker keeps only a small RocksDB block cache in memory, see
+   :mod:`stream.service.faust_internals.rocksdb_store`). The calls cover the day after the
+   states' last: its first hour's end closes a day, and the day's sweep over every
+   subscriber is part of the figure;
 3. **RSS**: the worker's resident and peak resident memory (``/proc/<pid>/status``);
 4. **restart on local state**: ``kill -9`` (5 s after the last event, so that the last
    batch is on the changelog), then the same data directory again; time to the first
@@ -132,6 +140,21 @@ def _calls(keys: int, n: int, day: date, seed: int, first_id: int) -> list[tuple
     return out
 
 
+def _copied(state: dict[str, Any], copy: int) -> bytes:
+    """``state`` serialized as in copy ``copy`` of the sample world: its group its own.
+
+    >>> orjson.loads(_copied({"v": 4, "p": ["1380", "AC-G1", "G1", "sme"]}, 3))["p"]
+    ['1380', 'AC-G1', 'G1~3', 'sme']
+    >>> _copied({"v": 4, "p": ["1380", None, None, "sme"]}, 3) == orjson.dumps(
+    ...     {"v": 4, "p": ["1380", None, None, "sme"]})
+    True
+    """
+    profile = state.get("p")
+    if not (isinstance(profile, list) and len(profile) > 2 and profile[2]):
+        return orjson.dumps(state)
+    return orjson.dumps({**state, "p": [*profile[:2], f"{profile[2]}~{copy}", *profile[3:]]})
+
+
 def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> dict[str, Any]:
     """The scale figure (see the module docstring); ``world`` supplies the sample states."""
     from kafka import KafkaProducer
@@ -143,7 +166,8 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
     stores: list[dict[str, Any]] = []
     for _ in replay_directory(world, stores=stores):
         pass
-    samples = [orjson.dumps(v) for store in stores for v in store.values()]
+    states = [v for store in stores for v in store.values()]
+    samples = [orjson.dumps(v) for v in states]
     params = orjson.loads((world / "world.json").read_bytes())["params"]
     day = date.fromisoformat(params["start"]) + timedelta(days=params["days"] + 1)
     app_id = f"scale-{uuid.uuid4().hex[:8]}"
@@ -157,7 +181,9 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
     started = time.perf_counter()
     for i in range(keys):
         key = f"R{i:08d}"
-        producer.send(changelog, key=key.encode(), value=samples[i % len(samples)],
+        copy, n = divmod(i, len(samples))
+        producer.send(changelog, key=key.encode(),
+                      value=samples[n] if copy == 0 else _copied(states[n], copy),
                       partition=partition_of(key, settings.partitions))
     producer.flush()
     figures: dict[str, Any] = {
@@ -166,23 +192,32 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
     _say("changelog written", figures)
 
     def send_calls(n: int, seed: int, first_id: int) -> None:
-        for sid, value in _calls(keys, n, day, seed, first_id):
+        send(_calls(keys, n, day, seed, first_id))
+
+    def send(calls: list[tuple[str, bytes]]) -> None:
+        for sid, value in calls:
             producer.send(settings.topic_calls, key=sid.encode(), value=value)
         producer.flush()
 
     workers: list[_Worker] = []
     try:
-        # 1. The calls wait on the topic; the worker consumes only once restored.
-        send_calls(events, 2, 0)
+        # 1. One call waits on the topic (the day's first second: no day closes); the
+        # worker consumes it once restored. Not the whole load: the first batch would then
+        # hold the day's close, a sweep over every subscriber, and be timed as the restore.
+        send_calls(1, 1, 0)
         first = _Worker(settings, workdir, "scale-a", "scale-a1")
         workers.append(first)
         figures["full_restore_first_start"] = ready = first.wait_consumed(1)
         _say("full restore, first start", ready)
-        done = first.wait_consumed(events)
+        # Then the calls, timed from their first send to the last one processed (the
+        # day's close, one sweep over every subscriber, among them).
+        calls = _calls(keys, events, day, 2, 1)
+        sent_at = time.perf_counter()
+        send(calls)
+        done = first.wait_consumed(events + 1)
         rate = None
-        if ready["seconds_to_ready"] is not None and done["seconds_to_ready"] is not None:
-            rate = (events - 1) / max(done["seconds_to_ready"] - ready["seconds_to_ready"],
-                                      1e-9)
+        if done["seconds_to_ready"] is not None:
+            rate = events / max(first.started + done["seconds_to_ready"] - sent_at, 1e-9)
         figures["events"] = {"events": events, "events_per_s": rate,
                              "rss_bytes": done.get("VmRSS"), "peak_rss_bytes": done.get("VmHWM"),
                              "rss_after_restore_bytes": ready.get("VmRSS")}
@@ -197,14 +232,14 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
         # 2. kill -9, the same data directory.
         again = _Worker(settings, workdir, "scale-a", "scale-a2")
         workers.append(again)
-        send_calls(1, 3, events)
+        send_calls(1, 3, events + 1)
         figures["restart_local_state"] = again.wait_consumed(1)
         _say("restart on local state", figures["restart_local_state"])
         again.kill9()
         # 3. kill -9, an empty data directory.
         empty = _Worker(settings, workdir, "scale-b", "scale-b")
         workers.append(empty)
-        send_calls(1, 4, events + 1)
+        send_calls(1, 4, events + 2)
         figures["full_restore_after_kill"] = empty.wait_consumed(1)
     finally:
         producer.close()

@@ -330,6 +330,12 @@ class ContactCentre:
     later day, up to :data:`MAX_ATTEMPTS` calls. Group items have no one number to call and
     are left out.
 
+    Besides the calls and their answers, a run counts the monthly fees of the churners
+    reached before they left (``value_reached``: what the centre had the chance to keep,
+    before the one retention draw per episode) and the open and callable items a day
+    (``open_per_day``, ``callable_per_day``: a capacity above the callable items calls
+    everyone, whatever the order).
+
     Draws are shared between the ways of working (common random numbers): a call's answer,
     and where in its window or working day it falls, depend on the episode and the attempt,
     a reached churner's retention on the episode, so two ways of working differ only by whom
@@ -374,7 +380,8 @@ class ContactCentre:
         attempts: Counter[str] = Counter()
         done: set[tuple[str, Any]] = set()  # episodes (key, opened) worked to the end
         figures: Counter[str] = Counter()
-        value = 0.0
+        value = value_reached = 0.0
+        days = 0
         at = 0
         day = start
         while day < end:
@@ -391,6 +398,8 @@ class ContactCentre:
                 elif (key, item["opened_ts"]) not in done:
                     items[key] = item
             work = list(items.values())
+            days += 1
+            figures["open"] += len(work)
             if timing == "advised":
                 # Called on a day one of its windows is open in working hours (or any day,
                 # when its alert has no windows at all); the others wait for their day.
@@ -398,6 +407,7 @@ class ContactCentre:
                              or not _windows(i)]
                 figures["waited"] += len(work) - len(callable_)
                 work = callable_
+            figures["callable"] += len(work)
             chosen: list[Mapping[str, Any]]
             if order == "queue":
                 chosen = ordered(work, capacity)
@@ -437,6 +447,7 @@ class ContactCentre:
                 done.add(episode)
                 if t["churn"]:
                     figures["reached_churners"] += 1
+                    value_reached += float(t.get("monthly_fee") or 0.0)
                     keep = random.Random(f"{self.seed}|{key}|{call['opened_ts']}|kept")
                     if keep.random() < self.retained:
                         figures["retained"] += 1
@@ -451,6 +462,9 @@ class ContactCentre:
             "in_window": figures["in_window"], "waited": figures["waited"],
             "reached_churners": figures["reached_churners"],
             "retained": figures["retained"], "value_retained": round(value, 2),
+            "value_reached": round(value_reached, 2),
+            "open_per_day": round(figures["open"] / days, 2) if days else None,
+            "callable_per_day": round(figures["callable"] / days, 2) if days else None,
         }
 
     def _window(self, item: Mapping[str, Any], day: datetime) -> tuple[int, int] | None:
@@ -532,13 +546,17 @@ def format_contact(report: dict[str, Any]) -> str:
                      f"{_pct(r['unreachable_share']):>7}  {a['retained']:>16}  "
                      f"{r['retained']:>7}")
     lines += ["value retained (monthly fees) by the queue's order against first come, "
-              "first served (advised hours):",
+              "first served (advised hours); churners reached (their fees), and the items "
+              "open and callable a day:",
               f"  {'capacity':>8}  {'queue':>9}  {'first come':>10}  {'customers':>9}  "
-              f"{'first come':>10}"]
+              f"{'first come':>10}  {'reached':>9}  {'first come':>10}  {'open/day':>8}  "
+              f"{'callable':>8}"]
     for o in report["order"]:
         q, f = o["queue"], o["first_come"]
         lines.append(f"  {o['capacity']:>8}  {q['value_retained']:>9.0f}  "
-                     f"{f['value_retained']:>10.0f}  {q['retained']:>9}  {f['retained']:>10}")
+                     f"{f['value_retained']:>10.0f}  {q['retained']:>9}  {f['retained']:>10}  "
+                     f"{q['value_reached']:>9.0f}  {f['value_reached']:>10.0f}  "
+                     f"{q['open_per_day']:>8}  {q['callable_per_day']:>8}")
     t = report["targets"]
     lines.append(f"targets: unreachable at advised hours <= half of random: "
                  f"{'ok' if t['unreachable_half_of_random'] else 'MISS'}; queue order retains "

@@ -993,9 +993,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stream.tools.callcentre import add_arguments as call_centre_arguments
 
     call_centre_arguments(parser)
-    from stream.tools.suite import add_arguments as suite_arguments
-
-    suite_arguments(parser)
 
 
 def _replay(directory: Path, *, calibration: bool = True, outcomes: Path | None = None,
@@ -1029,13 +1026,6 @@ def read_outcomes(path: Path) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "suite", False):
-        if args.directory is not None:
-            print("evaluate: --suite simulates its own worlds; drop DIR", file=sys.stderr)
-            return 2
-        from stream.tools import suite
-
-        return suite.run(args)
     directory: Path | None = args.directory
     if directory is None:
         print("evaluate: name a world directory, or pass --suite", file=sys.stderr)

@@ -57,7 +57,7 @@ def _set(model: Any, names: tuple[str, ...], values: list[Any]) -> None:
 def _contact_step(c: ContactWindows, rng: random.Random, i: int) -> None:
     # A call every few hours of event time: evenings answered, days mostly missed.
     ts = 1_767_225_600 + i * 3 * 3600 + rng.randint(0, 3599)
-    evening = c.bucket(ts)[0] % 8 == 6
+    evening = c.bucket(ts)[0] == 3  # weekdays 18:00-21:00 (None outside the call hours)
     c.learn_one({"ts": ts, "direction": "out" if rng.random() < 0.3 else "in",
                  "answered": rng.random() < (0.9 if evening else 0.2)})
 
@@ -123,7 +123,7 @@ MODELS: dict[str, Model] = {
     "AlertPolicy": Model(AlertPolicy, _policy_step, lambda m: m.to_state(), _policy_load, 60),
     "ContactWindows": Model(
         ContactWindows, _contact_step, lambda m: [m.state],
-        lambda m, s: setattr(m, "state", s[0]), 80),
+        lambda m, s: setattr(m, "state", s[0]), 24),
 }
 
 GENERAL_CHECKS = [

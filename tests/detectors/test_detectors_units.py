@@ -301,3 +301,23 @@ def test_a_stay_away_begins_only_from_ordinary_days() -> None:
     assert steady([10] * 8 + [5, 4, 3, 3] + [2, 0]) == (False, (2, 2))
     # A week of low days: a decline that has run its course, not a trip about to begin.
     assert steady([10] * 7 + [1] * 7) == (False, (2, 2))
+
+
+def test_a_plan_cut_leaves_the_value_at_risk_at_what_the_customer_paid_before():
+    """After a cut from 388 to 8 a month, the spend baseline is 8 at once; the usual bill
+    (388) is what is at stake until bills at the new fee bring it down."""
+    from detectors.judgement import Judgement
+    from detectors.spend import SpendDrop
+    from detectors.state import Numbers
+
+    spend = SpendDrop()
+    for _ in range(30):
+        spend.update(round(100 * 388.0 / 30))  # cents a day
+    spend.shift(-380.0 / 30)  # the plan change, as the engine applies it
+    m = Numbers.new()
+    m.bill_n, m.bill_mean = 3, 388.0
+    assert round(Judgement.monthly_value({"m": m}, spend)) == 8  # no cut recorded
+    m.downgrade = 40
+    assert Judgement.monthly_value({"m": m}, spend) == 388.0
+    m.bill_mean = 5.0  # bills at the new fee: the larger, the spend, counts
+    assert round(Judgement.monthly_value({"m": m}, spend)) == 8

@@ -291,3 +291,18 @@ def test_an_unknown_state_version_is_refused() -> None:
     state = GroupWatch("G").to_state()
     with pytest.raises(ValueError):
         GroupWatch.from_state({**state, "v": 99})
+
+
+def test_member_facts_are_stored_as_the_list_running_deployments_hold():
+    from detectors.group_watch import MemberFacts
+
+    row = [3, 20540, "China Telecom", 20541, -1, 85, 2999, 3000, -1, 1774800000]
+    state = GroupWatch("G9").to_state()
+    state["m"] = {"m1": list(row)}
+    watch = GroupWatch.from_state(state)
+    facts = watch.members["m1"]
+    assert (facts.level, facts.warned_since, facts.operator, facts.forwarding_since,
+            facts.forwarding_stopped, facts.spend_pct, facts.value, facts.calm_value,
+            facts.left, facts.ts) == tuple(row)
+    assert watch.to_state()["m"] == {"m1": row}
+    assert MemberFacts().row() == [-1, -1, "", -1, -1, -1, 0, 0, -1, 0]

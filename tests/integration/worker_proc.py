@@ -55,6 +55,9 @@ def main() -> int:
                 # Changelog records read by recovery (both tables): a worker restarted on
                 # its local RocksDB state reads only the tail.
                 "restored": tables.subscriber_index.restored + tables.population_index.restored,
+                # Changelog records read by the bulk restore before Faust's recovery
+                # (RocksDB; stream.service.faust_internals.bulk_restore).
+                "bulk_restored": getattr(app.tables.recovery, "bulk_restored", 0),
                 # Subscribers the engines' day sweeps walk (indexed from the changelog and
                 # from a local store).
                 "indexed": len(tables.subscriber_index),

@@ -164,3 +164,29 @@ def test_installed_redaction_covers_debug_logs_of_libraries(caplog) -> None:
     assert "send changelog key=<redacted> value=<redacted>" in caplog.text
     assert "offset 12345678 of t[2]" in caplog.text and "ValueError: bad <number>" in caplog.text
     assert NUMBER not in caplog.text and "s-00042" not in caplog.text
+
+
+def test_redacted_records_format_under_the_worker_formatter() -> None:
+    """Faust's worker logs through mode's formatter, which wraps arguments that are not a
+    tuple in one: a redacted record must still format (and not as a logging error)."""
+    import io
+
+    from mode.utils.logging import DEFAULT_FORMAT, ExtensionFormatter
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(ExtensionFormatter(stream=out, fmt=DEFAULT_FORMAT))
+    handler.handleError = lambda record: out.write("LOGGING ERROR\n")  # type: ignore[method-assign]
+    logger = logging.getLogger("churnwatch.test.formatter")
+    logger.addHandler(handler)
+    install()
+    try:
+        logger.warning("assigned %d partitions, %s", 4, f"msisdn {NUMBER}")
+        logger.warning("no arguments at all: 50% done")
+    finally:
+        uninstall()
+        logger.removeHandler(handler)
+    lines = [line.rstrip() for line in out.getvalue().splitlines()]
+    assert "LOGGING ERROR" not in out.getvalue()
+    assert lines[0].endswith("assigned 4 partitions, msisdn <number>")
+    assert lines[1].endswith("no arguments at all: 50% done")

@@ -123,3 +123,54 @@ def _tp(table: Any, partition: int) -> Any:
     from faust.types import TP
 
     return TP(table.changelog_topic.get_topic_name(), partition)
+
+
+def test_values_written_in_a_batch_wait_as_their_changelog_bytes(tmp_path: Path) -> None:
+    """``serialize_on_set``: a day sweep's batch holds every subscriber's state; kept as
+    bytes until the flush, a value reads back as the store would give it after the flush."""
+    table = _table(tmp_path)
+    cache = BatchCache(table, PartitionIndex(), serialize_on_set=True)
+    value = {"v": 4, "m": [1, 2.5, None], "o": [{"d": 3}]}
+    cache.set(1, "s1", value)
+    value["m"].append(99)  # the owner's object, changed after the write: not in the batch
+    assert cache.get("s1") == {"v": 4, "m": [1, 2.5, None], "o": [{"d": 3}]}
+    assert cache.get("s1") is not cache.get("s1")  # decoded afresh, as from the store
+    assert cache.contains("s1")
+    assert cache.drain() == [(1, "s1", orjson.dumps({"v": 4, "m": [1, 2.5, None],
+                                                     "o": [{"d": 3}]}))]
+    assert table.data["s1"] == {"v": 4, "m": [1, 2.5, None], "o": [{"d": 3}]}
+    # A value only read is not kept: the store has it (a sweep reads every subscriber).
+    assert cache.get("s1") == {"v": 4, "m": [1, 2.5, None], "o": [{"d": 3}]}
+    assert cache.cache == {}
+    _close(table)
+    # Only for a store that takes serialized records: the memory store keeps objects.
+    import faust
+
+    app = faust.App("mem-serialize", store="memory://", autodiscover=False)
+    memory = plain_table(app, "subscribers", partitions=2, key_type=str)
+    assert not BatchCache(memory, PartitionIndex(), serialize_on_set=True).serialize_on_set
+
+
+def test_a_batch_keeps_its_serialized_values_at_their_own_size(tmp_path: Path) -> None:
+    """orjson returns each value in an allocation of about 8 KiB; a day sweep's batch keeps
+    one per subscriber until its records are sent, so the batch keeps exact-size copies."""
+    import tracemalloc
+
+    table = _table(tmp_path)
+    cache = BatchCache(table, PartitionIndex(), serialize_on_set=True)
+    state = {"v": 4, "m": list(range(31)), "p": ["13800000000", "AC-1", None, "sme"]}
+    tracemalloc.start()
+    try:
+        for i in range(2000):
+            cache.set(i % 2, f"s{i}", state)
+        held, _ = tracemalloc.get_traced_memory()
+        out = cache.drain()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = len(orjson.dumps(state))
+    assert len(out) == 2000 and all(v == orjson.dumps(state) for _, _, v in out)
+    # The bytes themselves and a little bookkeeping per key, not 8 KiB.
+    assert held / 2000 < size + 400, held / 2000
+    assert after / 2000 < size + 400, after / 2000
+    _close(table)

@@ -116,7 +116,29 @@ def test_reachable_now_reads_the_contact_windows_the_engine_writes() -> None:
     assert closed, "some hour of a Monday from 08:00 is outside every window"
     at = datetime(2026, 3, 9, closed[0] - 8, 30, tzinfo=UTC)  # Monday, local time
     assert not wq.Filters(reachable_at=at).accepts(item)
-    assert wq.reach(item) == item["contact"]["answered_share"] < 1.0
+    answered = sum(w["answered_calls"] for w in windows)
+    incoming = sum(w["incoming_calls"] for w in windows)
+    assert wq.reach(item) == (answered + 1) / (incoming + 2) < 1.0
+
+
+def test_reach_weighs_the_calls_behind_a_window() -> None:
+    """One call answered out of one is not a certainty: the pick prefers a subscriber
+    who answered 9 of 10 there (the engine ranks windows with the same prior)."""
+    def window(answered: int, incoming: int) -> dict[str, Any]:
+        return {"weekdays": [1, 2, 3, 4, 5], "start": "18:00", "end": "21:00",
+                "answered_share": answered / incoming, "incoming_calls": incoming,
+                "answered_calls": answered, "calls_made": 3}
+
+    thin = wq.fold(None, alert("1", "thin", zone="red", risk=0.9, value=100.0, contact={
+        "answered_share": 1.0, "windows": [window(1, 1)]}))
+    solid = wq.fold(None, alert("2", "solid", zone="red", risk=0.9, value=100.0, contact={
+        "answered_share": 0.9, "windows": [window(9, 10)]}))
+    unknown = wq.fold(None, alert("3", "unknown", zone="red", risk=0.9, value=100.0,
+                                  contact={"answered_share": None, "windows": []}))
+    assert thin is not None and solid is not None and unknown is not None
+    assert wq.reach(solid) == 10 / 12 and wq.reach(thin) == 2 / 3 and wq.reach(unknown) == 0.5
+    assert [i["key"] for i in wq.ordered([thin, unknown, solid], 1)] == ["solid"]
+    assert [i["key"] for i in wq.ordered([thin, unknown], 1)] == ["thin"]
 
 
 def test_claims_expire_and_are_idempotent() -> None:

@@ -218,3 +218,20 @@ def test_contact_centre_honours_capacity_windows_and_order() -> None:
                        timing="advised")
     assert queue["value_retained"] == 60.0 + 50.0 + 40.0
     assert first["value_retained"] == 20.0 + 30.0 + 40.0  # s0 waits for its Saturday
+
+
+def test_contact_centre_counts_the_value_reached_and_the_work_a_day() -> None:
+    evenings = [{"weekdays": [1, 2, 3, 4, 5], "start": "18:00", "end": "21:00"}]
+    truth = {f"s{i}": {"churn": i != 2, "port_out_ts": None, "monthly_fee": 10.0 * (i + 1),
+                       "answers": {"weekdays": [18, 19, 20], "weekend": [],
+                                   "share": [1.0, 0.0]}} for i in range(3)}
+    alerts = [_work(f"s{i}", 10.0 * (i + 1), f"2026-03-02T0{i}:00:00{TZ}", evenings)
+              for i in range(3)]
+    start = datetime.fromisoformat(f"2026-03-03T00:00:00{TZ}")  # Tuesday
+    # Nobody kept (retained 0): the churners reached still count in value_reached.
+    run = ContactCentre(seed=1, retained=0.0).run(
+        alerts, truth, start, start + timedelta(days=4), capacity=1, timing="advised")
+    assert run["reached"] == 3 and run["value_retained"] == 0.0
+    assert run["value_reached"] == 10.0 + 20.0  # s2 is not a churner
+    # Three open on Tuesday, then two, one, none: one call a day.
+    assert run["open_per_day"] == (3 + 2 + 1 + 0) / 4 == run["callable_per_day"]

@@ -223,13 +223,13 @@ def test_simulate_command_takes_a_preset(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from stream.tools import simulator
+    from stream.tools import simulate
 
     parser = argparse.ArgumentParser()
-    simulator.add_arguments(parser)
+    simulate.add_arguments(parser)
     args = parser.parse_args(["--subscribers", "10", "--days", "5", "--out", str(tmp_path),
                               "--preset", "no-cells", "--set", "daily_noise=0", "--quiet"])
-    assert simulator.run(args) == 0
+    assert simulate.run(args) == 0
     params = json.loads((tmp_path / "world.json").read_text())["params"]
     assert (params["preset"], params["cell_ids"], params["daily_noise"]) == (
         "no-cells", "none", 0)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stream.tools import evaluate as ev
-from stream.tools import suite
+from stream.tools import evaluate_command, suite
 from stream.tools.scenarios import PRESETS
 
 
@@ -47,7 +47,7 @@ def test_worst_case_takes_the_worst_world_per_target_and_ignores_the_unjudged() 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
-    ev.add_arguments(parser)
+    evaluate_command.add_arguments(parser)
     return parser
 
 
@@ -62,7 +62,7 @@ def test_suite_runs_every_preset_end_to_end(tmp_path: Path, monkeypatch: pytest.
     args = _parser().parse_args(["--suite", "--seeds", "1", "--seed-offset", "100",
                                  "--subscribers", "40", "--days", "30", "--jobs", "2",
                                  "--json", str(out)])
-    assert ev.run(args) == 0
+    assert evaluate_command.run(args) == 0
     printed = capsys.readouterr()
     lines = printed.out.splitlines()
     assert "seeds 101-101 (held out)" in lines[0]
@@ -95,8 +95,9 @@ def test_suite_in_process_keeps_its_worlds(tmp_path: Path) -> None:
 
 def test_suite_and_a_directory_do_not_mix(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    assert ev.run(_parser().parse_args([str(tmp_path), "--suite"])) == 2
-    assert ev.run(_parser().parse_args([])) == 2
-    assert ev.run(_parser().parse_args(["--suite", "--presets", "default,nowhere"])) == 2
+    run, parse = evaluate_command.run, _parser().parse_args
+    assert run(parse([str(tmp_path), "--suite"])) == 2
+    assert run(parse([])) == 2
+    assert run(parse(["--suite", "--presets", "default,nowhere"])) == 2
     err = capsys.readouterr().err
     assert "drop DIR" in err and "pass --suite" in err and "nowhere" in err
