@@ -7,7 +7,8 @@ number), and, a week or two later, both come back. Churn looks different in one 
 ways, and each sends a stay away to red: it lasts longer than a trip; activity stays
 partly present (the subscriber is still here, only their calls go elsewhere); a decline
 came before it (then it is not a stay away at all); the plan is cut during it; or other
-members of the subscriber's group do the same at the same time.
+members of the subscriber's group or account do the same at the same time (forwarding to
+the same operator, held as a stay away or alerted).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from river import base
 from detectors.record import Record
 from detectors.risk import Signal
 
-__all__ = ["AwayState", "StayAway", "GroupAbsences", "VERDICTS", "away_figures",
+__all__ = ["AwayState", "StayAway", "GroupForwarding", "VERDICTS", "away_figures",
            "beyond_chance", "held_note", "stay_signal"]
 
 #: Why a stay away is not an absence (``AwayState.verdict``); 0: it may still be one.
@@ -77,8 +78,8 @@ class StayAway(base.DriftDetector):
     - **Not an absence** (:attr:`verdict`) when it lasts more than ``trip_days``; when
       outgoing calls stay at ``partial`` of usual or more over two days or more while calls
       are forwarded off-net (the subscriber is here, their calls go elsewhere); when the
-      plan is cut during it; or (:meth:`group_moves`) when other members of the group do
-      the same.
+      plan is cut during it; or (:meth:`group_moves`) when other members of the group or
+      account do the same.
 
     State is an :class:`AwayState` in :attr:`state` (None when no stay away runs).
 
@@ -237,26 +238,37 @@ class StayAway(base.DriftDetector):
         self._drift_detected = True
 
     def group_moves(self) -> None:
-        """Other members of the group do the same: not an absence."""
+        """Other members of the group or account do the same: not an absence."""
         if self.state is not None and self.state.confirmed and not self.state.verdict:
             self.state.verdict = GROUP
 
 
-class GroupAbsences:
-    """Stays away with calls forwarded off-net, per group, by day and operator.
+class GroupForwarding:
+    """Members of a group or an account forwarding incoming calls off-net, by operator:
+    whether others "do the same" as a member in a stay away.
 
-    Kept in the engine's population store (one entry per group with such a stay in the
-    last ``keep_days``), so a member's stay away can be compared with the other members'
-    that the same engine judges: ``{"v": 1, "d": [[day, operator, member], ...]}``
-    (``member``: a 16-bit fingerprint, so a member does not count itself).
+    A member counts on each closed day with forwarding evidence (the calls an alert for
+    forwarding is raised on, and those of a stay away), whether that member is held as a
+    stay away or alerted: a co-member alerted for forwarding to the same operator does the
+    same as one held. The circle is the group, or the account for a line without a group.
+    Kept in the engine's population store, so only the members that the same engine judges
+    are compared (one entry per circle that forwarded within ``keep_days``):
+    ``{"v": 2, "d": [[first, last, operator, member], ...]}``: the first and the latest day
+    a member was seen forwarding to ``operator`` (``member``: a 16-bit fingerprint, so a
+    member does not count itself).
 
     Examples
     --------
-    >>> ga = GroupAbsences({})
-    >>> ga.add("G1", day=100, operator=2, member=7)
-    >>> ga.others("G1", 101, operator=2, member=9, window=14), ga.others("G1", 101, 2, 7, 14)
+    >>> gf = GroupForwarding({})
+    >>> gf.add("G1", day=100, operator=2, member=7)
+    >>> gf.others("G1", 101, operator=2, member=9, window=14), gf.others("G1", 101, 2, 7, 14)
     (1, 0)
-    >>> ga.others("G1", 100, operator=2, member=9, window=14)  # the same day: not yet
+    >>> gf.others("G1", 100, operator=2, member=9, window=14)  # the same day: not yet
+    0
+    >>> gf.add("G1", day=120, operator=2, member=7)  # still forwarding
+    >>> gf.others("G1", 120, operator=2, member=9, window=14)
+    1
+    >>> gf.others("G1", 135, operator=2, member=9, window=14)  # stopped 15 days before
     0
     """
 
@@ -266,26 +278,36 @@ class GroupAbsences:
         self.store = store
         self.keep_days = keep_days
 
-    def add(self, group: str, day: int, operator: int, member: int) -> None:
-        """Record a member's stay away forwarding off-net to ``operator``, seen on ``day``
-        (once per member and operator while it is kept)."""
-        key = self.PREFIX + group
-        state = self.store.get(key)
-        rows = [r for r in (state["d"] if state else []) if r[0] > day - self.keep_days]
-        if any(r[1] == operator and r[2] == member for r in rows):
-            return
-        rows.append([day, operator, member])
-        rows.sort()
-        self.store[key] = {"v": 1, "d": rows}
+    @staticmethod
+    def circle(group: str | None, account: str | None) -> str | None:
+        """The circle a member belongs to: its group, else its account (None: neither)."""
+        return f"group {group}" if group else f"account {account}" if account else None
 
-    def others(self, group: str, day: int, operator: int, member: int, window: int) -> int:
-        """Other members whose stay away forwarding to ``operator`` began within ``window``
-        days before ``day`` (days already closed for every member: before ``day``)."""
-        state = self.store.get(self.PREFIX + group)
-        if not state:
+    def add(self, circle: str, day: int, operator: int, member: int) -> None:
+        """Record a member forwarding off-net to ``operator`` on ``day``."""
+        key = self.PREFIX + circle
+        state = self.store.get(key)
+        rows = [r for r in (state["d"] if state and state.get("v") == 2 else [])
+                if r[1] > day - self.keep_days]
+        for r in rows:
+            if r[2] == operator and r[3] == member:
+                if r[1] >= day:
+                    return
+                r[1] = day
+                break
+        else:
+            rows.append([day, day, operator, member])
+            rows.sort()
+        self.store[key] = {"v": 2, "d": rows}
+
+    def others(self, circle: str, day: int, operator: int, member: int, window: int) -> int:
+        """Other members forwarding to ``operator`` since before ``day`` (days already
+        closed for every member), seen within the ``window`` days before it."""
+        state = self.store.get(self.PREFIX + circle)
+        if not state or state.get("v") != 2:
             return 0
-        return len({r[2] for r in state["d"]
-                    if day - window <= r[0] < day and r[1] == operator and r[2] != member})
+        return len({r[3] for r in state["d"] if r[0] < day and r[1] >= day - window
+                    and r[2] == operator and r[3] != member})
 
 
 def beyond_chance(t: AwayState, z: float) -> bool:
@@ -317,7 +339,7 @@ def held_note(t: AwayState, since: str) -> str:
 
 
 def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
-                group: str | None, operator: str | None) -> Signal:
+                circle: str | None, operator: str | None) -> Signal:
     """The ``stay_away`` signal of a stay away that is not an absence (its verdict).
 
     >>> t = AwayState.new()
@@ -346,7 +368,7 @@ def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
     elif verdict == "plan_cut":
         summary += ": the plan was cut during it, which a trip does not do"
     elif verdict == "group":
-        summary += (f": other members of group {group} do the same, forwarding to the same "
+        summary += (f": other members of {circle} do the same, forwarding to the same "
                     f"operator")
     figures = away_figures(t)
     figures.update({"verdict": verdict, "operator": operator})

@@ -7,7 +7,7 @@ import math
 import zlib
 from typing import Any
 
-from detectors.absence import VERDICTS, GroupAbsences
+from detectors.absence import VERDICTS, GroupForwarding
 from detectors.dedupe import prune
 from detectors.forwarding import Forwarding
 from detectors.judgement import (
@@ -154,7 +154,12 @@ class DayClose(Judgement):
             self.counters["away_days"] += 1
             fwd.close_day(n_in, n_fwd, 0)
         else:
-            held = self._stay_away(sid, st, day, row, spend, usage, fwd)
+            # Forwarded calls count only as evidence (Forwarding.evidence): a habit, a
+            # model still learning, or a call or two among many says nothing.
+            forwarded = row.n_new if n_new and fwd.evidence(n_in, n_new) > 0 else 0
+            if forwarded and row.operator >= 0:
+                self._note_forwarding(sid, st, day, row.operator)
+            held = self._stay_away(sid, st, day, row, spend, usage, forwarded)
             cents = max(row.call_charge, row.bill_charge) // SPEND_MILLI
             if held:
                 # A stay away that may be an absence: its days stay out of the spend and
@@ -213,9 +218,20 @@ class DayClose(Judgement):
         self._closed_row = None
         return alerts
 
+    def _note_forwarding(self, sid: str, st: State, day: int, operator: int) -> None:
+        """Record a member of a group or account forwarding off-net with evidence today
+        (:class:`detectors.absence.GroupForwarding`): what others in a stay away compare
+        with."""
+        profile = st.get("p")
+        circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
+                  if profile is not None else None)
+        if circle is not None:
+            GroupForwarding(self.population.store, keep_days=2 * self.config.trip_days).add(
+                circle, day, operator, zlib.crc32(sid.encode()) & 0xFFFF)
+
     def _stay_away(
         self, sid: str, st: State, day: int, row: DayCounts, spend: SpendDrop,
-        usage: SpendDrop, fwd: Forwarding,
+        usage: SpendDrop, forwarded: int,
     ) -> bool:
         """Step the stay-away model (:class:`detectors.absence.StayAway`) on a closed day
         at home; True when the day is held (a stay away that may be an absence).
@@ -243,9 +259,6 @@ class DayClose(Judgement):
         stay.state = t
         was_confirmed = t is not None and t.confirmed
         old_verdict = t.verdict if t is not None else 0
-        # Forwarded calls count only as evidence (Forwarding.evidence): a habit, a model
-        # still learning, or a call or two among many says nothing about an absence.
-        forwarded = row.n_new if row.n_new and fwd.evidence(row.n_in, row.n_new) > 0 else 0
         stay.expect(rate, m.in_base, row.n_in, forwarded, steady=steady,
                     cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run)
         stay.update(row.n_out)
@@ -265,12 +278,14 @@ class DayClose(Judgement):
                 del spend.recent[-earlier:]
                 del usage.recent[-earlier:]
         profile = st.get("p")
-        if t.confirmed and t.forwarded and profile is not None and profile.group_id:
-            groups = GroupAbsences(self.population.store, keep_days=2 * cfg.trip_days)
-            member = zlib.crc32(sid.encode()) & 0xFFFF
-            groups.add(profile.group_id, day, t.operator, member)
-            if (not t.verdict and groups.others(profile.group_id, day, t.operator, member,
-                                                cfg.trip_days) >= cfg.absence_group_members):
+        circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
+                  if profile is not None else None)
+        if t.confirmed and t.forwarded and not t.verdict and circle is not None:
+            # Others of the group or account forwarding to the same operator, held as a
+            # stay away or alerted for it: a group moving, not one member's trip.
+            others = GroupForwarding(self.population.store, keep_days=2 * cfg.trip_days)
+            if others.others(circle, day, t.operator, zlib.crc32(sid.encode()) & 0xFFFF,
+                             cfg.trip_days) >= cfg.absence_group_members:
                 stay.group_moves()
         if t.verdict != old_verdict:
             self.counters[f"absence_{VERDICTS[t.verdict]}"] += 1

@@ -9,7 +9,9 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
-from detectors.absence import StayAway, away_figures, held_note, stay_signal
+from detectors.absence import (
+    GroupForwarding, StayAway, away_figures, held_note, stay_signal,
+)
 from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.contact import ContactWindows
@@ -192,7 +194,8 @@ class Judgement:
             op = stay.operator
             signals.append(stay_signal(
                 stay, self.clock.date(stay.start), cfg.absence_red_strength, cfg.trip_days,
-                st["p"].group_id if "p" in st else None,
+                GroupForwarding.circle(st["p"].group_id, st["p"].account_id)
+                if "p" in st else None,
                 self._operators[op] if 0 <= op < len(self._operators) else None))
         if m.bill_n and m.bill_ratio < cfg.bill_ratio and day - m.bill_day <= 31:
             signals.append(Signal(

@@ -70,7 +70,7 @@ class World:
             yield "subscribers", {
                 "subscriber_id": sid, "msisdn": "1380000" + sid[-4:].rjust(4, "0"),
                 "account_id": "A-" + sid, "group_id": None, "segment": self.segment,
-                "tier": "gold", "account_manager": "AM1",
+                "tier": "gold", "account_manager": "AM1", **self.profiles.get(sid, {}),
             }
         n = 0
         for d in range(self.days):
@@ -365,3 +365,50 @@ def test_a_stay_away_with_a_plan_cut_is_red() -> None:
     stay = next(r for r in mine[0]["reasons"] if r["code"] == "stay_away")
     assert stay["figures"]["verdict"] == "plan_cut"
 
+
+
+def _forwarding_while_here(first: int, to: str) -> Script:
+    """Calls as usual (ten a day out) while incoming calls go to ``to`` from ``first``:
+    alerted for its forwarding, never a stay away."""
+    def script(d: int) -> Day:
+        if d >= first:
+            return Day(out_calls=10, in_calls=4, forward_to=to, forward_share=0.8)
+        return Day(out_calls=10)
+    return script
+
+
+def test_a_stay_away_is_red_when_a_group_member_alerted_forwards_to_the_same_operator():
+    # The co-member is not in a stay away (its calls go on), only alerted for forwarding
+    # to China Telecom from 03-03; the member's stay away, forwarding to another China
+    # Telecom number from 03-06, is the group moving, not a trip: red once confirmed.
+    group = {"group_id": "G1", "account_id": "AC-G1"}
+    scripts = crowd(away=_away_at_home(60, 74),
+                    colleague=_forwarding_while_here(57, "18900000001"))
+    _, alerts = World(scripts, profiles={"away": group, "colleague": group}).run()
+    assert opened(alerts, "colleague")[0][1:] == ("open", "red")
+    mine = [a for a in alerts if a["subscriber_id"] == "away"]
+    assert [(a["ts"][:10], a["status"], a["zone"]) for a in mine][:1] == [
+        ("2026-03-07", "open", "red")]  # the close of 03-06, its first day
+    stay = next(r for r in mine[0]["reasons"] if r["code"] == "stay_away")
+    assert stay["figures"]["verdict"] == "group"
+    assert "other members of group G1 do the same" in stay["summary"]
+
+
+def test_a_stay_away_holds_when_a_group_member_forwards_to_another_operator():
+    group = {"group_id": "G1", "account_id": "AC-G1"}
+    scripts = crowd(away=_away_at_home(60, 74), colleague=_forwarding_while_here(57, UNICOM))
+    _, alerts = World(scripts, profiles={"away": group, "colleague": group}).run()
+    assert opened(alerts, "colleague")[0][1:] == ("open", "red")
+    assert opened(alerts, "away") == []
+
+
+def test_a_stay_away_is_red_when_a_member_of_its_account_forwards_to_the_same_operator():
+    # No group: the account is the circle (a family's lines, say).
+    account = {"account_id": "AC-FAMILY"}
+    scripts = crowd(away=_away_at_home(60, 74),
+                    partner=_forwarding_while_here(57, "18900000001"))
+    _, alerts = World(scripts, profiles={"away": account, "partner": account}).run()
+    mine = [a for a in alerts if a["subscriber_id"] == "away"]
+    stay = next(r for r in mine[0]["reasons"] if r["code"] == "stay_away")
+    assert stay["figures"]["verdict"] == "group"
+    assert "other members of account AC-FAMILY do the same" in stay["summary"]
