@@ -75,11 +75,12 @@ class StayAway(base.DriftDetector):
       day, not a stay), and so does activity at ``partial`` of usual without forwarding.
     - **Ends** on the first day outgoing calls are back to ``back`` of usual (two calls at
       least) with nothing forwarded off-net (:attr:`ended`).
-    - **Not an absence** (:attr:`verdict`) when it lasts more than ``trip_days``; when
+    - **Not an absence** (:attr:`verdict`) when it lasts more than ``trip_days`` (on the
+      calendar, from its first day to the day of the last update); when
       outgoing calls stay at ``partial`` of usual or more over two days or more while calls
       are forwarded off-net (the subscriber is here, their calls go elsewhere); when the
-      plan is cut during it; or (:meth:`group_moves`) when other members of the group or
-      account do the same.
+      plan is cut during it (:meth:`note_cut` for a day it does not step); or
+      (:meth:`group_moves`) when other members of the group or account do the same.
 
     State is an :class:`AwayState` in :attr:`state` (None when no stay away runs).
 
@@ -231,11 +232,19 @@ class StayAway(base.DriftDetector):
         if present and not s.forwarded:
             self.state = None  # quiet, not away: the usage models judge it
             return
-        if s.days > self.trip_days:
+        # Its length on the calendar: days away from home by cells are not stepped here,
+        # but a trip lasts them all the same.
+        if max(s.days, self._day - s.start + 1) > self.trip_days:
             s.verdict = PERSISTED
         elif present:
             s.verdict = PRESENT
         self._drift_detected = True
+
+    def note_cut(self) -> None:
+        """A plan cut on a day :meth:`update` does not see (away from home by cells) while a
+        stay away runs: it counts as one during it."""
+        if self.state is not None and not self.state.verdict:
+            self.state.verdict = PLAN_CUT
 
     def group_moves(self) -> None:
         """Other members of the group or account do the same: not an absence."""

@@ -153,6 +153,10 @@ class DayClose(Judgement):
         if away:
             self.counters["away_days"] += 1
             fwd.close_day(n_in, n_fwd, 0)
+            if row.downgrades and "t" in st:
+                # A stay away that went on elsewhere (cells): a cut during it still counts.
+                self._stay.state = st["t"]
+                self._stay.note_cut()
         else:
             # Forwarded calls count only as evidence (Forwarding.evidence): a habit, a
             # model still learning, or a call or two among many says nothing.
@@ -254,7 +258,7 @@ class DayClose(Judgement):
         rate = usage.mean * (factor if factor is not None else 1.0)
         steady, run = False, (0, 0)
         if t is None and usage.ready:
-            steady, run = self._steady(usage, m.cusum, segment, day)
+            steady, run = self._steady(usage, m.cusum, segment, day, m.downgrade)
         stay = self._stay
         stay.state = t
         was_confirmed = t is not None and t.confirmed
@@ -292,7 +296,7 @@ class DayClose(Judgement):
         return bool(stay.holding)
 
     def _steady(
-        self, usage: SpendDrop, cusum: float, segment: str, day: int
+        self, usage: SpendDrop, cusum: float, segment: str, day: int, downgrade: int = -1
     ) -> tuple[bool, tuple[int, int]]:
         """Was the fortnight before a collapse steady, and which days just before ``day``
         collapsed already (how many, and their outgoing calls)?
@@ -304,8 +308,9 @@ class DayClose(Judgement):
         unless it is below ``drop_ratio_start`` of usual by more than ``drop_z`` standard
         errors (Poisson, scaled by the counts' dispersion), the :data:`LEAD_DAYS` days
         just before the collapse are below ``absence_back`` of usual by as much (a trip
-        begins from ordinary days; a decline reaches the collapse already low), and the
-        usage CUSUM is below its green level.
+        begins from ordinary days; a decline reaches the collapse already low), the
+        usage CUSUM is below its green level, and the plan was not cut within
+        ``recent_days`` (``downgrade``: the day of the last cut, -1: none).
         """
         cfg = self.config
         limit = cfg.absence_collapse * usage.mean
@@ -326,7 +331,10 @@ class DayClose(Judgement):
 
         declined = (below(before, cfg.drop_ratio_start)
                     or below(before[-LEAD_DAYS:], cfg.absence_back))
-        return (not declined and cusum < cfg.cusum_green), (k, sum(recent[len(recent) - k:]))
+        # A plan cut in the fortnight before: the customer was stepping out, not settled.
+        cut = downgrade >= 0 and day - downgrade < cfg.recent_days
+        return (not declined and not cut and cusum < cfg.cusum_green,
+                (k, sum(recent[len(recent) - k:])))
 
     def _cusum(
         self, st: State, day: int, count: int | None, usage: SpendDrop, away: bool,
