@@ -10,7 +10,11 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from detectors.absence import (
-    GroupForwarding, StayAway, away_figures, held_note, stay_signal,
+    GroupForwarding,
+    StayAway,
+    away_figures,
+    held_note,
+    stay_signal,
 )
 from detectors.bill import BillLevel
 from detectors.config import MODEL_VERSION, EngineConfig
