@@ -68,9 +68,9 @@ class StayAway(base.DriftDetector):
       fortnight (the collapsed days just before it belong to it). After a decline there
       is no onset: that is churn going its way, judged by the other models.
     - **Confirmed** (:attr:`drift_detected`) once outgoing calls over its days are at most
-      ``collapse`` of usual, short of usual by ``z`` standard errors (Poisson:
-      :func:`beyond_chance`), and either incoming calls are forwarded off-net, or at least
-      ``min_expected`` outgoing calls were usual and incoming calls collapsed too (at most
+      ``collapse`` of usual, and either incoming calls are forwarded off-net, or at least
+      ``min_expected`` outgoing calls were usual, short of usual by ``z`` standard errors
+      (Poisson: :func:`beyond_chance`), and incoming calls collapsed too (at most
       ``collapse`` of usual). A day that does not collapse before that ends it (a quiet
       day, not a stay), and so does activity at ``partial`` of usual without forwarding.
     - **Ends** on the first day outgoing calls are back to ``back`` of usual (two calls at
@@ -102,8 +102,8 @@ class StayAway(base.DriftDetector):
     Examples
     --------
     Four calls a day out and in; then a ten-day trip with incoming calls forwarded to a
-    family member's number on another operator, then back (a single quiet day of four
-    calls usual is within chance: the trip is recognised on its second day):
+    family member's number on another operator, then back (recognised on its first day:
+    its calls are forwarded):
 
     >>> import random
     >>> rng = random.Random(12345)
@@ -116,6 +116,7 @@ class StayAway(base.DriftDetector):
     ...     stay.update(out)
     ...     if stay.drift_detected or stay.ended:
     ...         print(day, "away" if stay.drift_detected else "back", stay.verdict or "-")
+    20 away -
     21 away -
     22 away -
     23 away -
@@ -217,12 +218,14 @@ class StayAway(base.DriftDetector):
         s.forwarded += self._forwarded
         if self._cut and not s.verdict:
             s.verdict = PLAN_CUT  # before confirmation too: it counts once confirmed
-        # Low, and beyond chance: a few quiet days of a subscriber who calls little are
-        # Poisson noise, not a collapse.
-        low_out = (10 * s.out <= self.collapse * s.expected
-                   and beyond_chance(s, self.z))
+        # Low; without forwarding, beyond chance too: a few quiet days of a subscriber who
+        # calls little are Poisson noise, not a stay. With calls forwarded to a new off-net
+        # number something happened, and whether a trip or a switch, the shape tells
+        # later; waiting for the collapse to be beyond chance let every trip of those
+        # who call little (and at a holiday, of nearly everyone) be alerted as a switch.
+        low_out = 10 * s.out <= self.collapse * s.expected
         if not s.confirmed and low_out and (s.forwarded or (
-                s.expected >= 10 * self.min_expected
+                s.expected >= 10 * self.min_expected and beyond_chance(s, self.z)
                 and 10 * s.n_in <= self.collapse * s.in_expected)):
             s.confirmed = 1
         if not s.confirmed or s.verdict:

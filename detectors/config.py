@@ -86,11 +86,12 @@ class EngineConfig:
         Other members of the group in a stay away forwarding to the same operator that
         make one member's stay away not an absence.
     absence_z
-        Standard errors (Poisson) by which a stay away's outgoing calls must fall short
-        of usual before it is confirmed and held (0: none). Off by default: with few
-        calls usual over the days (anyone who calls little, and everyone at a holiday)
-        a trip's collapse cannot be told from chance for days, and its forwarding was
-        alerted on its first day like a switch's.
+        Standard errors (Poisson) by which the outgoing calls of a stay away without
+        forwarding (incoming calls collapsed too) must fall short of usual before it is
+        confirmed and held: a few quiet days of a subscriber who calls little are chance.
+        With calls forwarded off-net no such test: with few calls usual over the days
+        (anyone who calls little, and everyone at a holiday) a trip's collapse cannot be
+        told from chance for days, and its forwarding was alerted like a switch's.
     drop_z
         Minimum significance (standard errors below the baseline) of the recent sum.
     silent_days
@@ -159,7 +160,7 @@ class EngineConfig:
     absence_fwd_strength: float = 0.4
     absence_red_strength: float = 0.75
     absence_group_members: int = 1
-    absence_z: float = 0.0
+    absence_z: float = 3.0
     drop_z: float = 3.0
     silent_days: int = 21
     fwd_min_calls: int = 4
