@@ -186,6 +186,10 @@ def run_world(job: WorldJob) -> dict[str, Any]:
         "churners_ported_out": churners,
         "detectable_7d": able,
         "ceiling": round(able / churners, 4) if churners else None,
+        # The least a perfect detector publishes: one alert for each churner who ported out
+        # (no escalation, no group alert, no false alert), a share of the volume target.
+        "alert_floor_per_1000_per_week": round(churners / (world.subscriber_weeks() / 1000.0),
+                                               2),
         "levels": {lv: {k: m[k] for k in (
             "precision", "recall_7d", "recall_7d_detectable", "median_lead_days",
             "holiday_false_pct", "alerts_per_1000_per_week", "alerts", "alerted_subscribers",
@@ -288,6 +292,7 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("lead y+", "yellow+", "median_lead_days", ""),
     ("hol% y+", "yellow+", "holiday_false_pct", "pct"),
     ("/1k/wk y+", "yellow+", "alerts_per_1000_per_week", ""),
+    ("floor /1k/wk", "", "alert_floor_per_1000_per_week", ""),
     ("grp>=10d y+", "yellow+", "groups_detected_10d_share", "ratio"),
     ("min grp lead", "yellow+", "min_group_lead_days", ""),
     ("false grp red+", "red+", "false_group_alerts", ""),
@@ -295,6 +300,7 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
 _WORST_OF: dict[str, str] = {"precision": "min", "recall_7d": "min", "ceiling": "min",
                              "recall_7d_detectable": "min", "median_lead_days": "min",
                              "holiday_false_pct": "max", "alerts_per_1000_per_week": "max",
+                             "alert_floor_per_1000_per_week": "max",
                              "groups_detected_10d_share": "min",
                              "min_group_lead_days": "min", "false_group_alerts": "max"}
 

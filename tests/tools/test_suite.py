@@ -86,11 +86,18 @@ def test_suite_runs_every_preset_end_to_end(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_suite_in_process_keeps_its_worlds(tmp_path: Path) -> None:
-    rows = suite.run_suite(["no-cells"], [3], subscribers=30, days=20, jobs=1,
+    rows = suite.run_suite(["no-cells"], [3], subscribers=80, days=60, jobs=1,
                            keep=tmp_path / "worlds")
     assert [(r["preset"], r["seed"], r["knobs"]) for r in rows] == [
         ("no-cells", 3, "cell_ids=none")]
-    assert (tmp_path / "worlds" / "no-cells-s3" / "truth.jsonl").is_file()
+    truth = tmp_path / "worlds" / "no-cells-s3" / "truth.jsonl"
+    assert truth.is_file()
+    # The volume floor: one alert for each churner who ported out, per 1,000 subscriber-weeks.
+    leavers = [t for line in truth.read_text().splitlines() if (t := json.loads(line))["churn"]
+               and t.get("port_out_ts")]
+    weeks = ev.load_world(truth.parent).subscriber_weeks()
+    assert leavers and weeks > 0
+    assert rows[0]["alert_floor_per_1000_per_week"] == round(len(leavers) / weeks * 1000, 2)
 
 
 def test_suite_and_a_directory_do_not_mix(tmp_path: Path,
