@@ -361,16 +361,19 @@ class DayClose(Judgement):
                 # away or simply quiet (a trip with no call from elsewhere, a bad week),
                 # but only at half the pace when outgoing calls move to another SIM.
                 lam *= min(1.0, m.in_fast / m.in_base / cfg.presence_ratio)
-            # Dispersion of the daily counts, and the baseline's own uncertainty while it
-            # rests on few days (a young baseline is a noisy yardstick).
-            phi = min(cfg.cusum_phi_max, max(1.0, usage.var / usage.mean)) * (
+            # Dispersion of the daily counts around their expectation, learned by the CUSUM
+            # (until it has learned any, the plain counts' variance over their mean, as old
+            # as the baseline's days), and the baseline's own uncertainty while it rests on
+            # few days (a young baseline is a noisy yardstick).
+            cusum = self._usage_cusum
+            cusum.level, cusum.n = m.cusum, usage.n
+            cusum.observed = m.cusum_phi or max(1.0, usage.var / usage.mean)
+            phi = min(cfg.cusum_phi_max, max(1.0, cusum.observed)) * (
                 1.0 + 7.0 / max(usage.n, 1)
             )
-            cusum = self._usage_cusum
-            cusum.level = m.cusum
             cusum.expect(lam, phi)
             cusum.update(m.pending_count)
-            m.cusum = cusum.level
+            m.cusum, m.cusum_phi = cusum.level, cusum.observed
         if away:
             m.cusum = min(m.cusum, m.cusum_home)
         elif seen_home:

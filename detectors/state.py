@@ -29,8 +29,9 @@ key    meaning
 At most 11 keys at once, more than 10 rarely (``x`` drops ``o m s k t a g h``; ``t`` and ``a`` are
 rare, ``g`` only with signals): a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys
 464. A state without ``h`` (written before contact windows were learned) needs no upgrade:
-its contact windows start with its next call; nor does one without ``t``. Zero floats are
-stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
+its contact windows start with its next call; nor does one without ``t``, nor one whose
+``m`` lacks its last number (the usage CUSUM's dispersion, learned from then on). Zero
+floats are stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
 Version 4 (this one) is upgraded from 1, 2 and 3 in place by :func:`detectors.upgrade.upgrade`.
 """
 
@@ -166,6 +167,9 @@ class Numbers(Record):
     fwd_streak: int = 0
     fwd_acc_in: float = 0
     fwd_acc_new: float = 0
+    # usage: the daily counts' dispersion around the CUSUM's expectation (0: not learned;
+    # last, so a state written before it was learned reads as one number short)
+    cusum_phi: float = 0
 
     # The models' states, each a slice of the numbers (loaded and stored in one step).
     usage: list[Any]
@@ -200,7 +204,9 @@ def decode(st: dict[str, Any]) -> None:
     equals the one written, and needs no upgrade.
     """
     if "m" in st:
-        st["m"] = Numbers.of(st["m"])
+        m = st["m"] = Numbers.of(st["m"])
+        if len(m) < len(Numbers.FIELDS):  # written before the CUSUM learned its dispersion
+            m.extend(Numbers.DEFAULTS[len(m):])
     if "o" in st:
         st["o"] = [DayCounts.of(row) for row in st["o"]]
     if "p" in st:

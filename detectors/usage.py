@@ -19,6 +19,13 @@ class PoissonCusum(base.DriftDetector):
     subscriber's baseline times the segment's ratio that day): set them with
     :meth:`expect` before each :meth:`update`.
 
+    Each update also learns :attr:`observed`, the dispersion of the counts around what was
+    expected (an exponentially weighted mean of the squared Pearson residuals, with the
+    count-adaptive weight ``max(1/n, 2/(dispersion_span+1))``): the dispersion to divide
+    by, measured against the expectation and not against the plain mean, which a weekly
+    rhythm inflates (a business line calling 9 a weekday and 3 a weekend day is not a noisy
+    one once each day is compared with its own expectation).
+
     Parameters
     ----------
     rho
@@ -27,6 +34,11 @@ class PoissonCusum(base.DriftDetector):
         Level at which a drift is detected.
     cap
         Ceiling of the level (so a recovery does not take forever).
+    dispersion_span
+        Span of the learned dispersion, in days.
+    residual_cap
+        Ceiling of one day's squared Pearson residual in :attr:`observed` (one day of a
+        burst of calls must not make every drop look like noise for weeks).
 
     Examples
     --------
@@ -48,16 +60,36 @@ class PoissonCusum(base.DriftDetector):
     ...         break
     drop detected on day 59, level 7.98
 
+    A business line's weekly rhythm, 9 calls a weekday and 2 a weekend day: the counts'
+    variance is over twice their mean, but around each day's expectation they are as
+    dispersed as Poisson counts (about 1):
+
+    >>> cusum, counts = PoissonCusum(), []
+    >>> for day in range(120):
+    ...     rate = 9.0 if day % 7 < 5 else 2.0
+    ...     cusum.expect(rate, 1.0)
+    ...     counts.append(poisson(rate))
+    ...     cusum.update(counts[-1])
+    >>> mean = sum(counts) / len(counts)
+    >>> variance = sum((c - mean) ** 2 for c in counts) / len(counts)
+    >>> round(variance / mean, 1), round(cusum.observed, 1)
+    (2.3, 1.2)
+
     """
 
-    def __init__(self, rho: float = 0.5, threshold: float = 7.5, cap: float = 22.5):
+    def __init__(self, rho: float = 0.5, threshold: float = 7.5, cap: float = 22.5,
+                 dispersion_span: int = 90, residual_cap: float = 25.0):
         super().__init__()
         self.rho = rho
         self.threshold = threshold
         self.cap = cap
+        self.dispersion_span = dispersion_span
+        self.residual_cap = residual_cap
         self.level: float = 0
         self.rate = 1.0
         self.dispersion = 1.0
+        self.observed = 1.0
+        self.n = 0
 
     def expect(self, rate: float, dispersion: float) -> None:
         """The expected count of the next update, and the dispersion to scale it by."""
@@ -71,6 +103,11 @@ class PoissonCusum(base.DriftDetector):
         # Rounded so the stored state stays short; a zero is the integer 0 (shared).
         self.level = round(min(self.cap, max(0.0, self.level + llr)), 3) or 0
         self._drift_detected = self.level >= self.threshold
+        if self.rate > 0:
+            self.n += 1
+            weight = max(1.0 / self.n, 2.0 / (self.dispersion_span + 1))
+            residual = min(self.residual_cap, (x - self.rate) ** 2 / self.rate)
+            self.observed = round(self.observed + weight * (residual - self.observed), 2)
 
 
 class IncomingRate(stats.base.Univariate):

@@ -111,18 +111,22 @@ def test_version_2_state_is_upgraded_in_place_and_carries_on() -> None:
         upgrade(st)
     # s1 was judged by the version-2 engine as this version judges it: its upgraded state
     # is exactly what this version writes, zero floats as integers included, but for the
-    # contact windows ("h"), which version 2 did not learn: they start after the upgrade;
-    # and for the event ids remembered: version 2 kept the last 12 of any day, this
-    # version those of each open day (the ring's go to the open day, and leave with it).
+    # contact windows ("h") and the usage CUSUM's dispersion (the last of "m"), which
+    # version 2 did not learn: they start after the upgrade; and for the event ids
+    # remembered: version 2 kept the last 12 of any day, this version those of each open
+    # day (the ring's go to the open day, and leave with it).
     # s2 was not: this version holds its collapse from 03-11 as a possible absence (a stay
     # away), which the version-2 engine could not, so its state is compared with what it was.
     def without_contact(st: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in st.items() if k != "h"}
+        return {k: (v[:-1] if k == "m" else v) for k, v in st.items() if k != "h"}
+
+    assert all(st["m"].cusum_phi == 0 for st in old.values())
+    assert all(st["m"].cusum_phi > 0 for st in store.values())
 
     assert all("h" in st for st in store.values()) and not any("h" in st for st in old.values())
     ring = {sid: st.pop("e") for sid, st in old.items()}
-    assert orjson.dumps(old["s1"], option=orjson.OPT_SORT_KEYS) == orjson.dumps(
-        {k: v for k, v in store["s1"].items() if k not in ("e", "h")},
+    assert orjson.dumps(without_contact(old["s1"]), option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        {k: v for k, v in without_contact(store["s1"]).items() if k != "e"},
         option=orjson.OPT_SORT_KEYS)
     assert old["s2"]["m"].closed == store["s2"]["m"].closed and "t" not in old["s2"]
     for sid, st in old.items():
