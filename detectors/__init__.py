@@ -23,8 +23,9 @@ package loads neither faust, aiokafka nor kafka).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from detectors.bill import BillLevel
-from detectors.calibration import OutcomeLearner, RiskCalibrator
 from detectors.config import MODEL_VERSION, EngineConfig
 from detectors.contact import ContactWindows
 from detectors.days import Clock, parse_ts
@@ -64,3 +65,16 @@ __all__ = [
     "deep_sizeof",
     "parse_ts",
 ]
+
+if TYPE_CHECKING:
+    from detectors.calibration import OutcomeLearner, RiskCalibrator
+
+
+def __getattr__(name: str) -> Any:
+    # The outcome calibration (off by default) is imported when first asked for: it loads
+    # river's linear models and with them scipy, over a second of every worker's start.
+    if name in ("OutcomeLearner", "RiskCalibrator"):
+        from detectors import calibration
+
+        return getattr(calibration, name)
+    raise AttributeError(f"module 'detectors' has no attribute {name!r}")

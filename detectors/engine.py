@@ -168,6 +168,22 @@ class Engine(Events):
         After it the engine judges only later days (the stream's day marks)."""
         return self._closed_to
 
+    def next_sweep_s(self, ts: float) -> float:
+        """Event time (epoch seconds) from which an event makes the engine close a day for
+        every subscriber (a sweep, which reads and writes every subscriber's state), once
+        it has processed an event at ``ts``; ``math.inf`` with sweeps off.
+
+        >>> engine = Engine(EngineConfig(), subscribers={}, population={})
+        >>> first = parse_ts("2026-03-02T09:00:00+08:00")
+        >>> engine.next_sweep_s(first) == parse_ts("2026-03-03T01:00:00+08:00")
+        True
+        """
+        if not self.config.sweep:
+            return math.inf
+        if self._closed_to is None:  # its first event sets the day closed to
+            return self.clock.close_time(self.clock.closable(ts) + 1)
+        return self._next_sweep
+
     def process(
         self, kind: str, event: dict[str, Any], ts: float | None = None
     ) -> list[dict[str, Any]]:

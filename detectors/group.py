@@ -35,6 +35,7 @@ Everything stored is plain data (``to_state``/``from_state``), versioned, small.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
@@ -135,21 +136,29 @@ class GroupStage:
         gid = str(group_id)
         self.counters["signals"] += 1
         meta = self.store.get(self.meta_key) or {"w": -1, "a": []}
-        active = set(meta["a"])
+        names: list[str] = meta["a"]  # the active groups, sorted
         watch = self.watch(gid)
         late = watch.late
         watch.update(signal)
         self.counters["late_signals"] += watch.late - late
-        alerts = self._keep(watch, active)
         day = int(signal["day"])
         if day > meta["w"]:
             # Event time moved on: decide the quiet active groups' days too.
+            active = set(names)
+            alerts = self._keep(watch, active)
             alerts.extend(self._advance_quiet(day, active, skip=gid))
             meta = {"w": day, "a": sorted(active)}
-        elif sorted(active) != meta["a"]:
-            meta = {"w": meta["w"], "a": sorted(active)}
         else:
-            return alerts
+            # Only this group's place in the list can change: found by bisection, not by
+            # sorting every active group for every signal (thousands on a large worker).
+            at = bisect_left(names, gid)
+            listed = at < len(names) and names[at] == gid
+            alerts = self._keep(watch, None)
+            if watch.active == listed:
+                return alerts
+            names = names[:at] + [gid] + names[at:] if watch.active else (
+                names[:at] + names[at + 1:])
+            meta = {"w": meta["w"], "a": names}
         self.store[self.meta_key] = meta
         return alerts
 
@@ -174,12 +183,13 @@ class GroupStage:
             alerts.extend(self._keep(quiet, active))
         return alerts
 
-    def _keep(self, watch: GroupWatch, active: set[str]) -> list[dict[str, Any]]:
+    def _keep(self, watch: GroupWatch, active: set[str] | None) -> list[dict[str, Any]]:
         self.store[watch.group_id] = watch.to_state()
-        if watch.active:
-            active.add(watch.group_id)
-        else:
-            active.discard(watch.group_id)
+        if active is not None:  # None: the caller keeps the active list itself
+            if watch.active:
+                active.add(watch.group_id)
+            else:
+                active.discard(watch.group_id)
         for alert in watch.alerts:
             self.counters[f"group_alerts_{alert['status']}"] += 1
         return watch.alerts

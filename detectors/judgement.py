@@ -1,9 +1,9 @@
-"""Judgement: a subscriber's models as signals, a risk score and zone, the alert policy's
-decision, and the alert with its reasons (part of :class:`detectors.engine.Engine`)."""
+"""Judgement: a subscriber's models as signals, a risk score and zone, and the alert
+policy's decision (part of :class:`detectors.engine.Engine`; the alert itself is written by
+:class:`detectors.outputs.Outputs`)."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from collections.abc import MutableMapping
@@ -17,19 +17,19 @@ from detectors.absence import (
     stay_signal,
 )
 from detectors.bill import BillLevel
-from detectors.config import MODEL_VERSION, EngineConfig
+from detectors.config import EngineConfig
 from detectors.contact import ContactWindows
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
-from detectors.numbers import OperatorLookup, normalise
-from detectors.policy import ZONES, AlertPolicy
+from detectors.numbers import OperatorLookup
+from detectors.outputs import Outputs, monthly_value
+from detectors.policy import AlertPolicy
 from detectors.population import Population
 from detectors.presence import HomeCell
 from detectors.risk import Assessment, Signal, combine, drop_score
 from detectors.spend import SpendDrop
 from detectors.state import (
     DayCounts,
-    Profile,
 )
 from detectors.usage import IncomingRate, PoissonCusum
 
@@ -37,7 +37,6 @@ __all__ = ["Judgement"]
 
 State = dict[str, Any]
 
-UNKNOWN_PROFILE = Profile.new()
 FAMILIAR_SIZE = 2
 FAMILIAR_MIN = 3
 ENGINE_KEY = "__engine__"  # the engine's own event-time position, in the population store
@@ -54,7 +53,7 @@ def _milli(amount: Any) -> int:
 
 
 
-class Judgement:
+class Judgement(Outputs):
     """Judge subscribers from their state: the last stage of the engine."""
 
     # Set by :class:`detectors.engine.Engine` (see its ``__init__``).
@@ -345,180 +344,12 @@ class Judgement:
                         "carried_in": fwd.acc_in, "carried_forwarded": fwd.acc_new})
         return Signal("forwarding_off_net", value, summary, figures)
 
-    @staticmethod
-    def monthly_value(st: State, spend: SpendDrop) -> float:
-        """What the line is worth a month: its usual daily spend x 30 (the recent days'
-        while there is no baseline yet). After a plan cut, the spend baseline moves to the
-        new fee at once, but the usual monthly bill still holds what the customer paid
-        before (it follows new bills over a month or two): the larger counts, because a cut
-        is often the first step out, and the value at stake is what they paid until then.
-        """
-        daily = spend.mean if spend.n else (
-            spend.recent_total / len(spend.recent) if spend.recent else 0.0
-        )
-        monthly = 30.0 * daily
-        m = st["m"]
-        if m.downgrade >= 0 and m.bill_n:
-            monthly = max(monthly, m.bill_mean)
-        return monthly
-
     def _modest(self, sig: Signal, st: State, spend: SpendDrop) -> Signal:
         """Cap forwarding evidence of a few calls on a low-value line below red: red asks
         for a call within the working day, which a call or two forwarded on a line worth
         less than ``config.low_value_month`` a month does not justify on its own."""
         calls = sig.figures.get("forwarded", 0) + sig.figures.get("carried_forwarded", 0)
-        monthly = self.monthly_value(st, spend) if spend.n else 0.0
+        monthly = monthly_value(st, spend) if spend.n else 0.0
         if calls < self.config.fwd_min_calls and monthly < self.config.low_value_month:
             sig.strength = min(sig.strength, MODEST_STRENGTH)
         return sig
-
-    def _member_signal(
-        self,
-        sid: str,
-        st: State,
-        day: int,
-        ts_iso: str,
-        assessment: Assessment,
-        models: tuple[SpendDrop, SpendDrop, Forwarding] | None,
-    ) -> None:
-        operator = None
-        for sig in assessment.signals:
-            if sig.code == "forwarding_off_net":
-                operator = sig.figures.get("operator") or "off-net"
-        spend = models[0] if models is not None else self._models(st)[0]
-        ratio = None
-        value = 30.0 * spend.mean if spend.n else 0.0
-        if spend.ready:
-            recent, expected, _ = spend.window(self.config.recent_days)
-            ratio = round(recent / expected, 2) if expected > 0 else None
-        self._emit(sid, st, ts_iso, day, assessment.zone, operator, ratio, value=value)
-
-    def _emit(
-        self,
-        sid: str,
-        st: State,
-        ts_iso: str,
-        day: int,
-        zone: str | None,
-        operator: str | None,
-        ratio: float | None,
-        value: float = 0.0,
-        left: str | None = None,
-    ) -> None:
-        """Append a member signal if it differs from the last one this member emitted."""
-        # Value in steps of about 10% (log scale): the group's value at stake follows it.
-        key = [zone, operator, None if ratio is None else round(ratio * 10), left,
-               round(10 * math.log1p(value))]
-        if st.get("g") == key:
-            return
-        st["g"] = key
-        profile = st["p"]
-        self.signals.append({
-            "group_id": profile.group_id, "subscriber_id": sid, "ts": ts_iso, "day": day,
-            "zone": zone, "operator": operator, "spend_ratio": ratio,
-            "monthly_value": round(value, 2), "left": left,
-            "segment": profile.segment, "account_id": profile.account_id,
-            "account_manager": profile.account_manager,
-        })
-
-    def _alert(
-        self,
-        sid: str,
-        st: State,
-        status: str,
-        assessment: Assessment,
-        ts_iso: str,
-        start: int,
-        models: tuple[SpendDrop, SpendDrop, Forwarding] | None,
-    ) -> dict[str, Any]:
-        cfg = self.config
-        profile = st.get("p") or UNKNOWN_PROFILE
-        msisdn, account_id, group_id, segment, tier, manager = profile
-        spend = models[0] if models is not None else self._models(st)[0]
-        monthly = self.monthly_value(st, spend)
-        weight = cfg.segment_weights.get(str(segment), 1.0) * cfg.tier_weights.get(
-            str(tier), 1.0
-        )
-        zone = assessment.zone
-        digest = hashlib.sha1(f"{sid}|{start}|{zone}|{status}".encode()).hexdigest()[:24]
-        reasons = assessment.reasons()
-        if status == "resolved":
-            reasons.insert(0, {
-                "code": "resolved",
-                "summary": f"no warning sign on each of the last {cfg.resolve_days} days; "
-                           f"risk score now {assessment.score:.2f} (0 to 1)",
-                "figures": {"days": cfg.resolve_days, "risk_score": assessment.score},
-            })
-        contact = self._contact
-        contact.state = st.get("h", "")
-        first = manager if segment in cfg.manager_first_segments else None
-        return {
-            "alert_id": digest,
-            "kind": "subscriber",
-            "status": status,
-            "subscriber_id": sid,
-            "msisdn": msisdn,
-            "account_id": account_id,
-            "group_id": group_id,
-            "segment": segment,
-            "tier": tier,
-            "account_manager": manager,
-            "zone": zone,
-            "risk_score": assessment.score,
-            "value_at_risk": round(monthly * weight, 2),
-            "reasons": reasons,
-            "contact": contact.advice(account_manager=first),
-            "ts": ts_iso,
-            "schema_version": 1,
-            "model_version": MODEL_VERSION,
-        }
-
-
-    def _closed_alert(self, sid: str, st: State, kind: str, ts_iso: str) -> dict[str, Any]:
-        """The ``closed`` alert of an open episode whose subscriber ported out or was
-        deactivated (``kind``); its id follows from the episode like every other alert's."""
-        cfg = self.config
-        policy = AlertPolicy.from_state(st["a"], cfg.resolve_days, cfg.cooldown_days * 86400.0)
-        zone = ZONES[policy.level]
-        start = policy.start
-        policy.close()
-        st["a"] = policy.to_state()
-        profile = st.get("p") or UNKNOWN_PROFILE
-        msisdn, account_id, group_id, segment, tier, manager = profile
-        spend = self._models(st)[0]
-        monthly = self.monthly_value(st, spend)
-        weight = cfg.segment_weights.get(str(segment), 1.0) * cfg.tier_weights.get(
-            str(tier), 1.0
-        )
-        # The operator the number went to, when the ported-numbers registry knows it.
-        operator = (self.lookup.ported.get(normalise(msisdn))
-                    if msisdn and kind == "port_out" else None)
-        if operator == cfg.our_operator:
-            operator = None
-        if kind == "port_out":
-            summary = "ported out" + (f" to {operator}" if operator else "")
-        else:
-            summary = "deactivated"
-        summary += f" on {ts_iso[:10]}: the episode is closed, there is no one left to call"
-        digest = hashlib.sha1(f"{sid}|{start}|{zone}|closed".encode()).hexdigest()[:24]
-        return {
-            "alert_id": digest,
-            "kind": "subscriber",
-            "status": "closed",
-            "subscriber_id": sid,
-            "msisdn": msisdn,
-            "account_id": account_id,
-            "group_id": group_id,
-            "segment": segment,
-            "tier": tier,
-            "account_manager": manager,
-            "zone": zone,
-            "risk_score": 1.0,
-            "value_at_risk": round(monthly * weight, 2),
-            "reasons": [{"code": "closed", "summary": summary,
-                         "figures": {"left": kind, "operator": operator}}],
-            "ported_to": operator,
-            "ts": ts_iso,
-            "schema_version": 1,
-            "model_version": MODEL_VERSION,
-        }

@@ -172,6 +172,10 @@ class Settings(BaseSettings):
         200_000, description="events the event-time reorder may hold; input partitions that run "
                              "ahead are not fetched while they hold their share, and beyond it "
                              "the oldest go regardless (`churnwatch_events_forced_total`)")
+    sweep_alone_from: int = Field(
+        20_000, description="subscribers from which a partition's day close (its sweep over "
+                            "every subscriber) gets a batch of its own, which bounds a "
+                            "worker's memory at a day close; 0: always")
     instance_id: str = Field(
         "", description="this worker's static group membership id (Kafka's "
                         "`group.instance.id`), unique per worker and kept across restarts; "
@@ -521,7 +525,7 @@ def _problems(s: Settings) -> Iterator[str]:
         if getattr(s, name) <= 0:
             yield f"{ENV_VARS[name]}: must be > 0, got {getattr(s, name)}"
     for name in ("calibration_lag_days", "calibration_hold_s", "order_margin_s",
-                 "standby_replicas"):
+                 "standby_replicas", "sweep_alone_from"):
         if getattr(s, name) < 0:
             yield f"{ENV_VARS[name]}: must be >= 0, got {getattr(s, name)}"
     if s.queue_capacity < 0:

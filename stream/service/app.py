@@ -175,7 +175,8 @@ def create_app(
         tables, topics.kinds, make_factory(tables), metrics=metrics,
         calibration=settings.calibration, partitions=settings.partitions,
         validator=Validator(max_past=timedelta(days=settings.event_max_past_days)),
-        deadletter_max_bytes=settings.deadletter_max_bytes, max_held=settings.order_max_held)
+        deadletter_max_bytes=settings.deadletter_max_bytes, max_held=settings.order_max_held,
+        sweep_alone_from=settings.sweep_alone_from)
     groups = None
     if settings.groups:
         from stream.service.group_stage import declare as declare_groups

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -74,6 +75,8 @@ class Reorder:
         #: against replay's is lost: a producer held them past the margin, or lateness)
         self.out_of_order = 0
         self._last: dict[int, tuple[float, int]] = {}
+        #: the partition last let past its day close (see :meth:`release`)
+        self._swept_last: int | None = None
 
     def push(self, topic: str, partition: int, offset: int, ts: float, kind: str,
              item: Any, written_s: float | None = None) -> None:
@@ -101,15 +104,27 @@ class Reorder:
         if tp not in self._newest:
             self._newest[tp] = NOTHING if ts is None else ts
 
-    def release(self, topics: Iterable[str], caught_up: CaughtUp | None) -> list[Any]:
+    def release(self, topics: Iterable[str], caught_up: CaughtUp | None,
+                sweep_at: Callable[[int, float], float] | None = None) -> list[Any]:
         """Pop every item that can no longer be preceded, in order, partition by partition.
 
         ``caught_up=None`` releases everything (a closed input, e.g. in tests).
+
+        ``sweep_at(partition, ts)``: the event time from which the partition's engine, once
+        it has an event at ``ts``, closes a day for every subscriber (a sweep). One
+        partition per call may pass that time (profiles, which carry no time, never do); in
+        the others the items from it on stay held, for a later call. A sweep writes every
+        subscriber of its partition, and the batch keeps each written state until its
+        changelog records are sent: a worker's day close done in one batch held every
+        subscriber of the worker at once.
         """
         topics = tuple(topics)
         out: list[Any] = []
         pop = heapq.heappop
-        for partition, heap in self._heaps.items():
+        granted = False  # a partition of this call passes its day close
+        # The partition that passed its close last comes last: each waits its turn.
+        heaps = sorted(self._heaps.items(), key=lambda ph: ph[0] == self._swept_last)
+        for partition, heap in heaps:
             if not heap:
                 continue
             if caught_up is None:
@@ -124,10 +139,18 @@ class Reorder:
                 (self._newest.get((topic, partition), NOTHING), caught_up(topic, partition))
                 for topic in topics
             ]
+            bound = math.inf if sweep_at is None else None
             while heap:
                 ts, written = heap[0][0], heap[0][5]
                 if all(newest >= ts or (since is not None and written <= since)
                        for newest, since in sources):
+                    if bound is None and heap[0][1] >= 0:  # from its first timed event
+                        bound = sweep_at(partition, ts)  # type: ignore[misc]
+                    if bound is not None and ts >= bound:
+                        if granted:  # another partition's day close is this call's
+                            break
+                        granted, bound = True, math.inf
+                        self._swept_last = partition
                     entry = pop(heap)
                     self._last[partition] = entry[:2]
                     self.held_by[(entry[6], partition)] -= 1

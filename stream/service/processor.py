@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -103,6 +104,12 @@ def alert_key(alert: dict[str, Any]) -> str | None:
     return None if sid is None else str(sid)
 
 
+#: Subscribers from which a partition's day close (a sweep over each of them, every state
+#: kept until the batch's changelog records are sent: about 1.5 KiB each at the peak) gets
+#: a batch of its own (``CHURNWATCH_SWEEP_ALONE_FROM``). 20,000 of them are about 30 MiB.
+SWEEP_ALONE_FROM = 20_000
+
+
 class BatchProcessor:
     """Validate, order, detect and collect the output of batches of raw messages.
 
@@ -124,6 +131,7 @@ class BatchProcessor:
         calibration: bool = False,
         partitions: int | None = None,
         deadletter_max_bytes: int = KAFKA_MAX_MESSAGE_BYTES,
+        sweep_alone_from: int = SWEEP_ALONE_FROM,
     ) -> None:
         self.tables = tables
         self.kinds = kinds
@@ -158,6 +166,8 @@ class BatchProcessor:
         #: (``None``: not checked)
         self.partitions = partitions
         self.deadletter_max_bytes = deadletter_max_bytes
+        #: a partition with this many subscribers closes its days in a batch of its own
+        self.sweep_alone_from = sweep_alone_from
         #: input topics already warned about for misrouted records (warned once each)
         self._misrouted_warned: set[str] = set()
         self.arrivals = Arrivals()  # each input topic-partition's newest event time
@@ -212,6 +222,19 @@ class BatchProcessor:
         if self.report is not None:
             self.report.reset()
         return len(dropped)
+
+    def _sweep_at(self, partition: int, ts: float) -> float:
+        """Event time from which ``partition``'s engine sweeps every subscriber (a day
+        close), once it has an event at ``ts``: the reorder lets one such sweep into a
+        batch (memory bound). Partitions under :attr:`sweep_alone_from` subscribers are
+        not held back: their sweeps take little memory, and every batch more costs its
+        writes' round trips (a backlog closes a day per partition at each day)."""
+        index = getattr(self.tables, "subscriber_index", None)
+        if index is not None and len(index.keys.get(partition, ())) < self.sweep_alone_from:
+            return math.inf
+        engine = self.engine(partition)
+        next_sweep = getattr(engine, "next_sweep_s", None)
+        return math.inf if next_sweep is None else float(next_sweep(ts))
 
     def _load_marks(self, partition: int) -> None:
         self._marks_loaded.add(partition)
@@ -300,7 +323,7 @@ class BatchProcessor:
         to_stage = result.calibration
         #: partition -> position [time, kind order] of the last event it processed
         progress: dict[int, list[float | int]] = {}
-        for item, m, kind, verdict in reorder.release(kinds, caught_up):
+        for item, m, kind, verdict in reorder.release(kinds, caught_up, self._sweep_at):
             released.setdefault((m.topic, m.partition), set()).add(m.offset)
             touched.add((m.topic, m.partition))  # its mark moves (maybe held since long)
             if verdict.epoch_s > newest:

@@ -64,7 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="subscriber states to restore in the recovery figure")
     parser.add_argument("--scale-events", type=int, default=200_000,
                         help="calls processed in the scale figure")
+    parser.add_argument("--scale-kill-in-day-close", action="store_true",
+                        help="scale figure: also time a restart after a kill -9 in a day "
+                             "close's batch (one partition's sweep more)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the world, the workers' logs and data directories here "
+                             "(default: a temporary directory, removed at the end)")
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -376,7 +382,11 @@ def run(args: argparse.Namespace) -> int:
                                          "seed": args.seed}, "repeat": args.repeat}
     settings = Settings.from_env()
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cw-bench-")))
+        if args.workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cw-bench-")))
+        else:
+            workdir = args.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
         world = workdir / "world"
         # The scale figure writes its subscribers' states directly: a small world is
         # enough for sample states.
@@ -414,7 +424,7 @@ def run(args: argparse.Namespace) -> int:
 
                 _say(f"scale: {args.subscribers:,} subscribers on one RocksDB worker")
                 figures["scale"] = scale(settings, world, workdir, args.subscribers,
-                                         args.scale_events)
+                                         args.scale_events, args.scale_kill_in_day_close)
                 _say(f"scale: {figures['scale']}")
             topics = list(settings.input_topics)
             if "raw" in only:

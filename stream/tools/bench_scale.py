@@ -21,12 +21,23 @@ Then, on one worker process with ``CHURNWATCH_STORE=rocksdb://``:
    states' last: its first hour's end closes a day, and the day's sweep over every
    subscriber is part of the figure;
 3. **RSS**: the worker's resident and peak resident memory (``/proc/<pid>/status``);
-4. **restart on local state**: ``kill -9`` (5 s after the last event, so that the last
-   batch is on the changelog), then the same data directory again; time to the first
-   processed event, and after the group assignment (the rest is the group waiting for
-   the dead member's session to expire);
-5. **full restore after kill -9**: ``kill -9``, then an empty data directory;
-6. **disk**: bytes per subscriber of the data directory (every table, RocksDB's files).
+4. **restart on local state**, as an operator's worker meets it: ``kill -9`` once the
+   last batch's state is written (``churnwatch_batch_events_sum``: the batch's
+   write-ahead copy and records are on the broker), then the same data directory; time
+   to the first processed event, and after the group assignment (before it: the process
+   start and the group join, which waits for the dead member's session unless the
+   workers have static membership, ``CHURNWATCH_INSTANCE_ID`` in the bench's
+   environment);
+5. **restart after SIGTERM** (a rolling deploy): the worker ends its batch and leaves the
+   group, then the same data directory;
+6. with ``--scale-kill-in-day-close``, **restart after a kill -9 in a day close**: a call
+   after the next day's close sweeps its partition, and the worker is killed as soon as
+   it is processed, while its batch sends the sweep's write-ahead copy and records; the
+   restarted worker's log lines about what it read and put back are kept with the figure;
+7. **full restore after kill -9**: ``kill -9``, then an empty data directory;
+8. **disk**: bytes per subscriber of the data directory (every table, RocksDB's files).
+
+Each timed figure carries the machine's one-minute load average at its end.
 """
 
 from __future__ import annotations
@@ -91,6 +102,7 @@ class _Worker:
                    CHURNWATCH_STORE="rocksdb://", CHURNWATCH_DATADIR=str(workdir / datadir),
                    CHURNWATCH_CALIBRATION="false")
         self.started = time.perf_counter()
+        self.started_wall = time.time()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stream", "worker", "--loglevel", "info"], env=env,
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
@@ -114,7 +126,19 @@ class _Worker:
         now = time.perf_counter()
         return {"seconds_to_ready": now - self.started,
                 "seconds_after_assignment": now - (assigned or self.started),
-                **_status(self.process.pid)}
+                **_status(self.process.pid), "load": os.getloadavg()[0],
+                "phases_s": _phases(self.log, self.started_wall)}
+
+    def wait_written(self, n: float, timeout_s: float = READY_TIMEOUT_S) -> float | None:
+        """Seconds until the batches of ``n`` input events have their state written (the
+        write-ahead copy and every per-key record on the broker, then acked); None: not
+        within ``timeout_s``. The consumed count runs ahead of it by the batch in hand."""
+        started = time.monotonic()
+        while (metric_sum(self.port, "churnwatch_batch_events_sum") or 0) < n:
+            if self.process.poll() is not None or time.monotonic() - started > timeout_s:
+                return None
+            time.sleep(POLL_S)
+        return time.monotonic() - started
 
     def kill9(self) -> None:
         self.process.kill()
@@ -140,6 +164,46 @@ def _calls(keys: int, n: int, day: date, seed: int, first_id: int) -> list[tuple
     return out
 
 
+def _call(sid: str, ts: str, event_id: int) -> bytes:
+    return orjson.dumps({"event_id": f"scale-{event_id}", "ts": ts, "subscriber_id": sid,
+                         "direction": "out", "other_party": "13800000001", "duration_s": 60})
+
+
+#: Worker log lines that end a phase of a start, by what ended (the first of each).
+_PHASES = (("logging", "[^Worker]: Starting..."), ("join_sent", "(Re-)joining group"),
+           ("assigned", "Setting newly assigned partitions"), ("recovered", "[^Worker]: Ready"))
+
+
+def _phases(log: Path, started_wall: float) -> dict[str, float]:
+    """Seconds from the process start to each phase's end in the worker's log: the
+    interpreter and imports (``logging``), the app's start (``join_sent``), the group join
+    (``assigned``; the last assignment, after any second join) and the tables' recovery
+    (``recovered``). The rest, to the first processed event, is the first batch."""
+    from datetime import datetime
+
+    found: dict[str, float] = {}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        for name, mark in _PHASES:
+            if mark in line and (name not in found or name == "assigned"):
+                try:
+                    at = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                except ValueError:
+                    continue
+                found[name] = round(at - started_wall, 2)
+    return found
+
+
+def _restore_lines(log: Path) -> list[str]:
+    """What a worker's log says its recovery read and put back (message text only)."""
+    marks = ("bulk restore:", "put back as they were", "restoring the partition")
+    return [line.split("] ", 3)[-1].strip() for line in
+            log.read_text(errors="replace").splitlines() if any(m in line for m in marks)]
+
+
 def _copied(state: dict[str, Any], copy: int) -> bytes:
     """``state`` serialized as in copy ``copy`` of the sample world: its group its own.
 
@@ -155,8 +219,10 @@ def _copied(state: dict[str, Any], copy: int) -> bytes:
     return orjson.dumps({**state, "p": [*profile[:2], f"{profile[2]}~{copy}", *profile[3:]]})
 
 
-def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> dict[str, Any]:
-    """The scale figure (see the module docstring); ``world`` supplies the sample states."""
+def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int,
+          kill_in_day_close: bool = False) -> dict[str, Any]:
+    """The scale figure (see the module docstring); ``world`` supplies the sample states;
+    ``kill_in_day_close`` adds a restart after a kill in a day close's batch."""
     from kafka import KafkaProducer
 
     from stream.contracts.partitioning import partition_of
@@ -188,7 +254,9 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
     producer.flush()
     figures: dict[str, Any] = {
         "keys": keys, "state_bytes_mean": sum(map(len, samples)) / len(samples),
-        "changelog_written_s": time.perf_counter() - started}
+        "changelog_written_s": time.perf_counter() - started,
+        # The workers take these from the environment (static membership, the group).
+        "instance_id": bool(settings.instance_id), "session_timeout_s": settings.session_timeout_s}
     _say("changelog written", figures)
 
     def send_calls(n: int, seed: int, first_id: int) -> None:
@@ -222,25 +290,52 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int) -> 
                              "rss_bytes": done.get("VmRSS"), "peak_rss_bytes": done.get("VmHWM"),
                              "rss_after_restore_bytes": ready.get("VmRSS")}
         _say("events", figures["events"])
-        # The last batch's state reaches the changelog (the consumed count runs ahead of
-        # it); a kill in the middle of a batch is the parity test's business.
-        time.sleep(5)
+        # 2. An operator's crash: kill -9 once the last batch's state is written (the
+        # changelog holds what the data directory holds), then the same data directory.
+        figures["events"]["written_after_s"] = first.wait_written(events + 1)
         first.kill9()
         figures["disk_bytes"] = _du(workdir / "scale-a")
         figures["disk_bytes_per_subscriber"] = figures["disk_bytes"] / keys
         _say("disk bytes per subscriber", figures["disk_bytes_per_subscriber"])
-        # 2. kill -9, the same data directory.
         again = _Worker(settings, workdir, "scale-a", "scale-a2")
         workers.append(again)
         send_calls(1, 3, events + 1)
         figures["restart_local_state"] = again.wait_consumed(1)
-        _say("restart on local state", figures["restart_local_state"])
-        again.kill9()
-        # 3. kill -9, an empty data directory.
+        _say("restart on local state (kill -9)", figures["restart_local_state"])
+        # 3. A rolling deploy: SIGTERM (the worker ends its batch and leaves the group),
+        # then the same data directory.
+        again.wait_written(1)
+        again.stop()
+        deployed = _Worker(settings, workdir, "scale-a", "scale-a3")
+        workers.append(deployed)
+        send_calls(1, 5, events + 2)
+        figures["restart_after_sigterm"] = deployed.wait_consumed(1)
+        _say("restart on local state (SIGTERM)", figures["restart_after_sigterm"])
+        last = deployed
+        if kill_in_day_close:
+            # 4. kill -9 while a day close's batch is written: a call after the next
+            # day's close sweeps its partition; the kill comes once it is processed, while
+            # the batch sends its write-ahead copy and records.
+            deployed.wait_written(1)
+            sid = "R00000000"
+            close = day + timedelta(days=1)
+            send([(sid, _call(sid, f"{close.isoformat()}T01:00:05+08:00", events + 3))])
+            deployed.wait_consumed(2)
+            deployed.kill9()
+            closing = _Worker(settings, workdir, "scale-a", "scale-a4")
+            workers.append(closing)
+            send([(sid, _call(sid, f"{close.isoformat()}T01:00:10+08:00", events + 4))])
+            figures["restart_in_day_close"] = ready = closing.wait_consumed(1)
+            ready["restore_log"] = _restore_lines(closing.log)
+            _say("restart on local state (kill -9 in a day close's batch)", ready)
+            last = closing
+        last.kill9()
+        # 5. kill -9, an empty data directory.
         empty = _Worker(settings, workdir, "scale-b", "scale-b")
         workers.append(empty)
-        send_calls(1, 4, events + 2)
+        send_calls(1, 4, events + 5)
         figures["full_restore_after_kill"] = empty.wait_consumed(1)
+        _say("full restore after kill -9", figures["full_restore_after_kill"])
     finally:
         producer.close()
         for w in workers:
@@ -255,8 +350,14 @@ def table_rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
         if fig.get("seconds_to_ready") is None:
             return f"not back within {fig.get('timed_out_s', 0):.0f} s", "MISSED"
         s = fig["seconds_to_ready"]
-        return (f"{s:.1f} s ({fig['seconds_after_assignment']:.1f} s after assignment)",
-                f"target <= {target:.0f} s")
+        load = f", load {fig['load']:.1f}" if "load" in fig else ""
+        ph = fig.get("phases_s") or {}
+        # From the worker's log: up (imports done), assigned (group joined), recovered.
+        log = "".join(f", {name} {ph[key]:.1f}" for name, key in (
+            ("up", "logging"), ("assigned", "assigned"), ("recovered", "recovered"))
+            if key in ph)
+        return (f"{s:.1f} s ({fig['seconds_after_assignment']:.1f} s after assignment{log}"
+                f"{load})", f"target <= {target:.0f} s")
 
     keys = f["keys"]
     ev = f["events"]
@@ -272,8 +373,13 @@ def table_rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
     rss, peak = ev.get("rss_bytes"), ev.get("peak_rss_bytes")
     rows.append(("scale: worker RSS", f"{(rss or 0) / 2**20:,.0f} MiB "
                  f"(peak {(peak or 0) / 2**20:,.0f} MiB)", "target <= 2,048 MiB"))
-    rows.append(("scale: restart on local state",
+    rows.append(("scale: restart on local state, kill -9",
                  *seconds(f["restart_local_state"], TARGETS["restart_local_s"])))
+    rows.append(("scale: restart on local state, SIGTERM",
+                 *seconds(f["restart_after_sigterm"], TARGETS["restart_local_s"])))
+    if "restart_in_day_close" in f:
+        rows.append(("scale: restart, kill -9 in a day close",
+                     *seconds(f["restart_in_day_close"], TARGETS["restart_local_s"])))
     rows.append(("scale: full restore after kill -9",
                  *seconds(f["full_restore_after_kill"], TARGETS["full_restore_s"])))
     rows.append(("scale: disk per subscriber", f"{f['disk_bytes_per_subscriber']:,.0f} B",

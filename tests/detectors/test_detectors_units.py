@@ -41,6 +41,21 @@ def test_importing_detectors_leaves_kafka_and_faust_out() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_the_outcome_calibration_is_imported_only_when_asked_for() -> None:
+    """River's linear models (and scipy with them) took over a second of every worker's
+    start, with the calibration off."""
+    code = (
+        "import sys, detectors\n"
+        "engine = detectors.Engine(detectors.EngineConfig(), subscribers={}, population={})\n"
+        "print('river.linear_model' in sys.modules)\n"
+        "detectors.OutcomeLearner\n"
+        "print('river.linear_model' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
 # --------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------
@@ -341,7 +356,7 @@ def test_a_stay_away_counts_its_calendar_days_and_a_cut_on_a_day_it_does_not_see
 def test_a_plan_cut_leaves_the_value_at_risk_at_what_the_customer_paid_before():
     """After a cut from 388 to 8 a month, the spend baseline is 8 at once; the usual bill
     (388) is what is at stake until bills at the new fee bring it down."""
-    from detectors.judgement import Judgement
+    from detectors.outputs import monthly_value
     from detectors.spend import SpendDrop
     from detectors.state import Numbers
 
@@ -351,8 +366,8 @@ def test_a_plan_cut_leaves_the_value_at_risk_at_what_the_customer_paid_before():
     spend.shift(-380.0 / 30)  # the plan change, as the engine applies it
     m = Numbers.new()
     m.bill_n, m.bill_mean = 3, 388.0
-    assert round(Judgement.monthly_value({"m": m}, spend)) == 8  # no cut recorded
+    assert round(monthly_value({"m": m}, spend)) == 8  # no cut recorded
     m.downgrade = 40
-    assert Judgement.monthly_value({"m": m}, spend) == 388.0
+    assert monthly_value({"m": m}, spend) == 388.0
     m.bill_mean = 5.0  # bills at the new fee: the larger, the spend, counts
-    assert round(Judgement.monthly_value({"m": m}, spend)) == 8
+    assert round(monthly_value({"m": m}, spend)) == 8

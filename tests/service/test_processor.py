@@ -5,6 +5,7 @@ The integration tests exercise the same parts over real sockets.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace as NS
 
 import orjson
@@ -450,3 +451,82 @@ def test_calibration_stage_stops_waiting_for_a_partition_that_sends_nothing():
     now[0] = 211.0  # 61 s of silence since
     assert [a["alert_id"] for a in stage.process([]).alerts] == ["a2"]
     assert store["__stage__"]["counters"]["released_idle"] == 2
+
+
+def test_reorder_lets_one_partition_pass_its_day_close_per_call():
+    r = Reorder()
+    for p in (0, 1, 2):
+        for i, ts in enumerate((10.0, 20.0, 30.0)):
+            r.push(CALLS, p, i, ts, "calls", f"p{p}-{ts:.0f}")
+    everything = lambda t, p: 100.0  # noqa: E731 - every topic caught up
+    sweep_at = lambda p, ts: {0: 20.0, 1: 20.0, 2: math.inf}[p]  # noqa: E731
+    # Partition 0 closes its day (from 20 on); 1 stops before its close; 2 has none due.
+    assert r.release(KINDS, everything, sweep_at) == [
+        "p0-10", "p0-20", "p0-30", "p1-10", "p2-10", "p2-20", "p2-30"]
+    # Partition 0's next close is later: partition 1's close is the next call's.
+    sweep_at = lambda p, ts: {0: 50.0, 1: 20.0, 2: math.inf}[p]  # noqa: E731
+    assert r.release(KINDS, everything, sweep_at) == ["p1-20", "p1-30"]
+    assert len(r) == 0
+
+
+def test_partitions_take_turns_to_pass_their_day_close():
+    r = Reorder()
+    everything = lambda t, p: 100.0  # noqa: E731 - every topic caught up
+    r.push(CALLS, 0, 0, 20.0, "calls", "p0-20")
+    r.push(CALLS, 1, 0, 20.0, "calls", "p1-20")
+    assert r.release(KINDS, everything, lambda p, ts: 20.0) == ["p0-20"]
+    # Partition 0 is at its next close again (a backlog): partition 1's turn first.
+    r.push(CALLS, 0, 1, 40.0, "calls", "p0-40")
+    closes = {0: 40.0, 1: 20.0}
+    assert r.release(KINDS, everything, lambda p, ts: closes[p]) == ["p1-20"]
+    assert r.release(KINDS, everything, lambda p, ts: closes[p]) == ["p0-40"]
+
+
+def test_a_batch_closes_the_day_of_one_partition_and_ends_as_one_batch_would():
+    """A day close sweeps every subscriber of its partition, and the batch keeps each state
+    it writes: a batch closes the day of one partition at most, the others' events from
+    their close on wait for the next batch. States end as processed all at once."""
+    from detectors import Engine, EngineConfig
+
+    def messages() -> list[NS]:
+        msgs, offsets = [], dict.fromkeys(range(3), 0)
+        for day in (2, 3, 4):  # day 3's 09:00 closes day 2 (at 01:00), day 4's day 3
+            for p in range(3):
+                for n in range(4):
+                    event = call_event(len(msgs), f"s{p}-{n}", day=day)
+                    event["ts"] = f"2026-03-{day:02d}T09:{n:02d}:00+08:00"
+                    msgs.append(_msg(CALLS, p, offsets[p], event))
+                    offsets[p] += 1
+        return msgs
+
+    def run(caught_up, alone_from: int = 0) -> tuple[dict, list[set[int]]]:
+        tables = Tables()
+        processor = BatchProcessor(tables, KINDS, lambda p: Engine(
+            EngineConfig(), subscribers=tables.subscriber_view(p),
+            population=tables.population_view(p)), sweep_alone_from=alone_from)
+        for p in range(3):
+            processor.reorder.delivered(BILLING, p, float("inf"))
+            processor.reorder.delivered(SUBS, p, float("inf"))
+        items, swept = messages(), []
+        while items or len(processor.reorder):
+            before = {p: e.counters["sweeps"] for p, e in processor.engines.items()}
+            processor.process(items, caught_up)
+            items = []
+            swept.append({p for p, e in processor.engines.items()
+                          if e.counters["sweeps"] > before.get(p, 0)})
+            processor.flush()
+        return tables.subscribers.data, swept
+
+    states, swept = run(lambda t, p: 1e12)  # every topic caught up
+    # Day 2's events, then one partition's closes per batch (a partition takes both of
+    # its closes in one: a batch holds its own keys once).
+    assert swept == [{0}, {1}, {2}], swept
+    # All at once (no bound: a closed input) the first batch sweeps every partition.
+    at_once, swept_at_once = run(None)
+    assert swept_at_once == [{0, 1, 2}]
+    assert states == at_once
+    assert len(states) == 12
+    # Partitions too small to matter close their days together, as before.
+    small, swept_small = run(lambda t, p: 1e12, alone_from=5)
+    assert swept_small == [{0, 1, 2}]
+    assert small == states
