@@ -8,7 +8,9 @@ ways, and each sends a stay away to red: it lasts longer than a trip; activity s
 partly present (the subscriber is still here, only their calls go elsewhere); a decline
 came before it (then it is not a stay away at all); the plan is cut during it; or other
 members of the subscriber's group or account do the same at the same time (forwarding to
-the same operator, held as a stay away or alerted).
+the same operator, held as a stay away or alerted: :mod:`detectors.group_forwarding`).
+What a stay away says in an alert (yellow while it may be an absence, if calls are
+forwarded off-net) is :mod:`detectors.stay_judgement`'s.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ from typing import Any
 from river import base
 
 from detectors.record import Record
-from detectors.risk import Signal
 
-__all__ = ["AwayState", "StayAway", "GroupForwarding", "VERDICTS", "away_figures",
-           "beyond_chance", "held_note", "stay_signal"]
+__all__ = ["AwayState", "StayAway", "VERDICTS", "beyond_chance"]
 
 #: Why a stay away is not an absence (``AwayState.verdict``); 0: it may still be one.
 VERDICTS: tuple[str, ...] = ("", "persisted", "present", "plan_cut", "group")
@@ -71,8 +71,9 @@ class StayAway(base.DriftDetector):
       ``collapse`` of usual, and either incoming calls are forwarded off-net, or at least
       ``min_expected`` outgoing calls were usual, short of usual by ``z`` standard errors
       (Poisson: :func:`beyond_chance`), and incoming calls collapsed too (at most
-      ``collapse`` of usual). A day that does not collapse before that ends it (a quiet
-      day, not a stay), and so does activity at ``partial`` of usual without forwarding.
+      ``collapse`` of usual, from at least ``min_expected`` usual over its days). A day
+      that does not collapse before that ends it (a quiet day, not a stay), and so does
+      activity at ``partial`` of usual without forwarding.
     - **Ends** on the first day outgoing calls are back to ``back`` of usual (two calls at
       least) with nothing forwarded off-net (:attr:`ended`).
     - **Not an absence** (:attr:`verdict`) when it lasts more than ``trip_days`` (on the
@@ -224,8 +225,11 @@ class StayAway(base.DriftDetector):
         # later; waiting for the collapse to be beyond chance let every trip of those
         # who call little (and at a holiday, of nearly everyone) be alerted as a switch.
         low_out = 10 * s.out <= self.collapse * s.expected
+        # Incoming calls "collapse too" only from as many usual as the outgoing need: a
+        # line nobody calls has no incoming calls to lose, and its decline is no stay.
         if not s.confirmed and low_out and (s.forwarded or (
                 s.expected >= 10 * self.min_expected and beyond_chance(s, self.z)
+                and s.in_expected >= 10 * self.min_expected
                 and 10 * s.n_in <= self.collapse * s.in_expected)):
             s.confirmed = 1
         if not s.confirmed or s.verdict:
@@ -255,73 +259,6 @@ class StayAway(base.DriftDetector):
             self.state.verdict = GROUP
 
 
-class GroupForwarding:
-    """Members of a group or an account forwarding incoming calls off-net, by operator:
-    whether others "do the same" as a member in a stay away.
-
-    A member counts on each closed day with forwarding evidence (the calls an alert for
-    forwarding is raised on, and those of a stay away), whether that member is held as a
-    stay away or alerted: a co-member alerted for forwarding to the same operator does the
-    same as one held. The circle is the group, or the account for a line without a group.
-    Kept in the engine's population store, so only the members that the same engine judges
-    are compared (one entry per circle that forwarded within ``keep_days``):
-    ``{"v": 2, "d": [[first, last, operator, member], ...]}``: the first and the latest day
-    a member was seen forwarding to ``operator`` (``member``: a 16-bit fingerprint, so a
-    member does not count itself).
-
-    Examples
-    --------
-    >>> gf = GroupForwarding({})
-    >>> gf.add("G1", day=100, operator=2, member=7)
-    >>> gf.others("G1", 101, operator=2, member=9, window=14), gf.others("G1", 101, 2, 7, 14)
-    (1, 0)
-    >>> gf.others("G1", 100, operator=2, member=9, window=14)  # the same day: not yet
-    0
-    >>> gf.add("G1", day=120, operator=2, member=7)  # still forwarding
-    >>> gf.others("G1", 120, operator=2, member=9, window=14)
-    1
-    >>> gf.others("G1", 135, operator=2, member=9, window=14)  # stopped 15 days before
-    0
-    """
-
-    PREFIX = "~g/"
-
-    def __init__(self, store: Any, keep_days: int = 30):
-        self.store = store
-        self.keep_days = keep_days
-
-    @staticmethod
-    def circle(group: str | None, account: str | None) -> str | None:
-        """The circle a member belongs to: its group, else its account (None: neither)."""
-        return f"group {group}" if group else f"account {account}" if account else None
-
-    def add(self, circle: str, day: int, operator: int, member: int) -> None:
-        """Record a member forwarding off-net to ``operator`` on ``day``."""
-        key = self.PREFIX + circle
-        state = self.store.get(key)
-        rows = [r for r in (state["d"] if state and state.get("v") == 2 else [])
-                if r[1] > day - self.keep_days]
-        for r in rows:
-            if r[2] == operator and r[3] == member:
-                if r[1] >= day:
-                    return
-                r[1] = day
-                break
-        else:
-            rows.append([day, day, operator, member])
-            rows.sort()
-        self.store[key] = {"v": 2, "d": rows}
-
-    def others(self, circle: str, day: int, operator: int, member: int, window: int) -> int:
-        """Other members forwarding to ``operator`` since before ``day`` (days already
-        closed for every member), seen within the ``window`` days before it."""
-        state = self.store.get(self.PREFIX + circle)
-        if not state or state.get("v") != 2:
-            return 0
-        return len({r[3] for r in state["d"] if r[0] < day and r[1] >= day - window
-                    and r[2] == operator and r[3] != member})
-
-
 def beyond_chance(t: AwayState, z: float) -> bool:
     """Whether a stay away's outgoing calls fall short of usual by ``z`` standard errors
     (Poisson) or more: a few quiet days of a subscriber who calls little are chance.
@@ -333,55 +270,3 @@ def beyond_chance(t: AwayState, z: float) -> bool:
     """
     usual = t.expected / 10
     return usual - t.out >= z * math.sqrt(usual)
-
-
-def away_figures(t: AwayState) -> dict[str, Any]:
-    """The figures of a stay away, for reasons."""
-    return {"days": t.days, "outgoing": t.out, "usual_outgoing": round(t.expected / 10, 1),
-            "incoming": t.n_in, "forwarded": t.forwarded}
-
-
-def held_note(t: AwayState, since: str) -> str:
-    """What a forwarding reason adds while the stay away may be an absence."""
-    usual = t.expected / 10
-    return (f"; outgoing calls collapsed with it ({t.out} against a usual {usual:.0f} over "
-            f"{t.days} day{'s' if t.days != 1 else ''} since {since}) after a steady "
-            f"fortnight: this may be an absence, held below an alert until it lasts past a "
-            f"trip, activity stays partly present, the plan is cut or the group moves too")
-
-
-def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
-                circle: str | None, operator: str | None) -> Signal:
-    """The ``stay_away`` signal of a stay away that is not an absence (its verdict).
-
-    >>> t = AwayState.new()
-    >>> t.days, t.out, t.expected, t.n_in, t.forwarded, t.verdict = 16, 3, 480, 50, 40, 1
-    >>> sig = stay_signal(t, "2026-03-02", 0.75, 14, None, "China Unicom")
-    >>> import textwrap
-    >>> print(textwrap.fill(sig.summary, 80))
-    outgoing calls collapsed on 2026-03-02 after a steady fortnight (3 against a
-    usual 48 over 16 days), and incoming calls were forwarded to a China Unicom
-    number (40 of 50): longer than a trip (14 days)
-    """
-    verdict = VERDICTS[t.verdict]
-    summary = (f"outgoing calls collapsed on {since} after a steady fortnight ({t.out} "
-               f"against a usual {t.expected / 10:.0f} over {t.days} days)")
-    if t.forwarded:
-        where = f"a {operator} number" if operator else "an off-net number"
-        summary += (f", and incoming calls were forwarded to {where} ({t.forwarded} of "
-                    f"{t.n_in})")
-    else:
-        summary += f", and incoming calls fell with them ({t.n_in} in those days)"
-    if verdict == "persisted":
-        summary += f": longer than a trip ({trip_days} days)"
-    elif verdict == "present":
-        summary += (": the subscriber still makes calls while incoming ones are forwarded "
-                    "away, present rather than away")
-    elif verdict == "plan_cut":
-        summary += ": the plan was cut during it, which a trip does not do"
-    elif verdict == "group":
-        summary += (f": other members of {circle} do the same, forwarding to the same "
-                    f"operator")
-    figures = away_figures(t)
-    figures.update({"verdict": verdict, "operator": operator})
-    return Signal("stay_away", strength, summary, figures)

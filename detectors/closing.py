@@ -7,9 +7,10 @@ import math
 import zlib
 from typing import Any
 
-from detectors.absence import VERDICTS, GroupForwarding
+from detectors.absence import VERDICTS
 from detectors.dedupe import prune
 from detectors.forwarding import Forwarding
+from detectors.group_forwarding import GroupForwarding
 from detectors.judgement import (
     ENGINE_KEY,
     SPEND_MILLI,
@@ -83,6 +84,10 @@ class DayClose(Judgement):
         first = self._closed_to is None
         self._closed_to = target
         self.population.store[ENGINE_KEY] = {"v": STATE_VERSION, "closed_to": target}
+        if not first:
+            # Circles that stopped forwarding count for no stay away any more.
+            self.counters["circles_swept"] += GroupForwarding(
+                self.population.store, keep_days=2 * self.config.trip_days).sweep(target)
         if first or not self.config.sweep:
             return []
         self.counters["sweeps"] += 1
@@ -224,7 +229,7 @@ class DayClose(Judgement):
 
     def _note_forwarding(self, sid: str, st: State, day: int, operator: int) -> None:
         """Record a member of a group or account forwarding off-net with evidence today
-        (:class:`detectors.absence.GroupForwarding`): what others in a stay away compare
+        (:class:`detectors.group_forwarding.GroupForwarding`): what others in a stay away compare
         with."""
         profile = st.get("p")
         circle = (GroupForwarding.circle(profile.group_id, profile.account_id)

@@ -73,13 +73,16 @@ class EngineConfig:
     absence_partial
         Outgoing calls over a stay away at this share of usual show presence.
     absence_min_expected
-        Usual outgoing calls over the collapsed days before a collapse of incoming calls
-        too (without forwarding) confirms a stay away.
+        Usual outgoing calls, and usual incoming calls, over the collapsed days before a
+        collapse of incoming calls too (without forwarding) confirms a stay away (a line
+        nobody calls has no incoming calls to lose).
     trip_days
         The longest a trip lasts: a stay away past it is not an absence.
     absence_fwd_strength
-        The most a forwarding switch weighs while it may be an absence (below yellow at
-        0.45: a trip alone raises no alert).
+        What calls forwarded off-net weigh while a stay away with them may be an absence:
+        yellow (0.45 to 0.7), and short of red with a bill drop (0.3) beside it; a trip
+        forwarding off-net is yellow until it ends, a switch that looks like one is not
+        left unalerted.
     absence_red_strength
         Strength of a stay away that is not an absence (red at 0.7).
     absence_group_members
@@ -157,7 +160,7 @@ class EngineConfig:
     absence_partial: float = 0.35
     absence_min_expected: float = 4.0
     trip_days: int = 21
-    absence_fwd_strength: float = 0.4
+    absence_fwd_strength: float = 0.5
     absence_red_strength: float = 0.75
     absence_group_members: int = 1
     absence_z: float = 3.0

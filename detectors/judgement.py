@@ -9,18 +9,13 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
-from detectors.absence import (
-    GroupForwarding,
-    StayAway,
-    away_figures,
-    held_note,
-    stay_signal,
-)
+from detectors.absence import StayAway
 from detectors.bill import BillLevel
 from detectors.config import EngineConfig
 from detectors.contact import ContactWindows
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
+from detectors.group_forwarding import GroupForwarding
 from detectors.numbers import OperatorLookup
 from detectors.outputs import Outputs, monthly_value
 from detectors.policy import AlertPolicy
@@ -28,9 +23,8 @@ from detectors.population import Population
 from detectors.presence import HomeCell
 from detectors.risk import Assessment, Signal, combine, drop_score
 from detectors.spend import SpendDrop
-from detectors.state import (
-    DayCounts,
-)
+from detectors.state import DayCounts
+from detectors.stay_judgement import held_signal, stay_signal
 from detectors.usage import IncomingRate, PoissonCusum
 
 __all__ = ["Judgement"]
@@ -50,7 +44,6 @@ MODEST_STRENGTH = 0.5
 
 def _milli(amount: Any) -> int:
     return round(float(amount) * 1000) if amount else 0
-
 
 
 class Judgement(Outputs):
@@ -142,7 +135,7 @@ class Judgement(Outputs):
         silent = absent = False
         stay = st.get("t")
         # A stay away that may be an absence (:mod:`detectors.absence`): no usage or spend
-        # judgement, forwarding held below an alert.
+        # judgement; with calls forwarded off-net, yellow (:mod:`detectors.stay_judgement`).
         held = stay is not None and bool(stay.confirmed) and not stay.verdict
         if warm and not away and not held:
             first = day - cfg.recent_days + 1
@@ -185,21 +178,21 @@ class Judgement(Outputs):
             n_new = today.n_new if today is not None else 0
             strength = (fwd.evidence(n_in, n_new) if today is not None
                         else fwd.carried_strength())
-            if strength > 0:
-                sig = self._modest(self._forward_signal(st, fwd, strength, today), st,
-                                   spend)
-                if held and stay is not None:
-                    sig.strength = min(sig.strength, cfg.absence_fwd_strength)
-                    sig.summary += held_note(stay, self.clock.date(stay.start))
-                    sig.figures["absence"] = away_figures(stay)
-                signals.append(sig)
+            if held and stay is not None and (stay.forwarded or strength > 0):
+                # Forwarding off-net while the line is quiet: may be a trip, may be a
+                # switch that looks like one; yellow for every day it is held.
+                signals.append(held_signal(
+                    stay, self.clock.date(stay.start), cfg.absence_fwd_strength,
+                    cfg.trip_days, self._operator_name(stay.operator, m.fwd_operator)))
+            elif strength > 0:
+                signals.append(self._modest(self._forward_signal(st, fwd, strength, today),
+                                            st, spend))
         if stay is not None and stay.confirmed and stay.verdict:
-            op = stay.operator
             signals.append(stay_signal(
                 stay, self.clock.date(stay.start), cfg.absence_red_strength, cfg.trip_days,
                 GroupForwarding.circle(st["p"].group_id, st["p"].account_id)
                 if "p" in st else None,
-                self._operators[op] if 0 <= op < len(self._operators) else None))
+                self._operator_name(stay.operator)))
         if m.bill_n and m.bill_ratio < cfg.bill_ratio and day - m.bill_day <= 31:
             signals.append(Signal(
                 "bill_drop", 0.3,
@@ -210,6 +203,13 @@ class Judgement(Outputs):
         assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
         assessment.hold = away or absent or held
         return assessment
+
+    def _operator_name(self, *indexes: int) -> str | None:
+        """The name of the first operator index that is one (None: none is)."""
+        for op in indexes:
+            if 0 <= op < len(self._operators):
+                return self._operators[op]
+        return None
 
     def _drop(
         self, code: str, model: SpendDrop, pop: float | None, segment: str

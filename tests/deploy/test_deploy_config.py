@@ -516,7 +516,7 @@ def test_alert_doc_examples_match_the_schema() -> None:
 
 
 #: Reason codes the detectors emit (detectors/judgement.py, the stay away's in
-#: detectors/absence.py); "resolved" leads a resolution, "closed" a port-out or deactivation
+#: detectors/stay_judgement.py); "resolved" leads a resolution, "closed" a port-out or deactivation
 #: that ends an episode.
 KNOWN_REASON_CODES = frozenset({
     "usage_drop", "spend_drop", "forwarding_off_net", "silent", "bill_drop", "stay_away",
@@ -524,10 +524,10 @@ KNOWN_REASON_CODES = frozenset({
 
 
 def test_reason_codes_in_the_doc_are_the_detectors_codes() -> None:
-    # Signals are built in judgement.py and absence.py, the alerts' own reasons (resolved,
-    # closed) in outputs.py.
+    # Signals are built in judgement.py and stay_judgement.py, the alerts' own reasons
+    # (resolved, closed) in outputs.py.
     engine = "".join((REPO / "detectors" / name).read_text("utf-8")
-                     for name in ("judgement.py", "absence.py", "outputs.py"))
+                     for name in ("judgement.py", "stay_judgement.py", "outputs.py"))
     emitted = set(re.findall(r'Signal\(\s*"([a-z_]+)"', engine))
     emitted |= set(re.findall(r'_drop\(\s*"([a-z_]+)"', engine))
     emitted |= set(re.findall(r'"code":\s*"([a-z_]+)"', engine))
