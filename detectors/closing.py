@@ -3,10 +3,14 @@ day (part of :class:`detectors.engine.Engine`)."""
 
 from __future__ import annotations
 
+import math
+import zlib
 from typing import Any
 
+from detectors.absence import VERDICTS
 from detectors.dedupe import prune
 from detectors.forwarding import Forwarding
+from detectors.group_forwarding import GroupForwarding
 from detectors.judgement import (
     ENGINE_KEY,
     SPEND_MILLI,
@@ -22,7 +26,12 @@ from detectors.state import (
 )
 from detectors.upgrade import upgrade
 
-__all__ = ["DayClose"]
+__all__ = ["DayClose", "ONSET_DAYS", "LEAD_DAYS"]
+
+#: Collapsed days just before a stay away's first day that it takes in.
+ONSET_DAYS = 2
+#: Days before a stay away's collapse that must be near usual (no decline leading to it).
+LEAD_DAYS = 4
 
 
 class DayClose(Judgement):
@@ -75,6 +84,10 @@ class DayClose(Judgement):
         first = self._closed_to is None
         self._closed_to = target
         self.population.store[ENGINE_KEY] = {"v": STATE_VERSION, "closed_to": target}
+        if not first:
+            # Circles that stopped forwarding count for no stay away any more.
+            self.counters["circles_swept"] += GroupForwarding(
+                self.population.store, keep_days=2 * self.config.trip_days).sweep(target)
         if first or not self.config.sweep:
             return []
         self.counters["sweeps"] += 1
@@ -141,13 +154,29 @@ class DayClose(Judgement):
         n_in, n_fwd, _, n_new, n_out, n_located, n_away = row.counts
         spend, usage = self._models(st)
         fwd = self._fwd(st)
+        held = False
         if away:
             self.counters["away_days"] += 1
             fwd.close_day(n_in, n_fwd, 0)
+            if row.downgrades and "t" in st:
+                # A stay away that went on elsewhere (cells): a cut during it still counts.
+                self._stay.state = st["t"]
+                self._stay.note_cut()
         else:
+            # Forwarded calls count only as evidence (Forwarding.evidence): a habit, a
+            # model still learning, or a call or two among many says nothing.
+            forwarded = row.n_new if n_new and fwd.evidence(n_in, n_new) > 0 else 0
+            if forwarded and row.operator >= 0:
+                self._note_forwarding(sid, st, day, row.operator)
+            held = self._stay_away(sid, st, day, row, spend, usage, forwarded)
             cents = max(row.call_charge, row.bill_charge) // SPEND_MILLI
-            spend.update(cents)
-            usage.update(n_out)
+            if held:
+                # A stay away that may be an absence: its days stay out of the spend and
+                # usage windows, so nothing fires on them after the return.
+                self.counters["absence_days"] += 1
+            else:
+                spend.update(cents)
+                usage.update(n_out)
             if n_new and m.cell >= 0 and not n_located > 2 * n_away:
                 # Forwarding on a day with no call from home: a trip or a switch, cannot
                 # tell yet; neither evidence nor normal. Without any located call it waits,
@@ -164,7 +193,9 @@ class DayClose(Judgement):
                 if m.waiting_new:
                     self._confirm(st, fwd)
                 fwd.close_day(n_in, n_fwd, n_new)
-            if spend.ready and usage.ready:
+            # A held day still counts in its segment's totals: people travel at holidays,
+            # and the segment's ratio that day must say so to those who stay.
+            if (spend.ready and usage.ready) or (held and usage.n >= self.config.recent_days):
                 segment = st["p"].segment if "p" in st else "unknown"
                 self.population.add(
                     segment,
@@ -172,9 +203,13 @@ class DayClose(Judgement):
                     (cents, round(spend.mean * SPEND_SCALE), 100 * n_out,
                      round(usage.mean * 100)),
                 )
-        self._cusum(st, day, None if away else n_out, usage, away,
-                    n_located > n_away)
-        if not away:
+        if held:
+            m.cusum = min(m.cusum, st["t"].cusum)
+            m.pending, m.pending_count = 0, 0
+        else:
+            self._cusum(st, day, None if away else n_out, usage, away,
+                        n_located > n_away)
+        if not away and not held:
             incoming = self._incoming
             incoming.n, incoming.base, incoming.fast = m.incoming
             incoming.update(float(n_in))
@@ -191,6 +226,120 @@ class DayClose(Judgement):
         )
         self._closed_row = None
         return alerts
+
+    def _note_forwarding(self, sid: str, st: State, day: int, operator: int) -> None:
+        """Record a member of a group or account forwarding off-net with evidence today
+        (:class:`detectors.group_forwarding.GroupForwarding`): what others in a stay away compare
+        with."""
+        profile = st.get("p")
+        circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
+                  if profile is not None else None)
+        if circle is not None:
+            GroupForwarding(self.population.store, keep_days=2 * self.config.trip_days).add(
+                circle, day, operator, zlib.crc32(sid.encode()) & 0xFFFF)
+
+    def _stay_away(
+        self, sid: str, st: State, day: int, row: DayCounts, spend: SpendDrop,
+        usage: SpendDrop, forwarded: int,
+    ) -> bool:
+        """Step the stay-away model (:class:`detectors.absence.StayAway`) on a closed day
+        at home; True when the day is held (a stay away that may be an absence).
+
+        The usual calls are the baseline times the segment's ratio the day before (a
+        holiday lowers everyone's); the fortnight before is steady when its calls are at
+        ``drop_ratio_start`` of usual or more (allowing for the segment) and the usage
+        CUSUM is below its green level. When a stay away is confirmed its earlier days
+        leave the spend and usage windows, and the CUSUM goes back to its level before.
+        """
+        cfg = self.config
+        m = st["m"]
+        t = st.get("t")
+        if (m.age <= cfg.warmup_days or usage.n < cfg.recent_days
+                or usage.mean < cfg.min_daily_calls):
+            st.pop("t", None)
+            return False
+        segment = st["p"].segment if "p" in st else "unknown"
+        factor = self.population.ratio(segment, day - 1, day - 1, 1, min_count=10)
+        rate = usage.mean * (factor if factor is not None else 1.0)
+        steady, run = False, (0, 0)
+        if t is None and usage.ready:
+            steady, run = self._steady(usage, m.cusum, segment, day, m.downgrade)
+        stay = self._stay
+        stay.state = t
+        was_confirmed = t is not None and t.confirmed
+        old_verdict = t.verdict if t is not None else 0
+        stay.expect(rate, m.in_base, row.n_in, forwarded, steady=steady,
+                    cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run)
+        stay.update(row.n_out)
+        t = stay.state
+        if t is None:
+            if stay.ended:
+                self.counters["absences_ended"] += 1
+            st.pop("t", None)
+            return False
+        st["t"] = t
+        if forwarded and row.operator >= 0:
+            t.operator = row.operator
+        if t.confirmed and not was_confirmed:
+            self.counters["absences"] += 1
+            earlier = min(t.days - 1, len(usage.recent))
+            if earlier > 0:
+                del spend.recent[-earlier:]
+                del usage.recent[-earlier:]
+        profile = st.get("p")
+        circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
+                  if profile is not None else None)
+        if t.confirmed and t.forwarded and not t.verdict and circle is not None:
+            # Others of the group or account forwarding to the same operator, held as a
+            # stay away or alerted for it: a group moving, not one member's trip.
+            others = GroupForwarding(self.population.store, keep_days=2 * cfg.trip_days)
+            if others.others(circle, day, t.operator, zlib.crc32(sid.encode()) & 0xFFFF,
+                             cfg.trip_days) >= cfg.absence_group_members:
+                stay.group_moves()
+        if t.verdict != old_verdict:
+            self.counters[f"absence_{VERDICTS[t.verdict]}"] += 1
+        return bool(stay.holding)
+
+    def _steady(
+        self, usage: SpendDrop, cusum: float, segment: str, day: int, downgrade: int = -1
+    ) -> tuple[bool, tuple[int, int]]:
+        """Was the fortnight before a collapse steady, and which days just before ``day``
+        collapsed already (how many, and their outgoing calls)?
+
+        At most :data:`ONSET_DAYS` collapsed days just before are taken into the stay: a
+        trip's first day may be closed before the stay is recognised, but a week of low
+        days is a decline's end, not a trip's start. The rest of the recent window is
+        compared with the baseline, allowing for the segment's ratio over it: steady
+        unless it is below ``drop_ratio_start`` of usual by more than ``drop_z`` standard
+        errors (Poisson, scaled by the counts' dispersion), the :data:`LEAD_DAYS` days
+        just before the collapse are below ``absence_back`` of usual by as much (a trip
+        begins from ordinary days; a decline reaches the collapse already low), the
+        usage CUSUM is below its green level, and the plan was not cut within
+        ``recent_days`` (``downgrade``: the day of the last cut, -1: none).
+        """
+        cfg = self.config
+        limit = cfg.absence_collapse * usage.mean
+        recent = usage.recent
+        k = 0
+        while k < min(ONSET_DAYS, len(recent) - 7) and recent[-1 - k] <= limit:
+            k += 1
+        before = recent[:len(recent) - k]
+        pop = self.population.ratio(segment, day - cfg.recent_days, day - 1 - k, metric=1)
+        per_day = usage.mean * (min(1.0, pop) if pop is not None else 1.0)
+        phi = max(1.0, usage.var / usage.mean) if usage.mean > 0 else 1.0
+
+        def below(calls: list[int], share: float) -> bool:
+            expected = per_day * len(calls)
+            seen = sum(calls)
+            return (seen < share * expected
+                    and expected - seen >= cfg.drop_z * math.sqrt(phi * expected))
+
+        declined = (below(before, cfg.drop_ratio_start)
+                    or below(before[-LEAD_DAYS:], cfg.absence_back))
+        # A plan cut in the fortnight before: the customer was stepping out, not settled.
+        cut = downgrade >= 0 and day - downgrade < cfg.recent_days
+        return (not declined and not cut and cusum < cfg.cusum_green,
+                (k, sum(recent[len(recent) - k:])))
 
     def _cusum(
         self, st: State, day: int, count: int | None, usage: SpendDrop, away: bool,

@@ -54,13 +54,47 @@ class EngineConfig:
         Cap on the dispersion (variance / mean of daily calls) that scales the CUSUM.
     presence_ratio
         Incoming calls below this share of usual scale down the calls expected out (a quiet
-        or absent subscriber, not a drift to another SIM, which keeps incoming calls).
-    usage_red_strength, usage_green_strength
-        Strength of a usage drop past ``cusum_red``, and past ``cusum_green``.
+        or absent subscriber, not a drift to another SIM, which keeps incoming calls); a
+        usage drop's reason says when incoming calls fell below it too (a customer who
+        moves loses both directions).
     absent_ratio
         Outgoing *and* incoming calls of the last week both below this share of usual:
         the subscriber is away or unreachable (a trip), not drifting to another SIM,
         whose contacts still call the old number.
+    usage_red_strength, usage_green_strength
+        Strength of a usage drop past ``cusum_red``, and past ``cusum_green``.
+    absence_collapse
+        A day with outgoing calls at or below this share of usual, and incoming calls
+        too or forwarded to a new off-net number, after a steady fortnight, begins a
+        stay away (:class:`detectors.absence.StayAway`).
+    absence_back
+        Outgoing calls at this share of usual end a stay away (with nothing forwarded
+        off-net), or, with calls still forwarded off-net, show the subscriber is present.
+    absence_partial
+        Outgoing calls over a stay away at this share of usual show presence.
+    absence_min_expected
+        Usual outgoing calls, and usual incoming calls, over the collapsed days before a
+        collapse of incoming calls too (without forwarding) confirms a stay away (a line
+        nobody calls has no incoming calls to lose).
+    trip_days
+        The longest a trip lasts: a stay away past it is not an absence.
+    absence_fwd_strength
+        What calls forwarded off-net weigh while a stay away with them may be an absence:
+        yellow (0.45 to 0.7), and short of red with a bill drop (0.3) beside it; a trip
+        forwarding off-net is yellow until it ends, a switch that looks like one is not
+        left unalerted.
+    absence_red_strength
+        Strength of a stay away that is not an absence (red at 0.7).
+    absence_group_members
+        Other members of the group in a stay away forwarding to the same operator that
+        make one member's stay away not an absence.
+    absence_z
+        Standard errors (Poisson) by which the outgoing calls of a stay away without
+        forwarding (incoming calls collapsed too) must fall short of usual before it is
+        confirmed and held: a few quiet days of a subscriber who calls little are chance.
+        With calls forwarded off-net no such test: with few calls usual over the days
+        (anyone who calls little, and everyone at a holiday) a trip's collapse cannot be
+        told from chance for days, and its forwarding was alerted like a switch's.
     drop_z
         Minimum significance (standard errors below the baseline) of the recent sum.
     silent_days
@@ -121,6 +155,15 @@ class EngineConfig:
     cusum_phi_max: float = 3.0
     presence_ratio: float = 0.6
     absent_ratio: float = 0.35
+    absence_collapse: float = 0.25
+    absence_back: float = 0.5
+    absence_partial: float = 0.35
+    absence_min_expected: float = 4.0
+    trip_days: int = 21
+    absence_fwd_strength: float = 0.5
+    absence_red_strength: float = 0.75
+    absence_group_members: int = 1
+    absence_z: float = 3.0
     drop_z: float = 3.0
     silent_days: int = 21
     fwd_min_calls: int = 4

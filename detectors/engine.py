@@ -8,6 +8,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from detectors import dedupe
+from detectors.absence import StayAway
 from detectors.bill import BillLevel
 from detectors.config import EngineConfig
 from detectors.contact import ContactWindows
@@ -146,6 +147,8 @@ class Engine(Events):
         self._usage_cusum = PoissonCusum(cfg.cusum_rho, cfg.cusum_red, 3.0 * cfg.cusum_red)
         self._incoming = IncomingRate(span=cfg.baseline_days)
         self._bill_level = BillLevel()
+        self._stay = StayAway(cfg.absence_collapse, cfg.absence_back, cfg.absence_partial,
+                              cfg.absence_min_expected, cfg.trip_days, cfg.absence_z)
         self._contact = ContactWindows(cfg.tz_offset_hours)
         self._fwd_params: dict[str, float] = {
             "min_calls": cfg.fwd_min_calls,

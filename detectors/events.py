@@ -156,7 +156,7 @@ class Events(DayClose):
         """
         m = st["m"]
         located_away = m.cell >= 0 and row.n_located <= 2 * row.n_away
-        if not m.fwd_days or located_away or m.away:
+        if not m.fwd_days or located_away or m.away or self._may_be_away(st, row):
             return []
         fwd = self._fwd(st)
         level = round(10 * fwd.evidence(row.n_in, row.n_new))
@@ -166,6 +166,22 @@ class Events(DayClose):
         row.judged = level
         self.counters["intraday_judgements"] += 1
         return self._judge(sid, st, day, ts, self.clock.iso(ts), daily=False, today=row)
+
+    def _may_be_away(self, st: State, row: DayCounts) -> bool:
+        """Whether today's forwarding may begin a stay away (:mod:`detectors.absence`): one
+        runs, or outgoing calls so far are at most ``absence_collapse`` of a whole usual
+        day and the usage CUSUM shows no decline. Then the day's close judges it (less
+        than a day later), not the call."""
+        if "t" in st:
+            return True
+        cfg = self.config
+        m = st["m"]
+        if m.age <= cfg.warmup_days or "s" not in st:
+            return False
+        usage = self._models(st)[1]
+        return (usage.ready and usage.mean >= cfg.min_daily_calls
+                and row.n_out <= cfg.absence_collapse * usage.mean
+                and m.cusum < cfg.cusum_green)
 
     def _billing(
         self, sid: str, st: State, event: dict[str, Any], row: DayCounts, day: int

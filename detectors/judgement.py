@@ -9,11 +9,13 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
+from detectors.absence import StayAway
 from detectors.bill import BillLevel
 from detectors.config import EngineConfig
 from detectors.contact import ContactWindows
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
+from detectors.group_forwarding import GroupForwarding
 from detectors.numbers import OperatorLookup
 from detectors.outputs import Outputs, monthly_value
 from detectors.policy import AlertPolicy
@@ -21,9 +23,8 @@ from detectors.population import Population
 from detectors.presence import HomeCell
 from detectors.risk import Assessment, Signal, combine, drop_score
 from detectors.spend import SpendDrop
-from detectors.state import (
-    DayCounts,
-)
+from detectors.state import DayCounts
+from detectors.stay_judgement import held_signal, stay_signal
 from detectors.usage import IncomingRate, PoissonCusum
 
 __all__ = ["Judgement"]
@@ -43,7 +44,6 @@ MODEST_STRENGTH = 0.5
 
 def _milli(amount: Any) -> int:
     return round(float(amount) * 1000) if amount else 0
-
 
 
 class Judgement(Outputs):
@@ -70,6 +70,7 @@ class Judgement(Outputs):
     _bill_level: BillLevel
     _contact: ContactWindows
     _fwd_params: dict[str, float]
+    _stay: StayAway
 
     def _models(self, st: State) -> tuple[SpendDrop, SpendDrop]:
         """The spend (in tenths of a yuan) and usage (outgoing calls) models, kept in one
@@ -132,7 +133,11 @@ class Judgement(Outputs):
         segment = st["p"].segment if "p" in st else "unknown"
         warm = m.age >= cfg.warmup_days
         silent = absent = False
-        if warm and not away:
+        stay = st.get("t")
+        # A stay away that may be an absence (:mod:`detectors.absence`): no usage or spend
+        # judgement; with calls forwarded off-net, yellow (:mod:`detectors.stay_judgement`).
+        held = stay is not None and bool(stay.confirmed) and not stay.verdict
+        if warm and not away and not held:
             first = day - cfg.recent_days + 1
             rebased = m.downgrade >= 0 and day - m.downgrade < cfg.recent_days
             cusum = m.cusum
@@ -143,9 +148,10 @@ class Judgement(Outputs):
             if absent:
                 self.counters["absent_judgements"] += 1
             elif (usage.ready and usage.mean >= cfg.min_daily_calls
-                  and cusum >= cfg.cusum_green):
+                    and cusum >= cfg.cusum_green):
                 pop = self.population.ratio(segment, first, day - 1, metric=1)
-                sig = self._usage_signal(usage, cusum, pop, segment)
+                incoming = m.in_fast / m.in_base if m.in_base >= 0.5 else None
+                sig = self._usage_signal(usage, cusum, pop, segment, incoming)
                 if sig is not None:
                     signals.append(sig)
             if spend.ready and spend.mean >= cfg.min_daily_spend and not rebased:
@@ -172,9 +178,21 @@ class Judgement(Outputs):
             n_new = today.n_new if today is not None else 0
             strength = (fwd.evidence(n_in, n_new) if today is not None
                         else fwd.carried_strength())
-            if strength > 0:
+            if held and stay is not None and (stay.forwarded or strength > 0):
+                # Forwarding off-net while the line is quiet: may be a trip, may be a
+                # switch that looks like one; yellow for every day it is held.
+                signals.append(held_signal(
+                    stay, self.clock.date(stay.start), cfg.absence_fwd_strength,
+                    cfg.trip_days, self._operator_name(stay.operator, m.fwd_operator)))
+            elif strength > 0:
                 signals.append(self._modest(self._forward_signal(st, fwd, strength, today),
                                             st, spend))
+        if stay is not None and stay.confirmed and stay.verdict:
+            signals.append(stay_signal(
+                stay, self.clock.date(stay.start), cfg.absence_red_strength, cfg.trip_days,
+                GroupForwarding.circle(st["p"].group_id, st["p"].account_id)
+                if "p" in st else None,
+                self._operator_name(stay.operator)))
         if m.bill_n and m.bill_ratio < cfg.bill_ratio and day - m.bill_day <= 31:
             signals.append(Signal(
                 "bill_drop", 0.3,
@@ -183,8 +201,15 @@ class Judgement(Outputs):
                 {"ratio": m.bill_ratio, "usual_bill": m.bill_mean},
             ))
         assessment = combine(signals, cfg.green, cfg.yellow, cfg.red, silent=silent)
-        assessment.hold = away or absent
+        assessment.hold = away or absent or held
         return assessment
+
+    def _operator_name(self, *indexes: int) -> str | None:
+        """The name of the first operator index that is one (None: none is)."""
+        for op in indexes:
+            if 0 <= op < len(self._operators):
+                return self._operators[op]
+        return None
 
     def _drop(
         self, code: str, model: SpendDrop, pop: float | None, segment: str
@@ -254,7 +279,8 @@ class Judgement(Outputs):
         return summary, figures
 
     def _usage_signal(
-        self, usage: SpendDrop, cusum: float, pop: float | None, segment: str
+        self, usage: SpendDrop, cusum: float, pop: float | None, segment: str,
+        incoming: float | None = None,
     ) -> Signal | None:
         cfg = self.config
         strength = (cfg.usage_red_strength if cusum >= cfg.cusum_red
@@ -277,6 +303,16 @@ class Judgement(Outputs):
         if shown > cfg.drop_ratio_start:
             strength = min(strength, 0.5)
         figures.update({"days": cfg.recent_days, "cusum": cusum})
+        if incoming is not None and incoming < cfg.presence_ratio:
+            # Both directions fall together, gradually (an abrupt stop of both is a stay
+            # away, held apart): the contacts no longer reach this number, as when the
+            # customer moves. A switch to a second SIM keeps the incoming calls coming.
+            # Said, not weighed: a weight for it (0.15, with the presence factor and the
+            # absence hold dropped) raised false alerts on the tuning worlds.
+            summary += (f"; incoming calls fell too, to {incoming:.0%} of usual over the "
+                        f"last week: the customer's contacts no longer reach this number, as "
+                        f"when a customer moves away")
+            figures["incoming_ratio"] = round(incoming, 3)
         return Signal("usage_drop", strength, summary, figures)
 
     def _forward_signal(

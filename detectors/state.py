@@ -15,6 +15,7 @@ key    meaning
 ``s``  spend (tenths of a yuan) and usage (outgoing calls a day) models in one list
        (:meth:`detectors.spend.SpendDrop.pack`)
 ``k``  familiar numbers: ``[fingerprint, count, ...]`` (Misra-Gries, 16-bit fingerprints)
+``t``  a running stay away (:class:`detectors.absence.AwayState`), absent when none runs
 ``a``  alert policy (:class:`detectors.policy.AlertPolicy` state), once it has alerted
 ``e``  event ids seen on each open day, dropped when the day closes
        (:mod:`detectors.dedupe`)
@@ -25,10 +26,11 @@ key    meaning
        their first call on; a base64 string written by an earlier version is read as well
 =====  =====================================================================================
 
-At most 10 keys at once (``x`` drops ``o m s k a g h``): a CPython dict of 6-10 keys takes
-272 bytes, of 11-21 keys 464. A state without ``h`` (written before contact windows were
-learned) needs no upgrade: its contact windows start with its next call; nor does one
-whose ``m`` lacks its last number (the usage CUSUM's dispersion, learned from then on). Zero
+At most 11 keys at once, more than 10 rarely (``x`` drops ``o m s k t a g h``; ``t`` and ``a`` are
+rare, ``g`` only with signals): a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys
+464. A state without ``h`` (written before contact windows were learned) needs no upgrade:
+its contact windows start with its next call; nor does one without ``t``, nor one whose
+``m`` lacks its last number (the usage CUSUM's dispersion, learned from then on). Zero
 floats are stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
 Version 4 (this one) is upgraded from 1, 2 and 3 in place by :func:`detectors.upgrade.upgrade`.
 """
@@ -39,6 +41,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from detectors.absence import AwayState
 from detectors.presence import HomeState
 from detectors.record import Record, group
 
@@ -210,6 +213,8 @@ def decode(st: dict[str, Any]) -> None:
         st["p"] = Profile.of(st["p"])
     if "x" in st:
         st["x"] = Closed.of(st["x"])
+    if "t" in st:
+        st["t"] = AwayState.of(st["t"])
 
 
 #: Strings many states have in common (segments, tiers, account managers, corporate

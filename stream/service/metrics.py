@@ -27,10 +27,10 @@ VOCABULARY: dict[str, frozenset[str]] = {
     "zone": frozenset({"blue", "green", "yellow", "red", "white", "unknown"}),
     "kind": frozenset({"subscriber", "group"}),
     "code": frozenset({"usage_drop", "spend_drop", "forwarding_off_net", "silent",
-                       "bill_drop", "resolved", "closed", "group_context", "none",
+                       "bill_drop", "stay_away", "resolved", "closed", "group_context", "none",
                        "unknown"}),
     "reason": frozenset({"usage_drop", "spend_drop", "forwarding_off_net", "silent",
-                         "bill_drop", "resolved", "group_context", "none", "unknown",
+                         "bill_drop", "stay_away", "resolved", "group_context", "none", "unknown",
                          # dead-letter reasons (stream.contracts.validation, outcomes)
                          "oversized", "not_utf8", "malformed_json", "schema", "absurd_value",
                          "null_value", "key_mismatch", "wrong_partition", "too_late",

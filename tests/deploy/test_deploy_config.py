@@ -515,17 +515,19 @@ def test_alert_doc_examples_match_the_schema() -> None:
     assert examples["resolved"]["reasons"][0]["code"] == "resolved"
 
 
-#: Reason codes the detectors emit (detectors/judgement.py); "resolved" leads a resolution,
-#: "closed" a port-out or deactivation that ends an episode.
+#: Reason codes the detectors emit (detectors/judgement.py, the stay away's in
+#: detectors/stay_judgement.py); "resolved" leads a resolution, "closed" a port-out or deactivation
+#: that ends an episode.
 KNOWN_REASON_CODES = frozenset({
-    "usage_drop", "spend_drop", "forwarding_off_net", "silent", "bill_drop", "resolved",
-    "closed"})
+    "usage_drop", "spend_drop", "forwarding_off_net", "silent", "bill_drop", "stay_away",
+    "resolved", "closed"})
 
 
 def test_reason_codes_in_the_doc_are_the_detectors_codes() -> None:
-    # Signals are built in judgement.py, the alerts' own reasons (resolved, closed) in outputs.py.
+    # Signals are built in judgement.py and stay_judgement.py, the alerts' own reasons
+    # (resolved, closed) in outputs.py.
     engine = "".join((REPO / "detectors" / name).read_text("utf-8")
-                     for name in ("judgement.py", "outputs.py"))
+                     for name in ("judgement.py", "stay_judgement.py", "outputs.py"))
     emitted = set(re.findall(r'Signal\(\s*"([a-z_]+)"', engine))
     emitted |= set(re.findall(r'_drop\(\s*"([a-z_]+)"', engine))
     emitted |= set(re.findall(r'"code":\s*"([a-z_]+)"', engine))

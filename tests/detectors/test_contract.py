@@ -22,6 +22,7 @@ import pytest
 from river import base
 from river.checks import common
 
+from detectors.absence import AwayState, StayAway
 from detectors.bill import BillLevel
 from detectors.contact import ContactWindows
 from detectors.forwarding import Forwarding
@@ -87,7 +88,22 @@ def _spend_load(s: SpendDrop, state: list[Any]) -> None:
     s.n, s.mean, s.var, s.recent = loaded.n, loaded.mean, loaded.var, loaded.recent
 
 
+def _stay_step(m: StayAway, rng: random.Random, i: int) -> None:
+    # Eight days of every twenty collapse (half of them with calls forwarded off-net).
+    collapsed = i % 20 >= 12
+    n_in = rng.randint(0, 8)
+    forwarded = rng.randint(0, n_in) if collapsed and i % 40 < 20 else 0
+    m.expect(4.0, 4.0, n_in if not collapsed or forwarded else 0, forwarded, steady=True,
+             day=i, cusum=round(rng.random(), 3))
+    m.update(0 if collapsed else rng.randint(2, 7))
+
+
+def _stay_load(m: StayAway, state: list[Any]) -> None:
+    m.state = AwayState(state) if state else None
+
+
 MODELS: dict[str, Model] = {
+    "StayAway": Model(StayAway, _stay_step, lambda m: list(m.state or []), _stay_load, 80),
     "HomeCell": Model(
         HomeCell, lambda m, rng, i: m.update(1 if rng.random() < 0.7 else rng.randint(2, 5)),
         lambda m: list(m.state), lambda m, s: setattr(m, "state", HomeState(s)), 60),

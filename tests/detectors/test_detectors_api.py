@@ -103,41 +103,47 @@ def test_version_2_state_is_upgraded_in_place_and_carries_on() -> None:
     population: dict[str, Any] = {}
     engine = Engine(EngineConfig(), subscribers=store, population=population)
     before = [a for kind, event in events[:802] for a in engine.process(kind, event)]
-    assert [a["zone"] for a in before] == ["yellow", "red"]
+    # s2's forwarding opens yellow; its red comes later (a stay away past a trip, 04-02):
+    # its calls bottomed out within the week the stay-away model takes in at an onset.
+    assert [a["zone"] for a in before] == ["yellow"]
     old = copy.deepcopy(V2_STATES)
     for st in old.values():
         upgrade(st)
-    # Exactly what this version writes, zero floats as integers included, but for the
+    # s1 was judged by the version-2 engine as this version judges it: its upgraded state
+    # is exactly what this version writes, zero floats as integers included, but for the
     # contact windows ("i") and the usage CUSUM's dispersion (the last of "m"), which
     # version 2 did not learn: they start after the upgrade; and for the event ids
     # remembered: version 2 kept the last 12 of any day, this version those of each open
     # day (the ring's go to the open day, and leave with it).
-    def without_contact(states: dict[str, Any]) -> dict[str, Any]:
-        return {sid: {k: (v[:-1] if k == "m" else v) for k, v in st.items() if k != "i"}
-                for sid, st in states.items()}
+    # s2 was not: this version holds its collapse from 03-11 as a possible absence (a stay
+    # away), which the version-2 engine could not, so its state is compared with what it was.
+    def without_contact(st: dict[str, Any]) -> dict[str, Any]:
+        return {k: (v[:-1] if k == "m" else v) for k, v in st.items() if k != "i"}
 
     assert all(st["m"].cusum_phi == 0 for st in old.values())
     assert all(st["m"].cusum_phi > 0 for st in store.values())
 
     assert all("i" in st for st in store.values()) and not any("i" in st for st in old.values())
     ring = {sid: st.pop("e") for sid, st in old.items()}
-    assert orjson.dumps(without_contact(old), option=orjson.OPT_SORT_KEYS) == orjson.dumps(
-        {sid: {k: v for k, v in st.items() if k != "e"}
-         for sid, st in without_contact(store).items()},
+    assert orjson.dumps(without_contact(old["s1"]), option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        {k: v for k, v in without_contact(store["s1"]).items() if k != "e"},
         option=orjson.OPT_SORT_KEYS)
+    assert old["s2"]["m"].closed == store["s2"]["m"].closed and "t" not in old["s2"]
     for sid, st in old.items():
         first_open = st["m"].closed + 1
         assert ring[sid] == f"{first_open}:{ring[sid].partition(':')[2]}"
         assert len(ring[sid]) == len(f"{first_open}:") + 4 * 12
         st["e"] = ring[sid]
-    assert len(old["s1"]) <= 10 and old["s1"]["v"] == STATE_VERSION
+    assert all(len(st) <= 10 and st["v"] == STATE_VERSION for st in old.values())
     after = [a for kind, event in events[802:] for a in engine.process(kind, event)]
+    assert [a["zone"] for a in after] == ["red"]
     resumed = Engine(EngineConfig(), subscribers=old, population=copy.deepcopy(population))
-    # The same alerts from the upgraded states as from the engine that never stopped (their
-    # contact windows may differ: the upgraded ones learned from fewer calls).
+    # The upgraded states carry on: s1 with the same alerts as in the engine that never
+    # stopped (its contact windows may differ: the upgraded ones learned from fewer calls).
     again = [a for kind, event in events[802:] for a in resumed.process(kind, event)]
-    assert [{**a, "contact": None} for a in again] == [{**a, "contact": None} for a in after]
-    assert without_contact(old) == without_contact(store)
+    assert [{**a, "contact": None} for a in again if a["subscriber_id"] == "s1"] == [
+        {**a, "contact": None} for a in after if a["subscriber_id"] == "s1"]
+    assert without_contact(old["s1"]) == without_contact(store["s1"])
     assert all(st["i"] for st in old.values())
 
 

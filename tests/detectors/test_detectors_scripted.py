@@ -70,7 +70,7 @@ class World:
             yield "subscribers", {
                 "subscriber_id": sid, "msisdn": "1380000" + sid[-4:].rjust(4, "0"),
                 "account_id": "A-" + sid, "group_id": None, "segment": self.segment,
-                "tier": "gold", "account_manager": "AM1",
+                "tier": "gold", "account_manager": "AM1", **self.profiles.get(sid, {}),
             }
         n = 0
         for d in range(self.days):
@@ -186,7 +186,9 @@ def test_silent_subscriber_turns_white() -> None:
     zones = [(s, z) for _, s, z in opened(alerts, "gone")]
     assert ("escalated", "white") in zones or ("open", "white") in zones
     white = next(a for a in alerts if a["zone"] == "white")
-    assert white["ts"][:10] == "2026-03-27"
+    # An abrupt stop of both directions is first held as a possible absence: white comes
+    # once the stay away has lasted past a trip (03-30), not on the 21st silent day (03-27).
+    assert white["ts"][:10] == "2026-03-30"
     assert any(r["code"] == "silent" for r in white["reasons"])
 
 
@@ -305,3 +307,151 @@ def test_overwhelming_first_day_of_forwarding_opens_red_at_the_close() -> None:
     assert mine[0] == ("2026-03-17", "open", "red")  # the close of 03-16, the switch day
     assert not any(zone == "yellow" for _, _, zone in mine)
     assert alerts[0]["reasons"][0]["code"] == "forwarding_off_net"
+
+
+# --------------------------------------------------------------------------------------
+# Stays away judged by their shape (no cell change: the feed's cell is constant)
+# --------------------------------------------------------------------------------------
+
+
+def _away_at_home(first: int, last: int, plan_cut_day: int | None = None,
+                  usual: float = 10.0) -> Script:
+    """Outgoing calls collapse on ``first`` from ``usual`` a day and incoming calls go to a
+    number on another operator until ``last`` (exclusive), with every call from the home
+    cell. Ten calls a day unless ``usual`` says otherwise."""
+    def script(d: int) -> Day:
+        if first <= d < last:
+            cut = (128.0, 8.0) if d == plan_cut_day else None
+            return Day(out_calls=0.3, in_calls=4, forward_to=TELECOM_FAMILY, forward_share=0.8,
+                       plan_change=cut)
+        return Day(out_calls=usual)
+    return script
+
+
+def test_a_fortnights_trip_at_home_forwarding_off_net_is_yellow_until_it_ends() -> None:
+    # Held as a possible absence from its second day (the first forwarding with evidence):
+    # yellow, said plainly; its days stay out of the usage and spend windows, so nothing
+    # fires after the return (03-20), and seven calm days after it the episode resolves.
+    engine, alerts = World(crowd(traveller=_away_at_home(60, 74))).run()
+    assert opened(alerts, "traveller") == [
+        ("2026-03-08", "open", "yellow"), ("2026-03-27", "resolved", "blue")]
+    reason = alerts[0]["reasons"][0]
+    assert reason["code"] == "forwarding_off_net"
+    assert "while the line is quiet" in reason["summary"]
+    assert "may be a trip" in reason["summary"]
+    assert reason["figures"]["absence"]["verdict"] == ""
+    assert engine.counters["absences"] >= 1 and engine.counters["absences_ended"] >= 1
+    assert "t" not in engine.subscribers["traveller"]  # back: the stay away is over
+
+
+def test_a_fortnights_trip_at_home_of_a_subscriber_who_calls_little_is_yellow() -> None:
+    # Four calls a day: a day or two without any could be chance (Poisson), yet with calls
+    # forwarded off-net the collapse is held from its first day, as a trip's is; waiting
+    # until it is beyond chance alerted every such trip red on its first forwarding day,
+    # and at a holiday, when everyone calls less, the trips of all but the busiest.
+    engine, alerts = World(crowd(traveller=_away_at_home(60, 74, usual=4.0))).run()
+    assert opened(alerts, "traveller") == [
+        ("2026-03-07", "open", "yellow"), ("2026-03-28", "resolved", "blue")]
+    assert engine.counters["absences"] >= 1 and engine.counters["absences_ended"] >= 1
+    assert "t" not in engine.subscribers["traveller"]
+
+
+def test_a_stay_away_past_a_trip_is_red() -> None:
+    _, alerts = World(crowd(gone=_away_at_home(60, 110))).run()
+    mine = [a for a in alerts if a["subscriber_id"] == "gone"]
+    assert [(a["ts"][:10], a["status"], a["zone"]) for a in mine] == [
+        ("2026-03-08", "open", "yellow"),  # a possible absence
+        ("2026-03-28", "escalated", "red")]  # the close of 03-27, the 22nd day from 03-06
+    stay = next(r for r in mine[1]["reasons"] if r["code"] == "stay_away")
+    assert stay["figures"]["verdict"] == "persisted"
+    assert "longer than a trip (21 days)" in stay["summary"]
+
+
+def test_a_stay_away_with_a_plan_cut_is_red() -> None:
+    _, alerts = World(crowd(cutter=_away_at_home(60, 110, plan_cut_day=64))).run()
+    mine = [a for a in alerts if a["subscriber_id"] == "cutter"]
+    assert [(a["ts"][:10], a["status"], a["zone"]) for a in mine][:2] == [
+        ("2026-03-08", "open", "yellow"),
+        ("2026-03-11", "escalated", "red")]  # the close of 03-10, the day of the cut
+    stay = next(r for r in mine[1]["reasons"] if r["code"] == "stay_away")
+    assert stay["figures"]["verdict"] == "plan_cut"
+
+
+
+def _forwarding_while_here(first: int, to: str) -> Script:
+    """Calls as usual (ten a day out) while incoming calls go to ``to`` from ``first``:
+    alerted for its forwarding, never a stay away."""
+    def script(d: int) -> Day:
+        if d >= first:
+            return Day(out_calls=10, in_calls=4, forward_to=to, forward_share=0.8)
+        return Day(out_calls=10)
+    return script
+
+
+def test_a_stay_away_is_red_when_a_group_member_alerted_forwards_to_the_same_operator():
+    # The co-member is not in a stay away (its calls go on), only alerted for forwarding
+    # to China Telecom from 03-03; the member's stay away, forwarding to another China
+    # Telecom number from 03-06, is the group moving, not a trip: red once confirmed.
+    group = {"group_id": "G1", "account_id": "AC-G1"}
+    scripts = crowd(away=_away_at_home(60, 74),
+                    colleague=_forwarding_while_here(57, "18900000001"))
+    _, alerts = World(scripts, profiles={"away": group, "colleague": group}).run()
+    assert opened(alerts, "colleague")[0][1:] == ("open", "red")
+    mine = [a for a in alerts if a["subscriber_id"] == "away"]
+    assert [(a["ts"][:10], a["status"], a["zone"]) for a in mine][:1] == [
+        ("2026-03-07", "open", "red")]  # the close of 03-06, its first day
+    stay = next(r for r in mine[0]["reasons"] if r["code"] == "stay_away")
+    assert stay["figures"]["verdict"] == "group"
+    assert "other members of group G1 do the same" in stay["summary"]
+
+
+def test_a_stay_away_holds_when_a_group_member_forwards_to_another_operator():
+    group = {"group_id": "G1", "account_id": "AC-G1"}
+    scripts = crowd(away=_away_at_home(60, 74), colleague=_forwarding_while_here(57, UNICOM))
+    _, alerts = World(scripts, profiles={"away": group, "colleague": group}).run()
+    assert opened(alerts, "colleague")[0][1:] == ("open", "red")
+    assert opened(alerts, "away") == [  # a possible absence: yellow, never red
+        ("2026-03-07", "open", "yellow"), ("2026-03-27", "resolved", "blue")]
+
+
+def test_a_stay_away_is_red_when_a_member_of_its_account_forwards_to_the_same_operator():
+    # No group: the account is the circle (a family's lines, say).
+    account = {"account_id": "AC-FAMILY"}
+    scripts = crowd(away=_away_at_home(60, 74),
+                    partner=_forwarding_while_here(57, "18900000001"))
+    _, alerts = World(scripts, profiles={"away": account, "partner": account}).run()
+    mine = [a for a in alerts if a["subscriber_id"] == "away"]
+    stay = next(r for r in mine[0]["reasons"] if r["code"] == "stay_away")
+    assert stay["figures"]["verdict"] == "group"
+    assert "other members of account AC-FAMILY do the same" in stay["summary"]
+
+
+def test_a_fortnights_trip_at_home_without_forwarding_raises_nothing() -> None:
+    # Both directions collapse (no forwarding): held as a possible absence, silent.
+    def quiet_trip(d: int) -> Day:
+        return Day(out_calls=0.3, in_calls=0.3) if 60 <= d < 74 else Day(out_calls=10)
+
+    engine, alerts = World(crowd(traveller=quiet_trip)).run()
+    assert opened(alerts, "traveller") == []
+    assert engine.counters["absences"] >= 1 and engine.counters["absences_ended"] >= 1
+
+
+def test_the_forwarding_of_a_circle_that_stopped_is_swept() -> None:
+    # The co-member forwards from 03-03 to the end; the stay-away member from 03-06 to
+    # 03-19. Their group's entry stays while someone forwards, and goes once nobody has
+    # for twice a trip's length (a 10-day trip here: 20 days).
+    group = {"group_id": "G1", "account_id": "AC-G1"}
+
+    def until(last: int, script: Script) -> Script:
+        return lambda d: script(d) if d < last else Day(out_calls=10)
+
+    scripts = crowd(away=_away_at_home(60, 74),
+                    colleague=until(80, _forwarding_while_here(57, "18900000001")))
+    engine, _ = World(scripts, profiles={"away": group, "colleague": group}).run(
+        EngineConfig(trip_days=10))
+    assert engine.counters["circles_swept"] == 1
+    assert not [k for k in engine.population.store if k.startswith("~g/")]
+    engine, _ = World(scripts, days=95, profiles={"away": group, "colleague": group}).run(
+        EngineConfig(trip_days=10))
+    assert engine.counters["circles_swept"] == 0
+    assert "~g/group G1" in engine.population.store

@@ -297,6 +297,62 @@ def test_state_is_small() -> None:
     assert deep_sizeof(state) <= 3 * 1024
 
 
+def test_a_stay_away_begins_only_from_ordinary_days() -> None:
+    """The onset of a stay away (``DayClose._steady``): at most two collapsed days just
+    before it are taken in, and the days before them must not be a decline's end."""
+    from detectors.spend import SpendDrop
+
+    engine = Engine()
+
+    def steady(recent: list[int], downgrade: int = -1) -> tuple[bool, tuple[int, int]]:
+        usage = SpendDrop(scale=1)
+        usage.n, usage.mean, usage.var, usage.recent = 60, 10.0, 10.0, recent
+        return engine._steady(usage, 0.0, "sme", 100, downgrade)
+
+    # A trip: ordinary days, then two without calls (taken in), then today's collapse.
+    assert steady([10] * 12 + [0, 1]) == (True, (2, 1))
+    # The same collapse at the end of a fall that the fortnight as a whole does not show
+    # (95 calls against 120 usual before it) but its last four days do (15 against 40).
+    assert steady([10] * 8 + [5, 4, 3, 3] + [2, 0]) == (False, (2, 2))
+    # A week of low days: a decline that has run its course, not a trip about to begin.
+    assert steady([10] * 7 + [1] * 7) == (False, (2, 2))
+    # The trip's days after a plan cut within the fortnight (on day 87, 13 days before;
+    # the day a taken-in collapsed day, too): stepping out, not settled. Not before it.
+    assert steady([10] * 12 + [0, 1], downgrade=87) == (False, (2, 1))
+    assert steady([10] * 12 + [0, 1], downgrade=98) == (False, (2, 1))
+    assert steady([10] * 12 + [0, 1], downgrade=86) == (True, (2, 1))
+
+
+def test_a_stay_away_counts_its_calendar_days_and_a_cut_on_a_day_it_does_not_see() -> None:
+    """Days away from home by cells are not stepped (:class:`StayAway` sees days at home),
+    yet a trip lasts them, and a plan cut on one of them is a cut during the stay."""
+    from detectors.absence import StayAway
+
+    def confirmed(trip_days: int = 21) -> StayAway:
+        stay = StayAway(trip_days=trip_days)
+        for day in (100, 101):
+            stay.expect(10.0, 10.0, 8, 8, steady=True, day=day)
+            stay.update(0)
+        assert stay.holding
+        return stay
+
+    stay = confirmed(trip_days=14)
+    stay.expect(10.0, 10.0, 8, 8, day=114)  # 12 days away by cells in between
+    stay.update(0)
+    assert (stay.state.days, stay.verdict) == (3, "persisted")  # 15 days on the calendar
+    stay = confirmed(trip_days=14)
+    stay.expect(10.0, 10.0, 8, 8, day=113)
+    stay.update(0)
+    assert stay.holding  # 14 days: a trip still
+
+    stay = confirmed()
+    stay.note_cut()
+    assert stay.verdict == "plan_cut" and not stay.holding
+    idle = StayAway()
+    idle.note_cut()  # no stay away runs: nothing to note
+    assert idle.state is None
+
+
 def test_a_plan_cut_leaves_the_value_at_risk_at_what_the_customer_paid_before():
     """After a cut from 388 to 8 a month, the spend baseline is 8 at once; the usual bill
     (388) is what is at stake until bills at the new fee bring it down."""
