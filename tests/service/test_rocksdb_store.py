@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from stream.service.faust_internals.plain_table import plain_table
-from stream.service.tables import BatchCache, PartitionIndex, StateTables
+from stream.service.tables import BatchCache, PartitionIndex
 
 pytest.importorskip("rocksdict")
 
@@ -103,20 +103,6 @@ def test_an_unsettled_batch_with_its_undo_is_rolled_back(tmp_path: Path) -> None
     assert list(again.data.partition_keys(0)) == [b"a", b"b"]  # the mark is gone
     assert again.data.persisted_offset(_tp(again, 0)) == 7  # the tail is read from there
     _close(again)
-
-
-def test_the_index_is_loaded_from_the_local_store(tmp_path: Path) -> None:
-    subscribers, population = _table(tmp_path), _table(tmp_path, "population")
-    subscribers.data.write([(0, b"s0", b"{}"), (1, b"s1", b"{}"), (1, b"s2", b"{}")])
-    population.data.write([(1, b"1/__applied__", orjson.dumps({"calls": 3}))])
-    tables = StateTables(subscribers, population)
-    assert tables.load_local({1}) == 3
-    assert tables.subscriber_index.keys == {1: {"s1", "s2"}}
-    assert tables.applied_marks(1) == {"calls": 3}
-    assert tables.load_local({1}) == 0  # once per partition until it is revoked
-    assert list(tables.subscriber_view(1)) in (["s1", "s2"], ["s2", "s1"])
-    _close(subscribers)
-    _close(population)
 
 
 def _tp(table: Any, partition: int) -> Any:

@@ -117,6 +117,15 @@ class PartitionedRocksStore(Store):
         if db is not None:
             yield from self._visible_keys(db)
 
+    def estimate_keys(self, partition: int) -> int:
+        """RocksDB's estimate of the keys in one partition's database (0 if it is not
+        open): no walk over the keys, but a key overwritten counts twice until the two
+        are compacted."""
+        db = self._dbs.get(partition)
+        if db is None:
+            return 0
+        return int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
+
     def _open_for_partition(self, partition: int) -> Any:
         db = super()._open_for_partition(partition)
         mark = db.get(UNSETTLED_KEY)
