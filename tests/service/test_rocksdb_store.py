@@ -160,3 +160,23 @@ def test_a_batch_keeps_its_serialized_values_at_their_own_size(tmp_path: Path) -
     assert held / 2000 < size + 400, held / 2000
     assert after / 2000 < size + 400, after / 2000
     _close(table)
+
+
+def test_a_rebalance_that_revokes_nothing_collects_no_garbage(tmp_path: Path,
+                                                              monkeypatch: Any) -> None:
+    """Faust's store runs ``gc.collect()`` at every rebalance of every table; on a start
+    (nothing revoked) that was a full collection a table on the way to the first event.
+    A database let go is still collected (its directory lock is released)."""
+    import gc
+
+    table = _table(tmp_path)
+    store = table.data
+    store._db_for_partition(0), store._db_for_partition(1)
+    collections: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(1) or 0)
+    store.revoke_partitions(table, set())
+    store.revoke_partitions(table, {_tp(table, 5)})  # not open here
+    assert collections == [] and sorted(store._dbs) == [0, 1]
+    store.revoke_partitions(table, {_tp(table, 1)})
+    assert collections == [1] and sorted(store._dbs) == [0]
+    _close(table)
