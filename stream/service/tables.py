@@ -27,7 +27,9 @@ partition).
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
@@ -52,6 +54,8 @@ POPULATION_TABLE = "population"
 APPLIED_KEY = "__applied__"
 _DELETED = object()
 
+log = logging.getLogger(__name__)
+
 
 class PartitionIndex:
     """Which keys of one table belong to which partition.
@@ -67,7 +71,9 @@ class PartitionIndex:
     written to the store in between: each change is the key's latest.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "") -> None:
+        #: the table's name, for the log
+        self.name = name
         #: the keys of each partition known in memory
         self.keys: dict[int, set[str]] = defaultdict(set)
         #: partitions whose keys are still to be read from :attr:`store`, with the
@@ -113,9 +119,13 @@ class PartitionIndex:
     def partition_keys(self, partition: int) -> set[str]:
         """The keys of ``partition`` (read from the store first if still unread)."""
         if partition in self.unread:
+            started = time.perf_counter()
             self.keys[partition] = self.peek_keys(partition)
             self.read += len(self.keys[partition])
             del self.unread[partition]
+            log.info("%s partition %d: %d keys read from the local store in %.1f s",
+                     self.name, partition, len(self.keys[partition]),
+                     time.perf_counter() - started)
         return self.keys.get(partition, set())
 
     def peek_keys(self, partition: int) -> set[str]:
@@ -340,7 +350,8 @@ class StateTables:
 
     @classmethod
     def on_app(cls, app: Any, partitions: int) -> StateTables:
-        subscriber_index, population_index = PartitionIndex(), PartitionIndex()
+        subscriber_index = PartitionIndex(SUBSCRIBERS_TABLE)
+        population_index = PartitionIndex(POPULATION_TABLE)
         subscribers = plain_table(
             app,
             SUBSCRIBERS_TABLE,
