@@ -156,12 +156,14 @@ class Metrics:
         )
         self.subscribers_tracked = Gauge(
             "churnwatch_subscribers_tracked",
-            "Subscribers with state in this worker's active partitions.",
+            "Subscribers with state in this worker's active partitions (on RocksDB, until "
+            "a partition's first day close, by RocksDB's estimate).",
             registry=registry,
         )
         self.table_keys = Gauge(
             "churnwatch_table_keys",
-            "Keys held in memory per table (active and standby partitions).",
+            "Keys per table (active and standby partitions; on RocksDB a partition whose "
+            "keys are not read yet, until its first day close, by RocksDB's estimate).",
             ["table"],
             registry=registry,
         )

@@ -230,9 +230,11 @@ class BatchProcessor:
         close), once it has an event at ``ts``: the reorder lets one such sweep into a
         batch (memory bound). Partitions under :attr:`sweep_alone_from` subscribers are
         not held back: their sweeps take little memory, and every batch more costs its
-        writes' round trips (a backlog closes a day per partition at each day)."""
+        writes' round trips (a backlog closes a day per partition at each day). A partition
+        whose size is not known yet (unread in a local store) counts as large."""
         index = getattr(self.tables, "subscriber_index", None)
-        if index is not None and len(index.keys.get(partition, ())) < self.sweep_alone_from:
+        size = None if index is None else index.size(partition)
+        if size is not None and size < self.sweep_alone_from:
             return math.inf
         engine = self.engine(partition)
         next_sweep = getattr(engine, "next_sweep_s", None)

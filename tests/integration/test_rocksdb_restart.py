@@ -97,8 +97,11 @@ def test_restart_on_local_state_reads_only_the_changelog_tail(broker, tmp_path):
     # ... and holds every key's latest value: its old keys, B's changes over them.
     assert dump["events"] == 0
     assert dump["subscribers"] == expected and len(expected) == SUBSCRIBERS
-    # The day sweeps see every subscriber, not only those in the tail.
+    # The day sweeps see every subscriber, not only those in the tail; the subscriber ids
+    # are read from the databases at each partition's first sweep, not on the way to the
+    # first event (tests/service/test_tables_index.py).
     assert dump["indexed"] == SUBSCRIBERS
+    assert dump["unread"] == list(range(settings.partitions))
     assert dump["population"] == expected_pop
     assert {k: v["n"] for k, v in expected.items() if v["n"] == 3} == {
         f"s{i:05d}": 3 for i in range(TOUCHED)}

@@ -58,9 +58,12 @@ def main() -> int:
                 # Changelog records read by the bulk restore before Faust's recovery
                 # (RocksDB; stream.service.faust_internals.bulk_restore).
                 "bulk_restored": getattr(app.tables.recovery, "bulk_restored", 0),
-                # Subscribers the engines' day sweeps walk (indexed from the changelog and
-                # from a local store).
-                "indexed": len(tables.subscriber_index),
+                # Subscribers the engines' day sweeps walk (indexed from the changelog, or
+                # read from a local store when first needed: peeked at, not read, here).
+                "indexed": sum(len(tables.subscriber_index.peek_keys(p)) for p in
+                               {*tables.subscriber_index.keys, *tables.subscriber_index.unread}),
+                # Partitions whose subscribers are still to be read from the local store.
+                "unread": sorted(tables.subscriber_index.unread),
                 "assigned": assigned,
                 "subscribers": dict(tables.subscribers.data),
                 # Per input topic-partition: the offset below which every message is in

@@ -501,8 +501,11 @@ def test_a_batch_closes_the_day_of_one_partition_and_ends_as_one_batch_would():
                     offsets[p] += 1
         return msgs
 
-    def run(caught_up, alone_from: int = 0) -> tuple[dict, list[set[int]]]:
+    def run(caught_up, alone_from: int = 0,
+            unread: bool = False) -> tuple[dict, list[set[int]]]:
         tables = Tables()
+        if unread:  # a restart on a local store: partitions read at their first sweep
+            tables.subscriber_index.read_later(_LocalKeys(tables.subscribers.data), range(3))
         processor = BatchProcessor(tables, KINDS, lambda p: Engine(
             EngineConfig(), subscribers=tables.subscriber_view(p),
             population=tables.population_view(p)), sweep_alone_from=alone_from)
@@ -532,3 +535,21 @@ def test_a_batch_closes_the_day_of_one_partition_and_ends_as_one_batch_would():
     small, swept_small = run(lambda t, p: 1e12, alone_from=5)
     assert swept_small == [{0, 1, 2}]
     assert small == states
+    # Partitions not read yet from a local store count as large (memory bound): their
+    # closes are taken one partition per batch, as for large partitions.
+    unread, swept_unread = run(lambda t, p: 1e12, alone_from=5, unread=True)
+    assert swept_unread == [{0}, {1}, {2}], swept_unread
+    assert unread == states
+
+
+class _LocalKeys:
+    """Partition keys as a local store lists them (``s<partition>-<n>``), for the index."""
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+    def partition_keys(self, partition: int):
+        return (k.encode() for k in list(self.data) if k.startswith(f"s{partition}-"))
+
+    def estimate_keys(self, partition: int) -> int:
+        return 0

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from stream.service.faust_internals.plain_table import plain_table
-from stream.service.tables import BatchCache, PartitionIndex, StateTables
+from stream.service.tables import BatchCache, PartitionIndex
 
 pytest.importorskip("rocksdict")
 
@@ -105,20 +105,6 @@ def test_an_unsettled_batch_with_its_undo_is_rolled_back(tmp_path: Path) -> None
     _close(again)
 
 
-def test_the_index_is_loaded_from_the_local_store(tmp_path: Path) -> None:
-    subscribers, population = _table(tmp_path), _table(tmp_path, "population")
-    subscribers.data.write([(0, b"s0", b"{}"), (1, b"s1", b"{}"), (1, b"s2", b"{}")])
-    population.data.write([(1, b"1/__applied__", orjson.dumps({"calls": 3}))])
-    tables = StateTables(subscribers, population)
-    assert tables.load_local({1}) == 3
-    assert tables.subscriber_index.keys == {1: {"s1", "s2"}}
-    assert tables.applied_marks(1) == {"calls": 3}
-    assert tables.load_local({1}) == 0  # once per partition until it is revoked
-    assert list(tables.subscriber_view(1)) in (["s1", "s2"], ["s2", "s1"])
-    _close(subscribers)
-    _close(population)
-
-
 def _tp(table: Any, partition: int) -> Any:
     from faust.types import TP
 
@@ -173,4 +159,24 @@ def test_a_batch_keeps_its_serialized_values_at_their_own_size(tmp_path: Path) -
     # The bytes themselves and a little bookkeeping per key, not 8 KiB.
     assert held / 2000 < size + 400, held / 2000
     assert after / 2000 < size + 400, after / 2000
+    _close(table)
+
+
+def test_a_rebalance_that_revokes_nothing_collects_no_garbage(tmp_path: Path,
+                                                              monkeypatch: Any) -> None:
+    """Faust's store runs ``gc.collect()`` at every rebalance of every table; on a start
+    (nothing revoked) that was a full collection a table on the way to the first event.
+    A database let go is still collected (its directory lock is released)."""
+    import gc
+
+    table = _table(tmp_path)
+    store = table.data
+    store._db_for_partition(0), store._db_for_partition(1)
+    collections: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(1) or 0)
+    store.revoke_partitions(table, set())
+    store.revoke_partitions(table, {_tp(table, 5)})  # not open here
+    assert collections == [] and sorted(store._dbs) == [0, 1]
+    store.revoke_partitions(table, {_tp(table, 1)})
+    assert collections == [1] and sorted(store._dbs) == [0]
     _close(table)

@@ -38,8 +38,8 @@ fails the recovery (the worker stops; restarted, it goes on from the offsets wri
 
 The tables' ``on_changelog_event`` callbacks are not called per record. The only one is
 :meth:`stream.service.tables.PartitionIndex.on_changelog_event`, which indexes keys; on
-RocksDB the index is filled from the databases once recovery ends
-(:meth:`~stream.service.tables.StateTables.load_local`), so it ends the same;
+RocksDB the databases are the index once recovery ends
+(:meth:`~stream.service.tables.StateTables.read_local_later`), so it ends the same;
 :attr:`BulkRecovery.bulk_restored` counts the records instead.
 
 Decision record: ``docs/decisions/0015-bulk-restore-of-rocksdb-changelogs.md``.

@@ -26,10 +26,14 @@ database opened with the marker set (the worker died in between) may hold a batc
 changelog never got. With ``undo=True`` the marker holds the values the batch replaced,
 and they are put back (the batch's input is delivered again, as its offsets were not
 committed); a bare marker empties the database, to be restored from the changelog in full.
+
+A rebalance that revokes nothing (a worker's start) runs no garbage collection
+(:meth:`~PartitionedRocksStore.revoke_partitions`, decision 0016).
 """
 
 from __future__ import annotations
 
+import gc
 import shutil
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -116,6 +120,34 @@ class PartitionedRocksStore(Store):
         db = self._dbs.get(partition)
         if db is not None:
             yield from self._visible_keys(db)
+
+    def revoke_partitions(self, table: Any, tps: Any) -> None:
+        """Faust's, with its full garbage collection only when a database was let go.
+
+        Faust drops a revoked partition's database without closing it and runs
+        ``gc.collect()`` so that nothing keeps it (and its lock on the directory) open. It
+        does so at every rebalance of every table, with nothing revoked too: on a worker's
+        start (nothing is revoked at the first assignment) one collection a table, each
+        walking every object of the process, 0.2 s a table here under load (decision 0016).
+        """
+        dropped = False
+        for tp in tps:
+            if tp.topic in table.changelog_topic.topics:
+                db = self._dbs.pop(tp.partition, None)
+                if db is not None:
+                    self.logger.info(f"closing db {tp.topic} partition {tp.partition}")
+                    dropped = True
+        if dropped:
+            gc.collect()
+
+    def estimate_keys(self, partition: int) -> int:
+        """RocksDB's estimate of the keys in one partition's database (0 if it is not
+        open): no walk over the keys, but a key overwritten counts twice until the two
+        are compacted."""
+        db = self._dbs.get(partition)
+        if db is None:
+            return 0
+        return int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
     def _open_for_partition(self, partition: int) -> Any:
         db = super()._open_for_partition(partition)
