@@ -86,8 +86,7 @@ class DayClose(Judgement):
         self.population.store[ENGINE_KEY] = {"v": STATE_VERSION, "closed_to": target}
         if not first:
             # Circles that stopped forwarding count for no stay away any more.
-            self.counters["circles_swept"] += GroupForwarding(
-                self.population.store, keep_days=2 * self.config.trip_days).sweep(target)
+            self.counters["circles_swept"] += self._circles().sweep(target)
         if first or not self.config.sweep:
             return []
         self.counters["sweeps"] += 1
@@ -227,6 +226,11 @@ class DayClose(Judgement):
         self._closed_row = None
         return alerts
 
+    def _circles(self) -> GroupForwarding:
+        """Who of each group or account forwards off-net, kept in the population store for
+        two trips' length (what a stay away's "others do the same" can look back on)."""
+        return GroupForwarding(self.population.store, keep_days=2 * self.config.trip_days)
+
     def _note_forwarding(self, sid: str, st: State, day: int, operator: int) -> None:
         """Record a member of a group or account forwarding off-net with evidence today
         (:class:`detectors.group_forwarding.GroupForwarding`): what others in a stay away compare
@@ -235,8 +239,7 @@ class DayClose(Judgement):
         circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
                   if profile is not None else None)
         if circle is not None:
-            GroupForwarding(self.population.store, keep_days=2 * self.config.trip_days).add(
-                circle, day, operator, zlib.crc32(sid.encode()) & 0xFFFF)
+            self._circles().add(circle, day, operator, zlib.crc32(sid.encode()) & 0xFFFF)
 
     def _stay_away(
         self, sid: str, st: State, day: int, row: DayCounts, spend: SpendDrop,
@@ -292,9 +295,9 @@ class DayClose(Judgement):
         if t.confirmed and t.forwarded and not t.verdict and circle is not None:
             # Others of the group or account forwarding to the same operator, held as a
             # stay away or alerted for it: a group moving, not one member's trip.
-            others = GroupForwarding(self.population.store, keep_days=2 * cfg.trip_days)
-            if others.others(circle, day, t.operator, zlib.crc32(sid.encode()) & 0xFFFF,
-                             cfg.trip_days) >= cfg.absence_group_members:
+            member = zlib.crc32(sid.encode()) & 0xFFFF
+            if self._circles().others(circle, day, t.operator, member,
+                                      cfg.trip_days) >= cfg.absence_group_members:
                 stay.group_moves()
         if t.verdict != old_verdict:
             self.counters[f"absence_{VERDICTS[t.verdict]}"] += 1

@@ -245,9 +245,9 @@ class ContactWindows(base.Base):
 def stored(st: dict[str, Any]) -> int:
     """The windows' integer in a subscriber state: ``"i"``, or what an earlier version
     stored as ``"h"`` (:func:`from_three_hour_blocks`, :func:`from_base64`), or 0."""
-    value = st.get(KEY)
+    value: int | None = st.get(KEY)
     if value is not None:
-        return int(value)
+        return value
     old = st.get(OLD_KEY)
     if isinstance(old, int) and not isinstance(old, bool):
         return from_three_hour_blocks(old)

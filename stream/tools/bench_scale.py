@@ -268,6 +268,18 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int,
         producer.flush()
 
     workers: list[_Worker] = []
+
+    def restart(datadir: str, name: str, seed: int, call_id: int, figure: str,
+                label: str) -> _Worker:
+        """A worker started on ``datadir``, then one call sent: the seconds until it is
+        processed are ``figure``."""
+        worker = _Worker(settings, workdir, datadir, name)
+        workers.append(worker)
+        send_calls(1, seed, call_id)
+        figures[figure] = worker.wait_consumed(1)
+        _say(label, figures[figure])
+        return worker
+
     try:
         # 1. One call waits on the topic (the day's first second: no day closes); the
         # worker consumes it once restored. Not the whole load: the first batch would then
@@ -297,20 +309,14 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int,
         figures["disk_bytes"] = _du(workdir / "scale-a")
         figures["disk_bytes_per_subscriber"] = figures["disk_bytes"] / keys
         _say("disk bytes per subscriber", figures["disk_bytes_per_subscriber"])
-        again = _Worker(settings, workdir, "scale-a", "scale-a2")
-        workers.append(again)
-        send_calls(1, 3, events + 1)
-        figures["restart_local_state"] = again.wait_consumed(1)
-        _say("restart on local state (kill -9)", figures["restart_local_state"])
+        again = restart("scale-a", "scale-a2", 3, events + 1, "restart_local_state",
+                        "restart on local state (kill -9)")
         # 3. A rolling deploy: SIGTERM (the worker ends its batch and leaves the group),
         # then the same data directory.
         again.wait_written(1)
         again.stop()
-        deployed = _Worker(settings, workdir, "scale-a", "scale-a3")
-        workers.append(deployed)
-        send_calls(1, 5, events + 2)
-        figures["restart_after_sigterm"] = deployed.wait_consumed(1)
-        _say("restart on local state (SIGTERM)", figures["restart_after_sigterm"])
+        deployed = restart("scale-a", "scale-a3", 5, events + 2, "restart_after_sigterm",
+                           "restart on local state (SIGTERM)")
         last = deployed
         if kill_in_day_close:
             # 4. kill -9 while a day close's batch is written: a call after the next
@@ -331,11 +337,8 @@ def scale(settings: Any, world: Path, workdir: Path, keys: int, events: int,
             last = closing
         last.kill9()
         # 5. kill -9, an empty data directory.
-        empty = _Worker(settings, workdir, "scale-b", "scale-b")
-        workers.append(empty)
-        send_calls(1, 4, events + 5)
-        figures["full_restore_after_kill"] = empty.wait_consumed(1)
-        _say("full restore after kill -9", figures["full_restore_after_kill"])
+        restart("scale-b", "scale-b", 4, events + 5, "full_restore_after_kill",
+                "full restore after kill -9")
     finally:
         producer.close()
         for w in workers:
