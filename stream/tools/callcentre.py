@@ -156,9 +156,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        default=CAPACITIES, metavar="N,N,...",
                        help="daily capacities (calls a day) the contact experiment tries "
                             f"({','.join(map(str, CAPACITIES))})")
+    group.add_argument("--call-centre-runs", type=_positive, default=RUNS, metavar="N",
+                       help="runs of the call centre (seeds from --call-centre-seed on) the "
+                            f"contact experiment averages ({RUNS})")
     group.add_argument("--report-delay-hours", type=float, nargs=2, default=d.report_hours,
                        metavar=("MIN", "MAX"),
                        help="hours from a reached churner's port-out to the report (6 72)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def from_args(args: argparse.Namespace, world: Path) -> CallCentre:
@@ -308,6 +318,9 @@ OPEN_HOURS = (9, 21)
 MAX_ATTEMPTS = 3
 #: Daily capacities tried by :func:`contact_experiment` (calls a day).
 CAPACITIES = (1, 2, 4, 8)
+#: Runs of the call centre (seeds) :func:`contact_experiment` averages: one run's value
+#: retained turns on a few dozen retention draws, enough to reverse a small difference.
+RUNS = 20
 
 
 @dataclass(frozen=True)
@@ -499,62 +512,96 @@ def _answer_odds(t: dict[str, Any], when: datetime) -> float:
 
 def contact_experiment(world: Path, alerts: list[dict[str, Any]], *,
                        capacities: tuple[int, ...] = CAPACITIES, seed: int = 1,
-                       retained: float = 0.3) -> dict[str, Any]:
+                       retained: float = 0.3, runs: int = RUNS) -> dict[str, Any]:
     """Advised windows against random hours, and the queue's order against first come,
     first served, at each daily capacity, over a simulated world and its alerts.
 
-    Returns ``timing`` (per capacity: the queue's order at advised and at random hours)
-    and ``order`` (per capacity: advised hours in the queue's order and first come, first
-    served), each run's figures from :meth:`ContactCentre.run`, and whether the targets
-    hold: the unreachable share at advised hours at most half of the random-hour one, and
-    more value retained by the queue's order at every capacity.
+    Each way of working is run ``runs`` times, with the call centre's seeds ``seed`` to
+    ``seed + runs - 1`` (every way with the same seeds), and its figures are the means
+    over the runs (:func:`_mean`). Returns ``runs``, ``seeds``, ``timing`` (per capacity:
+    the queue's order at advised and at random hours) and ``order`` (per capacity: advised
+    hours in the queue's order and first come, first served, and in how many runs the
+    queue retained more value, ``queue_ahead``, or the same, ``same``), and whether the
+    targets hold on the means: the unreachable share at advised hours at most half of the
+    random-hour one, and more value retained by the queue's order at every capacity.
     """
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, not {runs}")
     truth = load_truth(world)
     summary = json.loads((world / "world.json").read_text())
     start, end = _ts(summary["start"]), _ts(summary["end"])
-    centre = ContactCentre(seed=seed, retained=retained)
+    centres = [ContactCentre(seed=seed + k, retained=retained) for k in range(runs)]
     timing: list[dict[str, Any]] = []
     order: list[dict[str, Any]] = []
     for capacity in capacities:
-        def run(order_: str, timing_: str, capacity: int = capacity) -> dict[str, Any]:
-            return centre.run(alerts, truth, start, end, capacity=capacity, order=order_,
-                              timing=timing_)
+        def run(order_: str, timing_: str, capacity: int = capacity
+                ) -> list[dict[str, Any]]:
+            return [centre.run(alerts, truth, start, end, capacity=capacity, order=order_,
+                               timing=timing_) for centre in centres]
 
-        advised = run("queue", "advised")
-        timing.append({"capacity": capacity, "advised": advised,
-                       "random": run("queue", "random")})
-        order.append({"capacity": capacity, "queue": advised,
-                      "first_come": run("first_come", "advised")})
+        advised, first = run("queue", "advised"), run("first_come", "advised")
+        timing.append({"capacity": capacity, "advised": _mean(advised),
+                       "random": _mean(run("queue", "random"))})
+        pairs = [(q["value_retained"], f["value_retained"]) for q, f in zip(advised, first)]
+        order.append({"capacity": capacity, "queue": _mean(advised),
+                      "first_come": _mean(first),
+                      "queue_ahead": sum(q > f for q, f in pairs),
+                      "same": sum(q == f for q, f in pairs)})
     halves = [t["advised"]["unreachable_share"] is not None
               and t["random"]["unreachable_share"] is not None
               and t["advised"]["unreachable_share"] <= 0.5 * t["random"]["unreachable_share"]
               for t in timing]
     more = [o["queue"]["value_retained"] > o["first_come"]["value_retained"] for o in order]
-    return {"capacities": list(capacities), "timing": timing, "order": order,
+    return {"capacities": list(capacities), "runs": runs, "seeds": [seed, seed + runs - 1],
+            "timing": timing, "order": order,
             "targets": {"unreachable_half_of_random": all(halves),
                         "queue_more_value_every_capacity": all(more)}}
 
 
+def _mean(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' figures averaged; the unreachable share as all runs' unreached calls over
+    all their calls.
+
+    >>> _mean([{"order": "queue", "calls": 3, "unreached": 1, "unreachable_share": 0.3333},
+    ...        {"order": "queue", "calls": 1, "unreached": 1, "unreachable_share": 1.0}])
+    {'order': 'queue', 'calls': 2.0, 'unreached': 1.0, 'unreachable_share': 0.5}
+    """
+    mean: dict[str, Any] = {}
+    for name, value in runs[0].items():
+        numbers = isinstance(value, (int, float)) and not isinstance(value, bool)
+        mean[name] = (round(sum(r[name] for r in runs) / len(runs), 2) if numbers
+                      and name != "capacity" else value)
+    calls = sum(r["calls"] for r in runs)
+    if "unreachable_share" in mean:
+        mean["unreachable_share"] = (round(sum(r["unreached"] for r in runs) / calls, 4)
+                                     if calls else None)
+    return mean
+
+
 def format_contact(report: dict[str, Any]) -> str:
     """The experiment as a table."""
-    lines = ["calling in the advised windows against random hours (queue order):",
+    first, last = report["seeds"]
+    lines = [f"means over {report['runs']} runs of the call centre (seeds {first}-{last}):",
+             "calling in the advised windows against random hours (queue order):",
              f"  {'capacity':>8}  {'unreachable advised':>19}  {'random':>7}  "
              f"{'retained advised':>16}  {'random':>7}"]
     for t in report["timing"]:
         a, r = t["advised"], t["random"]
         lines.append(f"  {t['capacity']:>8}  {_pct(a['unreachable_share']):>19}  "
-                     f"{_pct(r['unreachable_share']):>7}  {a['retained']:>16}  "
-                     f"{r['retained']:>7}")
+                     f"{_pct(r['unreachable_share']):>7}  {a['retained']:>16.1f}  "
+                     f"{r['retained']:>7.1f}")
     lines += ["value retained (monthly fees) by the queue's order against first come, "
-              "first served (advised hours); churners reached (their fees), and the items "
-              "open and callable a day:",
-              f"  {'capacity':>8}  {'queue':>9}  {'first come':>10}  {'customers':>9}  "
-              f"{'first come':>10}  {'reached':>9}  {'first come':>10}  {'open/day':>8}  "
-              f"{'callable':>8}"]
+              "first served (advised hours), and the runs where the queue retained more or "
+              "the same; churners reached (their fees), and the items open and callable a "
+              "day:",
+              f"  {'capacity':>8}  {'queue':>9}  {'first come':>10}  {'ahead':>5}  "
+              f"{'same':>4}  {'customers':>9}  {'first come':>10}  {'reached':>9}  "
+              f"{'first come':>10}  {'open/day':>8}  {'callable':>8}"]
     for o in report["order"]:
         q, f = o["queue"], o["first_come"]
         lines.append(f"  {o['capacity']:>8}  {q['value_retained']:>9.0f}  "
-                     f"{f['value_retained']:>10.0f}  {q['retained']:>9}  {f['retained']:>10}  "
+                     f"{f['value_retained']:>10.0f}  {o['queue_ahead']:>5}  {o['same']:>4}  "
+                     f"{q['retained']:>9.1f}  {f['retained']:>10.1f}  "
                      f"{q['value_reached']:>9.0f}  {f['value_reached']:>10.0f}  "
                      f"{q['open_per_day']:>8}  {q['callable_per_day']:>8}")
     t = report["targets"]

@@ -1086,7 +1086,7 @@ def run(args: argparse.Namespace) -> int:
 
         report["contact"] = contact_experiment(
             directory, alerts, capacities=tuple(args.capacities), seed=centre.seed,
-            retained=centre.retained)
+            retained=centre.retained, runs=args.call_centre_runs)
         print(format_contact(report["contact"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

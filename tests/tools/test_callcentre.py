@@ -16,6 +16,7 @@ from detectors.calibration import OUTCOMES, OutcomeLearner, RiskCalibrator
 from stream.tools.callcentre import (
     CallCentre,
     ContactCentre,
+    contact_experiment,
     learning_experiment,
     outcome_stream,
     period_metrics,
@@ -235,3 +236,37 @@ def test_contact_centre_counts_the_value_reached_and_the_work_a_day() -> None:
     assert run["value_reached"] == 10.0 + 20.0  # s2 is not a churner
     # Three open on Tuesday, then two, one, none: one call a day.
     assert run["open_per_day"] == (3 + 2 + 1 + 0) / 4 == run["callable_per_day"]
+
+
+def test_contact_experiment_averages_runs_with_distinct_seeds(tmp_path: Path) -> None:
+    # Six churners answering half their calls in their window: which runs reach whom, and
+    # keep whom, turns on the seed.
+    evenings = [{"weekdays": [1, 2, 3, 4, 5], "start": "18:00", "end": "21:00"}]
+    truth = [{"subscriber_id": f"s{i}", "churn": True, "port_out_ts": None,
+              "monthly_fee": 10.0 * (i + 1),
+              "answers": {"weekdays": [18, 19, 20], "weekend": [], "share": [0.5, 0.1]}}
+             for i in range(6)]
+    (tmp_path / "truth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in truth))
+    start = datetime.fromisoformat(f"2026-03-03T00:00:00{TZ}")
+    end = start + timedelta(days=6)
+    (tmp_path / "world.json").write_text(json.dumps({"start": start.isoformat(),
+                                                      "end": end.isoformat()}))
+    alerts = [_work(f"s{i}", 10.0 * (i + 1), f"2026-03-02T0{i}:00:00{TZ}", evenings)
+              for i in range(6)]
+    report = contact_experiment(tmp_path, alerts, capacities=(1, 2), seed=5, runs=4)
+    assert report["runs"] == 4 and report["seeds"] == [5, 8]
+    by_truth = {t["subscriber_id"]: t for t in truth}
+    for row in report["order"]:
+        for order in ("queue", "first_come"):
+            runs = [ContactCentre(seed=seed).run(alerts, by_truth, start, end,
+                                                 capacity=row["capacity"], order=order)
+                    for seed in range(5, 9)]
+            values = [r["value_retained"] for r in runs]
+            assert len(set(values)) > 1  # the seeds differ, so the mean means something
+            assert row[order]["value_retained"] == pytest.approx(sum(values) / 4, abs=0.01)
+            calls = sum(r["calls"] for r in runs)
+            assert row[order]["unreachable_share"] == pytest.approx(
+                sum(r["unreached"] for r in runs) / calls, abs=1e-4)
+        assert 0 <= row["queue_ahead"] + row["same"] <= 4
+    with pytest.raises(ValueError, match="at least 1"):
+        contact_experiment(tmp_path, alerts, runs=0)

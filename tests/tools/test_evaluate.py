@@ -298,12 +298,13 @@ def test_command_with_the_call_centre(tmp_path: Path, capsys: pytest.CaptureFixt
     report = json.loads(first.read_text())
     # Reaching people: every capacity tried, both timings and both orders, within capacity.
     contact = report["contact"]
-    assert contact["capacities"] == [1, 2, 4, 8]
+    assert contact["capacities"] == [1, 2, 4, 8] and contact["runs"] == 20
     for row in contact["timing"]:
         advised, random_ = row["advised"], row["random"]
         assert advised["calls"] <= 75 * row["capacity"] and advised["in_window"] > 0
         assert random_["in_window"] == 0 and random_["waited"] == 0
-        assert advised["calls"] == advised["reached"] + advised["unreached"]
+        assert advised["calls"] == pytest.approx(advised["reached"] + advised["unreached"],
+                                                 abs=0.02)  # means of runs, rounded
     assert set(contact["targets"]) == {"unreachable_half_of_random",
                                        "queue_more_value_every_capacity"}
     assert report["calibration"]["outcomes"]["calls"] == len(written) > 0
