@@ -714,6 +714,8 @@ def evaluate(world: World, alerts: list[dict[str, Any]], *, baseline: bool = Tru
     """The whole report. Detector metrics use the engine's zones (:func:`engine_view`);
     ``calibration`` compares them with the published zones per third of the world and,
     with ``outcomes``, says what the calls found (:func:`calibration_metrics`)."""
+    from stream.tools.holiday_floor import holiday_floor
+
     published = alerts
     alerts = engine_view(alerts)
     kinds = Counter(t["kind"] for t in world.subscribers.values())
@@ -750,6 +752,7 @@ def evaluate(world: World, alerts: list[dict[str, Any]], *, baseline: bool = Tru
             "by_type": detectability_summary(detectable),
             "churners": detectable,
         },
+        "holiday_floor": holiday_floor(world),
     }
     if baseline:
         base = baseline_alerts(world)
@@ -869,6 +872,13 @@ def format_report(report: dict[str, Any]) -> str:
             bt = levels[lv]["recall_7d_detectable_by_type"] or {}
             lines.append(f"recall@7d over the detectable by type ({lv}): " + ", ".join(
                 f"{k} {v['detected_7d']}/{v['detectable']}" for k, v in bt.items()))
+    hf = report.get("holiday_floor") or {}
+    if hf.get("pct") is not None:
+        lines.append("holiday floor (yellow+): 0, trips show in the cells" if hf["trips_in_cells"]
+                     else f"holiday floor (yellow+): {hf['subscribers']} non-churners "
+                     f"({hf['pct']:.2f}% of {hf['present']}) forward >= "
+                     f"{DETECT_MIN_FORWARDED} calls off-net on a holiday trip that changes no "
+                     "cell; yellow holds such a stay while it may be a trip")
     vm = levels[cols[0]]["groups_via_member_alerts"]
     if vm:
         lines.append("first member alert after defection, before half gone (yellow+, days): "

@@ -42,6 +42,7 @@ from stream.tools.evaluate import (
     parse_ts,
     score,
 )
+from stream.tools.holiday_floor import holiday_floor
 
 __all__ = ["SUITE_TARGETS", "TUNING_OFFSET", "HELD_OUT_OFFSET", "WorldJob", "run_world",
            "run_suite", "worst_case", "format_suite", "add_arguments", "run"]
@@ -170,6 +171,7 @@ def run_world(job: WorldJob) -> dict[str, Any]:
             alerts = list(replay_directory(out, groups=True))
         world = load_world(out)
         detectable = detectability(world)
+        floor = holiday_floor(world)
         levels = {lv: score(world, alerts, zones, detectable) for lv, zones in LEVELS.items()}
     finally:
         if not job.keep:
@@ -190,6 +192,8 @@ def run_world(job: WorldJob) -> dict[str, Any]:
         # (no escalation, no group alert, no false alert), a share of the volume target.
         "alert_floor_per_1000_per_week": round(churners / (world.subscriber_weeks() / 1000.0),
                                                2),
+        # The least yellow+ holiday false alerts (stream.tools.holiday_floor).
+        "holiday_floor_pct": floor["pct"],
         "levels": {lv: {k: m[k] for k in (
             "precision", "recall_7d", "recall_7d_detectable", "median_lead_days",
             "holiday_false_pct", "alerts_per_1000_per_week", "alerts", "alerted_subscribers",
@@ -291,6 +295,7 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("R7/ceil red+", "red+", "recall_7d_detectable", "ratio"),
     ("lead y+", "yellow+", "median_lead_days", ""),
     ("hol% y+", "yellow+", "holiday_false_pct", "pct"),
+    ("hol floor", "", "holiday_floor_pct", "pct"),
     ("/1k/wk y+", "yellow+", "alerts_per_1000_per_week", ""),
     ("floor /1k/wk", "", "alert_floor_per_1000_per_week", ""),
     ("grp>=10d y+", "yellow+", "groups_detected_10d_share", "ratio"),
@@ -299,7 +304,8 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
 )
 _WORST_OF: dict[str, str] = {"precision": "min", "recall_7d": "min", "ceiling": "min",
                              "recall_7d_detectable": "min", "median_lead_days": "min",
-                             "holiday_false_pct": "max", "alerts_per_1000_per_week": "max",
+                             "holiday_false_pct": "max", "holiday_floor_pct": "max",
+                             "alerts_per_1000_per_week": "max",
                              "alert_floor_per_1000_per_week": "max",
                              "groups_detected_10d_share": "min",
                              "min_group_lead_days": "min", "false_group_alerts": "max"}
