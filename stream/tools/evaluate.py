@@ -469,6 +469,17 @@ def detectability(world: World, calls: Path | None = None) -> dict[str, dict[str
     return out
 
 
+def format_decay_budget(db: dict[str, Any]) -> str:
+    """One line: silent decliners a CUSUM catches within the volume budget
+    (:mod:`stream.tools.decay_budget`)."""
+    how = (f"rho {db['rho']:g}, threshold {db['threshold']:g}, "
+           f"{db['false_per_1000_per_week']:g} false /1k/wk" if db["rho"] is not None
+           else "no threshold tried keeps within it")
+    return (f"silent decliners within the volume budget ({db['budget_per_1000_per_week']:g} "
+            f"false alerts /1k/wk left by the target over the floor): a CUSUM on outgoing "
+            f"calls catches {db['caught_7d']} of {db['silent_churners']} 7 d ahead ({how})")
+
+
 def _before(ts: str, cut_iso: str, cut: datetime) -> bool:
     """``ts < cut``; a string comparison when both have the same offset (the usual case)."""
     if ts[19:] == cut_iso[19:] and len(ts) == len(cut_iso):
@@ -714,6 +725,7 @@ def evaluate(world: World, alerts: list[dict[str, Any]], *, baseline: bool = Tru
     """The whole report. Detector metrics use the engine's zones (:func:`engine_view`);
     ``calibration`` compares them with the published zones per third of the world and,
     with ``outcomes``, says what the calls found (:func:`calibration_metrics`)."""
+    from stream.tools.decay_budget import decay_budget
     from stream.tools.holiday_floor import holiday_floor
 
     published = alerts
@@ -753,6 +765,7 @@ def evaluate(world: World, alerts: list[dict[str, Any]], *, baseline: bool = Tru
             "churners": detectable,
         },
         "holiday_floor": holiday_floor(world),
+        "decay_budget": decay_budget(world),
     }
     if baseline:
         base = baseline_alerts(world)
@@ -879,6 +892,9 @@ def format_report(report: dict[str, Any]) -> str:
                      f"({hf['pct']:.2f}% of {hf['present']}) forward >= "
                      f"{DETECT_MIN_FORWARDED} calls off-net on a holiday trip that changes no "
                      "cell; yellow holds such a stay while it may be a trip")
+    db = report.get("decay_budget")
+    if db:
+        lines.append(format_decay_budget(db))
     vm = levels[cols[0]]["groups_via_member_alerts"]
     if vm:
         lines.append("first member alert after defection, before half gone (yellow+, days): "

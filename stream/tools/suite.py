@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from stream.tools.decay_budget import decay_budget
 from stream.tools.evaluate import (
     DAY_S,
     LEVELS,
@@ -172,6 +173,7 @@ def run_world(job: WorldJob) -> dict[str, Any]:
         world = load_world(out)
         detectable = detectability(world)
         floor = holiday_floor(world)
+        budget = decay_budget(world)
         levels = {lv: score(world, alerts, zones, detectable) for lv, zones in LEVELS.items()}
     finally:
         if not job.keep:
@@ -194,6 +196,8 @@ def run_world(job: WorldJob) -> dict[str, Any]:
                                                2),
         # The least yellow+ holiday false alerts (stream.tools.holiday_floor).
         "holiday_floor_pct": floor["pct"],
+        # Silent decliners a CUSUM catches within the volume budget (decay_budget).
+        "decay_budget": budget,
         "levels": {lv: {k: m[k] for k in (
             "precision", "recall_7d", "recall_7d_detectable", "median_lead_days",
             "holiday_false_pct", "alerts_per_1000_per_week", "alerts", "alerted_subscribers",
@@ -390,6 +394,12 @@ def format_suite(rows: list[dict[str, Any]], seed_note: str = "") -> str:
         lines.append("    caught 7 d ahead / detectable / churners by type: " + ", ".join(
             f"{typ} {caught['yellow+'][typ]}|{caught['red+'][typ]} / {able[typ]} / "
             f"{total[typ]}" for typ in sorted(total)) + " (yellow+|red+)")
+        budgets = [r["decay_budget"] for r in mine if r.get("decay_budget")]
+        if budgets:
+            lines.append(
+                "    silent decliners 7 d ahead, a CUSUM within the volume budget / "
+                "churners: " + ", ".join(f"{b['caught_7d']}/{b['silent_churners']}"
+                                         for b in budgets) + " (per seed)")
     return "\n".join(lines)
 
 
