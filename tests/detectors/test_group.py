@@ -294,7 +294,7 @@ def test_an_unknown_state_version_is_refused() -> None:
 
 
 def test_member_facts_are_stored_as_the_list_running_deployments_hold():
-    from detectors.group_watch import MemberFacts
+    from detectors.group_evidence import MemberFacts
 
     row = [3, 20540, "China Telecom", 20541, -1, 85, 2999, 3000, -1, 1774800000]
     state = GroupWatch("G9").to_state()
