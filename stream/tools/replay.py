@@ -403,6 +403,20 @@ def _settings() -> Any:
     return Settings.from_env()
 
 
+def engine_config_for(settings: Any, directory: Path) -> Any:
+    """The worker's engine configuration (its ``CHURNWATCH_ENGINE__*`` overrides and the
+    numbers of ``CHURNWATCH_PORTED_FILE``), with ``DIR/ported.jsonl`` over the file's
+    numbers, as the worker has the ported-numbers topic over its file."""
+    import dataclasses
+
+    config = settings.engine_config()
+    ported = directory / PORTED_FILE
+    if ported.exists():
+        numbers = {**config.ported_numbers, **load_ported_numbers(ported)}
+        config = dataclasses.replace(config, ported_numbers=numbers)
+    return config
+
+
 def _default_partitions() -> int:
     settings = _settings()
     return int(settings.partitions) if settings is not None else DEFAULT_PARTITIONS
@@ -463,6 +477,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for alert in replay_directory(
             directory, partitions=partitions, on_dead_letter=write_dead, counters=counts,
+            # The worker's engine settings: the replay gives the service's alerts.
+            engine_config=None if settings is None else engine_config_for(settings, directory),
             groups=getattr(args, "groups", True), learner=learner, outcomes=outcomes_path,
             call_centre=centre, on_answer=write_answer,
             # The service's plausible window of event time, where its settings can be read.

@@ -122,3 +122,27 @@ def test_missing_files_are_fine_and_an_empty_directory_is_an_error(
     empty.mkdir()
     assert run(parse([str(empty)])) == 2
     assert run(parse([str(tmp_path / "nope")])) == 2
+
+
+def test_the_replay_takes_the_workers_engine_settings(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's CHURNWATCH_ENGINE__* override reaches the worker's engines; the replay
+    # must raise the same alerts, so it takes them too (here: red only above 0.99).
+    import dataclasses
+
+    from detectors import EngineConfig
+    from stream.contracts.ported import PORTED_FILE, load_ported_numbers
+
+    plain = tmp_path / "plain.jsonl"
+    assert run(parse([str(world), "--out", str(plain)])) == 0
+    monkeypatch.setenv("CHURNWATCH_ENGINE__RED", "0.99")
+    strict = tmp_path / "strict.jsonl"
+    assert run(parse([str(world), "--out", str(strict)])) == 0
+    zones = [Counter(a["zone"] for a in read_jsonl(p)) for p in (plain, strict)]
+    assert zones[0]["red"] > zones[1]["red"]
+    config = dataclasses.replace(
+        EngineConfig(ported_numbers=load_ported_numbers(world / PORTED_FILE)), red=0.99)
+    expected = list(replay_directory(world, engine_config=config))
+    assert [{k: v for k, v in a.items() if k != "emitted_at"} for a in read_jsonl(strict)
+            ] == [orjson.loads(orjson.dumps(a)) for a in expected]
