@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 __all__ = ["GroupConfig"]
 
@@ -76,3 +77,15 @@ class GroupConfig:
     resolve_days: int = 7
     cooldown_days: int = 14
     forget_days: int = 60
+
+    def on_clock_of(self, engine: Any) -> GroupConfig:
+        """These thresholds on the engines' clock (``engine``: an
+        :class:`~detectors.config.EngineConfig`): a group's days are its members' days, and
+        its alerts are stamped in their local time.
+
+        >>> from detectors.config import EngineConfig
+        >>> GroupConfig().on_clock_of(EngineConfig(tz_offset_hours=1.0)).tz_offset_hours
+        1.0
+        """
+        return replace(self, tz_offset_hours=engine.tz_offset_hours,
+                       allowed_lateness_s=engine.allowed_lateness_s)

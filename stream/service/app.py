@@ -179,9 +179,12 @@ def create_app(
         sweep_alone_from=settings.sweep_alone_from)
     groups = None
     if settings.groups:
+        from detectors.group import GroupConfig
         from stream.service.group_stage import declare as declare_groups
 
-        groups = declare_groups(app, settings, alerts_topic=topics.alerts, metrics=metrics)
+        # The engines' clock: a group's days are its members' days.
+        groups = declare_groups(app, settings, alerts_topic=topics.alerts, metrics=metrics,
+                                config=GroupConfig().on_clock_of(settings.engine_config()))
         if groups.contexts is not None:
             processor.group_context = groups.contexts.reason
     calibration = None

@@ -187,7 +187,9 @@ def replay_directory(
     group_state: list[dict[str, Any]] = [{} for _ in range(n_groups)]
     if group_stores is not None:
         group_stores.extend(group_state)
-    stages = [GroupStage(group_config or GroupConfig(), store) for store in group_state]
+    # The group stage keeps the engines' clock (their days, their local time).
+    on_clock = (group_config or GroupConfig()).on_clock_of(config)
+    stages = [GroupStage(on_clock, store) for store in group_state]
     # Signals reach the group stage in event-time order across partitions, as on the
     # stream (stream.service.signal_order): each engine is a source with its closed-day watermark.
     sequencers = [Sequencer(partitions) for _ in range(n_groups)]

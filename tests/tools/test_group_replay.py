@@ -78,3 +78,19 @@ def test_members_alerts_carry_their_group_context_only_with_groups_on(
     # The group stage adds to the subscriber alerts; it changes none of them.
     assert [a["alert_id"] for a in plain] == [a["alert_id"] for a in four
                                               if a["kind"] == "subscriber"]
+
+
+def test_the_group_stage_keeps_the_engines_clock(world: Path) -> None:
+    # An operator one hour east of Greenwich: members' days close at midnight +01:00, and
+    # so do their groups' (a group's day is its members' day), stamped in that time.
+    import dataclasses
+
+    from detectors import EngineConfig
+    from stream.contracts.ported import PORTED_FILE, load_ported_numbers
+
+    config = dataclasses.replace(
+        EngineConfig(ported_numbers=load_ported_numbers(world / PORTED_FILE)),
+        tz_offset_hours=1.0)
+    alerts = list(replay_directory(world, partitions=4, groups=True, engine_config=config))
+    groups = [a for a in alerts if a["kind"] == "group"]
+    assert groups and all(a["ts"].endswith("+01:00") for a in groups)
