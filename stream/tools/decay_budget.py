@@ -1,7 +1,7 @@
 """Silent decliners within the volume budget: what a fall detector can catch at the
 false-alarm rate the alert-volume target leaves.
 
-The ceiling (:func:`stream.tools.evaluate.detectability`) counts a silent decliner (a
+The ceiling (:func:`stream.tools.ceiling.detectability`) counts a silent decliner (a
 churner whose outgoing calls fall, with no forwarding) detectable when an oracle that
 knows the day the fall began sees enough evidence by port-out minus 7 days. A detector
 does not know that day, and every non-churner whose calls dip for a while costs it a false
@@ -30,7 +30,8 @@ from typing import Any
 
 import orjson
 
-from stream.tools.evaluate import DAY_S, LEAD_DAYS, World, churner_type, parse_ts
+from stream.tools.ceiling import LEAD_DAYS
+from stream.tools.world import DAY_S, World, churner_type, parse_ts
 
 #: The alerts per 1,000 subscribers a week the suite allows (its volume target).
 VOLUME_TARGET = 8.0

@@ -3,8 +3,8 @@
 A stay away with incoming calls forwarded to another operator's number is yellow while it
 may be a trip (docs/detectors.md, "Stays away"): a quiet line forwarding to one number
 looks, in its first days, like a churner moving to a competitor. The ceiling
-(:func:`stream.tools.evaluate.detectability`) counts such a churner detectable once
-:data:`~stream.tools.evaluate.DETECT_MIN_FORWARDED` calls are forwarded to the new number;
+(:func:`stream.tools.ceiling.detectability`) counts such a churner detectable once
+:data:`~stream.tools.ceiling.DETECT_MIN_FORWARDED` calls are forwarded to the new number;
 a holiday trip that forwards as many calls off-net looks the same by then, unless its calls
 come from other cells. So in a world whose trips change no cell (``cell_ids`` ``home`` or
 ``none``, or ``trip_cells`` ``home``: the ``no-cells`` and ``trips-at-home`` presets), a
@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from stream.tools.evaluate import DETECT_MIN_FORWARDED, World, parse_ts
+from stream.tools.ceiling import DETECT_MIN_FORWARDED
+from stream.tools.world import World, parse_ts
 
 
 def holiday_floor(world: World, calls: Path | None = None) -> dict[str, Any]:

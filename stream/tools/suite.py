@@ -3,7 +3,7 @@
 Simulates every preset of :mod:`stream.tools.scenarios` for several seeds, replays each
 world through the engine (with the group stage, without calibration: the engine's own
 zones), scores it with :func:`stream.tools.evaluate.score` and
-:func:`stream.tools.evaluate.detectability`, and prints one row per world, the worst
+:func:`stream.tools.ceiling.detectability`, and prints one row per world, the worst
 case over the suite, each target against that worst case, and what the false alarms
 and the missed forwarding churners of each preset were. ``docs/evaluation.md`` defines
 every column.
@@ -30,20 +30,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from stream.tools.ceiling import detectability, detectability_summary
 from stream.tools.decay_budget import decay_budget
-from stream.tools.evaluate import (
-    DAY_S,
-    LEVELS,
-    Target,
-    World,
-    churner_type,
-    detectability,
-    detectability_summary,
-    load_world,
-    parse_ts,
-    score,
-)
+from stream.tools.evaluate import LEVELS, Target, score
 from stream.tools.holiday_floor import holiday_floor
+from stream.tools.world import DAY_S, World, churner_type, load_world, parse_ts
 
 __all__ = ["SUITE_TARGETS", "TUNING_OFFSET", "HELD_OUT_OFFSET", "WorldJob", "run_world",
            "run_suite", "worst_case", "format_suite", "add_arguments", "run"]

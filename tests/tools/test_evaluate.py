@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from stream.tools import evaluate as ev
+from stream.tools.ceiling import detectability, detectability_summary
 
 TZ = "+08:00"
 START = f"2026-01-01T00:00:00{TZ}"
@@ -160,7 +161,7 @@ def test_yellow_and_red_levels(world: Path) -> None:
 
 
 def test_detectable_7_days_ahead(world: Path) -> None:
-    d = ev.detectability(ev.load_world(world))
+    d = detectability(ev.load_world(world))
     assert sorted(d) == ["S1", "S2", "S3", "S4"]  # S10 has not ported out
     assert (d["S1"]["forwarded_by_cutoff"], d["S1"]["by_forwarding"]) == (2, True)
     assert (d["S3"]["forwarded_by_cutoff"], d["S3"]["detectable"]) == (1, False)
@@ -168,7 +169,7 @@ def test_detectable_7_days_ahead(world: Path) -> None:
     # whole days before Feb 22), none seen: LLR = E = 4 x 22.
     assert (d["S2"]["decay_llr"], d["S2"]["by_decay"]) == (88.0, True)
     assert (d["S4"]["decay_llr"], d["S4"]["detectable"]) == (0.0, False)
-    summary = ev.detectability_summary(d)
+    summary = detectability_summary(d)
     assert summary["individual_silent"] == {"churners": 2, "detectable": 1, "by_forwarding": 0,
                                             "by_decay": 1, "share": 0.5}
 
