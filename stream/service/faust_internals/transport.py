@@ -160,6 +160,12 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
     membership, assignment, flow control during rebalances, offsets, commits) stays
     Faust's. The sink acks the messages it has processed (``consumer.ack``).
 
+    The other topics' records (the stages' topics, changelogs) go to their agents through
+    a :class:`~stream.service.faust_internals.side_lane.SideLane`, so that an agent whose
+    stream buffer is full (a stage behind its topic) does not hold the input's fetches
+    back; a topic-partition with records in the lane is left out of the fetches until they
+    are delivered (decision record 0017).
+
     Held back (:meth:`hold_back`): input topic-partitions running ahead of the others in
     event time are left out of the fetches until the worker has released what they
     delivered (decision record 0010 in ``docs/decisions/``). Faust fetches every assigned
@@ -353,8 +359,7 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
             unset_flag(CONSUMER_FETCHING)
             await lane.stop()
 
-    async def _deliver(self, inputs: frozenset[str], tp: TP, recs: list[Any]
-                       ) -> None:  # pragma: no cover
+    async def _deliver(self, inputs: frozenset[str], tp: TP, recs: list[Any]) -> None:
         """One topic-partition's fetched records to Faust's conductor, one at a time, with
         Faust's bookkeeping (read offsets, gaps, ``commit_every``); in the lane, so each
         record is checked against a seek made since the fetch."""
