@@ -1,12 +1,13 @@
 """The stages' records wait in a lane of their own, never in front of the input.
 
-Faust's consumer hands fetched records to the agents one at a time, each put into the
-agent's stream buffer, and waits while that buffer is full. One loop reads every assigned
-partition, so a stage behind its topic (the group stage after a restart, folding the
-signals of the day close before the stop) held the input topics' records behind its own:
-a restarted worker's first input batch waited for the group stage's catch-up, 7 s with
-100,000 subscribers (the worker's log: the agent's batches one after another, none slow,
-then the first input record handed over).
+Faust's consumer hands a fetch's records to the agents one at a time, each awaited (at
+least a turn of the event loop a record, and a wait while the agent's stream buffer is
+full), and fetches again only when the fetch in hand is delivered. One loop reads every
+assigned partition, so a stage behind its topic (the group stage after a restart, folding
+the signals of the day close before the stop) held the input topics' records behind its
+own: a restarted worker's first input batch waited 7.2 s with 100,000 subscribers while
+about 15,000 group signals were handed over, about 2,100 a second (the group agent's
+batches were never full: the hand-over was the bottleneck).
 
 :class:`SideLane` takes the records of the topics that are not the batch path's and
 delivers them in a task of its own, in the order they were fetched; while a
