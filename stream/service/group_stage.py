@@ -19,7 +19,9 @@ group's state moves with its partition on a rebalance and is restored from the c
 **Crash safety** (at-least-once, like the subscriber agent): a batch's group alerts and
 context updates are delivered first; then its table records, each partition's group
 states before its sequencer (so a crash between them releases signals again rather than
-losing them; the group stage ignores a signal it has applied); then the batch is acked.
+losing them; the group stage ignores a signal it has applied); on RocksDB, once those are
+on the broker, the local store is told it may trust the batch (:func:`record_writers`);
+then the batch is acked.
 Messages delivered again change nothing (watermarks only rise; signals: see above).
 
 **Members' context.** A group alert's context (``GroupWatch.context``) is also published to
@@ -230,6 +232,23 @@ class GroupStage:
         return alerts, contexts, {p: seq.to_state() for p, seq in seqs.items()}
 
 
+def record_writers(table: Any, records: list[tuple[int, str, bytes | None]]
+                   ) -> list[Callable[[], None]]:
+    """The writers of a batch's table records (``(partition, key, value)``, drained from
+    its cache), for :func:`stream.service.faust_internals.batch.commit`, which flushes the
+    producer after each: send the records; then, once they are on the broker, tell a local
+    store (RocksDB) that the changelog has what the batch wrote to it, so that a restart
+    trusts the store and reads only the changelog's tail (an unsettled partition is
+    restored from its changelog in full: a crash between the local write and the flush)."""
+    if not records:
+        return []
+    writers = [partial(send_records, table, records)]
+    settle = getattr(table.data, "settle", None)
+    if settle is not None:
+        writers.append(partial(settle, {partition for partition, _, _ in records}))
+    return writers
+
+
 def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
             config: GroupConfig | None = None, metrics: Any = None,
             contexts: bool = True, gate: BatchGate | None = None) -> GroupStage:
@@ -306,8 +325,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
         # Each partition's sequencer after its group states (insertion order).
         for partition, seq in seqs.items():
             stage.cache.set(partition, f"{SEQ_KEY}/{partition}", seq)
-        records = stage.cache.drain()
-        return [partial(send_records, table, records)] if records else []
+        return record_writers(table, stage.cache.drain())
 
     async def fold_signals(stream: Any) -> None:
         async for events in stream.noack_take(500, within=0.05):

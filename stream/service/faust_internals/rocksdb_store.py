@@ -170,8 +170,9 @@ class PartitionedRocksStore(Store):
                              "changelog; %d keys put back as they were before it",
                              self.table_name, partition, len(undo))
             return db
-        # A table whose owner does not settle batch by batch (the group and calibration
-        # stages) is always here: expected, so not a warning.
+        # A table whose owner does not settle batch by batch (the calibration stage) is
+        # always here, and one whose owner does if it died within a batch: expected, so
+        # not a warning.
         self.log.info("%s partition %d: restoring the partition from the changelog in full",
                       self.table_name, partition)
         db.close()

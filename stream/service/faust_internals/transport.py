@@ -29,6 +29,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -36,6 +37,8 @@ from aiokafka.protocol.fetch import FetchRequest
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+
+from stream.service.faust_internals.side_lane import SideLane
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,12 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
     membership, assignment, flow control during rebalances, offsets, commits) stays
     Faust's. The sink acks the messages it has processed (``consumer.ack``).
 
+    The other topics' records (the stages' topics, changelogs) go to their agents through
+    a :class:`~stream.service.faust_internals.side_lane.SideLane`, so that an agent whose
+    stream buffer is full (a stage behind its topic) does not hold the input's fetches
+    back; a topic-partition with records in the lane is left out of the fetches until they
+    are delivered (decision record 0017).
+
     Held back (:meth:`hold_back`): input topic-partitions running ahead of the others in
     event time are left out of the fetches until the worker has released what they
     delivered (decision record 0010 in ``docs/decisions/``). Faust fetches every assigned
@@ -171,6 +180,9 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
     _durable: dict[Any, int] | None = None
     #: input topic-partitions left out of the fetches (:meth:`hold_back`)
     held_back: frozenset[TP] = frozenset()
+    #: where the records of the other topics wait for their agents (side_lane); their
+    #: topic-partitions are left out of the fetches meanwhile
+    _lane: SideLane | None = None
 
     def hold_back(self, tps: Iterable[tuple[str, int]]) -> None:
         """Fetch nothing more of ``tps`` (``(topic, partition)`` pairs) until the next call
@@ -179,6 +191,9 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         held = self.held_back
+        lane = self._lane
+        if lane is not None and lane.busy:  # their last fetch is still being delivered
+            held = held | lane.busy
         if held and active_partitions:
             active_partitions = active_partitions - held
             if not active_partitions:
@@ -268,23 +283,23 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
         sink, batch_topics = self._batch_path()
         # Faust's loop (faust.transport.consumer.Consumer._drain_messages), without
-        # records fetched before a seek (class docstring), and with the messages of
-        # ``batch_topics`` (if a sink is set) collected per fetch and handed to ``sink``.
-        fetch_position = self._fetch_position
+        # records fetched before a seek (class docstring), with the messages of
+        # ``batch_topics`` (if a sink is set) collected per fetch and handed to ``sink``,
+        # and the other topics' records handed to their agents in a lane of their own
+        # (stream.service.faust_internals.side_lane): a stage behind its topic must not
+        # hold the input back.
         parts = getattr(self.app, "churnwatch", None)
         inputs = frozenset(getattr(getattr(parts, "topics", None), "kinds", None) or ())
-        callback = self.callback
+        lane = self._lane = SideLane(partial(self._deliver, inputs))
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
-        get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
-        acks_enabled_for = self.app.topics.acks_enabled_for
         set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
-        commit_every = self._commit_every
         to_message = self._to_message
         monitor = self.app.monitor
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                lane.check()
                 set_flag(CONSUMER_FETCHING)
                 # Faust's getmany, a fetch at a time: per partition, not per message, for
                 # the end-offset metric, the generation check and the read offsets (its
@@ -303,6 +318,7 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
                     continue
                 generation_id = self.app.consumer_generation_id
                 batch: list[Any] = []
+                side: list[tuple[TP, list[Any]]] = []
                 for tp, recs in records.items():
                     if not self.flow_active or generation_id != self.app.consumer_generation_id:
                         break
@@ -312,29 +328,10 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
                         continue
                     monitor.track_tp_end_offset(tp, self.highwater(tp))
                     if sink is None or tp.topic not in batch_topics:
-                        for n, record in enumerate(recs):
-                            offset = record.offset
-                            # Each await below can let a rebalance seek the partition.
-                            limit = fetch_position(tp)
-                            if limit is None or offset >= limit:
-                                self._drop_stale(tp, len(recs) - n)
-                                break
-                            if tp.topic not in inputs:  # Faust's bookkeeping (above)
-                                r_offset = get_read_offset(tp)
-                                if r_offset is not None and offset < r_offset:
-                                    continue
-                                if (r_offset and offset - r_offset > 1
-                                        and acks_enabled_for(record.topic)):
-                                    await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            await self.wait_first(callback(to_message(tp, record)),
-                                                  self.suspend_flow.wait())
-                            set_read_offset(tp, offset)
+                        side.append((tp, recs))
                         continue
                     # Input topics: no read offsets, no gaps (class docstring).
-                    limit = fetch_position(tp)
+                    limit = self._fetch_position(tp)
                     last = None
                     for n, record in enumerate(recs):
                         offset = record.offset
@@ -345,6 +342,7 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
                         last = offset
                     if last is not None:
                         set_read_offset(tp, last)
+                lane.add(side)
                 if batch:
                     # Shielded: a stop lets the batch in hand finish (state, alerts, acks).
                     await asyncio.shield(sink(batch))
@@ -359,6 +357,33 @@ class FetchHighwaterConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             unset_flag(CONSUMER_FETCHING)
+            await lane.stop()
+
+    async def _deliver(self, inputs: frozenset[str], tp: TP, recs: list[Any]) -> None:
+        """One topic-partition's fetched records to Faust's conductor, one at a time, with
+        Faust's bookkeeping (read offsets, gaps, ``commit_every``); in the lane, so each
+        record is checked against a seek made since the fetch."""
+        for n, record in enumerate(recs):
+            offset = record.offset
+            # Each await below can let a rebalance seek the partition.
+            limit = self._fetch_position(tp)
+            if limit is None or offset >= limit:
+                self._drop_stale(tp, len(recs) - n)
+                return
+            if tp.topic not in inputs:  # Faust's bookkeeping (class docstring)
+                r_offset = self._read_offset[tp]
+                if r_offset is not None and offset < r_offset:
+                    continue
+                if (r_offset and offset - r_offset > 1
+                        and self.app.topics.acks_enabled_for(record.topic)):
+                    await self._add_gap(tp, r_offset + 1, offset)
+            commit_every = self._commit_every
+            if commit_every is not None and self._n_acked >= commit_every:
+                self._n_acked = 0
+                await self.commit()
+            await self.wait_first(self.callback(self._to_message(tp, record)),
+                                  self.suspend_flow.wait())
+            self._read_offset[tp] = offset
 
 
 class ChurnwatchTransport(faust_aiokafka.Transport):
