@@ -68,10 +68,11 @@ class StayAway(base.DriftDetector):
       fortnight (the collapsed days just before it belong to it). After a decline there
       is no onset: that is churn going its way, judged by the other models.
     - **Confirmed** (:attr:`drift_detected`) once outgoing calls over its days are at most
-      ``collapse`` of usual, and either incoming calls are forwarded off-net, or at least
-      ``min_expected`` outgoing calls were usual, short of usual by ``z`` standard errors
-      (Poisson: :func:`beyond_chance`), and incoming calls collapsed too (at most
-      ``collapse`` of usual, from at least ``min_expected`` usual over its days). A day
+      ``collapse`` of usual, and either incoming calls are forwarded off-net, or, after
+      ``min_days`` days at least, ``min_expected`` outgoing calls were usual, short of
+      usual by ``z`` standard errors (Poisson: :func:`beyond_chance`), and incoming calls
+      collapsed too (at most ``collapse`` of usual, from at least ``min_expected`` usual
+      over its days). A day
       that does not collapse before that ends it (a quiet day, not a stay), and so does
       activity at ``partial`` of usual without forwarding.
     - **Ends** on the first day outgoing calls are back to ``back`` of usual (two calls at
@@ -99,6 +100,10 @@ class StayAway(base.DriftDetector):
         The longest a trip lasts.
     z
         Standard errors by which outgoing calls must fall short of usual to confirm.
+    min_days
+        Days a stay away without forwarding must last before it is confirmed: one or two
+        quiet days inside a decline are not a trip, and confirming them would take the
+        decline's days out of the usage window.
 
     Examples
     --------
@@ -141,7 +146,8 @@ class StayAway(base.DriftDetector):
     """
 
     def __init__(self, collapse: float = 0.25, back: float = 0.5, partial: float = 0.35,
-                 min_expected: float = 4.0, trip_days: int = 14, z: float = 3.0):
+                 min_expected: float = 4.0, trip_days: int = 14, z: float = 3.0,
+                 min_days: int = 3):
         super().__init__()
         self.collapse = collapse
         self.back = back
@@ -149,6 +155,7 @@ class StayAway(base.DriftDetector):
         self.min_expected = min_expected
         self.trip_days = trip_days
         self.z = z
+        self.min_days = min_days
         self.state: Any = None
         #: the stay away ended with the last update (activity came back)
         self.ended = False
@@ -227,8 +234,12 @@ class StayAway(base.DriftDetector):
         low_out = 10 * s.out <= self.collapse * s.expected
         # Incoming calls "collapse too" only from as many usual as the outgoing need: a
         # line nobody calls has no incoming calls to lose, and its decline is no stay.
+        # Without forwarding, a few days too: one or two quiet days are as often a dip
+        # inside a decline as a trip's start, and confirming takes them out of the usage
+        # window (the decline's evidence with them).
         if not s.confirmed and low_out and (s.forwarded or (
-                s.expected >= 10 * self.min_expected and beyond_chance(s, self.z)
+                s.days >= self.min_days
+                and s.expected >= 10 * self.min_expected and beyond_chance(s, self.z)
                 and s.in_expected >= 10 * self.min_expected
                 and 10 * s.n_in <= self.collapse * s.in_expected)):
             s.confirmed = 1

@@ -20,6 +20,7 @@ from detectors.judgement import (
 )
 from detectors.spend import SpendDrop
 from detectors.state import (
+    HELD_BACK,
     STATE_VERSION,
     DayCounts,
     Numbers,
@@ -176,13 +177,16 @@ class DayClose(Judgement):
             else:
                 spend.update(cents)
                 usage.update(n_out)
-            if n_new and m.cell >= 0 and not n_located > 2 * n_away:
+            if (n_new and m.cell >= 0 and not n_located > 2 * n_away
+                    and row.judged != HELD_BACK):
                 # Forwarding on a day with no call from home: a trip or a switch, cannot
                 # tell yet; neither evidence nor normal. Without any located call it waits,
                 # decaying like carried evidence, for the next call from home to confirm it
                 # (a trip shows itself by calls from elsewhere, which drop it). Cells are
                 # extra evidence only: with no home cell known (a feed without location)
                 # there is no call from home to wait for, and the day is judged as it is.
+                # Evidence that was overwhelming from home and held back for a stay away
+                # (HELD_BACK) is not dropped for calls from elsewhere later that day.
                 fwd.close_day(0, 0, 0)
                 if not n_located:
                     carry = fwd.carry

@@ -95,6 +95,10 @@ class EngineConfig:
         With calls forwarded off-net no such test: with few calls usual over the days
         (anyone who calls little, and everyone at a holiday) a trip's collapse cannot be
         told from chance for days, and its forwarding was alerted like a switch's.
+    absence_min_days
+        Days a stay away without forwarding must last before it is confirmed and held: one
+        or two quiet days inside a decline are not a trip, and holding them took the
+        decline's days out of the usage window and reset its CUSUM.
     drop_z
         Minimum significance (standard errors below the baseline) of the recent sum.
     silent_days
@@ -164,6 +168,7 @@ class EngineConfig:
     absence_red_strength: float = 0.75
     absence_group_members: int = 1
     absence_z: float = 3.0
+    absence_min_days: int = 3
     drop_z: float = 3.0
     silent_days: int = 21
     fwd_min_calls: int = 4

@@ -148,7 +148,8 @@ class Engine(Events):
         self._incoming = IncomingRate(span=cfg.baseline_days)
         self._bill_level = BillLevel()
         self._stay = StayAway(cfg.absence_collapse, cfg.absence_back, cfg.absence_partial,
-                              cfg.absence_min_expected, cfg.trip_days, cfg.absence_z)
+                              cfg.absence_min_expected, cfg.trip_days, cfg.absence_z,
+                              cfg.absence_min_days)
         self._contact = ContactWindows(cfg.tz_offset_hours)
         self._fwd_params: dict[str, float] = {
             "min_calls": cfg.fwd_min_calls,

@@ -19,6 +19,7 @@ from detectors.judgement import (
 from detectors.numbers import normalise
 from detectors.spend import SpendDrop
 from detectors.state import (
+    HELD_BACK,
     STATE_VERSION,
     Closed,
     DayCounts,
@@ -156,12 +157,19 @@ class Events(DayClose):
         """
         m = st["m"]
         located_away = m.cell >= 0 and row.n_located <= 2 * row.n_away
-        if not m.fwd_days or located_away or m.away or self._may_be_away(st, row):
+        if not m.fwd_days or located_away or m.away:
             return []
         fwd = self._fwd(st)
         level = round(10 * fwd.evidence(row.n_in, row.n_new))
         # Only overwhelming evidence is judged at once; weaker waits for the day's close.
         if level < 10 or level <= row.judged:
+            return []
+        if self._may_be_away(st, row):
+            # Held back for the stay away's judgement at the close, where it counts as
+            # evidence even if calls from elsewhere come later in the day: it was seen
+            # from home (DayCounts.judged, HELD_BACK).
+            if not row.judged:
+                row.judged = HELD_BACK
             return []
         row.judged = level
         self.counters["intraday_judgements"] += 1

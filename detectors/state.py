@@ -46,6 +46,7 @@ from detectors.presence import HomeState
 from detectors.record import Record, group
 
 __all__ = [
+    "HELD_BACK",
     "STATE_VERSION",
     "Closed",
     "DayCounts",
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 STATE_VERSION = 4
+#: ``DayCounts.judged`` of a day whose overwhelming forwarding evidence, seen from home, was
+#: held back for the day's close (a stay away may begin): it counts there as evidence.
+HELD_BACK = -1
 
 
 class Profile(Record):
@@ -93,7 +97,8 @@ class DayCounts(Record):
     n_away: int = 0
     #: index of the operator of the day's last new off-net forward target (-1: none)
     operator: int = -1
-    #: strongest forwarding evidence judged intra-day (x10)
+    #: strongest forwarding evidence judged intra-day (x10); :data:`HELD_BACK`: evidence
+    #: seen from home that was overwhelming but held back for a stay away's judgement
     judged: int = 0
     plan_change: int = 0
     downgrades: int = 0

@@ -455,3 +455,42 @@ def test_the_forwarding_of_a_circle_that_stopped_is_swept() -> None:
         EngineConfig(trip_days=10))
     assert engine.counters["circles_swept"] == 0
     assert "~g/group G1" in engine.population.store
+
+
+def test_forwarding_held_back_for_a_possible_stay_away_counts_at_the_close() -> None:
+    # Two quiet days (one call out a day, incoming calls as usual) begin a possible stay
+    # away. On 03-16 every incoming call is forwarded to a China Unicom number, seen from
+    # home (a call out from home at 07:00): overwhelming, but held back for the stay away's
+    # judgement at the close. A call from another cell at 23:00 makes the day mostly away
+    # by cells (two located calls, one elsewhere); the held-back evidence counts all the
+    # same, and the episode opens red at the close (dropped, it waited a day longer).
+    def switching(d: int) -> Day:
+        if d in (68, 69):
+            return Day(out_calls=0)
+        if d == 70:
+            return Day(out_calls=0, in_calls=8, forward_to=UNICOM, forward_share=1.0)
+        if d > 70:
+            return Day(out_calls=3, in_calls=1.5, forward_to=UNICOM, forward_share=1.0)
+        return Day()
+
+    def calls_out(day: int, *at: tuple[str, str]) -> list[tuple[str, dict[str, Any]]]:
+        date_ = (START + timedelta(days=day)).isoformat()
+        return [("calls", {
+            "event_id": f"x{day}-{k}", "ts": f"{date_}T{clock}+08:00", "subscriber_id": "churner",
+            "direction": "out", "other_party": f"1390000{k:04d}", "duration_s": 60,
+            "charge": 0.2, "forwarded_to": None, "cell_id": cell}) for k, (clock, cell) in
+            enumerate(at)]
+
+    world = World(crowd(churner=switching))
+    extra = (calls_out(68, ("12:00:00", HOME)) + calls_out(69, ("12:00:00", HOME))
+             + calls_out(70, ("07:00:00", HOME), ("23:00:00", "C20002")))
+    events = list(world.events())
+    timed = sorted((e for e in events if e[0] != "subscribers"), key=lambda e: e[1]["ts"])
+    timed = sorted(timed + extra, key=lambda e: e[1]["ts"])
+    engine = Engine(EngineConfig())
+    alerts = [a for kind, event in [e for e in events if e[0] == "subscribers"] + timed
+              for a in engine.process(kind, event)]
+    mine = opened(alerts, "churner")
+    assert mine[0] == ("2026-03-17", "open", "red")  # the close of 03-16
+    first = next(a for a in alerts if a["subscriber_id"] == "churner")
+    assert first["reasons"][0]["code"] == "forwarding_off_net"

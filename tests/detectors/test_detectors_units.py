@@ -353,6 +353,33 @@ def test_a_stay_away_counts_its_calendar_days_and_a_cut_on_a_day_it_does_not_see
     assert idle.state is None
 
 
+def test_a_stay_away_without_forwarding_is_confirmed_only_after_a_few_days() -> None:
+    """Both directions quiet for one or two days is as often a dip inside a decline as a
+    trip's start: confirmed (and its days taken out of the usage window) from the third
+    day only. With calls forwarded off-net, from the first."""
+    from detectors.absence import StayAway
+
+    stay = StayAway()
+    held = []
+    for day in range(100, 104):
+        stay.expect(10.0, 10.0, 0, 0, steady=stay.state is None, day=day)
+        stay.update(0)
+        held.append(stay.holding)
+    assert held == [False, False, True, True]
+
+    dip = StayAway()
+    for day, calls in ((100, 0), (101, 0), (102, 10)):
+        dip.expect(10.0, 10.0, 0 if calls == 0 else 10, 0, steady=dip.state is None, day=day)
+        dip.update(calls)
+        assert not dip.holding
+    assert dip.state is None and not dip.ended  # never confirmed: nothing to end
+
+    forwarded = StayAway()
+    forwarded.expect(10.0, 10.0, 8, 8, steady=True, day=100)
+    forwarded.update(0)
+    assert forwarded.holding
+
+
 def test_a_plan_cut_leaves_the_value_at_risk_at_what_the_customer_paid_before():
     """After a cut from 388 to 8 a month, the spend baseline is 8 at once; the usual bill
     (388) is what is at stake until bills at the new fee bring it down."""
