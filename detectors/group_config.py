@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from detectors.config import EngineConfig
 
 __all__ = ["GroupConfig"]
 
@@ -78,10 +81,9 @@ class GroupConfig:
     cooldown_days: int = 14
     forget_days: int = 60
 
-    def on_clock_of(self, engine: Any) -> GroupConfig:
-        """These thresholds on the engines' clock (``engine``: an
-        :class:`~detectors.config.EngineConfig`): a group's days are its members' days, and
-        its alerts are stamped in their local time.
+    def on_clock_of(self, engine: EngineConfig) -> GroupConfig:
+        """These thresholds on the engines' clock: a group's days are its members' days,
+        and its alerts are stamped in their local time.
 
         >>> from detectors.config import EngineConfig
         >>> GroupConfig().on_clock_of(EngineConfig(tz_offset_hours=1.0)).tz_offset_hours

@@ -169,7 +169,8 @@ def create_app(
     install_faust_sensor(app, registry)
     topics = declare(app, settings)
     tables = StateTables.on_app(app, settings.partitions)
-    ported = PortedFeed(settings, settings.engine_config().ported_numbers)
+    engine_config = settings.engine_config()
+    ported = PortedFeed(settings, engine_config.ported_numbers)
     make_factory = engine_factory or (lambda t: default_engine_factory(settings, t, ported))
     processor = BatchProcessor(
         tables, topics.kinds, make_factory(tables), metrics=metrics,
@@ -184,7 +185,7 @@ def create_app(
 
         # The engines' clock: a group's days are its members' days.
         groups = declare_groups(app, settings, alerts_topic=topics.alerts, metrics=metrics,
-                                config=GroupConfig().on_clock_of(settings.engine_config()))
+                                config=GroupConfig().on_clock_of(engine_config))
         if groups.contexts is not None:
             processor.group_context = groups.contexts.reason
     calibration = None

@@ -242,7 +242,7 @@ def record_writers(table: Any, records: list[tuple[int, str, bytes | None]]
     restored from its changelog in full: a crash between the local write and the flush)."""
     if not records:
         return []
-    writers = [partial(send_records, table, records)]
+    writers: list[Callable[[], None]] = [partial(send_records, table, records)]
     settle = getattr(table.data, "settle", None)
     if settle is not None:
         writers.append(partial(settle, {partition for partition, _, _ in records}))

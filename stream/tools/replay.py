@@ -23,6 +23,7 @@ alert (see ``docs/groups.md``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import itertools
 import sys
@@ -409,8 +410,6 @@ def engine_config_for(settings: Any, directory: Path) -> Any:
     """The worker's engine configuration (its ``CHURNWATCH_ENGINE__*`` overrides and the
     numbers of ``CHURNWATCH_PORTED_FILE``), with ``DIR/ported.jsonl`` over the file's
     numbers, as the worker has the ported-numbers topic over its file."""
-    import dataclasses
-
     config = settings.engine_config()
     ported = directory / PORTED_FILE
     if ported.exists():
