@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from stream.tools.world import DAY_S, World, churner_type, parse_ts
 
 __all__ = ["DETECT_BASE_DAYS", "DETECT_LLR", "DETECT_MIN_FORWARDED", "LEAD_DAYS",
-           "detectability", "detectability_summary"]
+           "day_factors", "detectability", "detectability_summary"]
 
 LEAD_DAYS = 7  # recall counts churners first alerted at least this long before port-out
 #: Detectable 7 days ahead (see :func:`detectability`): calls forwarded to the churn target
@@ -87,10 +88,7 @@ def detectability(world: World, calls: Path | None = None) -> dict[str, dict[str
                 elif (sid in leavers and e.get("forwarded_to") in targets[sid]
                       and _before(e["ts"], cut_iso[sid], cutoff[sid])):
                     forwarded[sid] += 1
-    factor: dict[str, list[float]] = {}
-    for seg, counts in segment_calls.items():
-        mean = sum(counts) / len(counts)
-        factor[seg] = [c / mean if mean > 0 else 1.0 for c in counts]
+    factor = day_factors(segment_calls)
     out: dict[str, dict[str, Any]] = {}
     for sid, t in leavers.items():
         llr = 0.0
@@ -112,6 +110,20 @@ def detectability(world: World, calls: Path | None = None) -> dict[str, dict[str
                     "decay_llr": round(llr, 2), "by_forwarding": by_fwd, "by_decay": by_decay,
                     "detectable": by_fwd or by_decay}
     return out
+
+
+def day_factors(totals: Mapping[str, list[int]]) -> dict[str, list[float]]:
+    """Each segment's calls a day over its daily mean (1 where it made none): the weekly
+    rhythm and the holiday, which a subscriber's expected calls are multiplied by.
+
+    >>> day_factors({"sme": [6, 6, 0, 8]})
+    {'sme': [1.2, 1.2, 0.0, 1.6]}
+    """
+    factors = {}
+    for segment, row in totals.items():
+        mean = sum(row) / len(row)
+        factors[segment] = [n / mean if mean > 0 else 1.0 for n in row]
+    return factors
 
 
 def _before(ts: str, cut_iso: str, cut: datetime) -> bool:

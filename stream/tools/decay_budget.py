@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from stream.tools.ceiling import LEAD_DAYS
+from stream.tools.ceiling import LEAD_DAYS, day_factors
 from stream.tools.world import DAY_S, World, churner_type, parse_ts
 
 #: The alerts per 1,000 subscribers a week the suite allows (its volume target).
@@ -114,11 +114,7 @@ def _segment_factors(world: World, counts: dict[str, list[int]], n_days: int
             row = totals[str(t.get("segment"))]
             for day, n in enumerate(counts.get(sid, ())):
                 row[day] += n
-    factors = {}
-    for segment, row in totals.items():
-        mean = sum(row) / n_days
-        factors[segment] = [n / mean if mean > 0 else 1.0 for n in row]
-    return factors
+    return day_factors(totals)
 
 
 def _peak(world: World, sid: str, counts: dict[str, list[int]],

@@ -181,8 +181,7 @@ def score(world: World, alerts: Iterable[dict[str, Any]], zones: frozenset[str],
                                "false_pct_with_week_after": None, "present": None}
     if world.holiday is not None:
         h0, h1 = world.holiday
-        present = [sid for sid in subs
-                   if world.present(sid)[0] < h1 and world.present(sid)[1] > h0]
+        present = world.present_between(h0, h1)
         during = {a["subscriber_id"] for a in sub_alerts
                   if not subs[a["subscriber_id"]]["churn"] and h0 <= parse_ts(a["ts"]) < h1}
         after = {a["subscriber_id"] for a in sub_alerts

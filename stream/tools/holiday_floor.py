@@ -41,8 +41,7 @@ def holiday_floor(world: World, calls: Path | None = None) -> dict[str, Any]:
     in_cells = (params.get("cell_ids", "varied") == "varied"
                 and params.get("trip_cells", "roaming") == "roaming")
     start, end = world.holiday
-    present = [sid for sid in world.subscribers
-               if world.present(sid)[0] < end and world.present(sid)[1] > start]
+    present = world.present_between(start, end)
     targets = {sid: {f["to"] for f in t.get("forwarding") or ()
                      if f.get("why") == "holiday_trip" and not f.get("on_net")}
                for sid in present if not (t := world.subscribers[sid])["churn"]}

@@ -42,6 +42,11 @@ class World:
         until = self.port_out(sid) or self.end
         return since, until
 
+    def present_between(self, start: datetime, end: datetime) -> list[str]:
+        """Subscribers who were ours at some moment of ``[start, end)``."""
+        return [sid for sid in self.subscribers
+                if self.present(sid)[0] < end and self.present(sid)[1] > start]
+
     def subscriber_weeks(self) -> float:
         total = 0.0
         for sid in self.subscribers:
