@@ -217,9 +217,11 @@ class OutcomeLearner:
         rec = self.store.get(f"a:{outcome['alert_id']}")
         if rec is None:
             self.counters["outcomes_unknown_alert"] += 1
+            self._save()  # the counters are state: a restart must not lose the count
             return "unknown_alert"
         if rec["s"] != outcome["subscriber_id"]:
             self.counters["outcomes_subscriber_mismatch"] += 1
+            self._save()
             return "subscriber_mismatch"
         if "done" in rec:
             self.counters["outcomes_after_label"] += 1  # e.g. "churned" after the port-out

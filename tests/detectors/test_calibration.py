@@ -183,6 +183,20 @@ def test_dead_letters_unknown_alert_and_mismatch() -> None:
     assert learner.counters["outcomes_subscriber_mismatch"] == 1
 
 
+def test_a_dead_letter_outcome_is_counted_in_the_stored_state() -> None:
+    # A worker restarted after a dead-letter outcome loads its counters from the store:
+    # the count must be there, although nothing else changed.
+    store: dict[str, Any] = {}
+    learner = OutcomeLearner(store=store)
+    learner.alert(_alert(1))
+    learner.outcome(_outcome(9, "churned", 1))
+    learner.outcome(_outcome(1, "retained", 1, sid="someone-else"))
+    restarted = OutcomeLearner(store=store).counters
+    assert restarted["outcome_churned"] == 1 and restarted["outcome_retained"] == 1
+    assert restarted["outcomes_unknown_alert"] == 1
+    assert restarted["outcomes_subscriber_mismatch"] == 1
+
+
 def test_label_is_used_only_after_the_lag() -> None:
     learner = OutcomeLearner(RiskCalibrator(warmup=1000), lag_days=1)
     learner.alert(_alert(1, day=0))
