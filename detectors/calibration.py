@@ -192,6 +192,7 @@ class OutcomeLearner:
         key = f"a:{aid}"
         if key in self.store:
             self.counters["alerts_duplicate"] += 1  # a redelivery: keep the first
+            self._save()
             return out
         # "m": segment, zone published and leading reason, kept for the outcome metrics
         # (also in the tombstone: a call may be reported after the port-out labelled it).

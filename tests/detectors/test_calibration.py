@@ -183,12 +183,14 @@ def test_dead_letters_unknown_alert_and_mismatch() -> None:
     assert learner.counters["outcomes_subscriber_mismatch"] == 1
 
 
-def test_a_dead_letter_outcome_is_counted_in_the_stored_state() -> None:
-    # A worker restarted after a dead-letter outcome loads its counters from the store:
-    # the count must be there, although nothing else changed.
+def test_dead_letter_outcomes_and_repeats_are_counted_in_the_stored_state() -> None:
+    # A worker restarted after a dead-letter outcome or a repeated alert loads its counters
+    # from the store: the count must be there, although nothing else changed.
     store: dict[str, Any] = {}
     learner = OutcomeLearner(store=store)
     learner.alert(_alert(1))
+    learner.alert(_alert(1))
+    assert OutcomeLearner(store=store).counters["alerts_duplicate"] == 1
     learner.outcome(_outcome(9, "churned", 1))
     learner.outcome(_outcome(1, "retained", 1, sid="someone-else"))
     restarted = OutcomeLearner(store=store).counters
