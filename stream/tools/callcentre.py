@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -543,10 +544,12 @@ def contact_experiment(world: Path, alerts: list[dict[str, Any]], *,
         timing.append({"capacity": capacity, "advised": _mean(advised),
                        "random": _mean(run("queue", "random"))})
         pairs = [(q["value_retained"], f["value_retained"]) for q, f in zip(advised, first)]
+        difference, se = _paired(pairs)
         order.append({"capacity": capacity, "queue": _mean(advised),
                       "first_come": _mean(first),
                       "queue_ahead": sum(q > f for q, f in pairs),
-                      "same": sum(q == f for q, f in pairs)})
+                      "same": sum(q == f for q, f in pairs),
+                      "difference": difference, "difference_se": se})
     halves = [t["advised"]["unreachable_share"] is not None
               and t["random"]["unreachable_share"] is not None
               and t["advised"]["unreachable_share"] <= 0.5 * t["random"]["unreachable_share"]
@@ -556,6 +559,21 @@ def contact_experiment(world: Path, alerts: list[dict[str, Any]], *,
             "timing": timing, "order": order,
             "targets": {"unreachable_half_of_random": all(halves),
                         "queue_more_value_every_capacity": all(more)}}
+
+
+def _paired(pairs: list[tuple[float, float]]) -> tuple[float, float | None]:
+    """The mean of ``a - b`` over paired runs and its standard error (None for one run):
+    a difference within about two standard errors is one the runs cannot tell from none.
+
+    >>> _paired([(10.0, 8.0), (12.0, 8.0), (9.0, 9.0)])
+    (2.0, 1.15)
+    """
+    diffs = [a - b for a, b in pairs]
+    mean = sum(diffs) / len(diffs)
+    if len(diffs) < 2:
+        return round(mean, 2), None
+    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+    return round(mean, 2), round(math.sqrt(var / len(diffs)), 2)
 
 
 def _mean(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -591,16 +609,18 @@ def format_contact(report: dict[str, Any]) -> str:
                      f"{_pct(r['unreachable_share']):>7}  {a['retained']:>16.1f}  "
                      f"{r['retained']:>7.1f}")
     lines += ["value retained (monthly fees) by the queue's order against first come, "
-              "first served (advised hours), and the runs where the queue retained more or "
-              "the same; churners reached (their fees), and the items open and callable a "
-              "day:",
-              f"  {'capacity':>8}  {'queue':>9}  {'first come':>10}  {'ahead':>5}  "
-              f"{'same':>4}  {'customers':>9}  {'first come':>10}  {'reached':>9}  "
-              f"{'first come':>10}  {'open/day':>8}  {'callable':>8}"]
+              "first served (advised hours), the mean difference over the paired runs with "
+              "its standard error, and the runs where the queue retained more or the same; "
+              "churners reached (their fees), and the items open and callable a day:",
+              f"  {'capacity':>8}  {'queue':>9}  {'first come':>10}  {'difference':>13}  "
+              f"{'ahead':>5}  {'same':>4}  {'customers':>9}  {'first come':>10}  "
+              f"{'reached':>9}  {'first come':>10}  {'open/day':>8}  {'callable':>8}"]
     for o in report["order"]:
         q, f = o["queue"], o["first_come"]
+        se = "" if o["difference_se"] is None else f" ±{o['difference_se']:.0f}"
         lines.append(f"  {o['capacity']:>8}  {q['value_retained']:>9.0f}  "
-                     f"{f['value_retained']:>10.0f}  {o['queue_ahead']:>5}  {o['same']:>4}  "
+                     f"{f['value_retained']:>10.0f}  {o['difference']:>+8.0f}{se:>5}  "
+                     f"{o['queue_ahead']:>5}  {o['same']:>4}  "
                      f"{q['retained']:>9.1f}  {f['retained']:>10.1f}  "
                      f"{q['value_reached']:>9.0f}  {f['value_reached']:>10.0f}  "
                      f"{q['open_per_day']:>8}  {q['callable_per_day']:>8}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -257,16 +258,21 @@ def test_contact_experiment_averages_runs_with_distinct_seeds(tmp_path: Path) ->
     assert report["runs"] == 4 and report["seeds"] == [5, 8]
     by_truth = {t["subscriber_id"]: t for t in truth}
     for row in report["order"]:
+        paired = {}
         for order in ("queue", "first_come"):
             runs = [ContactCentre(seed=seed).run(alerts, by_truth, start, end,
                                                  capacity=row["capacity"], order=order)
                     for seed in range(5, 9)]
-            values = [r["value_retained"] for r in runs]
+            values = paired[order] = [r["value_retained"] for r in runs]
             assert len(set(values)) > 1  # the seeds differ, so the mean means something
             assert row[order]["value_retained"] == pytest.approx(sum(values) / 4, abs=0.01)
             calls = sum(r["calls"] for r in runs)
             assert row[order]["unreachable_share"] == pytest.approx(
                 sum(r["unreached"] for r in runs) / calls, abs=1e-4)
         assert 0 <= row["queue_ahead"] + row["same"] <= 4
+        # The paired difference, run by run, and its standard error.
+        diffs = [q - f for q, f in zip(paired["queue"], paired["first_come"])]
+        assert row["difference"] == pytest.approx(statistics.mean(diffs), abs=0.01)
+        assert row["difference_se"] == pytest.approx(statistics.stdev(diffs) / 2, abs=0.01)
     with pytest.raises(ValueError, match="at least 1"):
         contact_experiment(tmp_path, alerts, runs=0)
