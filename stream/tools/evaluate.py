@@ -701,11 +701,12 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{k} {v['detected_7d']}/{v['detectable']}" for k, v in bt.items()))
     hf = report.get("holiday_floor") or {}
     if hf.get("pct") is not None:
-        lines.append("holiday floor (yellow+): 0, trips show in the cells" if hf["trips_in_cells"]
-                     else f"holiday floor (yellow+): {hf['subscribers']} non-churners "
-                     f"({hf['pct']:.2f}% of {hf['present']}) forward >= "
-                     f"{DETECT_MIN_FORWARDED} calls off-net on a holiday trip that changes no "
-                     "cell; yellow holds such a stay while it may be a trip")
+        shown = ("before any call of theirs shows the trip in the cells"
+                 if hf["trips_in_cells"] else "on trips that change no cell")
+        lines.append(f"holiday floor (yellow+): {hf['subscribers']} non-churners "
+                     f"({hf['pct']:.2f}% of {hf['present']}) forward {DETECT_MIN_FORWARDED} "
+                     f"calls off-net in the holiday {shown}; yellow holds such a stay while "
+                     "it may be a trip")
     db = report.get("decay_budget")
     if db:
         lines.append(format_decay_budget(db))
