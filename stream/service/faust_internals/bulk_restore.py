@@ -233,20 +233,7 @@ class BulkRecovery(Recovery):
 
 
 class BulkTableManager(TableManager):
-    """Faust's table manager with :class:`BulkRecovery`, whose rebalance opens the RocksDB
-    databases of every table at once (:func:`~stream.service.faust_internals.rocksdb_store.
-    open_assigned`, decision 0018) before Faust's stores take them, one by one."""
-
-    async def on_rebalance(self, assigned: set[TP], revoked: set[TP],
-                           newly_assigned: set[TP], generation_id: int = 0) -> None:
-        from stream.service.faust_internals.rocksdb_store import open_assigned
-
-        started = time.monotonic()
-        opened = await open_assigned(self.values(), newly_assigned,
-                                     self.app.assignor.assigned_standbys())
-        if opened:
-            log.info("opened %d table databases in %.2f s", opened, time.monotonic() - started)
-        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+    """Faust's table manager with :class:`BulkRecovery`."""
 
     @property
     def recovery(self) -> Recovery:

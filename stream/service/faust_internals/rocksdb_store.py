@@ -34,19 +34,13 @@ marker empties the database, to be restored from the changelog in full.
 
 A rebalance that revokes nothing (a worker's start) runs no garbage collection
 (:meth:`~PartitionedRocksStore.revoke_partitions`, decision 0016).
-
-**The databases of a rebalance are opened at once** (:func:`open_assigned`, decision 0018):
-Faust's stores open them one after another, a table after another, and after a ``kill -9``
-each replays its write-ahead log first, mostly outside Python's lock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import shutil
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -211,64 +205,6 @@ class PartitionedRocksStore(Store):
         for key, value in db.items():
             if key not in _HIDDEN:
                 yield key, value
-
-
-#: Databases opened at once by :func:`open_assigned`.
-OPEN_THREADS = 4
-
-
-async def open_assigned(tables: Iterable[Any], newly_assigned: Iterable[Any],
-                        standbys: Iterable[Any] = ()) -> int:
-    """Open the databases that ``tables``' stores would open for ``newly_assigned``, in
-    :data:`OPEN_THREADS` threads at once, before Faust's stores do it one by one; how many
-    were opened.
-
-    A store then finds each of them open (``_db_for_partition``). Only what Faust's own
-    ``assign_partitions`` opens: active partitions of each table's changelog topics, not
-    standbys, not those open already. A database that fails to open here (a lock still held
-    by a worker going away) is left to Faust's store, which opens it again with its
-    retries. Cancelled (a new rebalance), the opens run to their end and what they opened
-    is closed, so that no database keeps its directory locked.
-    """
-    standby = set(standbys)
-    jobs: list[tuple[PartitionedRocksStore, int]] = []
-    for table in tables:
-        store = getattr(table, "data", None)
-        if not isinstance(store, PartitionedRocksStore):
-            continue
-        topics = table.changelog_topic.topics
-        jobs.extend((store, tp.partition) for tp in sorted(newly_assigned)
-                    if tp.topic in topics and tp not in standby
-                    and tp.partition not in store._dbs)
-    if not jobs:
-        return 0
-    pool = ThreadPoolExecutor(min(OPEN_THREADS, len(jobs)), thread_name_prefix="rocksdb-open")
-    opening = [pool.submit(store._open_for_partition, partition) for store, partition in jobs]
-    pool.shutdown(wait=False)
-    try:
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in opening),
-                             return_exceptions=True)
-    except asyncio.CancelledError:
-        for future in opening:
-            future.add_done_callback(_close_opened)
-        raise
-    opened = 0
-    for (store, partition), future in zip(jobs, opening, strict=True):
-        error = future.exception()
-        if error is not None:
-            store.log.info("partition %d: not opened ahead (%r); the store opens it",
-                           partition, error)
-        elif partition in store._dbs:  # opened meanwhile: keep that one
-            future.result().close()
-        else:
-            store._dbs[partition] = future.result()
-            opened += 1
-    return opened
-
-
-def _close_opened(future: Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()
 
 
 def is_rocksdb(url: Any) -> bool:
