@@ -20,8 +20,10 @@ group's state moves with its partition on a rebalance and is restored from the c
 context updates are delivered first; then its table records, each partition's group
 states before its sequencer (so a crash between them releases signals again rather than
 losing them; the group stage ignores a signal it has applied); on RocksDB, once those are
-on the broker, the local store is told it may trust the batch (:func:`record_writers`);
-then the batch is acked.
+on the broker, the local store is told it may trust the batch (:func:`record_writers`:
+a worker that died before that finds the batch taken back out of its local store, which
+then reads the changelog's tail from where it stood before the batch); then the batch is
+acked.
 Messages delivered again change nothing (watermarks only rise; signals: see above).
 
 **Members' context.** A group alert's context (``GroupWatch.context``) is also published to
@@ -232,14 +234,19 @@ class GroupStage:
         return alerts, contexts, {p: seq.to_state() for p, seq in seqs.items()}
 
 
-def record_writers(table: Any, records: list[tuple[int, str, bytes | None]]
-                   ) -> list[Callable[[], None]]:
-    """The writers of a batch's table records (``(partition, key, value)``, drained from
-    its cache), for :func:`stream.service.faust_internals.batch.commit`, which flushes the
+def record_writers(table: Any, cache: BatchCache) -> list[Callable[[], None]]:
+    """Move the batch in ``cache`` into ``table``'s store and return the writers of its
+    records, for :func:`stream.service.faust_internals.batch.commit`, which flushes the
     producer after each: send the records; then, once they are on the broker, tell a local
-    store (RocksDB) that the changelog has what the batch wrote to it, so that a restart
-    trusts the store and reads only the changelog's tail (an unsettled partition is
-    restored from its changelog in full: a crash between the local write and the flush)."""
+    store (RocksDB) that the changelog has what the batch wrote to it.
+
+    The batch is drained with its undo (:meth:`~stream.service.tables.BatchCache.drain`):
+    its records go to the changelog after it is in the local store, so a worker that died in
+    between finds the values the batch replaced, and the changelog offset from before it,
+    put back in its local store, and reads the changelog's tail from there (whatever part of
+    the batch the broker had, as the changelog has it), not the partition's whole changelog.
+    """
+    records = cache.drain(undo=True)
     if not records:
         return []
     writers: list[Callable[[], None]] = [partial(send_records, table, records)]
@@ -325,7 +332,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any = None,
         # Each partition's sequencer after its group states (insertion order).
         for partition, seq in seqs.items():
             stage.cache.set(partition, f"{SEQ_KEY}/{partition}", seq)
-        return record_writers(table, stage.cache.drain())
+        return record_writers(table, stage.cache)
 
     async def fold_signals(stream: Any) -> None:
         async for events in stream.noack_take(500, within=0.05):

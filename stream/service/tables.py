@@ -251,8 +251,10 @@ class BatchCache:
 
         A local store marks the partitions written until its ``settle`` says the changelog
         has the batch. A partition still marked when the worker starts again gets the values
-        the batch replaced back (``undo``: the owner settles each batch before the next,
-        and its input comes again) or is restored from the changelog in full (a table
+        the batch replaced, and the changelog offset from before it, back (``undo``: the
+        owner settles each batch before the next, and its input comes again; recovery then
+        reads the changelog's tail from that offset) or is restored from the changelog in
+        full (a table
         whose owner never settles is always restored in full, as on the memory store)."""
         data = self.data
         dumps = dumps_exact  # kept until the batch's records are sent

@@ -23,9 +23,14 @@ database before its write-ahead copy reaches the broker (:mod:`stream.service.ta
 With ``unsettled=True`` the same write batch sets a marker in that partition's database;
 :meth:`~PartitionedRocksStore.settle` removes it once the copy is on the broker. A
 database opened with the marker set (the worker died in between) may hold a batch the
-changelog never got. With ``undo=True`` the marker holds the values the batch replaced,
-and they are put back (the batch's input is delivered again, as its offsets were not
-committed); a bare marker empties the database, to be restored from the changelog in full.
+changelog never got. With ``undo=True`` the marker holds the values the batch replaced
+and the changelog offset the database held before it, and both are put back: the database
+is as it was before the batch, and recovery reads the changelog's tail from there, so
+whatever part of the batch reached the changelog comes back from it, as a restore in full
+would have it (the batch's input is delivered again, as its offsets were not committed).
+The offset matters to an owner that sends its records while the marker is set (the group
+stage): each record the broker acknowledged moved the database's offset past it. A bare
+marker empties the database, to be restored from the changelog in full.
 
 A rebalance that revokes nothing (a worker's start) runs no garbage collection
 (:meth:`~PartitionedRocksStore.revoke_partitions`, decision 0016).
@@ -88,11 +93,15 @@ class PartitionedRocksStore(Store):
 
         batches: dict[int, Any] = {}
         replaced: dict[int, list[tuple[str, str | None]]] = {}
+        offsets: dict[int, str | None] = {}
         for partition, key, value in records:
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
                 replaced[partition] = []
+                if unsettled and undo:
+                    offset = self._db_for_partition(partition).get(self.offset_key)
+                    offsets[partition] = None if offset is None else offset.decode()
             if unsettled and undo:
                 old = self._db_for_partition(partition).get(key)
                 replaced[partition].append((key.decode(), None if old is None else old.decode()))
@@ -104,8 +113,9 @@ class PartitionedRocksStore(Store):
                 self._key_index[key] = partition
         for partition, batch in batches.items():
             if unsettled:
-                batch.put(UNSETTLED_KEY, orjson.dumps({"undo": replaced[partition]})
-                          if undo else b"1")
+                batch.put(UNSETTLED_KEY, orjson.dumps(
+                    {"undo": replaced[partition], "offset": offsets[partition]})
+                    if undo else b"1")
             self._db_for_partition(partition).write(batch)
 
     def settle(self, partitions: Iterable[int]) -> None:
@@ -154,7 +164,8 @@ class PartitionedRocksStore(Store):
         mark = db.get(UNSETTLED_KEY)
         if mark is None:
             return db
-        undo = orjson.loads(mark).get("undo") if mark.startswith(b"{") else None
+        marker = orjson.loads(mark) if mark.startswith(b"{") else {}
+        undo = marker.get("undo")
         if undo is not None:
             import rocksdict
 
@@ -164,6 +175,12 @@ class PartitionedRocksStore(Store):
                     batch.delete(key.encode())
                 else:
                     batch.put(key.encode(), old.encode())
+            if "offset" in marker:  # the offset the values put back go with
+                offset = marker["offset"]
+                if offset is None:
+                    batch.delete(self.offset_key)
+                else:
+                    batch.put(self.offset_key, offset.encode())
             batch.delete(UNSETTLED_KEY)
             db.write(batch)
             self.log.warning("%s partition %d: the last batch written locally was not on the "
