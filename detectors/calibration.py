@@ -192,17 +192,17 @@ class OutcomeLearner:
         key = f"a:{aid}"
         if key in self.store:
             self.counters["alerts_duplicate"] += 1  # a redelivery: keep the first
-            self._save()
-            return out
-        # "m": segment, zone published and leading reason, kept for the outcome metrics
-        # (also in the tombstone: a call may be reported after the port-out labelled it).
-        self.store[key] = {"s": sid, "t": ts, "x": x, "c": [],
-                           "m": [str(alert.get("segment") or "unknown"), out["zone"],
-                                 leading_reason(alert)]}
-        self.store[f"u:{sid}"] = [*self.store.get(f"u:{sid}", []), aid]
-        self._index(self.clock.day(ts + self.horizon_s), aid)
-        self.counters["alerts_pending"] += 1
-        self._save()
+        else:
+            # "m": segment, zone published and leading reason, kept for the outcome
+            # metrics (also in the tombstone: a call may be reported after the port-out
+            # labelled it).
+            self.store[key] = {"s": sid, "t": ts, "x": x, "c": [],
+                               "m": [str(alert.get("segment") or "unknown"), out["zone"],
+                                     leading_reason(alert)]}
+            self.store[f"u:{sid}"] = [*self.store.get(f"u:{sid}", []), aid]
+            self._index(self.clock.day(ts + self.horizon_s), aid)
+            self.counters["alerts_pending"] += 1
+        self._save()  # every input moves the counters, which are state
         return out
 
     def outcome(self, outcome: dict[str, Any]) -> str | None:
@@ -213,26 +213,31 @@ class OutcomeLearner:
         ``horizon_days``) or ``"subscriber_mismatch"``. An outcome for an alert already
         labelled (a ``churned`` report after the port-out) is counted, not learned.
         """
+        reason = self._outcome(outcome)
+        self._save()  # every input moves the counters, which are state
+        return reason
+
+    def _outcome(self, outcome: dict[str, Any]) -> str | None:
         kind = str(outcome["outcome"])
         self.counters[f"outcome_{kind}"] += 1
         rec = self.store.get(f"a:{outcome['alert_id']}")
         if rec is None:
             self.counters["outcomes_unknown_alert"] += 1
-            self._save()  # the counters are state: a restart must not lose the count
             return "unknown_alert"
         if rec["s"] != outcome["subscriber_id"]:
             self.counters["outcomes_subscriber_mismatch"] += 1
-            self._save()
             return "subscriber_mismatch"
         if "done" in rec:
             self.counters["outcomes_after_label"] += 1  # e.g. "churned" after the port-out
-            self._save()
             return None
         label = LABELS[kind]
         if label is not None:
             self._candidate(str(outcome["alert_id"]), parse_ts(outcome["ts"]), BY_OUTCOME, label)
-        self._save()
         return None
+
+    def knows(self, alert_id: str) -> bool:
+        """Is the alert ``alert_id`` kept (seen, within its horizon)?"""
+        return f"a:{alert_id}" in self.store
 
     def exit(self, subscriber_id: str, ts: str | float) -> None:
         """A ``port_out`` or ``deactivation``: the subscriber's pending alerts were right."""
