@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import random
+import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -569,11 +570,10 @@ def _paired(pairs: list[tuple[float, float]]) -> tuple[float, float | None]:
     (2.0, 1.15)
     """
     diffs = [a - b for a, b in pairs]
-    mean = sum(diffs) / len(diffs)
+    mean = round(statistics.fmean(diffs), 2)
     if len(diffs) < 2:
-        return round(mean, 2), None
-    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
-    return round(mean, 2), round(math.sqrt(var / len(diffs)), 2)
+        return mean, None
+    return mean, round(statistics.stdev(diffs) / math.sqrt(len(diffs)), 2)
 
 
 def _mean(runs: list[dict[str, Any]]) -> dict[str, Any]:

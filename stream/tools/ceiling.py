@@ -63,7 +63,6 @@ def detectability(world: World, calls: Path | None = None) -> dict[str, dict[str
     cut_iso = {sid: c.astimezone(world.start.tzinfo).isoformat() for sid, c in cutoff.items()}
     stable_segment = {sid: t.get("segment") for sid, t in subs.items() if t["kind"] == "stable"}
     n_days = max(1, round((world.end - world.start).total_seconds() / DAY_S))
-    day_of: dict[str, int] = {}
     segment_calls: dict[str, list[int]] = defaultdict(lambda: [0] * n_days)
     own_calls: dict[str, list[int]] = {sid: [0] * n_days for sid in leavers}
     forwarded: Counter[str] = Counter()
@@ -75,11 +74,7 @@ def detectability(world: World, calls: Path | None = None) -> dict[str, dict[str
                 if sid not in leavers and sid not in stable_segment:
                     continue
                 if e["direction"] == "out":
-                    date = e["ts"][:10]
-                    day = day_of.get(date)
-                    if day is None:
-                        day = day_of[date] = (parse_ts(e["ts"][:10] + "T12:00:00" + e["ts"][19:])
-                                              - world.start).days
+                    day = world.day(e["ts"])
                     if 0 <= day < n_days:
                         if sid in leavers:
                             own_calls[sid][day] += 1

@@ -87,7 +87,6 @@ def decay_budget(world: World, calls: Path | None = None) -> dict[str, Any]:
 
 def _outgoing_by_day(world: World, path: Path, n_days: int) -> dict[str, list[int]]:
     counts: dict[str, list[int]] = defaultdict(lambda: [0] * n_days)
-    day_of: dict[str, int] = {}
     if not path.exists():
         return counts
     with path.open("rb") as handle:
@@ -95,11 +94,7 @@ def _outgoing_by_day(world: World, path: Path, n_days: int) -> dict[str, list[in
             e = orjson.loads(line)
             if e["direction"] != "out":
                 continue
-            date = e["ts"][:10]
-            day = day_of.get(date)
-            if day is None:
-                noon = parse_ts(date + "T12:00:00" + e["ts"][19:])
-                day = day_of[date] = (noon - world.start).days
+            day = world.day(e["ts"])
             if 0 <= day < n_days:
                 counts[e["subscriber_id"]][day] += 1
     return counts

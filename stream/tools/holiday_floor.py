@@ -28,7 +28,6 @@ import orjson
 from stream.tools.ceiling import DETECT_MIN_FORWARDED
 from stream.tools.world import World, parse_ts
 
-_SID = b'"subscriber_id":"'
 #: The simulator's reasons for a traveller's forwarding.
 TRIPS = ("holiday_trip", "trip")
 
@@ -67,16 +66,8 @@ def holiday_floor(world: World, calls: Path | None = None) -> dict[str, Any]:
     own: dict[str, datetime] = {}  # the first call of their own from a cell on the trip
     path = calls or world.directory / "calls.jsonl"
     if trips and path.exists():
-        keys = {sid.encode() for sid in trips}
         with path.open("rb") as handle:
             for line in handle:
-                at = line.find(_SID)
-                if at >= 0:  # the simulator's compact lines: most calls skip the parse
-                    at += len(_SID)
-                    if line[at:line.find(b'"', at)] not in keys:
-                        continue
-                if not line.strip():
-                    continue
                 e = orjson.loads(line)
                 sid = e["subscriber_id"]
                 if sid not in trips:

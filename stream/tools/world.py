@@ -31,6 +31,23 @@ class World:
     groups: dict[str, dict[str, Any]]
     holiday: tuple[datetime, datetime] | None
     summary: dict[str, Any] = field(default_factory=dict)
+    _days: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def day(self, ts: str) -> int:
+        """The world's day (0: its first) of an event's ISO timestamp, by the event's own
+        local date (``YYYY-MM-DDTHH:MM:SS+HH:MM``), kept per date: called for every call.
+
+        >>> from datetime import datetime
+        >>> w = World(Path("."), datetime.fromisoformat("2026-01-05T00:00:00+08:00"),
+        ...           datetime.fromisoformat("2026-05-05T00:00:00+08:00"), {}, {}, None)
+        >>> w.day("2026-01-05T23:59:00+08:00"), w.day("2026-01-07T00:01:00+08:00")
+        (0, 2)
+        """
+        date = ts[:10]
+        day = self._days.get(date)
+        if day is None:
+            day = self._days[date] = (parse_ts(date + "T12:00:00" + ts[19:]) - self.start).days
+        return day
 
     def port_out(self, sid: str) -> datetime | None:
         ts = self.subscribers[sid].get("port_out_ts")
