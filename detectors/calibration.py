@@ -235,10 +235,6 @@ class OutcomeLearner:
             self._candidate(str(outcome["alert_id"]), parse_ts(outcome["ts"]), BY_OUTCOME, label)
         return None
 
-    def knows(self, alert_id: str) -> bool:
-        """Is the alert ``alert_id`` kept (seen, within its horizon)?"""
-        return f"a:{alert_id}" in self.store
-
     def exit(self, subscriber_id: str, ts: str | float) -> None:
         """A ``port_out`` or ``deactivation``: the subscriber's pending alerts were right."""
         when = parse_ts(ts) if isinstance(ts, str) else float(ts)

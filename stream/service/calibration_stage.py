@@ -28,8 +28,7 @@ ahead) so wait until the engines have reached their time, and are not ``unknown_
 A partition that sends nothing (idle, or far behind) would hold everything. So an item
 held for ``hold_s`` seconds also goes once every partition has closed the days its labels
 need (``day(ts) - 1 - lag_days``, the learner's sealing rule: the model is the same
-whatever the interleaving within that slack), an outcome only once its alert has reached
-the learner (before it, it would be an unknown alert), and beyond ``max_held`` the oldest go
+whatever the interleaving within that slack), and beyond ``max_held`` the oldest go
 regardless (``forced``, counted). A partition that has sent nothing for ``idle_s``
 seconds (never reported: no traffic at all; or a stuck worker) is not waited for by items
 held that long (``released_idle``, counted): out of replay's order only if it wakes with
@@ -316,12 +315,6 @@ class CalibrationStage:
         need = self.days.day(parse_ts(ts)) - 1 - self.lag_days
         return min(self.marks.values()) >= need
 
-    def alert_known(self, item: dict[str, Any]) -> bool:
-        """An outcome's alert has reached the learner (any other item: True). An outcome
-        that goes before its alert is a dead letter (``unknown_alert``), whatever the
-        days: it waits for the partitions to pass it instead."""
-        return item["kind"] != "outcome" or bool(self.learner.knows(item["outcome"]["alert_id"]))
-
     def release(self, out: StageOutput) -> None:
         """Feed the learner every held item that can go, smallest key first."""
         now = self.clock()
@@ -333,8 +326,7 @@ class CalibrationStage:
                 self.counters["forced"] += 1
             elif self.passed(key):
                 pass
-            elif (now - since >= self.hold_s and self.sealed_enough(item)
-                  and self.alert_known(item)):
+            elif now - since >= self.hold_s and self.sealed_enough(item):
                 self.counters["released_by_days"] += 1
             elif (now - since >= self.idle_s and (idle := self.idle(now))
                   and self.passed(key, idle)):

@@ -415,41 +415,6 @@ def test_calibration_stage_holds_outcomes_until_the_partitions_pass_them():
         "malformed_json"
 
 
-def test_calibration_stage_keeps_an_outcome_until_its_alert_however_sealed_the_days():
-    """An outcome held past ``hold_s`` may go once the days its label needs are closed,
-    but not before its alert: a partition far behind (a restarted worker catching up)
-    still has to send it, and the outcome would be an unknown alert."""
-    from detectors.days import Clock
-    from stream.service.calibration_stage import CalibrationStage
-    from stream.settings import Settings
-
-    now = [0.0]
-    store: dict = {}
-    stage = CalibrationStage(store, Settings().outcome_learner, sources=2, hold_s=5.0,
-                             idle_s=600.0, clock=lambda: now[0])
-    t = 1772424000.0  # 2026-03-02T12:00:00+08:00
-    closed = Clock(8.0, 0.0).day(t) - 1  # the day before: what the label needs
-    aid = "a1f3c09e5b7d2e44"
-    alert = {"alert_id": aid, "kind": "subscriber", "status": "open", "subscriber_id": "s1",
-             "zone": "red", "risk_score": 0.8, "reasons": [], "ts": "2026-03-02T12:00:00+08:00"}
-    outcome = {"alert_id": aid, "subscriber_id": "s1", "ts": "2026-03-02T15:00:00+08:00",
-               "outcome": "no_answer"}
-    assert not stage.process([("o", 0, orjson.dumps(outcome)),
-                   ("c", 0, orjson.dumps({"kind": "day", "partition": 0, "at": [t + 7200, 0],
-                                          "day": closed})),
-                   ("c", 1, orjson.dumps({"kind": "day", "partition": 1, "at": [t - 60, 0],
-                                          "day": closed}))]).dead_letters
-    now[0] = 30.0  # held six times hold_s, its days closed: its alert has still not come
-    out = stage.process([])
-    assert not out.dead_letters and stage.held == 1
-    records = [{"kind": "alert", "partition": 1, "at": [t, 0], "alert": alert},
-               {"kind": "day", "partition": 1, "at": [t + 7200, 0], "day": closed}]
-    out = stage.process([("c", 2 + i, orjson.dumps(r)) for i, r in enumerate(records)])
-    assert [a["alert_id"] for a in out.alerts] == [aid] and not out.dead_letters
-    assert stage.held == 0
-    assert "outcomes_unknown_alert" not in store["__calibration__"]["counters"]
-
-
 def test_calibration_stage_stops_waiting_for_a_partition_that_sends_nothing():
     """A partition with no traffic never reports: after ``idle_s`` the items held that
     long go without it (counted), where they used to wait for ``max_held``."""
