@@ -64,10 +64,12 @@ class OutcomeLearner:
     * nothing for ``horizon_days`` (negative, dated at the horizon).
 
     An alert takes its earliest label (ties: outcome, exit, horizon). Labels are learned
-    when their day is *sealed* (once an alert or an exit of day ``d + 1 + lag_days``
-    comes), in (time, alert id) order, so the order in which the inputs of one day
-    interleave cannot change the model. A label for a day already sealed is late: counted
-    (``late_labels``) and learned with the next day. Outcomes never move the clock.
+    when their day is *sealed* (once an input of day ``d + 1 + lag_days`` comes), in
+    (time, alert id) order, so the order in which the inputs of one day interleave cannot
+    change the model. A label for a day already sealed is late: counted (``late_labels``)
+    and learned with the next day. Every input moves the clock, outcomes too: an outcome
+    of day ``D`` finds its alert labelled or forgotten as sealing day ``D - 1 - lag_days``
+    left it, whatever came before it.
 
     Parameters
     ----------
@@ -218,6 +220,10 @@ class OutcomeLearner:
         return reason
 
     def _outcome(self, outcome: dict[str, Any]) -> str | None:
+        # The outcome's time seals the days before it, as an alert's would: whether its
+        # alert is labelled or past its horizon then depends on the outcome alone, not on
+        # which other subscribers' inputs came first (the stream's partitions differ there).
+        self.advance(parse_ts(outcome["ts"]))
         kind = str(outcome["outcome"])
         self.counters[f"outcome_{kind}"] += 1
         rec = self.store.get(f"a:{outcome['alert_id']}")
@@ -234,6 +240,10 @@ class OutcomeLearner:
         if label is not None:
             self._candidate(str(outcome["alert_id"]), parse_ts(outcome["ts"]), BY_OUTCOME, label)
         return None
+
+    def knows(self, alert_id: str) -> bool:
+        """Has the alert ``alert_id`` been taken (and not yet forgotten past its horizon)?"""
+        return f"a:{alert_id}" in self.store
 
     def exit(self, subscriber_id: str, ts: str | float) -> None:
         """A ``port_out`` or ``deactivation``: the subscriber's pending alerts were right."""
@@ -285,8 +295,10 @@ class OutcomeLearner:
 
     # -- labels ---------------------------------------------------------------------------
     def _index(self, day: int, aid: str) -> None:
+        # Sorted: the stream's partitions interleave a day's inputs as they come, and the
+        # state must be replay's whatever the interleaving.
         key = f"b:{day}"
-        self.store[key] = [*self.store.get(key, []), aid]
+        self.store[key] = sorted({*self.store.get(key, []), aid})
 
     def _candidate(self, aid: str, ts: float, source: int, label: bool) -> None:
         day = self.clock.day(ts)

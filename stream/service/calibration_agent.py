@@ -102,7 +102,7 @@ def declare(app: Any, settings: Any, *, alerts_topic: Any, deadletter_topic: Any
     cache = BatchCache(table, PartitionIndex())
     stage = CalibrationStage(
         TableStore(cache), settings.outcome_learner, settings.partitions,
-        keys=lambda: list(table.data), lag_days=settings.calibration_lag_days,
+        keys=lambda: list(table.data),
         hold_s=settings.calibration_hold_s, idle_s=settings.calibration_idle_s,
         max_held=settings.calibration_max_held,
         topics=(settings.topic_calibration, settings.topic_outcomes),

@@ -26,13 +26,17 @@ being unknown here). Outcomes produced ahead of the stream (tests; a tool whose 
 ahead) so wait until the engines have reached their time, and are not ``unknown_alert``.
 
 A partition that sends nothing (idle, or far behind) would hold everything. So an item
-held for ``hold_s`` seconds also goes once every partition has closed the days its labels
-need (``day(ts) - 1 - lag_days``, the learner's sealing rule: the model is the same
-whatever the interleaving within that slack), and beyond ``max_held`` the oldest go
-regardless (``forced``, counted). A partition that has sent nothing for ``idle_s``
-seconds (never reported: no traffic at all; or a stuck worker) is not waited for by items
-held that long (``released_idle``, counted): out of replay's order only if it wakes with
-earlier events.
+held for ``hold_s`` seconds also goes once every partition has closed the day before its
+own (``day(ts) - 1``): a slower partition can then only send items of that day or later,
+which the learner scores and labels as in replay's order (the item moves its clock to
+``day(ts) - 1 - lag_days`` at most). An outcome so also needs its subscriber's partition
+(Kafka's partitioner on the subscriber id, as the inputs are routed) to have passed it:
+that partition sends the subscriber's alerts and port-out, and an outcome ahead of its
+alert would be a dead letter, ahead of the port-out a label replay does not give. Beyond
+``max_held`` the oldest go regardless (``forced``, counted). A partition that has sent
+nothing for ``idle_s`` seconds (never reported: no traffic at all; or a stuck worker) is
+not waited for by items held that long (``released_idle``, counted): out of replay's
+order only if it wakes with earlier events.
 
 **State and restarts.** Everything is in the table: the learner's keys, ``__stage__``
 (the partitions' marks and positions, the offset below which each input topic is in the
@@ -41,6 +45,14 @@ as one write-ahead copy first (:func:`stream.service.write_ahead.wal_chunks`), t
 key, so a ``kill -9`` leaves the state of one batch or the next, never a mix; the applied offsets
 in the same copy make a redelivered message change nothing. Alerts and dead letters are
 delivered before the state that says they were made (at least once, same ``alert_id``).
+
+**An engine's records again.** An engine killed after sending its records but before
+committing its batch sends them again when it (or the worker its partition moves to)
+resumes: the same alerts, exits and marks, at new offsets. A partition's records come in
+its order, so one behind the partition's last position is such a repeat; at that
+position, an alert the learner already has and the exit last taken from the partition
+are too. Repeats are counted (``reemitted``) and dropped: the learner's state stays
+replay's, and the alert was published the first time (its state is saved only after).
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ from typing import Any
 import orjson
 
 from detectors.days import Clock, parse_ts
+from stream.contracts.partitioning import partition_of
 from stream.contracts.validation import Accepted, Rejected, Validator, dead_letter
 from stream.service.redaction import stack
 
@@ -131,7 +144,6 @@ class CalibrationStage:
         sources: int,
         *,
         keys: Callable[[], Iterable[str]] | None = None,
-        lag_days: int = 1,
         hold_s: float = 5.0,
         idle_s: float = 300.0,
         max_held: int = 50_000,
@@ -144,7 +156,6 @@ class CalibrationStage:
         self.learner_factory = learner_factory
         self.sources = sources
         self.keys = keys if keys is not None else (lambda: list(store))
-        self.lag_days = lag_days
         self.hold_s = hold_s
         self.idle_s = idle_s
         self.max_held = max_held
@@ -156,6 +167,8 @@ class CalibrationStage:
         self.loaded = False
         self.marks: dict[int, int] = {}
         self.pos: dict[int, tuple[float, int]] = {}
+        #: the last exit taken from each partition: ``[T, o, subscriber_id]``
+        self.exits: dict[int, list[Any]] = {}
         self.applied: dict[str, int] = {}
         self.seq = 0
         self.counters: Counter[str] = Counter()
@@ -187,9 +200,11 @@ class CalibrationStage:
             self.applied = {str(k): int(v) for k, v in saved["applied"].items()}
             self.seq = int(saved["seq"])
             self.counters = Counter(saved["counters"])
+            self.exits = {int(k): list(v) for k, v in saved.get("exits", {}).items()}
         else:
             self.marks, self.pos, self.applied, self.seq = {}, {}, {}, 0
             self.counters = Counter()
+            self.exits = {}
         self.heap = []
         self.heard, self.started = {}, now
         for k in self.keys():
@@ -216,7 +231,8 @@ class CalibrationStage:
             "v": STAGE_STATE_VERSION,
             "marks": {str(k): v for k, v in self.marks.items()},
             "pos": {str(k): list(v) for k, v in self.pos.items()},
-            "applied": dict(self.applied), "seq": self.seq, "counters": dict(self.counters)}
+            "applied": dict(self.applied), "seq": self.seq, "counters": dict(self.counters),
+            "exits": {str(k): v for k, v in self.exits.items()}}
 
     @property
     def held(self) -> int:
@@ -265,8 +281,16 @@ class CalibrationStage:
             self.counters["bad_record"] += 1
             return
         self.heard[p] = self.clock()
-        if at > self.pos.get(p, (float("-inf"), 0)):
-            self.pos[p] = at  # a partition's records come in its order
+        if at < self.pos.get(p, (float("-inf"), 0)):
+            self.counters["reemitted"] += 1  # a partition's records come in its order
+            return
+        self.pos[p] = at
+        if kind == "exit":
+            taken = [at[0], at[1], str(rec.get("subscriber_id"))]
+            if self.exits.get(p) == taken:
+                self.counters["reemitted"] += 1
+                return
+            self.exits[p] = taken
         if kind == "day":
             if rec.get("day") is not None and int(rec["day"]) > self.marks.get(p, -1 << 40):
                 self.marks[p] = int(rec["day"])
@@ -307,13 +331,19 @@ class CalibrationStage:
         return True
 
     def sealed_enough(self, item: dict[str, Any]) -> bool:
-        """Every partition has closed the days the learner seals on this item."""
+        """Every partition has closed the day before this item's, and for an outcome, its
+        subscriber's partition has passed it: nothing still to come changes what the
+        learner makes of it."""
         if len(self.marks) < self.sources:
             return False
+        if item["kind"] == "outcome":
+            outcome = item["outcome"]
+            own = self.pos.get(partition_of(str(outcome["subscriber_id"]), self.sources))
+            if own is None or own[0] <= parse_ts(outcome["ts"]):
+                return False
         ts = item["outcome"]["ts"] if item["kind"] == "outcome" else (
             item["alert"]["ts"] if item["kind"] == "alert" else item["ts"])
-        need = self.days.day(parse_ts(ts)) - 1 - self.lag_days
-        return min(self.marks.values()) >= need
+        return min(self.marks.values()) >= self.days.day(parse_ts(ts)) - 1
 
     def release(self, out: StageOutput) -> None:
         """Feed the learner every held item that can go, smallest key first."""
@@ -342,6 +372,9 @@ class CalibrationStage:
     def _feed(self, item: dict[str, Any], out: StageOutput) -> None:
         learner = self.learner
         kind = item["kind"]
+        if kind == "alert" and learner.knows(str(item["alert"].get("alert_id"))):
+            self.counters["reemitted"] += 1  # sent again by its engine; published already
+            return
         if kind == "alert":
             try:
                 out.alerts.append(learner.alert(item["alert"]))

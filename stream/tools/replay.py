@@ -157,11 +157,11 @@ def replay_directory(
        is released; written to a file and replayed as ``outcomes``, they give the same
        alerts and the same learner state (tested).
 
-    The order of outcomes released between the same two events does not matter: outcomes
-    never move the learner's clock and labels are learned only when their day is sealed
-    (tested by shuffling the file). Nothing is late here: only an alert or exit dated a
-    day or more after ``t`` can seal the day of an outcome dated ``t``. Without a learner
-    and a call centre the output is exactly what it was before outcome learning.
+    Outcomes go in time order (the file is sorted by ``(ts, line)`` first: shuffling it
+    changes nothing, tested) and move the learner's clock as alerts and exits do, so
+    nothing is late here: only an input dated a day or more after ``t`` can seal the day
+    of an outcome dated ``t``. Without a learner and a call centre the output is exactly
+    what it was before outcome learning.
     """
     from detectors import Engine, EngineConfig
     from detectors.group import GroupConfig, GroupStage

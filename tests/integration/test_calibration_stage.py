@@ -156,8 +156,12 @@ def test_stream_learns_the_replay_model_and_recovers_it_after_kill9(broker, worl
         second.terminate(5)
     assert dump is not None and dump["events"] < total, "the second worker restored state"
     got = {a["alert_id"]: a for a in alerts}
+    stage = (dump["calibration"] or {}).get("__stage__") or {}
+    held = sorted(v["k"] for k, v in dump["calibration"].items() if k.startswith("h:"))
     assert set(got) == set(expected), (
-        f"{len(set(expected) - set(got))} missing, {len(set(got) - set(expected))} extra")
+        f"{len(set(expected) - set(got))} missing, {len(set(got) - set(expected))} extra; "
+        f"stage counters {stage.get('counters')}, positions {stage.get('pos')}, "
+        f"marks {stage.get('marks')}, held {held[:5]} ({len(held)})")
     # Repeats (at least once) carry the same calibrated alert.
     for a in alerts:
         assert _calibrated(a) == _calibrated(got[a["alert_id"]])
