@@ -65,8 +65,9 @@ class StayAway(base.DriftDetector):
     decline, no usage alarm) and whether the plan was cut that day.
 
     - **Onset**: a day with outgoing calls at or below ``collapse`` of usual after a steady
-      fortnight (the collapsed days just before it belong to it). After a decline there
-      is no onset: that is churn going its way, judged by the other models.
+      fortnight (the collapsed days just before it belong to it), or below ``back`` of
+      usual with incoming calls forwarded off-net that day (a trip's first day). After a
+      decline there is no onset: that is churn going its way, judged by the other models.
     - **Confirmed** (:attr:`drift_detected`) once outgoing calls over its days are at most
       ``collapse`` of usual, and either incoming calls are forwarded off-net, or, after
       ``min_days`` days at least, ``min_expected`` outgoing calls were usual, short of
@@ -202,7 +203,10 @@ class StayAway(base.DriftDetector):
         self.ended = self._drift_detected = False
         collapsed = out <= self.collapse * rate
         if s is None:
-            if not (collapsed and self._steady and rate > 0):
+            # A trip's first day is half at home: with calls forwarded off-net that day,
+            # outgoing calls at ``back`` of usual begin a stay away too.
+            onset = collapsed or (self._forwarded > 0 and out < self.back * rate)
+            if not (onset and self._steady and rate > 0):
                 return
             s = self.state = AwayState.new()
             days, calls = self._run

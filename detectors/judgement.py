@@ -137,6 +137,10 @@ class Judgement(Outputs):
         # A stay away that may be an absence (:mod:`detectors.absence`): no usage or spend
         # judgement; with calls forwarded off-net, yellow (:mod:`detectors.stay_judgement`).
         held = stay is not None and bool(stay.confirmed) and not stay.verdict
+        # A stay away not yet confirmed, within a trip's length, with calls forwarded
+        # off-net: a trip's first days as well as a switch's, yellow as while held.
+        pending = (stay is not None and not stay.confirmed and not stay.verdict
+                   and day - stay.start < cfg.trip_days)
         if warm and not away and not held:
             first = day - cfg.recent_days + 1
             rebased = m.downgrade >= 0 and day - m.downgrade < cfg.recent_days
@@ -178,7 +182,7 @@ class Judgement(Outputs):
             n_new = today.n_new if today is not None else 0
             strength = (fwd.evidence(n_in, n_new) if today is not None
                         else fwd.carried_strength())
-            if held and stay is not None and (stay.forwarded or strength > 0):
+            if (held or pending) and stay is not None and (stay.forwarded or strength > 0):
                 # Forwarding off-net while the line is quiet: may be a trip, may be a
                 # switch that looks like one; yellow for every day it is held.
                 signals.append(held_signal(

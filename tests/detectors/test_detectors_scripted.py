@@ -356,6 +356,27 @@ def test_a_fortnights_trip_at_home_of_a_subscriber_who_calls_little_is_yellow() 
     assert "t" not in engine.subscribers["traveller"]
 
 
+def test_a_trip_whose_first_day_is_half_at_home_is_yellow_from_its_first_day() -> None:
+    # A trip begins in the afternoon: its first day keeps 4 of the usual 10 outgoing calls
+    # while the incoming ones already go to a number on another operator. That day's
+    # close begins the stay away (forwarding, outgoing below half of usual): "may be a
+    # trip", yellow, where the forwarding alone was red on the first day and a false alarm
+    # for every such trip of a feed without location.
+    away = _away_at_home(61, 74)
+
+    def traveller(d: int) -> Day:
+        if d == 60:
+            return Day(out_calls=4, in_calls=4, forward_to=TELECOM_FAMILY, forward_share=0.8)
+        return away(d)
+
+    _, alerts = World(crowd(traveller=traveller)).run()
+    mine = opened(alerts, "traveller")
+    assert mine[0] == ("2026-03-07", "open", "yellow")  # the close of 03-06
+    assert not any(zone == "red" for _, _, zone in mine)
+    reason = alerts[0]["reasons"][0]
+    assert "may be a trip" in reason["summary"]
+
+
 def test_a_stay_away_past_a_trip_is_red() -> None:
     _, alerts = World(crowd(gone=_away_at_home(60, 110))).run()
     mine = [a for a in alerts if a["subscriber_id"] == "gone"]
