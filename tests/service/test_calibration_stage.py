@@ -142,9 +142,10 @@ def _stage(records, outcomes, seed: int, behind: int, repeats: int = 0):
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_the_learner_gets_replays_inputs_with_a_partition_days_behind(seed):
-    """A partition a day or two behind the others is within the learner's sealing slack, so
-    held items go by the days; an outcome still waits for its own subscriber's partition
-    (else it can go ahead of its alert, a dead letter, or of the port-out)."""
+    """A partition a day or two behind the others: held items go by the days once every
+    partition has closed the day before theirs, and an outcome also waits for its own
+    subscriber's partition (else it can go ahead of its alert, a dead letter, or of the
+    port-out); the learner's store, alerts and dead letters are replay's."""
     records, outcomes = _world(seed)
     want_store, want_alerts, want_letters = _replay(records, outcomes)
     behind = seed % PARTITIONS
