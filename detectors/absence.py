@@ -27,6 +27,9 @@ __all__ = ["AwayState", "StayAway", "VERDICTS", "beyond_chance"]
 #: Why a stay away is not an absence (``AwayState.verdict``); 0: it may still be one.
 VERDICTS: tuple[str, ...] = ("", "persisted", "present", "plan_cut", "group")
 PERSISTED, PRESENT, PLAN_CUT, GROUP = 1, 2, 3, 4
+#: Share of the usual outgoing calls on the first day back that makes an unconfirmed stay
+#: away a trip after all (:attr:`StayAway.returned`).
+RETURN_LEVEL = 0.8
 
 
 class AwayState(Record):
@@ -77,7 +80,9 @@ class StayAway(base.DriftDetector):
       that does not collapse before that ends it (a quiet day, not a stay), and so does
       activity at ``partial`` of usual without forwarding.
     - **Ends** on the first day outgoing calls are back to ``back`` of usual (two calls at
-      least) with nothing forwarded off-net (:attr:`ended`).
+      least) with nothing forwarded off-net (:attr:`ended`). One not yet confirmed, yet as
+      long, low and beyond chance as a confirmation needs, that ends with a day back at
+      :data:`RETURN_LEVEL` of usual was an absence after all (:attr:`returned`).
     - **Not an absence** (:attr:`verdict`) when it lasts more than ``trip_days`` (on the
       calendar, from its first day to the day of the last update); when
       outgoing calls stay at ``partial`` of usual or more over two days or more while calls
@@ -160,6 +165,10 @@ class StayAway(base.DriftDetector):
         self.state: Any = None
         #: the stay away ended with the last update (activity came back)
         self.ended = False
+        #: a stay away ended before it was confirmed, yet shaped like a trip: as long, low
+        #: and beyond chance as a confirmation needs, and activity back near its old level
+        #: at once (a decline's noise comes back lower); its days were an absence's
+        self.returned = False
         self._rate = 1.0
         self._in_rate = 1.0
         self._n_in = 0
@@ -200,7 +209,7 @@ class StayAway(base.DriftDetector):
         s = self.state
         out = int(x)
         rate = self._rate
-        self.ended = self._drift_detected = False
+        self.ended = self.returned = self._drift_detected = False
         collapsed = out <= self.collapse * rate
         if s is None:
             # A trip's first day is half at home: with calls forwarded off-net that day,
@@ -216,11 +225,13 @@ class StayAway(base.DriftDetector):
             s.n_in = round(self._in_rate * days)  # not kept per day: taken as usual
         elif not s.confirmed and not (
                 collapsed or 10 * (s.out + out) <= self.collapse * (s.expected + 10 * rate)):
-            self.state = None  # a quiet day, not a stay
+            self.state = None  # a quiet day, not a stay; or a trip's return
+            self.returned = self._returned(s, out, rate)
             return
         elif out >= max(self.back * rate, 2) and not self._forwarded:
             self.state = None
             self.ended = bool(s.confirmed)
+            self.returned = not s.confirmed and self._returned(s, out, rate)
             return
         s.days += 1
         s.out += out
@@ -261,6 +272,11 @@ class StayAway(base.DriftDetector):
         elif present:
             s.verdict = PRESENT
         self._drift_detected = True
+
+    def _returned(self, s: Any, out: int, rate: float) -> bool:
+        return (out >= max(RETURN_LEVEL * rate, 2) and s.days >= self.min_days
+                and 10 * s.out <= self.collapse * s.expected
+                and s.expected >= 10 * self.min_expected and beyond_chance(s, self.z))
 
     def note_cut(self) -> None:
         """A plan cut on a day :meth:`update` does not see (away from home by cells) while a

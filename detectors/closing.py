@@ -278,10 +278,20 @@ class DayClose(Judgement):
         stay.expect(rate, m.in_base, row.n_in, forwarded, steady=steady,
                     cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run)
         stay.update(row.n_out)
-        t = stay.state
+        before, t = t, stay.state
         if t is None:
             if stay.ended:
                 self.counters["absences_ended"] += 1
+            if stay.returned and before is not None:
+                # A trip after all, now over: its days leave the windows and the CUSUM goes
+                # back to its level before, as when one is confirmed, so nothing fires on
+                # them after the return.
+                self.counters["absences_returned"] += 1
+                earlier = min(before.days, len(usage.recent))
+                if earlier > 0:
+                    del spend.recent[-earlier:]
+                    del usage.recent[-earlier:]
+                m.cusum = min(m.cusum, before.cusum)
             st.pop("t", None)
             return False
         st["t"] = t

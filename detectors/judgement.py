@@ -137,10 +137,13 @@ class Judgement(Outputs):
         # A stay away that may be an absence (:mod:`detectors.absence`): no usage or spend
         # judgement; with calls forwarded off-net, yellow (:mod:`detectors.stay_judgement`).
         held = stay is not None and bool(stay.confirmed) and not stay.verdict
-        # A stay away not yet confirmed, within a trip's length, with calls forwarded
-        # off-net: a trip's first days as well as a switch's, yellow as while held.
+        # A stay away not yet confirmed, within a trip's length, of a line that is called
+        # (one nobody calls has no incoming calls to lose: its decline is the usage
+        # models'): it may still be an absence. Its fall in usage is a warning at most, the
+        # fall in spend is the same collapse (not a second piece of evidence), and
+        # forwarding is a trip's as well as a switch's: yellow, as while held.
         pending = (stay is not None and not stay.confirmed and not stay.verdict
-                   and day - stay.start < cfg.trip_days)
+                   and day - stay.start < cfg.trip_days and m.in_base >= 0.5)
         if warm and not away and not held:
             first = day - cfg.recent_days + 1
             rebased = m.downgrade >= 0 and day - m.downgrade < cfg.recent_days
@@ -157,8 +160,11 @@ class Judgement(Outputs):
                 incoming = m.in_fast / m.in_base if m.in_base >= 0.5 else None
                 sig = self._usage_signal(usage, cusum, pop, segment, incoming)
                 if sig is not None:
+                    if pending:
+                        sig.strength = min(sig.strength, 0.5)
                     signals.append(sig)
-            if spend.ready and spend.mean >= cfg.min_daily_spend and not rebased:
+            if (spend.ready and spend.mean >= cfg.min_daily_spend and not rebased
+                    and not pending):
                 pop = self.population.ratio(segment, first, day - 1, metric=0)
                 sig = self._drop("spend_drop", spend, pop, segment)
                 if sig is not None:

@@ -377,6 +377,24 @@ def test_a_trip_whose_first_day_is_half_at_home_is_yellow_from_its_first_day() -
     assert "may be a trip" in reason["summary"]
 
 
+def test_a_trip_whose_incoming_calls_do_not_quite_collapse_stays_yellow() -> None:
+    # Ten days away with no forwarding; callers still reach the traveller now and then
+    # (30% of the usual incoming calls, above the quarter a stay away needs to be
+    # confirmed without forwarding). While it may be an absence the usage drop is a
+    # warning at most (it was red on its sixth day); back at the old level at once, its
+    # days leave the windows, so nothing fires after the return and the episode resolves.
+    def traveller(d: int) -> Day:
+        if 60 <= d < 70:
+            return Day(out_calls=0.3, in_calls=1.2)
+        return Day(out_calls=10.0, in_calls=4.0)
+
+    engine, alerts = World(crowd(traveller=traveller)).run()
+    assert opened(alerts, "traveller") == [
+        ("2026-03-10", "open", "yellow"), ("2026-03-23", "resolved", "blue")]
+    assert alerts[0]["reasons"][0]["code"] == "usage_drop"
+    assert engine.counters["absences_returned"] == 1
+
+
 def test_a_stay_away_past_a_trip_is_red() -> None:
     _, alerts = World(crowd(gone=_away_at_home(60, 110))).run()
     mine = [a for a in alerts if a["subscriber_id"] == "gone"]
