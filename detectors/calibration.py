@@ -191,14 +191,13 @@ class OutcomeLearner:
         out["calibration_version"] = self.version
         self.counters["alerts_calibrated" if cal.warm else "alerts_raw"] += 1
         aid, sid = str(alert["alert_id"]), str(alert["subscriber_id"])
-        key = f"a:{aid}"
-        if key in self.store:
+        if self.knows(aid):
             self.counters["alerts_duplicate"] += 1  # a redelivery: keep the first
         else:
             # "m": segment, zone published and leading reason, kept for the outcome
             # metrics (also in the tombstone: a call may be reported after the port-out
             # labelled it).
-            self.store[key] = {"s": sid, "t": ts, "x": x, "c": [],
+            self.store[f"a:{aid}"] = {"s": sid, "t": ts, "x": x, "c": [],
                                "m": [str(alert.get("segment") or "unknown"), out["zone"],
                                      leading_reason(alert)]}
             self.store[f"u:{sid}"] = [*self.store.get(f"u:{sid}", []), aid]

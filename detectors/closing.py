@@ -287,10 +287,7 @@ class DayClose(Judgement):
                 # back to its level before, as when one is confirmed, so nothing fires on
                 # them after the return.
                 self.counters["absences_returned"] += 1
-                earlier = min(before.days, len(usage.recent))
-                if earlier > 0:
-                    del spend.recent[-earlier:]
-                    del usage.recent[-earlier:]
+                _forget_days(before.days, spend, usage)
                 m.cusum = min(m.cusum, before.cusum)
             st.pop("t", None)
             return False
@@ -299,10 +296,7 @@ class DayClose(Judgement):
             t.operator = row.operator
         if t.confirmed and not was_confirmed:
             self.counters["absences"] += 1
-            earlier = min(t.days - 1, len(usage.recent))
-            if earlier > 0:
-                del spend.recent[-earlier:]
-                del usage.recent[-earlier:]
+            _forget_days(t.days - 1, spend, usage)
         profile = st.get("p")
         circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
                   if profile is not None else None)
@@ -404,3 +398,12 @@ class DayClose(Judgement):
             m.pending, m.pending_count = 0, 0
         else:
             m.pending, m.pending_count = 1, count
+
+
+def _forget_days(days: int, spend: SpendDrop, usage: SpendDrop) -> None:
+    """Take a stay away's last ``days`` days (those already in them) out of the spend and
+    usage windows: an absence's days say nothing about spend or usage."""
+    earlier = min(days, len(usage.recent))
+    if earlier > 0:
+        del spend.recent[-earlier:]
+        del usage.recent[-earlier:]

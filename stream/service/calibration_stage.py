@@ -336,14 +336,14 @@ class CalibrationStage:
         learner makes of it."""
         if len(self.marks) < self.sources:
             return False
-        if item["kind"] == "outcome":
-            outcome = item["outcome"]
-            own = self.pos.get(partition_of(str(outcome["subscriber_id"]), self.sources))
-            if own is None or own[0] <= parse_ts(outcome["ts"]):
+        kind = item["kind"]
+        ts = parse_ts(item[kind]["ts"] if kind in ("outcome", "alert") else item["ts"])
+        if kind == "outcome":
+            own = self.pos.get(partition_of(str(item["outcome"]["subscriber_id"]),
+                                            self.sources))
+            if own is None or own[0] <= ts:
                 return False
-        ts = item["outcome"]["ts"] if item["kind"] == "outcome" else (
-            item["alert"]["ts"] if item["kind"] == "alert" else item["ts"])
-        return min(self.marks.values()) >= self.days.day(parse_ts(ts)) - 1
+        return min(self.marks.values()) >= self.days.day(ts) - 1
 
     def release(self, out: StageOutput) -> None:
         """Feed the learner every held item that can go, smallest key first."""
@@ -372,10 +372,10 @@ class CalibrationStage:
     def _feed(self, item: dict[str, Any], out: StageOutput) -> None:
         learner = self.learner
         kind = item["kind"]
-        if kind == "alert" and learner.knows(str(item["alert"].get("alert_id"))):
-            self.counters["reemitted"] += 1  # sent again by its engine; published already
-            return
         if kind == "alert":
+            if learner.knows(str(item["alert"].get("alert_id"))):
+                self.counters["reemitted"] += 1  # sent again by its engine; published already
+                return
             try:
                 out.alerts.append(learner.alert(item["alert"]))
             except (KeyError, TypeError, ValueError) as exc:
