@@ -37,7 +37,8 @@ class AwayState(Record):
 
     ``start``: its first day (operator day number); ``days`` closed days it has lasted;
     ``out``: outgoing calls over them, ``expected``: the outgoing calls usual over them
-    (tenths); ``n_in``: incoming calls, ``in_expected``: those usual (tenths),
+    (tenths); ``n_in``: incoming calls that reached the phone (none forwarded, to any
+    number), ``in_expected``: incoming calls usual (tenths),
     ``forwarded``: incoming calls forwarded to new off-net numbers; ``confirmed``: the
     collapse is beyond chance (its days are out of the usage and spend windows);
     ``cusum``: the usage CUSUM's level before it; ``verdict``: why it is not an absence
@@ -183,8 +184,9 @@ class StayAway(base.DriftDetector):
                steady: bool = True, cut: bool = False, day: int = 0,
                cusum: float = 0, run: tuple[int, int] = (0, 0)) -> None:
         """The context of the next :meth:`update`: usual outgoing (``rate``) and incoming
-        (``in_rate``) calls that day, incoming calls seen (``n_in``) and forwarded to new
-        off-net numbers (``forwarded``), a steady fortnight before, a plan cut that day,
+        (``in_rate``) calls that day, incoming calls that reached the phone (``n_in``, none
+        forwarded) and those forwarded to new off-net numbers (``forwarded``), a steady
+        fortnight before, a plan cut that day,
         the day's number, the usage CUSUM's level (kept at onset), and the collapsed days
         just before (``run``: how many, and their outgoing calls), which an onset takes in.
         """

@@ -275,7 +275,9 @@ class DayClose(Judgement):
         stay.state = t
         was_confirmed = t is not None and t.confirmed
         old_verdict = t.verdict if t is not None else 0
-        stay.expect(rate, m.in_base, row.n_in, forwarded, steady=steady,
+        # Incoming calls forwarded anywhere (to someone on our own network too) did not
+        # reach the phone: a trip's calls handed to a colleague are calls the line lost.
+        stay.expect(rate, m.in_base, row.n_in - row.n_fwd, forwarded, steady=steady,
                     cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run)
         stay.update(row.n_out)
         before, t = t, stay.state

@@ -24,7 +24,7 @@ def held_signal(t: AwayState, since: str, strength: float, trip_days: int,
     may be an absence: yellow at ``strength``, said plainly.
 
     >>> t = AwayState.new()
-    >>> t.days, t.out, t.expected, t.n_in, t.forwarded = 4, 1, 400, 12, 9
+    >>> t.days, t.out, t.expected, t.n_in, t.forwarded = 4, 1, 400, 3, 9
     >>> sig = held_signal(t, "2026-03-06", 0.5, 21, "China Telecom")
     >>> import textwrap
     >>> print(textwrap.fill(sig.summary, 80))
@@ -37,7 +37,7 @@ def held_signal(t: AwayState, since: str, strength: float, trip_days: int,
     """
     where = f"a {operator} number" if operator else "another operator's number"
     usual = t.expected / 10
-    summary = (f"incoming calls forwarded to {where} ({t.forwarded} of {t.n_in} since "
+    summary = (f"incoming calls forwarded to {where} ({t.forwarded} of {incoming(t)} since "
                f"{since}) while the line is quiet ({t.out} outgoing call"
                f"{'s' if t.out != 1 else ''} against a usual {usual:.0f} over {t.days} "
                f"day{'s' if t.days != 1 else ''}): may be a trip; red if it lasts past "
@@ -46,14 +46,20 @@ def held_signal(t: AwayState, since: str, strength: float, trip_days: int,
     figures = away_figures(t)
     figures["verdict"] = ""
     return Signal("forwarding_off_net", strength, summary,
-                  {"forwarded": t.forwarded, "incoming": t.n_in, "days": t.days,
+                  {"forwarded": t.forwarded, "incoming": incoming(t), "days": t.days,
                    "operator": operator, "absence": figures})
+
+
+def incoming(t: AwayState) -> int:
+    """The stay away's incoming calls that reached the phone or went off-net (a call
+    forwarded to a number on this network, or to a familiar one, is in neither)."""
+    return t.n_in + t.forwarded
 
 
 def away_figures(t: AwayState) -> dict[str, Any]:
     """The figures of a stay away, for reasons."""
     return {"days": t.days, "outgoing": t.out, "usual_outgoing": round(t.expected / 10, 1),
-            "incoming": t.n_in, "forwarded": t.forwarded}
+            "incoming": incoming(t), "reached": t.n_in, "forwarded": t.forwarded}
 
 
 def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
@@ -61,7 +67,7 @@ def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
     """The ``stay_away`` signal of a stay away that is not an absence (its verdict).
 
     >>> t = AwayState.new()
-    >>> t.days, t.out, t.expected, t.n_in, t.forwarded, t.verdict = 16, 3, 480, 50, 40, 1
+    >>> t.days, t.out, t.expected, t.n_in, t.forwarded, t.verdict = 16, 3, 480, 10, 40, 1
     >>> sig = stay_signal(t, "2026-03-02", 0.75, 14, None, "China Unicom")
     >>> import textwrap
     >>> print(textwrap.fill(sig.summary, 80))
@@ -75,9 +81,10 @@ def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
     if t.forwarded:
         where = f"a {operator} number" if operator else "an off-net number"
         summary += (f", and incoming calls were forwarded to {where} ({t.forwarded} of "
-                    f"{t.n_in})")
+                    f"{incoming(t)})")
     else:
-        summary += f", and incoming calls fell with them ({t.n_in} in those days)"
+        summary += (f", and incoming calls fell with them ({t.n_in} reached the phone in "
+                    f"those days)")
     if verdict == "persisted":
         summary += f": longer than a trip ({trip_days} days)"
     elif verdict == "present":
