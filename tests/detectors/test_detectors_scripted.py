@@ -395,6 +395,23 @@ def test_a_trip_whose_incoming_calls_do_not_quite_collapse_stays_yellow() -> Non
     assert engine.counters["absences_returned"] == 1
 
 
+def test_a_trip_forwarding_to_a_number_on_our_network_is_an_absence() -> None:
+    # Ten days away, incoming calls forwarded to a colleague on this operator's network
+    # (nothing off-net, no cell change). The forwarded calls did not reach the phone: the
+    # incoming calls collapsed with the outgoing ones, so the stay away is confirmed and
+    # held, its days leave the windows, and nothing fires, during the trip or after it.
+    # Counted as arrived, they kept it unconfirmed: a yellow usage drop during the trip.
+    def traveller(d: int) -> Day:
+        if 60 <= d < 70:
+            return Day(out_calls=0.3, in_calls=4.0, forward_to=ONNET_COLLEAGUE,
+                       forward_share=0.9)
+        return Day(out_calls=10.0, in_calls=4.0)
+
+    engine, alerts = World(crowd(traveller=traveller)).run()
+    assert opened(alerts, "traveller") == []
+    assert engine.counters["absences"] >= 1 and engine.counters["absences_ended"] >= 1
+
+
 def test_a_stay_away_past_a_trip_is_red() -> None:
     _, alerts = World(crowd(gone=_away_at_home(60, 110))).run()
     mine = [a for a in alerts if a["subscriber_id"] == "gone"]
