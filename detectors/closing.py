@@ -168,7 +168,7 @@ class DayClose(Judgement):
             forwarded = row.n_new if n_new and fwd.evidence(n_in, n_new) > 0 else 0
             if forwarded and row.operator >= 0:
                 self._note_forwarding(sid, st, day, row.operator)
-            held = self._stay_away(sid, st, day, row, spend, usage, forwarded)
+            held = self._stay_away(sid, st, day, row, spend, usage, fwd, forwarded)
             cents = max(row.call_charge, row.bill_charge) // SPEND_MILLI
             if held:
                 # A stay away that may be an absence: its days stay out of the spend and
@@ -247,7 +247,7 @@ class DayClose(Judgement):
 
     def _stay_away(
         self, sid: str, st: State, day: int, row: DayCounts, spend: SpendDrop,
-        usage: SpendDrop, forwarded: int,
+        usage: SpendDrop, fwd: Forwarding, forwarded: int,
     ) -> bool:
         """Step the stay-away model (:class:`detectors.absence.StayAway`) on a closed day
         at home; True when the day is held (a stay away that may be an absence).
@@ -257,6 +257,8 @@ class DayClose(Judgement):
         ``drop_ratio_start`` of usual or more (allowing for the segment) and the usage
         CUSUM is below its green level. When a stay away is confirmed its earlier days
         leave the spend and usage windows, and the CUSUM goes back to its level before.
+        When one held as an absence ends (activity back, nothing forwarded that day), the
+        forwarding carried from its days was the trip's and is forgotten.
         """
         cfg = self.config
         m = st["m"]
@@ -284,6 +286,8 @@ class DayClose(Judgement):
         if t is None:
             if stay.ended:
                 self.counters["absences_ended"] += 1
+                if before is not None and not before.verdict:
+                    fwd.forget()
             if stay.returned and before is not None:
                 # A trip after all, now over: its days leave the windows and the CUSUM goes
                 # back to its level before, as when one is confirmed, so nothing fires on

@@ -221,6 +221,24 @@ class Forwarding(base.AnomalyDetector):
             return 1.0
         return 0.6
 
+    def forget(self) -> None:
+        """Drop the running streak and the carried counts: the forwarding was a trip's,
+        now over (what was learned as usual stays).
+
+        >>> fwd = Forwarding()
+        >>> for day in range(20):
+        ...     fwd.close_day(5, n_fwd=0, n_new_off=0)
+        >>> for day in range(3):
+        ...     fwd.close_day(3, n_fwd=3, n_new_off=3)
+        >>> fwd.carried_strength()
+        1.0
+        >>> fwd.forget()
+        >>> fwd.streak, fwd.carried_strength(), fwd.evidence(0, 0)
+        (0, 0.0, 0.0)
+        """
+        self.streak = 0
+        self.acc_in = self.acc_new = 0.0
+
     def _strength(self, n_in: float, n_new_off: float, min_calls: float) -> float:
         if n_new_off < min_calls or n_in <= 0:
             return 0.0

@@ -344,6 +344,23 @@ def test_a_fortnights_trip_at_home_forwarding_off_net_is_yellow_until_it_ends() 
     assert "t" not in engine.subscribers["traveller"]  # back: the stay away is over
 
 
+def test_the_day_back_from_a_trip_forwarding_off_net_is_not_red_when_nobody_calls() -> None:
+    # The same trip, but nobody calls on the day back (03-16): no incoming call ends the
+    # forwarding's streak, and once the stay away ended the streak carried from the trip
+    # made the forwarding red that evening. The streak was the trip's, and goes with it.
+    away = _away_at_home(60, 70)
+
+    def traveller(d: int) -> Day:
+        if d == 70:
+            return Day(out_calls=10.0, in_calls=0.0)
+        return away(d)
+
+    _, alerts = World(crowd(traveller=traveller)).run()
+    mine = opened(alerts, "traveller")
+    assert mine[0] == ("2026-03-08", "open", "yellow")
+    assert not any(zone == "red" for _, _, zone in mine), mine
+
+
 def test_a_fortnights_trip_at_home_of_a_subscriber_who_calls_little_is_yellow() -> None:
     # Four calls a day: a day or two without any could be chance (Poisson), yet with calls
     # forwarded off-net the collapse is held from its first day, as a trip's is; waiting
