@@ -186,9 +186,9 @@ class StayAway(base.DriftDetector):
         """The context of the next :meth:`update`: usual outgoing (``rate``) and incoming
         (``in_rate``) calls that day, incoming calls that reached the phone (``n_in``, none
         forwarded) and those forwarded to new off-net numbers (``forwarded``), a steady
-        fortnight before, a plan cut that day,
-        the day's number, the usage CUSUM's level (kept at onset), and the collapsed days
-        just before (``run``: how many, and their outgoing calls), which an onset takes in.
+        fortnight before, a plan cut that day, the day's number, the usage CUSUM's level
+        (kept at onset), and the collapsed days just before (``run``: how many, and their
+        outgoing calls), which an onset takes in.
         """
         self._rate, self._in_rate = rate, in_rate
         self._n_in, self._forwarded = n_in, forwarded

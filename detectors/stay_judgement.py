@@ -37,7 +37,7 @@ def held_signal(t: AwayState, since: str, strength: float, trip_days: int,
     """
     where = f"a {operator} number" if operator else "another operator's number"
     usual = t.expected / 10
-    summary = (f"incoming calls forwarded to {where} ({t.forwarded} of {incoming(t)} since "
+    summary = (f"incoming calls forwarded to {where} ({t.forwarded} of {_incoming(t)} since "
                f"{since}) while the line is quiet ({t.out} outgoing call"
                f"{'s' if t.out != 1 else ''} against a usual {usual:.0f} over {t.days} "
                f"day{'s' if t.days != 1 else ''}): may be a trip; red if it lasts past "
@@ -46,11 +46,11 @@ def held_signal(t: AwayState, since: str, strength: float, trip_days: int,
     figures = away_figures(t)
     figures["verdict"] = ""
     return Signal("forwarding_off_net", strength, summary,
-                  {"forwarded": t.forwarded, "incoming": incoming(t), "days": t.days,
+                  {"forwarded": t.forwarded, "incoming": _incoming(t), "days": t.days,
                    "operator": operator, "absence": figures})
 
 
-def incoming(t: AwayState) -> int:
+def _incoming(t: AwayState) -> int:
     """The stay away's incoming calls that reached the phone or went off-net (a call
     forwarded to a number on this network, or to a familiar one, is in neither)."""
     return t.n_in + t.forwarded
@@ -59,7 +59,7 @@ def incoming(t: AwayState) -> int:
 def away_figures(t: AwayState) -> dict[str, Any]:
     """The figures of a stay away, for reasons."""
     return {"days": t.days, "outgoing": t.out, "usual_outgoing": round(t.expected / 10, 1),
-            "incoming": incoming(t), "reached": t.n_in, "forwarded": t.forwarded}
+            "incoming": _incoming(t), "reached": t.n_in, "forwarded": t.forwarded}
 
 
 def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
@@ -81,7 +81,7 @@ def stay_signal(t: AwayState, since: str, strength: float, trip_days: int,
     if t.forwarded:
         where = f"a {operator} number" if operator else "an off-net number"
         summary += (f", and incoming calls were forwarded to {where} ({t.forwarded} of "
-                    f"{incoming(t)})")
+                    f"{_incoming(t)})")
     else:
         summary += (f", and incoming calls fell with them ({t.n_in} reached the phone in "
                     f"those days)")
