@@ -255,8 +255,7 @@ class StayAway(base.DriftDetector):
         # inside a decline as a trip's start, and confirming takes them out of the usage
         # window (the decline's evidence with them).
         if not s.confirmed and low_out and (s.forwarded or (
-                s.days >= self.min_days
-                and s.expected >= 10 * self.min_expected and beyond_chance(s, self.z)
+                self._long_beyond_chance(s)
                 and s.in_expected >= 10 * self.min_expected
                 and 10 * s.n_in <= self.collapse * s.in_expected)):
             s.confirmed = 1
@@ -275,10 +274,17 @@ class StayAway(base.DriftDetector):
             s.verdict = PRESENT
         self._drift_detected = True
 
-    def _returned(self, s: Any, out: int, rate: float) -> bool:
-        return (out >= max(RETURN_LEVEL * rate, 2) and s.days >= self.min_days
-                and 10 * s.out <= self.collapse * s.expected
-                and s.expected >= 10 * self.min_expected and beyond_chance(s, self.z))
+    def _long_beyond_chance(self, s: AwayState) -> bool:
+        """As long and as far short of usual as a stay away without forwarding must be to
+        count: ``min_days`` days, ``min_expected`` calls usual, short by ``z`` errors."""
+        return (s.days >= self.min_days and s.expected >= 10 * self.min_expected
+                and beyond_chance(s, self.z))
+
+    def _returned(self, s: AwayState, out: int, rate: float) -> bool:
+        """Whether an unconfirmed stay away ending with ``out`` calls was a trip after all:
+        low and long enough to have been confirmed, and back near the usual at once."""
+        return (out >= max(RETURN_LEVEL * rate, 2)
+                and 10 * s.out <= self.collapse * s.expected and self._long_beyond_chance(s))
 
     def note_cut(self) -> None:
         """A plan cut on a day :meth:`update` does not see (away from home by cells) while a

@@ -198,8 +198,8 @@ class OutcomeLearner:
             # metrics (also in the tombstone: a call may be reported after the port-out
             # labelled it).
             self.store[f"a:{aid}"] = {"s": sid, "t": ts, "x": x, "c": [],
-                               "m": [str(alert.get("segment") or "unknown"), out["zone"],
-                                     leading_reason(alert)]}
+                                      "m": [str(alert.get("segment") or "unknown"),
+                                            out["zone"], leading_reason(alert)]}
             self.store[f"u:{sid}"] = [*self.store.get(f"u:{sid}", []), aid]
             self._index(self.clock.day(ts + self.horizon_s), aid)
             self.counters["alerts_pending"] += 1
