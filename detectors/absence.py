@@ -78,8 +78,10 @@ class StayAway(base.DriftDetector):
       usual by ``z`` standard errors (Poisson: :func:`beyond_chance`), and incoming calls
       collapsed too (at most ``collapse`` of usual, from at least ``min_expected`` usual
       over its days). A day
-      that does not collapse before that ends it (a quiet day, not a stay), and so does
-      activity at ``partial`` of usual without forwarding.
+      that does not collapse before that ends it (a quiet day, not a stay), unless calls
+      are forwarded off-net and its days together stay below ``partial`` of usual (a trip's
+      first days are partly at home); once confirmed, activity at ``partial`` of usual
+      without forwarding ends it.
     - **Ends** on the first day outgoing calls are back to ``back`` of usual (two calls at
       least) with nothing forwarded off-net (:attr:`ended`). One not yet confirmed, yet as
       long, low and beyond chance as a confirmation needs, that ends with a day back at
@@ -226,7 +228,11 @@ class StayAway(base.DriftDetector):
             s.in_expected = round(10 * self._in_rate * days)
             s.n_in = round(self._in_rate * days)  # not kept per day: taken as usual
         elif not s.confirmed and not (
-                collapsed or 10 * (s.out + out) <= self.collapse * (s.expected + 10 * rate)):
+                collapsed or 10 * (s.out + out) <= self.collapse * (s.expected + 10 * rate)
+                # With calls forwarded off-net, presence (``partial``) decides: a trip
+                # begun the afternoon before is a third at home over its first two days.
+                or ((s.forwarded or self._forwarded)
+                    and 10 * (s.out + out) < self.partial * (s.expected + 10 * rate))):
             self.state = None  # a quiet day, not a stay; or a trip's return
             self.returned = self._returned(s, out, rate)
             return

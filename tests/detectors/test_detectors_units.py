@@ -380,6 +380,27 @@ def test_a_stay_away_without_forwarding_is_confirmed_only_after_a_few_days() -> 
     assert forwarded.holding
 
 
+def test_a_stay_away_forwarding_off_net_survives_first_days_partly_at_home() -> None:
+    """Ten calls a day usual; a trip begins with incoming calls forwarded off-net on two
+    days that keep 3 outgoing calls each (30% of usual, a day at home each side of a
+    departure), then nothing. Not collapsed to a quarter yet, it is still a stay away with
+    calls forwarded off-net, confirmed on the third day. At 40% (presence) it ends, and
+    so does one without forwarding at 30% over its days, as before."""
+    from detectors.absence import StayAway
+
+    def run(days: list[tuple[int, int]]) -> list[tuple[bool, bool]]:
+        stay, seen = StayAway(), []
+        for day, (calls, forwarded) in enumerate(days, start=100):
+            stay.expect(10.0, 10.0, 2, forwarded, steady=stay.state is None, day=day)
+            stay.update(calls)
+            seen.append((stay.state is not None, stay.holding))
+        return seen
+
+    assert run([(3, 3), (3, 3), (0, 3)]) == [(True, False), (True, False), (True, True)]
+    assert run([(4, 3), (4, 3)]) == [(True, False), (False, False)]
+    assert run([(2, 0), (4, 0)]) == [(True, False), (False, False)]
+
+
 def test_a_plan_cut_leaves_the_value_at_risk_at_what_the_customer_paid_before():
     """After a cut from 388 to 8 a month, the spend baseline is 8 at once; the usual bill
     (388) is what is at stake until bills at the new fee bring it down."""
