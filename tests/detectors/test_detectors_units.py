@@ -382,9 +382,9 @@ def test_a_stay_away_without_forwarding_is_confirmed_only_after_a_few_days() -> 
 
 def test_a_stay_away_forwarding_off_net_survives_first_days_partly_at_home() -> None:
     """Ten calls a day usual; a trip begins with incoming calls forwarded off-net on two
-    days that keep 3 outgoing calls each (30% of usual, a day at home each side of a
-    departure), then nothing. Not collapsed to a quarter yet, it is still a stay away with
-    calls forwarded off-net, confirmed on the third day. At 40% (presence) it ends, and
+    days that keep 3 outgoing calls each (30% of usual: partly at home), then nothing.
+    Not collapsed to a quarter, it is still a stay away while calls are forwarded
+    off-net, and is confirmed on the third day. At 40% of usual (presence) it ends, and
     so does one without forwarding at 30% over its days, as before."""
     from detectors.absence import StayAway
 
