@@ -227,12 +227,7 @@ class StayAway(base.DriftDetector):
             s.days, s.out, s.expected = days, calls, round(10 * rate * days)
             s.in_expected = round(10 * self._in_rate * days)
             s.n_in = round(self._in_rate * days)  # not kept per day: taken as usual
-        elif not s.confirmed and not (
-                collapsed or 10 * (s.out + out) <= self.collapse * (s.expected + 10 * rate)
-                # With calls forwarded off-net, presence (``partial``) decides: a trip
-                # begun the afternoon before is a third at home over its first two days.
-                or ((s.forwarded or self._forwarded)
-                    and 10 * (s.out + out) < self.partial * (s.expected + 10 * rate))):
+        elif not s.confirmed and not (collapsed or self._still_low(s, out, rate)):
             self.state = None  # a quiet day, not a stay; or a trip's return
             self.returned = self._returned(s, out, rate)
             return
@@ -279,6 +274,15 @@ class StayAway(base.DriftDetector):
         elif present:
             s.verdict = PRESENT
         self._drift_detected = True
+
+    def _still_low(self, s: AwayState, out: int, rate: float) -> bool:
+        """Whether an unconfirmed stay away's days, with today's ``out`` calls, are still
+        low enough for it to go on: at ``collapse`` of usual or less; with calls forwarded
+        off-net, below ``partial`` too, for presence decides then (a trip begun the
+        afternoon before is a third at home over its first two days)."""
+        calls, usual = 10 * (s.out + out), s.expected + 10 * rate
+        return calls <= self.collapse * usual or (
+            bool(s.forwarded or self._forwarded) and calls < self.partial * usual)
 
     def _long_beyond_chance(self, s: AwayState) -> bool:
         """As long and as far short of usual as a stay away without forwarding must be to
