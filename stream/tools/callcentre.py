@@ -341,8 +341,9 @@ class ContactCentre:
     with the world's own odds (``truth.jsonl``'s ``answers``: the first share in the hours
     they answer in, the second outside them; always without them). A number already ported
     out is gone (not counted as a call). A reached churner is retained with probability
-    ``retained``; a reached subscriber's item is done; an unreached one is tried again on a
-    later day, up to :data:`MAX_ATTEMPTS` calls. Group items have no one number to call and
+    ``retained``; a reached subscriber's item is done for the rest of its episode (an
+    escalation of the same episode is not called again: one retention draw per episode);
+    an unreached one is tried again on a later day, up to :data:`MAX_ATTEMPTS` calls. Group items have no one number to call and
     are left out.
 
     Besides the calls and their answers, a run counts the monthly fees of the churners
@@ -394,6 +395,10 @@ class ContactCentre:
         items: dict[str, dict[str, Any]] = {}
         attempts: Counter[str] = Counter()
         done: set[tuple[str, Any]] = set()  # episodes (key, opened) worked to the end
+        # When each key's running episode opened: an alert that comes after the item was
+        # worked to the end (an escalation of the same episode) folds into no item, and
+        # would open the episode anew at its own time; it belongs to the episode worked.
+        opened: dict[str, Any] = {}
         figures: Counter[str] = Counter()
         value = value_reached = 0.0
         days = 0
@@ -410,7 +415,10 @@ class ContactCentre:
                 item = fold(items.get(key), alert)
                 if item is None:
                     items.pop(key, None)
-                elif (key, item["opened_ts"]) not in done:
+                    opened.pop(key, None)  # resolved or closed: the episode is over
+                    continue
+                item["opened_ts"] = opened.setdefault(key, item["opened_ts"])
+                if (key, item["opened_ts"]) not in done:
                     items[key] = item
             work = list(items.values())
             days += 1

@@ -239,6 +239,30 @@ def test_contact_centre_counts_the_value_reached_and_the_work_a_day() -> None:
     assert run["open_per_day"] == (3 + 2 + 1 + 0) / 4 == run["callable_per_day"]
 
 
+def test_an_episode_worked_to_the_end_is_not_called_again_on_its_escalation() -> None:
+    # Opened yellow on Monday and reached on Tuesday evening; the same episode escalates
+    # red on Wednesday at 01:00. The subscriber was reached: one call, one retention draw
+    # per episode. Only a new episode, after a resolution, is work again.
+    evenings = [{"weekdays": [1, 2, 3, 4, 5], "start": "18:00", "end": "21:00"}]
+    truth = {"s1": {"churn": True, "port_out_ts": None, "monthly_fee": 50.0,
+                    "answers": {"weekdays": [18, 19, 20], "weekend": [],
+                                "share": [1.0, 0.0]}}}
+    opened = _work("s1", 50.0, f"2026-03-02T01:00:00{TZ}", evenings)
+    escalated = {**opened, "alert_id": "a-s1-red", "status": "escalated",
+                 "ts": f"2026-03-04T01:00:00{TZ}"}
+    start = datetime.fromisoformat(f"2026-03-03T00:00:00{TZ}")  # Tuesday
+    end = start + timedelta(days=4)
+    centre = ContactCentre(seed=1, retained=1.0)
+    run = centre.run([opened, escalated], truth, start, end, capacity=5, timing="advised")
+    assert run["calls"] == 1 and run["reached"] == 1 and run["value_retained"] == 50.0
+    resolved = {**opened, "alert_id": "a-s1-blue", "status": "resolved",
+                "ts": f"2026-03-04T02:00:00{TZ}"}
+    reopened = {**opened, "alert_id": "a-s1-again", "ts": f"2026-03-05T01:00:00{TZ}"}
+    run = centre.run([opened, escalated, resolved, reopened], truth, start, end,
+                     capacity=5, timing="advised")
+    assert run["calls"] == 2 and run["reached"] == 2
+
+
 def test_contact_experiment_averages_runs_with_distinct_seeds(tmp_path: Path) -> None:
     # Six churners answering half their calls in their window: which runs reach whom, and
     # keep whom, turns on the seed.
