@@ -329,8 +329,9 @@ RUNS = 20
 class ContactCentre:
     """A call centre that calls each day's work at a chosen hour, within a daily capacity.
 
-    Each day (the world's local days) the open subscriber items (one per open episode, from
-    the alert stream, :func:`stream.service.work_queue.fold`) are called, at most
+    Each day (the world's local days) the subscriber items open when the centre opens (one
+    per open episode, from the alert stream, :func:`stream.service.work_queue.fold`) are
+    called, at most
     ``capacity`` of them: in the queue's order (:func:`stream.service.work_queue.ordered`,
     by expected retained value) or first come, first served (by when the episode opened).
     With ``timing="advised"`` an item is called on a day one of its contact windows meets
@@ -406,7 +407,10 @@ class ContactCentre:
         day = start
         while day < end:
             close = day + timedelta(days=1)
-            while at < len(pending) and _ts(pending[at]["ts"]) < day:
+            # The day's work is the queue as it stands when the centre opens: the alerts of
+            # the night's day close (01:00) are called the same day.
+            opening = day + timedelta(hours=self.open_hours[0])
+            while at < len(pending) and _ts(pending[at]["ts"]) < opening:
                 alert = pending[at]
                 at += 1
                 key = item_key(alert)

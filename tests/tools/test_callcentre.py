@@ -263,6 +263,24 @@ def test_an_episode_worked_to_the_end_is_not_called_again_on_its_escalation() ->
     assert run["calls"] == 2 and run["reached"] == 2
 
 
+def test_the_night_s_alerts_are_called_the_same_day() -> None:
+    # Opened at the day close (01:00) on Tuesday; the centre opens at 09:00 and the
+    # subscriber answers on weekday evenings: reached on Tuesday, before a port-out on
+    # Wednesday morning. An alert during working hours waits for the next day's list.
+    evenings = [{"weekdays": [1, 2, 3, 4, 5], "start": "18:00", "end": "21:00"}]
+    truth = {sid: {"churn": True, "port_out_ts": f"2026-03-04T08:00:00{TZ}",
+                   "monthly_fee": 50.0, "answers": {"weekdays": [18, 19, 20], "weekend": [],
+                                                    "share": [1.0, 0.0]}}
+             for sid in ("night", "noon")}
+    alerts = [_work("night", 50.0, f"2026-03-03T01:00:00{TZ}", evenings),
+              _work("noon", 50.0, f"2026-03-03T12:00:00{TZ}", evenings)]
+    start = datetime.fromisoformat(f"2026-03-03T00:00:00{TZ}")  # Tuesday
+    run = ContactCentre(seed=1, retained=1.0).run(
+        alerts, truth, start, start + timedelta(days=2), capacity=5, timing="advised")
+    assert run["reached"] == 1 and run["value_retained"] == 50.0
+    assert run["gone"] == 1  # "noon", called on Wednesday evening: ported out that morning
+
+
 def test_contact_experiment_averages_runs_with_distinct_seeds(tmp_path: Path) -> None:
     # Six churners answering half their calls in their window: which runs reach whom, and
     # keep whom, turns on the seed.
