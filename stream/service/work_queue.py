@@ -8,6 +8,9 @@ for group alerts), without the phone number, plus the claim an agent holds on it
 with any other status closes the item: ``resolved`` and ``closed`` are the terminal statuses
 of the contract, and a status this version does not know is taken as terminal too (a newer
 producer's way of ending an episode; an item left open for ever is worse than one dropped).
+An item whose work is done (a final outcome: :func:`worked`) stays, out of the open work,
+until its episode ends: an escalation of the same episode does not bring the customer back
+to the call centre; a new episode (an ``open`` alert) does.
 
 Order and pick
 --------------
@@ -79,12 +82,21 @@ def fold(item: Mapping[str, Any] | None, alert: Mapping[str, Any]) -> dict[str, 
     True
     >>> fold(item, {**a, "alert_id": "a4", "status": "archived"}) is None  # unknown: ends
     True
+    >>> done = worked(item, "retained")  # reached: the episode's work is done
+    >>> is_open(fold(done, {**a, "alert_id": "a6", "status": "escalated", "zone": "white"}))
+    False
+    >>> is_open(fold(done, {**a, "alert_id": "a7"}))  # a new episode is work again
+    True
     """
     status = alert.get("status")
     if status not in OPEN_STATUSES:
         return None
     if item is not None and alert.get("alert_id") in (item.get("alert_ids") or ()):
         return dict(item)
+    if item is not None and item.get("worked"):
+        if status == "escalated":  # the same episode, its work done: it stays done
+            return {**item, "alert_ids": [*(item.get("alert_ids") or []), alert.get("alert_id")]}
+        item = None  # a new episode
     new = {name: alert.get(name) for name in ITEM_FIELDS}
     new["key"] = item_key(alert)
     new["opened_ts"] = item.get("opened_ts") if item is not None else alert.get("ts")
@@ -92,6 +104,17 @@ def fold(item: Mapping[str, Any] | None, alert: Mapping[str, Any]) -> dict[str, 
         if item is not None else [alert.get("alert_id")]
     new["claim"] = item.get("claim") if item is not None else None
     return new
+
+
+def worked(item: Mapping[str, Any], outcome: str) -> dict[str, Any]:
+    """The item once its episode's work is done (``outcome``: what ended it): kept, out of
+    the open work, until the episode ends (:func:`fold`)."""
+    return {**item, "claim": None, "worked": outcome}
+
+
+def is_open(item: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
+    """Whether ``item`` is open work: an episode running whose work is not done."""
+    return item is not None and not item.get("worked")
 
 
 def urgency(zone: str | None) -> float:

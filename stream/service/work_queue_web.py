@@ -81,7 +81,7 @@ class WorkQueueService:
             await self.before_write()
 
     def local_items(self) -> list[dict[str, Any]]:
-        return [dict(v) for v in self.table.values() if isinstance(v, Mapping)]
+        return [dict(v) for v in self.table.values() if isinstance(v, Mapping) and wq.is_open(v)]
 
     def apply_alert(self, alert: Any) -> str:
         """Fold one alert into the table; what happened (for counting)."""
@@ -197,8 +197,8 @@ def _views(app: Any, service: WorkQueueService) -> None:
         @by_key
         async def get(self, request: Any, key: str) -> Any:
             item = table.get(key)
-            if item is None:
-                return self.json({"error": "no open episode"}, status=404)
+            if not wq.is_open(item):
+                return self.json({"error": "no open work"}, status=404)
             return self.json(wq.view(item, time.time()))
 
     @app.page("/queue/items/{key}/claim")
@@ -216,8 +216,8 @@ def _views(app: Any, service: WorkQueueService) -> None:
             # No await between reading the item and writing it: claims cannot interleave.
             await service.writable()
             item = table.get(key)
-            if item is None:
-                return self.json({"error": "no open episode"}, status=404)
+            if not wq.is_open(item):
+                return self.json({"error": "no open work"}, status=404)
             now = time.time()
             result = wq.claim(item, by, now, hold_s)
             if not result.granted:
@@ -258,9 +258,10 @@ async def _report_outcome(service: WorkQueueService, key: str,
     closed = False
     await service.writable()
     item = service.table.get(key)  # again: it may have changed while we sent
-    if item is not None:
+    if wq.is_open(item):
         if outcome["outcome"] in FINAL_OUTCOMES:
-            del service.table[key]
+            # Kept until the episode ends: its escalation is not new work (work_queue.fold).
+            service.table[key] = wq.worked(item, outcome["outcome"])
             closed = True
         else:
             attempts = int(item.get("attempts") or 0) + 1

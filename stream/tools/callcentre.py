@@ -344,8 +344,8 @@ class ContactCentre:
     out is gone (not counted as a call). A reached churner is retained with probability
     ``retained``; a reached subscriber's item is done for the rest of its episode (an
     escalation of the same episode is not called again: one retention draw per episode);
-    an unreached one is tried again on a later day, up to :data:`MAX_ATTEMPTS` calls. Group items have no one number to call and
-    are left out.
+    an unreached one is tried again on a later day, up to :data:`MAX_ATTEMPTS` calls in
+    the episode. Group items have no one number to call and are left out.
 
     Besides the calls and their answers, a run counts the monthly fees of the churners
     reached before they left (``value_reached``: what the centre had the chance to keep,
@@ -387,19 +387,17 @@ class ContactCentre:
             start: datetime, end: datetime, *, capacity: int, order: str = "queue",
             timing: str = "advised") -> dict[str, Any]:
         """Work the alerts from ``start`` to ``end``; figures of the run."""
-        from stream.service.work_queue import fold, item_key, ordered
+        from stream.service.work_queue import fold, is_open, item_key, ordered, worked
 
         tz = start.tzinfo
         pending = sorted((a for a in alerts if a.get("kind", "subscriber") == "subscriber"
                           and a.get("subscriber_id") in truth),
                          key=lambda a: (_ts(a["ts"]), str(a.get("alert_id"))))
+        # One item per running episode, as the work queue keeps them: an item worked to the
+        # end (reached, given up, gone) stays until its episode ends, so that the episode's
+        # escalation is not called again (one retention draw per episode).
         items: dict[str, dict[str, Any]] = {}
-        attempts: Counter[str] = Counter()
-        done: set[tuple[str, Any]] = set()  # episodes (key, opened) worked to the end
-        # When each key's running episode opened: an alert that comes after the item was
-        # worked to the end (an escalation of the same episode) folds into no item, and
-        # would open the episode anew at its own time; it belongs to the episode worked.
-        opened: dict[str, Any] = {}
+        attempts: Counter[tuple[str, Any]] = Counter()  # per episode: (key, opened)
         figures: Counter[str] = Counter()
         value = value_reached = 0.0
         days = 0
@@ -419,12 +417,9 @@ class ContactCentre:
                 item = fold(items.get(key), alert)
                 if item is None:
                     items.pop(key, None)
-                    opened.pop(key, None)  # resolved or closed: the episode is over
-                    continue
-                item["opened_ts"] = opened.setdefault(key, item["opened_ts"])
-                if (key, item["opened_ts"]) not in done:
+                else:
                     items[key] = item
-            work = list(items.values())
+            work = [i for i in items.values() if is_open(i)]
             days += 1
             figures["open"] += len(work)
             if timing == "advised":
@@ -445,7 +440,7 @@ class ContactCentre:
                 key = str(call["key"])
                 episode = (key, call["opened_ts"])
                 t = truth[key]
-                rng = random.Random(f"{self.seed}|{episode}|{attempts[key]}")
+                rng = random.Random(f"{self.seed}|{episode}|{attempts[episode]}")
                 u_answer, u_hour, u_minute = rng.random(), rng.random(), rng.random()
                 lo, hi = self.open_hours
                 window = self._window(call, day) if timing == "advised" else None
@@ -457,21 +452,18 @@ class ContactCentre:
                 gone = _ts(t["port_out_ts"]) if t.get("port_out_ts") else None
                 if gone is not None and gone <= when:
                     figures["gone"] += 1
-                    items.pop(key)
-                    done.add(episode)
+                    items[key] = worked(call, "gone")
                     continue
-                attempts[key] += 1
+                attempts[episode] += 1
                 figures["calls"] += 1
                 if u_answer >= _answer_odds(t, when):
                     figures["unreached"] += 1
-                    if attempts[key] >= self.max_attempts:
+                    if attempts[episode] >= self.max_attempts:
                         figures["given_up"] += 1
-                        items.pop(key)
-                        done.add(episode)
+                        items[key] = worked(call, "given_up")
                     continue
                 figures["reached"] += 1
-                items.pop(key)
-                done.add(episode)
+                items[key] = worked(call, "reached")
                 if t["churn"]:
                     figures["reached_churners"] += 1
                     value_reached += float(t.get("monthly_fee") or 0.0)

@@ -177,10 +177,29 @@ def test_outcomes_are_validated_published_and_close_the_work() -> None:
     assert len(svc.deadletter_topic.sent) == 4
     assert len(svc.outcomes_topic.sent) == 1  # nothing rejected was published
     status, body = run(_report_outcome(svc, "s1", outcome(outcome="retained")))
-    assert status == 202 and body["item_closed"] and "s1" not in svc.table
-    # After the episode closed an outcome still counts (docs/alerts.md).
+    assert status == 202 and body["item_closed"] and not wq.is_open(svc.table["s1"])
+    # After the work is done an outcome still counts (docs/alerts.md).
     status, _ = run(_report_outcome(svc, "s1", outcome(outcome="churned")))
     assert status == 202 and len(svc.outcomes_topic.sent) == 3
+
+
+def test_a_worked_episode_stays_out_of_the_work_until_it_ends() -> None:
+    # Reached and retained; the engine escalates the same episode the next morning: the
+    # customer does not come back to the call centre. A resolution ends the episode, and
+    # the next one is work again.
+    svc = service()
+    svc.apply_alert(alert("a1-alert", "s1"))
+    asyncio.run(_report_outcome(svc, "s1", outcome(outcome="retained")))
+    assert svc.local_items() == []
+    svc.apply_alert(alert("a2-alert", "s1", "escalated", "red"))
+    assert svc.local_items() == [] and svc.table["s1"]["worked"] == "retained"
+    # An outcome for the escalation names an alert of the episode: accepted.
+    status, _ = asyncio.run(_report_outcome(svc, "s1", outcome(alert_id="a2-alert")))
+    assert status == 202
+    assert svc.apply_alert(alert("a3", "s1", "resolved", "green")) == "closed"
+    assert "s1" not in svc.table
+    svc.apply_alert(alert("a4", "s1"))
+    assert [i["alert_id"] for i in svc.local_items()] == ["a4"]
 
 
 def test_openapi_documents_every_view_and_method() -> None:
