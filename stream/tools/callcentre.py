@@ -331,9 +331,9 @@ class ContactCentre:
 
     Each day (the world's local days) the subscriber items open when the centre opens (one
     per open episode, from the alert stream, :func:`stream.service.work_queue.fold`) are
-    called, at most
-    ``capacity`` of them: in the queue's order (:func:`stream.service.work_queue.ordered`,
-    by expected retained value) or first come, first served (by when the episode opened).
+    called, at most ``capacity`` of them: in the queue's order
+    (:func:`stream.service.work_queue.ordered`, by expected retained value) or first come,
+    first served (by when the episode opened).
     With ``timing="advised"`` an item is called on a day one of its contact windows meets
     the working hours, at an hour in the best such window (the other items wait for their
     day, as the queue's ``reachable_now`` filter has them wait; an item whose alert has no
