@@ -351,7 +351,8 @@ class ContactCentre:
     reached before they left (``value_reached``: what the centre had the chance to keep,
     before the one retention draw per episode) and the open and callable items a day
     (``open_per_day``, ``callable_per_day``: a capacity above the callable items calls
-    everyone, whatever the order).
+    everyone, whatever the order), and the days the callable items were more than the
+    capacity (``full_days`` of ``days``: the only days the order decides who waits).
 
     Draws are shared between the ways of working (common random numbers): a call's answer,
     and where in its window or working day it falls, depend on the episode and the attempt,
@@ -430,6 +431,7 @@ class ContactCentre:
                 figures["waited"] += len(work) - len(callable_)
                 work = callable_
             figures["callable"] += len(work)
+            figures["full"] += len(work) > capacity  # the order decides who waits
             chosen: list[Mapping[str, Any]]
             if order == "queue":
                 chosen = ordered(work, capacity)
@@ -484,6 +486,7 @@ class ContactCentre:
             "value_reached": round(value_reached, 2),
             "open_per_day": round(figures["open"] / days, 2) if days else None,
             "callable_per_day": round(figures["callable"] / days, 2) if days else None,
+            "days": days, "full_days": figures["full"],
         }
 
     def _window(self, item: Mapping[str, Any], day: datetime) -> tuple[int, int] | None:
@@ -615,10 +618,13 @@ def format_contact(report: dict[str, Any]) -> str:
     lines += ["value retained (monthly fees) by the queue's order against first come, "
               "first served (advised hours), the mean difference over the paired runs with "
               "its standard error, and the runs where the queue retained more or the same; "
-              "churners reached (their fees), and the items open and callable a day:",
+              "churners reached (their fees), the items open and callable a day, and the "
+              "days the callable items were more than the capacity (the only days the "
+              "order decides who waits):",
               f"  {'capacity':>8}  {'queue':>9}  {'first come':>10}  {'difference':>13}  "
               f"{'ahead':>5}  {'same':>4}  {'customers':>9}  {'first come':>10}  "
-              f"{'reached':>9}  {'first come':>10}  {'open/day':>8}  {'callable':>8}"]
+              f"{'reached':>9}  {'first come':>10}  {'open/day':>8}  {'callable':>8}  "
+              f"{'full days':>9}"]
     for o in report["order"]:
         q, f = o["queue"], o["first_come"]
         se = "" if o["difference_se"] is None else f" ±{o['difference_se']:.0f}"
@@ -627,7 +633,8 @@ def format_contact(report: dict[str, Any]) -> str:
                      f"{o['queue_ahead']:>5}  {o['same']:>4}  "
                      f"{q['retained']:>9.1f}  {f['retained']:>10.1f}  "
                      f"{q['value_reached']:>9.0f}  {f['value_reached']:>10.0f}  "
-                     f"{q['open_per_day']:>8}  {q['callable_per_day']:>8}")
+                     f"{q['open_per_day']:>8}  {q['callable_per_day']:>8}  "
+                     f"{q['full_days']:>4.0f}/{q['days']:<4.0f}")
     t = report["targets"]
     lines.append(f"targets: unreachable at advised hours <= half of random: "
                  f"{'ok' if t['unreachable_half_of_random'] else 'MISS'}; queue order retains "

@@ -237,6 +237,11 @@ def test_contact_centre_counts_the_value_reached_and_the_work_a_day() -> None:
     assert run["value_reached"] == 10.0 + 20.0  # s2 is not a churner
     # Three open on Tuesday, then two, one, none: one call a day.
     assert run["open_per_day"] == (3 + 2 + 1 + 0) / 4 == run["callable_per_day"]
+    # More callable items than calls on Tuesday and Wednesday only: the order's two days.
+    assert (run["full_days"], run["days"]) == (2, 4)
+    wide = ContactCentre(seed=1, retained=0.0).run(
+        alerts, truth, start, start + timedelta(days=4), capacity=3, timing="advised")
+    assert wide["full_days"] == 0
 
 
 def test_an_episode_worked_to_the_end_is_not_called_again_on_its_escalation() -> None:
