@@ -634,7 +634,7 @@ def format_contact(report: dict[str, Any]) -> str:
                      f"{q['retained']:>9.1f}  {f['retained']:>10.1f}  "
                      f"{q['value_reached']:>9.0f}  {f['value_reached']:>10.0f}  "
                      f"{q['open_per_day']:>8}  {q['callable_per_day']:>8}  "
-                     f"{q['full_days']:>4.0f}/{q['days']:<4.0f}")
+                     f"{q['full_days']:>5.0f}/{q['days']:.0f}")
     t = report["targets"]
     lines.append(f"targets: unreachable at advised hours <= half of random: "
                  f"{'ok' if t['unreachable_half_of_random'] else 'MISS'}; queue order retains "
