@@ -4,7 +4,6 @@ day (part of :class:`detectors.engine.Engine`)."""
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any
 
 from detectors.absence import VERDICTS
@@ -230,11 +229,6 @@ class DayClose(Judgement):
         self._closed_row = None
         return alerts
 
-    def _circles(self) -> GroupForwarding:
-        """Who of each group or account forwards off-net, kept in the population store for
-        two trips' length (what a stay away's "others do the same" can look back on)."""
-        return GroupForwarding(self.population.store, keep_days=2 * self.config.trip_days)
-
     def _note_forwarding(self, sid: str, st: State, day: int, operator: int) -> None:
         """Record a member of a group or account forwarding off-net with evidence today
         (:class:`detectors.group_forwarding.GroupForwarding`): what others in a stay away compare
@@ -243,7 +237,7 @@ class DayClose(Judgement):
         circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
                   if profile is not None else None)
         if circle is not None:
-            self._circles().add(circle, day, operator, zlib.crc32(sid.encode()) & 0xFFFF)
+            self._circles().add(circle, day, operator, GroupForwarding.member(sid))
 
     def _stay_away(
         self, sid: str, st: State, day: int, row: DayCounts, spend: SpendDrop,
@@ -303,16 +297,11 @@ class DayClose(Judgement):
         if t.confirmed and not was_confirmed:
             self.counters["absences"] += 1
             _forget_days(t.days - 1, spend, usage)
-        profile = st.get("p")
-        circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
-                  if profile is not None else None)
-        if t.confirmed and t.forwarded and not t.verdict and circle is not None:
+        if (t.confirmed and t.forwarded and not t.verdict
+                and self._circle_forwards(st, day, t.operator, GroupForwarding.member(sid))):
             # Others of the group or account forwarding to the same operator, held as a
             # stay away or alerted for it: a group moving, not one member's trip.
-            member = zlib.crc32(sid.encode()) & 0xFFFF
-            if self._circles().others(circle, day, t.operator, member,
-                                      cfg.trip_days) >= cfg.absence_group_members:
-                stay.group_moves()
+            stay.group_moves()
         if t.verdict != old_verdict:
             self.counters[f"absence_{VERDICTS[t.verdict]}"] += 1
         return bool(stay.holding)

@@ -85,6 +85,11 @@ class EngineConfig:
         left unalerted.
     absence_red_strength
         Strength of a stay away that is not an absence (red at 0.7).
+    holiday_ratio, holiday_days
+        A segment whose outgoing calls over the last ``holiday_days`` closed days are
+        below ``holiday_ratio`` of the same weekdays a week before is at a holiday: many
+        of its people travel, and forwarding off-net alone weighs what it does on a trip
+        that may be an absence (``absence_fwd_strength``, yellow) while it lasts.
     absence_group_members
         Other members of the group in a stay away forwarding to the same operator that
         make one member's stay away not an absence.
@@ -166,6 +171,8 @@ class EngineConfig:
     trip_days: int = 21
     absence_fwd_strength: float = 0.5
     absence_red_strength: float = 0.75
+    holiday_ratio: float = 0.8
+    holiday_days: int = 3
     absence_group_members: int = 1
     absence_z: float = 3.0
     absence_min_days: int = 3

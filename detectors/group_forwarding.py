@@ -3,6 +3,7 @@ member in a stay away (:mod:`detectors.absence`)."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -48,6 +49,11 @@ class GroupForwarding:
     def __init__(self, store: MutableMapping[str, Any], keep_days: int = 30):
         self.store = store
         self.keep_days = keep_days
+
+    @staticmethod
+    def member(subscriber_id: str) -> int:
+        """A member's number in its circle: a 16-bit hash of its id, not the id itself."""
+        return zlib.crc32(subscriber_id.encode()) & 0xFFFF
 
     @staticmethod
     def circle(group: str | None, account: str | None) -> str | None:

@@ -96,7 +96,8 @@ class Judgement(Outputs):
         away: bool = False,
         models: tuple[SpendDrop, SpendDrop, Forwarding] | None = None,
     ) -> list[dict[str, Any]]:
-        assessment = self.assess(st, day, today=today, away=away, models=models)
+        assessment = self.assess(st, day, today=today, away=away, models=models,
+                                 member=GroupForwarding.member(sid))
         cooldown = self.config.cooldown_days * 86400.0
         policy = (
             AlertPolicy.from_state(st["a"], self.config.resolve_days, cooldown)
@@ -120,8 +121,10 @@ class Judgement(Outputs):
         today: DayCounts | None = None,
         away: bool = False,
         models: tuple[SpendDrop, SpendDrop, Forwarding] | None = None,
+        member: int = -1,
     ) -> Assessment:
-        """Judge a subscriber's state as of ``day`` (``today``: the open day's counters)."""
+        """Judge a subscriber's state as of ``day`` (``today``: the open day's counters;
+        ``member``: the subscriber's number in their circle, for what others do)."""
         cfg = self.config
         m = st["m"]
         if models is None:
@@ -195,8 +198,21 @@ class Judgement(Outputs):
                     stay, self.clock.date(stay.start), cfg.absence_fwd_strength,
                     cfg.trip_days, self._operator_name(stay.operator, m.fwd_operator)))
             elif strength > 0:
-                signals.append(self._modest(self._forward_signal(st, fwd, strength, today),
-                                            st, spend))
+                sig = self._modest(self._forward_signal(st, fwd, strength, today), st, spend)
+                holiday = self._holiday(segment, day)
+                operator = (today.operator if today is not None and today.operator >= 0
+                            else m.fwd_operator)
+                if holiday is not None and not self._circle_forwards(st, day, operator, member):
+                    # At a holiday many travel: forwarding alone may be a trip, as while a
+                    # stay away is held; others of the group or account doing the same
+                    # are not a trip.
+                    sig.strength = min(sig.strength, cfg.absence_fwd_strength)
+                    sig.summary += (
+                        f"; the {segment} segment's calls of the last {cfg.holiday_days} "
+                        f"days are {holiday:.0%} of the same days a week before, a holiday, "
+                        f"when many travel: it may be a trip")
+                    sig.figures["segment_week_on_week"] = round(holiday, 3)
+                signals.append(sig)
         if stay is not None and stay.confirmed and stay.verdict:
             signals.append(stay_signal(
                 stay, self.clock.date(stay.start), cfg.absence_red_strength, cfg.trip_days,
@@ -324,6 +340,28 @@ class Judgement(Outputs):
                         f"when a customer moves away")
             figures["incoming_ratio"] = round(incoming, 3)
         return Signal("usage_drop", strength, summary, figures)
+
+    def _circles(self) -> GroupForwarding:
+        """Who of each group or account forwards off-net, kept in the population store for
+        two trips' length (what a stay away's "others do the same" can look back on)."""
+        return GroupForwarding(self.population.store, keep_days=2 * self.config.trip_days)
+
+    def _holiday(self, segment: str, day: int) -> float | None:
+        """The segment's calls of its last closed days against the same days a week
+        before, when they say a holiday (below ``config.holiday_ratio``); else None."""
+        cfg = self.config
+        ratio = self.population.week_on_week(segment, day - 1, cfg.holiday_days, metric=1)
+        return ratio if ratio is not None and ratio < cfg.holiday_ratio else None
+
+    def _circle_forwards(self, st: State, day: int, operator: int, member: int) -> bool:
+        """Do other members of the subscriber's group or account forward off-net to the
+        same operator (``config.absence_group_members`` of them, within a trip's length)?"""
+        profile = st.get("p")
+        circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
+                  if profile is not None else None)
+        return circle is not None and operator >= 0 and self._circles().others(
+            circle, day, operator, member, self.config.trip_days
+        ) >= self.config.absence_group_members
 
     def _forward_signal(
         self, st: State, fwd: Forwarding, strength: float, today: DayCounts | None

@@ -101,3 +101,29 @@ class Population:
         if count < (self.min_count if min_count is None else min_count) or expected <= 0:
             return None
         return observed / expected
+
+    def week_on_week(self, segment: str, last_day: int, days: int, metric: int = 0) -> float | None:
+        """The segment's ratio over the ``days`` days to ``last_day`` over its ratio on the
+        same weekdays a week before (None if either is too thin): about 1 in ordinary
+        weeks, whatever their rhythm, and low when a holiday empties the segment's days.
+
+        A holiday (days 14-20) halves everyone's calls, weekends (days 5, 6, 12, 13, ...)
+        included; a plain ratio cannot tell it from a weekend:
+
+        >>> pop = Population({})
+        >>> for day in range(21):
+        ...     weekend = 0.3 if day % 7 in (5, 6) else 1.0
+        ...     holiday = 0.5 if day >= 14 else 1.0
+        ...     for member in range(20):
+        ...         pop.add("sme", day, (round(1000 * weekend * holiday), 1000))
+        >>> round(pop.ratio("sme", 11, 13), 2), round(pop.week_on_week("sme", 13, 3), 2)
+        (0.53, 1.0)
+        >>> round(pop.ratio("sme", 14, 16), 2), round(pop.week_on_week("sme", 16, 3), 2)
+        (0.5, 0.5)
+
+        """
+        now = self.ratio(segment, last_day - days + 1, last_day, metric)
+        before = self.ratio(segment, last_day - days - 6, last_day - 7, metric)
+        if now is None or before is None or before <= 0:
+            return None
+        return now / before

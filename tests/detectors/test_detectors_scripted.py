@@ -237,6 +237,57 @@ def test_no_alert_when_a_holiday_hits_everyone() -> None:
     assert engine.counters["closed_days"] > 0
 
 
+def _holiday(d: int) -> float:
+    """Everyone's calls at a quarter through a holiday, 2026-03-06 to 03-14 (days 60-68)."""
+    return 0.25 if 60 <= d < 69 else 1.0
+
+
+def _at_the_holiday(d: int) -> Day:
+    f = _holiday(d)
+    return Day(out_calls=8 * f, in_calls=8 * f, charge=3.0 * (0.5 + 0.5 * f))
+
+
+def _switching_at_the_holiday(d: int) -> Day:
+    """Calls as everyone does, and from 03-09 (the holiday's fourth day) on, incoming
+    calls forwarded to China Unicom: a switch, or a trip like many at a holiday."""
+    day = _at_the_holiday(d)
+    if d >= 63:
+        day.in_calls, day.forward_to, day.forward_share = 8.0, UNICOM, 0.9
+    return day
+
+
+def test_forwarding_off_net_at_a_holiday_is_yellow_until_the_holiday_ends() -> None:
+    # The segment's calls of the last three days against the same days a week before say
+    # the holiday; forwarding alone then weighs what a trip's does (yellow), and is red
+    # once the segment's days are back to normal.
+    _, alerts = World(crowd(script=_at_the_holiday, churner=_switching_at_the_holiday)).run()
+    mine = opened(alerts, "churner")
+    assert mine[0] == ("2026-03-10", "open", "yellow")  # the close of 03-09
+    assert mine[1][1:] == ("escalated", "red") and "2026-03-15" <= mine[1][0] <= "2026-03-17"
+    assert all(a["subscriber_id"] == "churner" for a in alerts)
+    reason = alerts[0]["reasons"][0]
+    assert reason["code"] == "forwarding_off_net"
+    assert "a holiday, when many travel: it may be a trip" in reason["summary"]
+    assert reason["figures"]["segment_week_on_week"] < 0.8
+    assert "segment_week_on_week" not in alerts[1]["reasons"][0]["figures"]
+
+
+def test_forwarding_off_net_at_a_holiday_is_red_when_the_group_does_the_same() -> None:
+    # A colleague of the same group has forwarded to China Unicom since 03-07: the group
+    # moving, not a holiday trip.
+    def colleague(d: int) -> Day:
+        day = _at_the_holiday(d)
+        if d >= 61:
+            day.in_calls, day.forward_to, day.forward_share = 8.0, "18600000001", 0.9
+        return day
+
+    group = {"group_id": "G1", "account_id": "AC-G1"}
+    scripts = crowd(script=_at_the_holiday, churner=_switching_at_the_holiday,
+                    colleague=colleague)
+    _, alerts = World(scripts, profiles={"churner": group, "colleague": group}).run()
+    assert opened(alerts, "churner")[0] == ("2026-03-10", "open", "red")
+
+
 def test_no_alert_on_plan_downgrade() -> None:
     def downgrade(d: int) -> Day:
         if d < 60:
