@@ -89,7 +89,8 @@ class StayAway(base.DriftDetector):
     - **Not an absence** (:attr:`verdict`) when it lasts more than ``trip_days`` (on the
       calendar, from its first day to the day of the last update); when
       outgoing calls stay at ``partial`` of usual or more over two days or more while calls
-      are forwarded off-net (the subscriber is here, their calls go elsewhere); when the
+      are forwarded off-net (the subscriber is here, their calls go elsewhere; not at a
+      holiday, when a traveller's call or two reaches that share of the low usual); when the
       plan is cut during it (:meth:`note_cut` for a day it does not step); or
       (:meth:`group_moves`) when other members of the group or account do the same.
 
@@ -181,21 +182,24 @@ class StayAway(base.DriftDetector):
         self._day = 0
         self._cusum: float = 0
         self._run: tuple[int, int] = (0, 0)
+        self._holiday = False
 
     def expect(self, rate: float, in_rate: float, n_in: int, forwarded: int,
                steady: bool = True, cut: bool = False, day: int = 0,
-               cusum: float = 0, run: tuple[int, int] = (0, 0)) -> None:
+               cusum: float = 0, run: tuple[int, int] = (0, 0),
+               holiday: bool = False) -> None:
         """The context of the next :meth:`update`: usual outgoing (``rate``) and incoming
         (``in_rate``) calls that day, incoming calls that reached the phone (``n_in``, none
         forwarded) and those forwarded to new off-net numbers (``forwarded``), a steady
         fortnight before, a plan cut that day, the day's number, the usage CUSUM's level
-        (kept at onset), and the collapsed days just before (``run``: how many, and their
-        outgoing calls), which an onset takes in.
+        (kept at onset), the collapsed days just before (``run``: how many, and their
+        outgoing calls), which an onset takes in, and whether everyone is at a holiday
+        (``holiday``: presence is no verdict then).
         """
         self._rate, self._in_rate = rate, in_rate
         self._n_in, self._forwarded = n_in, forwarded
         self._steady, self._cut, self._day, self._cusum = steady, cut, day, cusum
-        self._run = run
+        self._run, self._holiday = run, holiday
 
     @property
     def verdict(self) -> str:
@@ -271,7 +275,9 @@ class StayAway(base.DriftDetector):
         # but a trip lasts them all the same.
         if max(s.days, self._day - s.start + 1) > self.trip_days:
             s.verdict = PERSISTED
-        elif present:
+        elif present and not self._holiday:
+            # At a holiday the usual is everyone's low, and a traveller's call or two
+            # reaches a share of it: presence says nothing until the holiday is over.
             s.verdict = PRESENT
         self._drift_detected = True
 

@@ -274,7 +274,8 @@ class DayClose(Judgement):
         # Incoming calls forwarded anywhere (to someone on our own network too) did not
         # reach the phone: a trip's calls handed to a colleague are calls the line lost.
         stay.expect(rate, m.in_base, row.n_in - row.n_fwd, forwarded, steady=steady,
-                    cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run)
+                    cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run,
+                    holiday=self._holiday(segment, day) is not None)
         stay.update(row.n_out)
         before, t = t, stay.state
         if t is None:

@@ -288,6 +288,23 @@ def test_forwarding_off_net_at_a_holiday_is_red_when_the_group_does_the_same() -
     assert opened(alerts, "churner")[0] == ("2026-03-10", "open", "red")
 
 
+def test_a_trip_at_a_holiday_that_calls_a_little_while_forwarding_is_yellow() -> None:
+    # Away from 03-08 (the holiday's third day), calls forwarded to a family number; from
+    # 03-10 a couple of calls a day, which against everyone's holiday usual (2 a day) is
+    # "present" (4 against a usual 11 over 6 days, red without the holiday). At a holiday
+    # presence is no verdict: the trip stays yellow and resolves.
+    def traveller(d: int) -> Day:
+        day = _at_the_holiday(d)
+        if 62 <= d < 67:
+            day.out_calls = 0.0 if d < 64 else 2.0
+            day.in_calls, day.forward_to, day.forward_share = 8.0, TELECOM_FAMILY, 0.9
+        return day
+
+    _, alerts = World(crowd(script=_at_the_holiday, traveller=traveller)).run()
+    assert opened(alerts, "traveller") == [
+        ("2026-03-09", "open", "yellow"), ("2026-03-20", "resolved", "blue")]
+
+
 def test_no_alert_on_plan_downgrade() -> None:
     def downgrade(d: int) -> Day:
         if d < 60:
