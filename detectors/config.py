@@ -88,8 +88,9 @@ class EngineConfig:
     holiday_ratio, holiday_days
         A segment whose outgoing calls over the last ``holiday_days`` closed days are
         below ``holiday_ratio`` of the same weekdays a week before is at a holiday: many
-        of its people travel, and forwarding off-net alone weighs what it does on a trip
-        that may be an absence (``absence_fwd_strength``, yellow) while it lasts.
+        of its people travel: while it lasts, forwarding off-net alone weighs what it does
+        on a trip that may be an absence (``absence_fwd_strength``, yellow), and a stay
+        away is not judged present (``absence_partial``).
     absence_group_members
         Other members of the group in a stay away forwarding to the same operator that
         make one member's stay away not an absence.
