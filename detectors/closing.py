@@ -233,9 +233,7 @@ class DayClose(Judgement):
         """Record a member of a group or account forwarding off-net with evidence today
         (:class:`detectors.group_forwarding.GroupForwarding`): what others in a stay away compare
         with."""
-        profile = st.get("p")
-        circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
-                  if profile is not None else None)
+        circle = self._circle(st)
         if circle is not None:
             self._circles().add(circle, day, operator, GroupForwarding.member(sid))
 
@@ -273,9 +271,11 @@ class DayClose(Judgement):
         old_verdict = t.verdict if t is not None else 0
         # Incoming calls forwarded anywhere (to someone on our own network too) did not
         # reach the phone: a trip's calls handed to a colleague are calls the line lost.
+        # The holiday matters only to a running stay's presence (an onset is collapsed,
+        # never present): not worked out for every subscriber's day.
         stay.expect(rate, m.in_base, row.n_in - row.n_fwd, forwarded, steady=steady,
                     cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run,
-                    holiday=self._holiday(segment, day) is not None)
+                    holiday=t is not None and self._holiday(segment, day) is not None)
         stay.update(row.n_out)
         before, t = t, stay.state
         if t is None:

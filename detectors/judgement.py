@@ -216,9 +216,7 @@ class Judgement(Outputs):
         if stay is not None and stay.confirmed and stay.verdict:
             signals.append(stay_signal(
                 stay, self.clock.date(stay.start), cfg.absence_red_strength, cfg.trip_days,
-                GroupForwarding.circle(st["p"].group_id, st["p"].account_id)
-                if "p" in st else None,
-                self._operator_name(stay.operator)))
+                self._circle(st), self._operator_name(stay.operator)))
         if m.bill_n and m.bill_ratio < cfg.bill_ratio and day - m.bill_day <= 31:
             signals.append(Signal(
                 "bill_drop", 0.3,
@@ -353,12 +351,17 @@ class Judgement(Outputs):
         ratio = self.population.week_on_week(segment, day - 1, cfg.holiday_days, metric=1)
         return ratio if ratio is not None and ratio < cfg.holiday_ratio else None
 
+    @staticmethod
+    def _circle(st: State) -> str | None:
+        """The subscriber's circle: their group, else their account (None: neither)."""
+        profile = st.get("p")
+        return (GroupForwarding.circle(profile.group_id, profile.account_id)
+                if profile is not None else None)
+
     def _circle_forwards(self, st: State, day: int, operator: int, member: int) -> bool:
         """Do other members of the subscriber's group or account forward off-net to the
         same operator (``config.absence_group_members`` of them, within a trip's length)?"""
-        profile = st.get("p")
-        circle = (GroupForwarding.circle(profile.group_id, profile.account_id)
-                  if profile is not None else None)
+        circle = self._circle(st)
         return circle is not None and operator >= 0 and self._circles().others(
             circle, day, operator, member, self.config.trip_days
         ) >= self.config.absence_group_members
