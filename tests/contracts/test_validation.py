@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import fastjsonschema
+import jsonschema_rs
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -186,3 +187,40 @@ def test_near_valid_messages_never_raise(data: st.DataObject) -> None:
 def test_random_bytes_never_raise(raw: bytes) -> None:
     result = Validator().check("billing", raw)
     assert result.ok or result.reason in REASONS
+
+
+#: Values at the edges of the schemas' rules: patterns (a trailing newline, non-ASCII
+#: digits, 9 and 10 decimals), lengths, bounds, integers beyond 64 bits, booleans as numbers.
+EDGES = [
+    "", "1", "123", "+123", "++123", "123\n", "\n123", " 123", "１２３", "٣٣٣", "1" * 20,
+    "1" * 21, "x" * 64, "x" * 65, "x" * 128, "x" * 129, "in", "out", "IN", "topup",
+    "consumer", "sme", "2026-03-02T09:15:00+08:00", "2026-03-02T09:15:00Z",
+    "2026-03-02T09:15:00+08:00\n", "2026-03-02T09:15:00.123456789Z",
+    "2026-03-02T09:15:00.1234567890Z", "2026-03-02t09:15:00Z", "2026-03-02T09:15:00+0800",
+    "2026-03-02T09:15:00", -1, -0.0, 0, 0.0, 1, 1.0, 1.5, 2, 86400, 86400.0, 86400.5,
+    100000, 100000.01, 1e308, 2**63, 2**64, -(2**63) - 1, 10**30, True, False, None, [], {},
+]
+
+
+_FAST = {k: jsonschema_rs.validator_for(schema(k)).is_valid for k in (*INPUT_KINDS, "outcome")}
+_EXPLAINING = {k: fastjsonschema.compile(schema(k)) for k in (*INPUT_KINDS, "outcome")}
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=st.data())
+def test_the_fast_check_accepts_only_what_the_explaining_one_accepts(
+        data: st.DataObject) -> None:
+    """The validator accepts what jsonschema-rs accepts without asking fastjsonschema: the
+    two must agree, at the edges of every rule of every schema."""
+    kind = data.draw(st.sampled_from([*INPUT_KINDS, "outcome"]))
+    base = GOOD.get(kind) or dict.fromkeys(schema(kind)["required"], "x")
+    fields = list(schema(kind)["properties"])
+    message = {**base, **data.draw(st.dictionaries(
+        st.sampled_from(fields), st.sampled_from(EDGES) | json_values, max_size=3))}
+    fast = _FAST[kind](message)
+    try:
+        _EXPLAINING[kind](message)
+        explained = True
+    except fastjsonschema.JsonSchemaValueException:
+        explained = False
+    assert fast == explained, message
