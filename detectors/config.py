@@ -88,9 +88,13 @@ class EngineConfig:
     holiday_ratio, holiday_days
         A segment whose outgoing calls over the last ``holiday_days`` closed days are
         below ``holiday_ratio`` of the same weekdays a week before is at a holiday: many
-        of its people travel: while it lasts, forwarding off-net alone weighs what it does
-        on a trip that may be an absence (``absence_fwd_strength``, yellow), and a stay
+        of its people travel: while it lasts, forwarding off-net, alone or in a stay away
+        that may be an absence, is a possible trip (``holiday_trip_strength``), and a stay
         away is not judged present (``absence_partial``).
+    holiday_trip_strength
+        What forwarding off-net weighs at a holiday while it may be a trip: green (0.2 to
+        0.45), watched but not alerted; other evidence beside it (a bill drop, 0.3) makes
+        it yellow. Others of the group or account forwarding to the same operator lift it.
     absence_group_members
         Other members of the group in a stay away forwarding to the same operator that
         make one member's stay away not an absence.
@@ -174,6 +178,7 @@ class EngineConfig:
     absence_red_strength: float = 0.75
     holiday_ratio: float = 0.8
     holiday_days: int = 3
+    holiday_trip_strength: float = 0.3
     absence_group_members: int = 1
     absence_z: float = 3.0
     absence_min_days: int = 3

@@ -194,25 +194,15 @@ class Judgement(Outputs):
             if (held or pending) and stay is not None and (stay.forwarded or strength > 0):
                 # Forwarding off-net while the line is quiet: may be a trip, may be a
                 # switch that looks like one; yellow for every day it is held.
-                signals.append(held_signal(
+                sig = held_signal(
                     stay, self.clock.date(stay.start), cfg.absence_fwd_strength,
-                    cfg.trip_days, self._operator_name(stay.operator, m.fwd_operator)))
+                    cfg.trip_days, self._operator_name(stay.operator, m.fwd_operator))
+                signals.append(self._at_holiday(sig, st, segment, day, stay.operator, member))
             elif strength > 0:
                 sig = self._modest(self._forward_signal(st, fwd, strength, today), st, spend)
-                holiday = self._holiday(segment, day)
                 operator = (today.operator if today is not None and today.operator >= 0
                             else m.fwd_operator)
-                if holiday is not None and not self._circle_forwards(st, day, operator, member):
-                    # At a holiday many travel: forwarding alone may be a trip, as while a
-                    # stay away is held; others of the group or account doing the same
-                    # are not a trip.
-                    sig.strength = min(sig.strength, cfg.absence_fwd_strength)
-                    sig.summary += (
-                        f"; the {segment} segment's calls of the last {cfg.holiday_days} "
-                        f"days are {holiday:.0%} of the same days a week before, a holiday, "
-                        f"when many travel: it may be a trip")
-                    sig.figures["segment_week_on_week"] = round(holiday, 3)
-                signals.append(sig)
+                signals.append(self._at_holiday(sig, st, segment, day, operator, member))
         if stay is not None and stay.confirmed and stay.verdict:
             signals.append(stay_signal(
                 stay, self.clock.date(stay.start), cfg.absence_red_strength, cfg.trip_days,
@@ -343,6 +333,22 @@ class Judgement(Outputs):
         """Who of each group or account forwards off-net, kept in the population store for
         two trips' length (what a stay away's "others do the same" can look back on)."""
         return GroupForwarding(self.population.store, keep_days=2 * self.config.trip_days)
+
+    def _at_holiday(self, sig: Signal, st: State, segment: str, day: int, operator: int,
+                    member: int) -> Signal:
+        """``sig`` (forwarding off-net) weighed as a possible trip, green, while the segment
+        is at a holiday, when many travel and forward their calls, unless others of the
+        group or account forward to the same operator (a group moving is no trip)."""
+        holiday = self._holiday(segment, day)
+        if holiday is None or self._circle_forwards(st, day, operator, member):
+            return sig
+        cfg = self.config
+        sig.strength = min(sig.strength, cfg.holiday_trip_strength)
+        sig.summary += (f"; the {segment} segment's calls of the last {cfg.holiday_days} days "
+                        f"are {holiday:.0%} of the same days a week before, a holiday, when "
+                        f"many travel: it may be a trip")
+        sig.figures["segment_week_on_week"] = round(holiday, 3)
+        return sig
 
     def _holiday(self, segment: str, day: int) -> float | None:
         """The segment's calls of its last closed days against the same days a week

@@ -256,15 +256,27 @@ def _switching_at_the_holiday(d: int) -> Day:
     return day
 
 
-def test_forwarding_off_net_at_a_holiday_is_yellow_until_the_holiday_ends() -> None:
+def test_forwarding_off_net_at_a_holiday_is_not_alerted_until_the_holiday_ends() -> None:
     # The segment's calls of the last three days against the same days a week before say
-    # the holiday; forwarding alone then weighs what a trip's does (yellow), and is red
-    # once the segment's days are back to normal.
+    # the holiday; forwarding alone may then be a trip, green (watched, not alerted), and
+    # is red once the segment's days are back to normal.
     _, alerts = World(crowd(script=_at_the_holiday, churner=_switching_at_the_holiday)).run()
+    assert opened(alerts, "churner")[0] == ("2026-03-16", "open", "red")
+    assert all(a["subscriber_id"] == "churner" for a in alerts)
+    reason = alerts[0]["reasons"][0]
+    assert reason["code"] == "forwarding_off_net"
+    assert "segment_week_on_week" not in reason["figures"]
+
+
+def test_an_operator_may_alert_possible_trips_at_a_holiday_at_yellow() -> None:
+    # holiday_trip_strength at yellow: the same forwarding is yellow from its first day at
+    # the holiday, says why, and is red once the holiday is over.
+    config = EngineConfig(holiday_trip_strength=0.5)
+    _, alerts = World(crowd(script=_at_the_holiday,
+                            churner=_switching_at_the_holiday)).run(config)
     mine = opened(alerts, "churner")
     assert mine[0] == ("2026-03-10", "open", "yellow")  # the close of 03-09
     assert mine[1][1:] == ("escalated", "red") and "2026-03-15" <= mine[1][0] <= "2026-03-17"
-    assert all(a["subscriber_id"] == "churner" for a in alerts)
     reason = alerts[0]["reasons"][0]
     assert reason["code"] == "forwarding_off_net"
     assert "a holiday, when many travel: it may be a trip" in reason["summary"]
@@ -288,11 +300,11 @@ def test_forwarding_off_net_at_a_holiday_is_red_when_the_group_does_the_same() -
     assert opened(alerts, "churner")[0] == ("2026-03-10", "open", "red")
 
 
-def test_a_trip_at_a_holiday_that_calls_a_little_while_forwarding_is_yellow() -> None:
+def test_a_trip_at_a_holiday_that_calls_a_little_while_forwarding_is_not_alerted() -> None:
     # Away from 03-08 (the holiday's third day), calls forwarded to a family number; from
     # 03-10 a couple of calls a day, which against everyone's holiday usual (2 a day) is
     # "present" (4 against a usual 11 over 6 days, red without the holiday). At a holiday
-    # presence is no verdict: the trip stays yellow and resolves.
+    # presence is no verdict, and a stay away that may be a trip is green: no alert.
     def traveller(d: int) -> Day:
         day = _at_the_holiday(d)
         if 62 <= d < 67:
@@ -301,6 +313,10 @@ def test_a_trip_at_a_holiday_that_calls_a_little_while_forwarding_is_yellow() ->
         return day
 
     _, alerts = World(crowd(script=_at_the_holiday, traveller=traveller)).run()
+    assert opened(alerts, "traveller") == []
+    # At yellow (holiday_trip_strength 0.5) it is held as a possible trip and resolves.
+    _, alerts = World(crowd(script=_at_the_holiday, traveller=traveller)).run(
+        EngineConfig(holiday_trip_strength=0.5))
     assert opened(alerts, "traveller") == [
         ("2026-03-09", "open", "yellow"), ("2026-03-20", "resolved", "blue")]
 
