@@ -193,7 +193,8 @@ class Judgement(Outputs):
                         else fwd.carried_strength())
             if (held or pending) and stay is not None and (stay.forwarded or strength > 0):
                 # Forwarding off-net while the line is quiet: may be a trip, may be a
-                # switch that looks like one; yellow for every day it is held.
+                # switch that looks like one; yellow for every day it is held (green at a
+                # holiday).
                 sig = held_signal(
                     stay, self.clock.date(stay.start), cfg.absence_fwd_strength,
                     cfg.trip_days, self._operator_name(stay.operator, m.fwd_operator))

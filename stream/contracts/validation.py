@@ -126,9 +126,10 @@ class Validator:
         self.max_age = max_age
         self.max_past = max_past
         kinds = (*INPUT_KINDS, "outcome")
-        self._valid = {kind: jsonschema_rs.validator_for(schema(kind)).is_valid
-                       for kind in kinds}
-        self._compiled = {kind: fastjsonschema.compile(schema(kind)) for kind in kinds}
+        # jsonschema-rs decides (fast); fastjsonschema explains what it rejects.
+        self._is_valid = {kind: jsonschema_rs.validator_for(schema(kind)).is_valid
+                          for kind in kinds}
+        self._explaining = {kind: fastjsonschema.compile(schema(kind)) for kind in kinds}
         self._max_age_s = max_age.total_seconds()
         self._newest = float("-inf")
 
@@ -147,9 +148,9 @@ class Validator:
             except UnicodeDecodeError as uexc:
                 return Rejected("not_utf8", None, f"not UTF-8 at byte {uexc.start}")
             return Rejected("malformed_json", None, f"not JSON: {exc}")
-        if not self._valid[kind](event):
+        if not self._is_valid[kind](event):
             try:
-                self._compiled[kind](event)
+                self._explaining[kind](event)
             except fastjsonschema.JsonSchemaValueException as exc:
                 return _explain(kind, event, exc)
         if kind == "subscribers":
