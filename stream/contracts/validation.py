@@ -1,6 +1,6 @@
 """Validation at the boundary: raw bytes in, an accepted event or an explained rejection out.
 
-Every input message passes here, on the hot path, so each schema is compiled once, twice:
+Every input message passes here, on the hot path, so each schema is compiled ahead, twice:
 jsonschema-rs (compiled Rust, about 2 microseconds a call record) says whether a message
 is valid; fastjsonschema (generated Python, about 6) explains a message that is not: which
 rule, which field. A message is accepted when either accepts it, so the first only ever
