@@ -275,7 +275,7 @@ class DayClose(Judgement):
         # never present): not worked out for every subscriber's day.
         stay.expect(rate, m.in_base, row.n_in - row.n_fwd, forwarded, steady=steady,
                     cut=row.downgrades > 0, day=day, cusum=m.cusum, run=run,
-                    holiday=t is not None and self._holiday(segment, day) is not None)
+                    holiday=t is not None and self._holidays.why(segment, day) is not None)
         stay.update(row.n_out)
         before, t = t, stay.state
         if t is None:

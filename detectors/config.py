@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from detectors.days import calendar_days
+
 __all__ = ["EngineConfig", "MODEL_VERSION"]
 
 #: Written into every alert; bump when thresholds or features change meaning.
@@ -91,6 +93,11 @@ class EngineConfig:
         of its people travel: while it lasts, forwarding off-net, alone or in a stay away
         that may be an absence, is a possible trip (``holiday_trip_strength``), and a stay
         away is not judged present (``absence_partial``).
+    holidays
+        The operator's holiday calendar: dates ``YYYY-MM-DD`` or inclusive ranges
+        ``YYYY-MM-DD..YYYY-MM-DD`` (operator days). Their days are a holiday for every
+        segment, whatever the calls say, from the first (the data rule above needs
+        ``holiday_days`` of them to see one).
     holiday_trip_strength
         What forwarding off-net weighs at a holiday while it may be a trip: green (0.2 to
         0.45), watched but not alerted; other evidence beside it (a bill drop, 0.3) makes
@@ -178,6 +185,7 @@ class EngineConfig:
     absence_red_strength: float = 0.75
     holiday_ratio: float = 0.8
     holiday_days: int = 3
+    holidays: tuple[str, ...] = ()
     holiday_trip_strength: float = 0.3
     absence_group_members: int = 1
     absence_z: float = 3.0
@@ -208,3 +216,12 @@ class EngineConfig:
         default_factory=lambda: {"diamond": 1.5, "gold": 1.3, "silver": 1.1}
     )
     manager_first_segments: tuple[str, ...] = ("key_account",)
+
+    def __post_init__(self) -> None:
+        # A calendar from TOML is a list, one from a caller may be a single string; a bad
+        # entry fails here, at start-up, rather than on the first holiday.
+        holidays = self.holidays
+        if isinstance(holidays, str):
+            holidays = (holidays,)
+        object.__setattr__(self, "holidays", tuple(holidays))
+        calendar_days(self.holidays)

@@ -8,9 +8,10 @@ closed day is *late*: counted, and used where it still can be.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta, timezone
 
-__all__ = ["Clock", "parse_ts"]
+__all__ = ["Clock", "calendar_days", "parse_ts"]
 
 DAY_S = 86400
 
@@ -27,6 +28,37 @@ def parse_ts(ts: str) -> float:
 
     """
     return datetime.fromisoformat(ts).timestamp()
+
+
+def calendar_days(entries: Iterable[str]) -> frozenset[int]:
+    """The operator days (numbered as :meth:`Clock.day` numbers them) of calendar entries,
+    each a date ``YYYY-MM-DD`` or an inclusive range ``YYYY-MM-DD..YYYY-MM-DD``.
+
+    Examples
+    --------
+    >>> sorted(calendar_days(["2026-02-15..2026-02-17", "2026-05-01"]))
+    [20499, 20500, 20501, 20574]
+    >>> calendar_days(["2026-02-17..2026-02-15"])
+    Traceback (most recent call last):
+    ...
+    ValueError: holiday '2026-02-17..2026-02-15': the range ends before it begins
+
+    """
+    days: set[int] = set()
+    for entry in entries:
+        first, _, last = entry.partition("..")
+        try:
+            start, end = date.fromisoformat(first), date.fromisoformat(last or first)
+        except ValueError:
+            raise ValueError(f"holiday {entry!r}: expected YYYY-MM-DD or "
+                             f"YYYY-MM-DD..YYYY-MM-DD") from None
+        if end < start:
+            raise ValueError(f"holiday {entry!r}: the range ends before it begins")
+        days.update(range(_EPOCH_DAY + start.toordinal(), _EPOCH_DAY + end.toordinal() + 1))
+    return frozenset(days)
+
+
+_EPOCH_DAY = -date(1970, 1, 1).toordinal()
 
 
 class Clock:

@@ -13,6 +13,7 @@ from detectors.bill import BillLevel
 from detectors.config import EngineConfig
 from detectors.contact import ContactWindows
 from detectors.days import Clock, parse_ts
+from detectors.holiday import Holidays
 from detectors.numbers import PREFIXES, OperatorLookup
 from detectors.population import Population
 from detectors.presence import HomeCell
@@ -141,6 +142,8 @@ class Engine(Events):
             self._closed_to = int(saved["closed_to"])
             self._next_sweep = self.clock.close_time(self._closed_to + 1)
         self._closed_row: DayCounts | None = None
+        self._holidays = Holidays(self.population, cfg.holidays, cfg.holiday_ratio,
+                                  cfg.holiday_days)
         # The models whose state is in the subscriber's numbers, applied to one subscriber
         # at a time: each is loaded from the numbers, updated, and stored back.
         self._home = HomeCell()

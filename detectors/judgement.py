@@ -16,6 +16,7 @@ from detectors.contact import ContactWindows
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
 from detectors.group_forwarding import GroupForwarding
+from detectors.holiday import Holidays
 from detectors.numbers import OperatorLookup
 from detectors.outputs import Outputs, monthly_value
 from detectors.policy import AlertPolicy
@@ -62,6 +63,7 @@ class Judgement(Outputs):
     _operator_cache: dict[str, tuple[bool, int]]
     _watermark: float
     _closed_to: int | None
+    _holidays: Holidays
     _next_sweep: float
     _closed_row: DayCounts | None
     _home: HomeCell
@@ -340,23 +342,14 @@ class Judgement(Outputs):
         """``sig`` (forwarding off-net) weighed as a possible trip, green, while the segment
         is at a holiday, when many travel and forward their calls, unless others of the
         group or account forward to the same operator (a group moving is no trip)."""
-        holiday = self._holiday(segment, day)
+        holiday = self._holidays.why(segment, day)
         if holiday is None or self._circle_forwards(st, day, operator, member):
             return sig
-        cfg = self.config
-        sig.strength = min(sig.strength, cfg.holiday_trip_strength)
-        sig.summary += (f"; the {segment} segment's calls of the last {cfg.holiday_days} days "
-                        f"are {holiday:.0%} of the same days a week before, a holiday, when "
-                        f"many travel: it may be a trip")
-        sig.figures["segment_week_on_week"] = round(holiday, 3)
+        why, figures = holiday
+        sig.strength = min(sig.strength, self.config.holiday_trip_strength)
+        sig.summary += f"; {why}, when many travel: it may be a trip"
+        sig.figures.update(figures)
         return sig
-
-    def _holiday(self, segment: str, day: int) -> float | None:
-        """The segment's calls of its last closed days against the same days a week
-        before, when they say a holiday (below ``config.holiday_ratio``); else None."""
-        cfg = self.config
-        ratio = self.population.week_on_week(segment, day - 1, cfg.holiday_days, metric=1)
-        return ratio if ratio is not None and ratio < cfg.holiday_ratio else None
 
     @staticmethod
     def _circle(st: State) -> str | None:

@@ -150,6 +150,18 @@ def test_engine_config_from_environment():
     assert Settings.from_env({}).engine_config() == EngineConfig()
 
 
+def test_a_holiday_calendar_from_the_environment_or_toml(tmp_path):
+    env = {"CHURNWATCH_ENGINE__HOLIDAYS": "2026-02-15..2026-02-23, 2026-05-01"}
+    config = Settings.from_env(env).engine_config()
+    assert config.holidays == ("2026-02-15..2026-02-23", "2026-05-01")
+    path = tmp_path / "churnwatch.toml"
+    path.write_text('[engine]\nholidays = ["2026-10-01..2026-10-07"]\n')
+    assert Settings.from_env({}, toml_path=path).engine_config().holidays == (
+        "2026-10-01..2026-10-07",)
+    with pytest.raises(SettingsError, match="holiday '2026-02-30': expected YYYY-MM-DD"):
+        Settings.from_env({"CHURNWATCH_ENGINE__HOLIDAYS": "2026-02-30"}).engine_config()
+
+
 def test_engine_config_errors_name_the_variable():
     from detectors import EngineConfig
 

@@ -68,6 +68,7 @@ class WorldJob:
     days: int
     workdir: str
     keep: bool = False
+    calendar: bool = False
 
 
 # --------------------------------------------------------------------------------------
@@ -149,6 +150,8 @@ def diagnose(world: World, alerts: list[dict[str, Any]],
 
 def run_world(job: WorldJob) -> dict[str, Any]:
     """Simulate, replay and score one world; its row (figures and diagnostics)."""
+    from detectors import EngineConfig
+    from stream.contracts.ported import PORTED_FILE, load_ported_numbers
     from stream.tools.replay import replay_directory
     from stream.tools.scenarios import apply_preset, describe
     from stream.tools.simulator import WorldParams, simulate
@@ -159,9 +162,15 @@ def run_world(job: WorldJob) -> dict[str, Any]:
     out = Path(job.workdir) / f"{job.preset}-s{job.seed}"
     try:
         simulate(out, params)
-        with contextlib.redirect_stderr(io.StringIO()):  # the replay's progress lines
-            alerts = list(replay_directory(out, groups=True))
         world = load_world(out)
+        # As an operator configures it: the ported numbers, and with --holiday-calendar the
+        # world's public holiday.
+        ported = out / PORTED_FILE
+        config = EngineConfig(
+            ported_numbers=load_ported_numbers(ported) if ported.exists() else {},
+            holidays=world.holiday_calendar() if job.calendar else ())
+        with contextlib.redirect_stderr(io.StringIO()):  # the replay's progress lines
+            alerts = list(replay_directory(out, groups=True, engine_config=config))
         detectable = detectability(world)
         floor = holiday_floor(world)
         budget = decay_budget(world)
@@ -178,6 +187,7 @@ def run_world(job: WorldJob) -> dict[str, Any]:
         "knobs": describe(params),
         "subscribers": job.subscribers,
         "days": job.days,
+        "holiday_calendar": job.calendar,
         "churners_ported_out": churners,
         "detectable_7d": able,
         "ceiling": round(able / churners, 4) if churners else None,
@@ -211,11 +221,12 @@ def run_world(job: WorldJob) -> dict[str, Any]:
 
 def run_suite(presets: list[str], seeds: list[int], *, subscribers: int = SUBSCRIBERS,
               days: int = 120, jobs: int = 2, keep: Path | None = None,
-              progress: Any = None) -> list[dict[str, Any]]:
+              calendar: bool = False, progress: Any = None) -> list[dict[str, Any]]:
     """Rows of every (preset, seed) world, in preset then seed order.
 
     ``jobs`` worlds run at once (separate processes when above 1); ``keep``: leave the
-    worlds in that directory rather than in a temporary one that is removed.
+    worlds in that directory rather than in a temporary one that is removed; ``calendar``:
+    the engine is given each world's holiday as the operator's calendar.
     """
     with contextlib.ExitStack() as stack:
         if keep is not None:
@@ -223,7 +234,7 @@ def run_suite(presets: list[str], seeds: list[int], *, subscribers: int = SUBSCR
             workdir = str(keep)
         else:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cw-suite-"))
-        todo = [WorldJob(p, s, subscribers, days, workdir, keep is not None)
+        todo = [WorldJob(p, s, subscribers, days, workdir, keep is not None, calendar)
                 for p in presets for s in seeds]
         rows: list[dict[str, Any]] = []
         if jobs <= 1:
@@ -420,6 +431,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="worlds at once, one process each (default %(default)s)")
     group.add_argument("--keep-worlds", type=Path, default=None, metavar="DIR",
                        help="write the worlds under DIR and keep them")
+    group.add_argument("--holiday-calendar", action="store_true",
+                       help="give the engine each world's holiday as the operator's calendar "
+                            "(CHURNWATCH_ENGINE__HOLIDAYS); default: the engine sees "
+                            "holidays only in the calls")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -441,11 +456,14 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
 
     rows = run_suite(presets, seeds, subscribers=args.subscribers, days=args.days,
-                     jobs=args.jobs, keep=args.keep_worlds, progress=progress)
+                     jobs=args.jobs, keep=args.keep_worlds, calendar=args.holiday_calendar,
+                     progress=progress)
     kind = ("tuning" if args.seed_offset == TUNING_OFFSET else
             "held out" if args.seed_offset >= HELD_OUT_OFFSET else "other")
     note = (f", seeds {seeds[0]}-{seeds[-1]} ({kind}), {args.subscribers:,} subscribers, "
-            f"{args.days} days, {time.perf_counter() - started:.0f} s")
+            f"{args.days} days, holiday calendar "
+            f"{'given' if args.holiday_calendar else 'not given'}, "
+            f"{time.perf_counter() - started:.0f} s")
     print(format_suite(rows, note))
     if args.json is not None:
         args.json.write_text(json.dumps({"rows": rows, "worst_case": worst_case(rows)},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,22 @@ class World:
         if day is None:
             day = self._days[date] = (parse_ts(date + "T12:00:00" + ts[19:]) - self.start).days
         return day
+
+    def holiday_calendar(self) -> tuple[str, ...]:
+        """The world's holiday as an operator's calendar entry (``EngineConfig.holidays``:
+        an inclusive range of local dates), or none.
+
+        >>> from datetime import datetime
+        >>> at = datetime.fromisoformat
+        >>> World(Path("."), at("2026-01-05T00:00:00+08:00"), at("2026-05-05T00:00:00+08:00"),
+        ...       {}, {}, (at("2026-02-15T00:00:00+08:00"), at("2026-02-24T00:00:00+08:00"))
+        ...       ).holiday_calendar()
+        ('2026-02-15..2026-02-23',)
+        """
+        if self.holiday is None:
+            return ()
+        start, end = self.holiday
+        return (f"{start.date()}..{(end - timedelta(days=1)).date()}",)
 
     def port_out(self, sid: str) -> datetime | None:
         ts = self.subscribers[sid].get("port_out_ts")

@@ -321,6 +321,39 @@ def test_a_trip_at_a_holiday_that_calls_a_little_while_forwarding_is_not_alerted
         ("2026-03-09", "open", "yellow"), ("2026-03-20", "resolved", "blue")]
 
 
+def test_a_trip_from_the_first_day_of_a_holiday_in_the_calendar_is_not_alerted() -> None:
+    # Away from 03-06, the holiday's first day, calls forwarded to a family number, back on
+    # 03-11. The segment's calls say a holiday only once three of its days are low, so the
+    # trip is a yellow stay away on its first day; the operator's calendar says it from
+    # the first day, and the trip is green, watched but not alerted.
+    def traveller(d: int) -> Day:
+        day = _at_the_holiday(d)
+        if 60 <= d < 65:
+            day.out_calls = 0.0
+            day.in_calls, day.forward_to, day.forward_share = 8.0, TELECOM_FAMILY, 0.9
+        return day
+
+    world = World(crowd(script=_at_the_holiday, traveller=traveller))
+    _, alerts = world.run()
+    assert opened(alerts, "traveller")[0] == ("2026-03-07", "open", "yellow")
+    _, alerts = world.run(EngineConfig(holidays=("2026-03-06..2026-03-14",)))
+    assert alerts == []
+
+
+def test_a_possible_trip_in_the_calendar_says_so() -> None:
+    # At yellow (holiday_trip_strength 0.5), forwarding at a calendar holiday names the
+    # calendar; red once the holiday is over.
+    config = EngineConfig(holidays=("2026-03-06..2026-03-14",), holiday_trip_strength=0.5)
+    _, alerts = World(crowd(script=_at_the_holiday,
+                            churner=_switching_at_the_holiday)).run(config)
+    assert opened(alerts, "churner") == [("2026-03-10", "open", "yellow"),
+                                         ("2026-03-16", "escalated", "red")]
+    reason = alerts[0]["reasons"][0]
+    assert reason["summary"].endswith(
+        "a holiday in the operator's calendar, when many travel: it may be a trip")
+    assert "segment_week_on_week" not in reason["figures"]
+
+
 def test_no_alert_on_plan_downgrade() -> None:
     def downgrade(d: int) -> Day:
         if d < 60:
