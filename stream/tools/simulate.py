@@ -13,6 +13,7 @@ from typing import Any
 
 from stream.tools.scenarios import PRESETS, apply_preset
 from stream.tools.simulator import WorldParams, simulate
+from stream.tools.world import holiday_calendar
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,4 +112,8 @@ def run(args: argparse.Namespace) -> int:
           f"{summary['groups']} groups ({summary['collective_groups']} collective), "
           f"{summary['churners_ported_out']} port-outs, in {summary['elapsed_s']} s")
     print("kinds: " + ", ".join(f"{k} {v}" for k, v in summary["kinds"].items()))
+    calendar = holiday_calendar(summary["holiday"])
+    if calendar:
+        print(f"holiday {calendar[0]}: give it to the detectors as the operator's calendar, "
+              f"CHURNWATCH_ENGINE__HOLIDAYS={','.join(calendar)}")
     return 0

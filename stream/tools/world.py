@@ -50,20 +50,8 @@ class World:
         return day
 
     def holiday_calendar(self) -> tuple[str, ...]:
-        """The world's holiday as an operator's calendar entry (``EngineConfig.holidays``:
-        an inclusive range of local dates), or none.
-
-        >>> from datetime import datetime
-        >>> at = datetime.fromisoformat
-        >>> World(Path("."), at("2026-01-05T00:00:00+08:00"), at("2026-05-05T00:00:00+08:00"),
-        ...       {}, {}, (at("2026-02-15T00:00:00+08:00"), at("2026-02-24T00:00:00+08:00"))
-        ...       ).holiday_calendar()
-        ('2026-02-15..2026-02-23',)
-        """
-        if self.holiday is None:
-            return ()
-        start, end = self.holiday
-        return (f"{start.date()}..{(end - timedelta(days=1)).date()}",)
+        """The world's holiday as an operator's calendar (``EngineConfig.holidays``)."""
+        return holiday_calendar(self.summary.get("holiday"))
 
     def port_out(self, sid: str) -> datetime | None:
         ts = self.subscribers[sid].get("port_out_ts")
@@ -86,6 +74,22 @@ class World:
             since, until = self.present(sid)
             total += max(0.0, (until - since).total_seconds()) / (7 * DAY_S)
         return total
+
+
+def holiday_calendar(holiday: dict[str, Any] | None) -> tuple[str, ...]:
+    """``world.json``'s ``holiday`` (its first day's start, the end) as an operator's
+    calendar entry: an inclusive range of local dates (none without a holiday).
+
+    >>> holiday_calendar({"start": "2026-02-15T00:00:00+08:00",
+    ...                   "end": "2026-02-24T00:00:00+08:00", "days": 9})
+    ('2026-02-15..2026-02-23',)
+    >>> holiday_calendar(None)
+    ()
+    """
+    if not holiday:
+        return ()
+    last = parse_ts(holiday["end"]) - timedelta(days=1)
+    return (f"{parse_ts(holiday['start']).date()}..{last.date()}",)
 
 
 def _jsonl(path: Path) -> Iterable[dict[str, Any]]:

@@ -235,3 +235,22 @@ def test_simulate_command_takes_a_preset(tmp_path: Path,
         "no-cells", "none", 0)
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", str(tmp_path), "--preset", "no-such"])
+
+
+def test_simulate_says_the_holiday_as_the_calendar_the_settings_take(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from stream.settings import Settings
+    from stream.tools import simulate
+
+    parser = argparse.ArgumentParser()
+    simulate.add_arguments(parser)
+    args = parser.parse_args(["--subscribers", "10", "--days", "60", "--out", str(tmp_path),
+                              "--quiet"])
+    assert simulate.run(args) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("holiday 2026-02-15..2026-02-23: ")
+    name, _, value = line.rpartition(" ")[2].partition("=")
+    assert Settings.from_env({name: value}).engine_config().holidays == (
+        "2026-02-15..2026-02-23",)
