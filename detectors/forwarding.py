@@ -250,7 +250,9 @@ class Forwarding(base.AnomalyDetector):
     def close_day(self, n_in: int, n_fwd: int, n_new_off: int) -> None:
         """Learn from one closed day's counts."""
         suspicious = n_new_off > 0 and self.evidence(n_in, n_new_off) > 0
-        self.days += 1
+        # Only a day with incoming calls says anything of the shares: a quiet day counted
+        # would weigh the first days learned too little (a sparse habit learned low).
+        self.days += n_in > 0
         if suspicious:
             self.streak += 1
         elif n_in >= 2 or (n_in > 0 and n_new_off == 0):
