@@ -108,3 +108,23 @@ def test_suite_and_a_directory_do_not_mix(tmp_path: Path,
     assert run(parse(["--suite", "--presets", "default,nowhere"])) == 2
     err = capsys.readouterr().err
     assert "drop DIR" in err and "pass --suite" in err and "nowhere" in err
+
+
+def test_the_suite_gives_the_worlds_holiday_as_the_calendar_when_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.tools import replay
+
+    given: list[tuple[str, ...]] = []
+    real = replay.replay_directory
+
+    def recording(directory: Path, **kwargs: Any) -> Any:
+        given.append(kwargs["engine_config"].holidays)
+        return real(directory, **kwargs)
+
+    monkeypatch.setattr(replay, "replay_directory", recording)
+    for calendar in (False, True):
+        rows = suite.run_suite(["default"], [1], subscribers=40, days=30, jobs=1,
+                               keep=tmp_path, calendar=calendar)
+        assert rows[0]["holiday_calendar"] is calendar
+    holiday = ev.load_world(tmp_path / "default-s1").holiday_calendar()
+    assert len(holiday) == 1 and given == [(), holiday]
