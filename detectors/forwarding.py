@@ -57,10 +57,10 @@ class Forwarding(base.AnomalyDetector):
     off-net numbers (another operator's, by prefix and the ported list, and not one of
     the subscriber's familiar contacts, see :func:`see_contact`). Learned: exponentially
     weighted shares of forwarded and of new-off-net-forwarded incoming calls (span
-    ``span_days`` days with incoming calls, the first ones averaged evenly), so a habitual
-    forwarder (voicemail, a colleague, even off-net) is recognised. Evidence adds today's
-    counts to a decayed sum of the last days' (factor ``carry`` a day), so a low-volume
-    subscriber's switch shows within a few days and a busy one's within the hour.
+    ``span_days``), so a habitual forwarder (voicemail, a colleague, even off-net) is
+    recognised. Evidence adds today's counts to a decayed sum of the last days' (factor
+    ``carry`` a day), so a low-volume subscriber's switch shows within a few days and a
+    busy one's within the hour.
 
     After warm-up, forwarding to new off-net numbers is not learned as normal while a
     streak of suspicious days runs, so a switch is not absorbed into the habit before it is
@@ -87,8 +87,7 @@ class Forwarding(base.AnomalyDetector):
     absorb_days
         Length of a streak after which it is learned as the new habit.
     warmup_days
-        Days with incoming calls learned from unconditionally (a new subscriber's normal);
-        a day without any says nothing of the shares and is not counted.
+        Days learned from unconditionally (a new subscriber's normal).
 
     Examples
     --------
@@ -251,9 +250,7 @@ class Forwarding(base.AnomalyDetector):
     def close_day(self, n_in: int, n_fwd: int, n_new_off: int) -> None:
         """Learn from one closed day's counts."""
         suspicious = n_new_off > 0 and self.evidence(n_in, n_new_off) > 0
-        # Only a day with incoming calls says anything of the shares: a quiet day counted
-        # would weigh the first days learned too little (a sparse habit learned low).
-        self.days += n_in > 0
+        self.days += 1
         if suspicious:
             self.streak += 1
         elif n_in >= 2 or (n_in > 0 and n_new_off == 0):

@@ -165,7 +165,7 @@ class Numbers(Record):
     bill_mean: float = 0
     bill_ratio: float = 1
     bill_day: int = -1
-    # forwarding (ForwardingState; its days are those with incoming calls, 0: not started)
+    # forwarding (ForwardingState; 0 days: not started)
     fwd_days: int = 0
     fwd_usual: float = 0
     fwd_usual_new_off: float = 0

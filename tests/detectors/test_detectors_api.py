@@ -114,17 +114,11 @@ def test_version_2_state_is_upgraded_in_place_and_carries_on() -> None:
     # contact windows ("i") and the usage CUSUM's dispersion (the last of "m"), which
     # version 2 did not learn: they start after the upgrade; and for the event ids
     # remembered: version 2 kept the last 12 of any day, this version those of each open
-    # day (the ring's go to the open day, and leave with it); and for the forwarding
-    # model's days learned (``fwd_days``), which version 2 counted over every closed day
-    # and this version over days with incoming calls (an upgraded state keeps its count:
-    # its learning rate is at its floor sooner, nothing else).
+    # day (the ring's go to the open day, and leave with it).
     # s2 was not: this version holds its collapse from 03-11 as a possible absence (a stay
     # away), which the version-2 engine could not, so its state is compared with what it was.
-    fwd_days = Numbers.FIELDS.index("fwd_days")
-
     def without_contact(st: dict[str, Any]) -> dict[str, Any]:
-        return {k: ([*v[:fwd_days], None, *v[fwd_days + 1:-1]] if k == "m" else v)
-                for k, v in st.items() if k != "i"}
+        return {k: (v[:-1] if k == "m" else v) for k, v in st.items() if k != "i"}
 
     assert all(st["m"].cusum_phi == 0 for st in old.values())
     assert all(st["m"].cusum_phi > 0 for st in store.values())

@@ -107,18 +107,6 @@ def test_forwarding_learns_habit_and_round_trips() -> None:
     assert Forwarding.from_state(orjson.loads(orjson.dumps(state))).to_state() == state
 
 
-def test_a_sparse_habit_is_learned_from_the_days_with_calls() -> None:
-    # One incoming call every third day, every other one forwarded to the same number on
-    # another operator: a habit of half the calls. Quiet days say nothing of the shares
-    # (counted, they would weigh the first calls too little: 0.32 after 40 days).
-    fwd = Forwarding()
-    for day in range(40):
-        calls = 1 if day % 3 == 2 else 0
-        forwarded = calls * ((day // 3) % 2)
-        fwd.close_day(calls, forwarded, forwarded)
-    assert 0.4 <= fwd.usual_new_off <= 0.6 and fwd.habitual
-
-
 def test_operator_lookup_prefixes_and_ported() -> None:
     lookup = OperatorLookup(ported={"18612345678": "China Mobile"})
     assert lookup.operator("13912345678") == "China Mobile"
