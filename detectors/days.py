@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 __all__ = ["Clock", "calendar_days", "parse_ts"]
 
 DAY_S = 86400
+_EPOCH_DAY = -date(1970, 1, 1).toordinal()  # a date's ordinal plus this: its day number
 
 
 def parse_ts(ts: str) -> float:
@@ -56,9 +57,6 @@ def calendar_days(entries: Iterable[str]) -> frozenset[int]:
             raise ValueError(f"holiday {entry!r}: the range ends before it begins")
         days.update(range(_EPOCH_DAY + start.toordinal(), _EPOCH_DAY + end.toordinal() + 1))
     return frozenset(days)
-
-
-_EPOCH_DAY = -date(1970, 1, 1).toordinal()
 
 
 class Clock:

@@ -171,12 +171,8 @@ def replay_directory(
 
     counts = counters if counters is not None else Counter()
     validator = validator or Validator()
-    if engine_config is not None:
-        config = engine_config
-    elif (directory / PORTED_FILE).exists():
-        config = EngineConfig(ported_numbers=load_ported_numbers(directory / PORTED_FILE))
-    else:
-        config = EngineConfig()
+    config = engine_config if engine_config is not None else with_ported_numbers(
+        EngineConfig(), directory)
     # One engine per partition, as in the service: each has its own population baseline.
     subscriber_stores: list[dict[str, Any]] = [{} for _ in range(partitions)]
     if stores is not None:
@@ -410,12 +406,16 @@ def engine_config_for(settings: Any, directory: Path) -> Any:
     """The worker's engine configuration (its ``CHURNWATCH_ENGINE__*`` overrides and the
     numbers of ``CHURNWATCH_PORTED_FILE``), with ``DIR/ported.jsonl`` over the file's
     numbers, as the worker has the ported-numbers topic over its file."""
-    config = settings.engine_config()
+    return with_ported_numbers(settings.engine_config(), directory)
+
+
+def with_ported_numbers(config: Any, directory: Path) -> Any:
+    """``config`` with the numbers of ``DIR/ported.jsonl``, if there is one, over its own."""
     ported = directory / PORTED_FILE
-    if ported.exists():
-        numbers = {**config.ported_numbers, **load_ported_numbers(ported)}
-        config = dataclasses.replace(config, ported_numbers=numbers)
-    return config
+    if not ported.exists():
+        return config
+    numbers = {**config.ported_numbers, **load_ported_numbers(ported)}
+    return dataclasses.replace(config, ported_numbers=numbers)
 
 
 def _default_partitions() -> int:

@@ -151,8 +151,7 @@ def diagnose(world: World, alerts: list[dict[str, Any]],
 def run_world(job: WorldJob) -> dict[str, Any]:
     """Simulate, replay and score one world; its row (figures and diagnostics)."""
     from detectors import EngineConfig
-    from stream.contracts.ported import PORTED_FILE, load_ported_numbers
-    from stream.tools.replay import replay_directory
+    from stream.tools.replay import replay_directory, with_ported_numbers
     from stream.tools.scenarios import apply_preset, describe
     from stream.tools.simulator import WorldParams, simulate
 
@@ -165,10 +164,8 @@ def run_world(job: WorldJob) -> dict[str, Any]:
         world = load_world(out)
         # As an operator configures it: the ported numbers, and with --holiday-calendar the
         # world's public holiday.
-        ported = out / PORTED_FILE
-        config = EngineConfig(
-            ported_numbers=load_ported_numbers(ported) if ported.exists() else {},
-            holidays=world.holiday_calendar() if job.calendar else ())
+        config = with_ported_numbers(
+            EngineConfig(holidays=world.holiday_calendar() if job.calendar else ()), out)
         with contextlib.redirect_stderr(io.StringIO()):  # the replay's progress lines
             alerts = list(replay_directory(out, groups=True, engine_config=config))
         detectable = detectability(world)
