@@ -125,7 +125,8 @@ class Numbers(Record):
     is 2 KiB a subscriber. The groups, by model: home cell and stays away
     (:mod:`detectors.presence`), the usage CUSUM and incoming-call means (:mod:`detectors.usage`),
     the subscriber's clock, the bill model (:mod:`detectors.bill`), and the forwarding model
-    (:class:`detectors.forwarding.Forwarding`, its :class:`~detectors.forwarding.ForwardingState`).
+    (:class:`detectors.forwarding.Forwarding`, as its
+    :meth:`~detectors.forwarding.Forwarding.to_state`).
     Zero floats are stored as the integer 0 (one shared object, not 24 B each).
     """
 
@@ -165,7 +166,7 @@ class Numbers(Record):
     bill_mean: float = 0
     bill_ratio: float = 1
     bill_day: int = -1
-    # forwarding (ForwardingState; 0 days: not started)
+    # forwarding (Forwarding.to_state; 0 days: not started)
     fwd_days: int = 0
     fwd_usual: float = 0
     fwd_usual_new_off: float = 0
