@@ -8,7 +8,7 @@ from typing import Any
 
 from detectors.absence import VERDICTS
 from detectors.dedupe import prune
-from detectors.forwarding import Forwarding
+from detectors.forwarding import Forwarding, see_target
 from detectors.group_forwarding import GroupForwarding
 from detectors.judgement import (
     ENGINE_KEY,
@@ -194,6 +194,15 @@ class DayClose(Judgement):
             else:
                 if m.waiting_new:
                     self._confirm(st, fwd)
+                if (row.target >= 0 and not forwarded and not fwd.streak
+                        and (n_new == 1 or n_new < fwd.min_share * n_in)):
+                    # One call, or some calls but not most, forwarded to one new number on
+                    # a day with no evidence: a habit's day (a switch forwards most calls,
+                    # and a quiet subscriber's shows as evidence on its second call).
+                    m.habit_target = see_target(m.habit_target, row.target, m.age)
+                elif forwarded and row.target == m.fwd_target:
+                    # Evidence of a switch to it: no habit's number (until learned anew).
+                    m.habit_target = [-1, 0, 0]
                 fwd.close_day(n_in, n_fwd, n_new)
             # A held day still counts in its segment's totals: people travel at holidays,
             # and the segment's ratio that day must say so to those who stay.

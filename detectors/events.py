@@ -8,11 +8,13 @@ from typing import Any
 
 from detectors.closing import DayClose
 from detectors.contact import ANSWERED, MADE, MISSED, keep, stored
-from detectors.forwarding import is_familiar, see_contact
+from detectors.forwarding import is_familiar, is_habit_target, see_contact
 from detectors.judgement import (
     FAMILIAR_MIN,
     FAMILIAR_SIZE,
     SPEND_MILLI,
+    TARGET_DAYS,
+    TARGET_SPAN,
     State,
     _milli,
 )
@@ -127,7 +129,7 @@ class Events(DayClose):
             if day > m.last_active:
                 m.last_active = day
             fp = zlib.crc32(normalise(event["other_party"]).encode()) & 0xFFFF
-            st["k"] = see_contact(st.get("k", []), fp, FAMILIAR_SIZE)
+            st["k"] = see_contact(st.get("k", 0), fp, FAMILIAR_SIZE)
             return alerts
         row.n_in += 1
         target = event.get("forwarded_to")
@@ -139,10 +141,14 @@ class Events(DayClose):
             return alerts
         row.n_off += 1
         fp = zlib.crc32(normalise(target).encode()) & 0xFFFF
-        if is_familiar(st.get("k", []), fp, FAMILIAR_MIN):
+        m = st["m"]
+        if is_familiar(st.get("k", 0), fp, FAMILIAR_MIN) or (
+                fp == m.fwd_target
+                and is_habit_target(m.habit_target, fp, m.age, TARGET_DAYS, TARGET_SPAN)):
             return alerts
         row.n_new += 1
         row.operator = index
+        row.target = fp if row.target in (-1, fp) else -2
         return self._forward_check(sid, st, row, ts, day)
 
 

@@ -6,43 +6,124 @@ from typing import Any
 
 from river import base
 
-__all__ = ["Forwarding", "is_familiar", "see_contact"]
+__all__ = [
+    "Forwarding",
+    "familiar_numbers",
+    "is_familiar",
+    "is_habit_target",
+    "pack_familiar",
+    "see_contact",
+    "see_target",
+]
 
 
-def see_contact(familiar: list[int], fp: int, size: int) -> list[int]:
-    """Count one call to ``fp`` in a flat Misra-Gries summary ``[fp, count, ...]``.
+# The familiar numbers are one integer: a 32-bit lane per number, its 16-bit fingerprint
+# over its count (an int of two lanes takes 36 bytes; the list of four ints it replaced, 144).
+_LANE = 32
+_LANE_MASK = 0xFFFFFFFF
+_COUNT_MASK = 0xFFFF
 
-    Returns the (possibly new) list. A number called often stays; a one-off is evicted.
+
+def see_contact(familiar: int, fp: int, size: int) -> int:
+    """Count one call to ``fp`` in a Misra-Gries summary of ``size`` numbers, packed in one
+    integer (:func:`familiar_numbers` lists it); returns the new summary.
+
+    A number called often stays; a one-off is evicted.
 
     Examples
     --------
-    >>> fam: list[int] = []
+    >>> fam = 0
     >>> for fp in [7, 7, 7, 1, 2, 3, 7, 4]:
     ...     fam = see_contact(fam, fp, size=2)
-    >>> fam, is_familiar(fam, 7, 2), is_familiar(fam, 4, 2)
-    ([7, 2], True, False)
+    >>> familiar_numbers(fam), is_familiar(fam, 7, 2), is_familiar(fam, 4, 2)
+    ([(7, 2)], True, False)
 
     """
-    for i in range(0, len(familiar), 2):
-        if familiar[i] == fp:
-            familiar[i + 1] += 1
-            return familiar
-    if len(familiar) < 2 * size:
-        familiar.extend((fp, 1))
-        return familiar
-    kept: list[int] = []
-    for i in range(0, len(familiar), 2):
-        if familiar[i + 1] > 1:
-            kept.extend((familiar[i], familiar[i + 1] - 1))
+    lanes = [(familiar >> (_LANE * i)) & _LANE_MASK for i in range(size)]
+    for i, entry in enumerate(lanes):
+        if entry and entry >> 16 == fp:
+            return familiar + (1 << (_LANE * i)) if entry & _COUNT_MASK < _COUNT_MASK \
+                else familiar
+    for i, entry in enumerate(lanes):
+        if not entry:
+            return familiar | ((fp << 16 | 1) << (_LANE * i))
+    kept = 0
+    for i, entry in enumerate(lanes):
+        if entry & _COUNT_MASK > 1:
+            kept |= (entry - 1) << (_LANE * i)
     return kept
 
 
-def is_familiar(familiar: list[int], fp: int, min_count: int) -> bool:
+def is_familiar(familiar: int, fp: int, min_count: int) -> bool:
     """True when ``fp`` is in the summary with at least ``min_count`` calls."""
-    for i in range(0, len(familiar), 2):
-        if familiar[i] == fp:
-            return familiar[i + 1] >= min_count
+    while familiar:
+        entry = familiar & _LANE_MASK
+        if entry and entry >> 16 == fp:
+            return entry & _COUNT_MASK >= min_count
+        familiar >>= _LANE
     return False
+
+
+def familiar_numbers(familiar: int) -> list[tuple[int, int]]:
+    """``(fingerprint, calls)`` of each number in the summary.
+
+    >>> familiar_numbers(pack_familiar([14568, 333]))
+    [(14568, 333)]
+    """
+    found = []
+    while familiar:
+        entry = familiar & _LANE_MASK
+        if entry:
+            found.append((entry >> 16, entry & _COUNT_MASK))
+        familiar >>= _LANE
+    return found
+
+
+def pack_familiar(items: list[int]) -> int:
+    """The summary of a flat list ``[fp, count, ...]`` (as states stored it before)."""
+    packed = 0
+    for i in range(0, len(items), 2):
+        packed |= (items[i] << 16 | min(items[i + 1], _COUNT_MASK)) << (_LANE * (i // 2))
+    return packed
+
+
+def see_target(slot: list[int], fp: int, age: int) -> list[int]:
+    """Count one ordinary day (number ``age``) of forwarding to ``fp`` in a one-slot
+    Misra-Gries summary ``[target, days, first day]``; returns the new slot.
+
+    The slot keeps the forward target seen on the most such days, net of days forwarded
+    elsewhere, and the day it was first seen. A habit's one number (a partner's line on
+    another operator, say) wins the slot and, once seen on enough days over long enough
+    (:func:`is_habit_target`), is no new number, whatever share of calls it takes on a day.
+
+    Examples
+    --------
+    >>> slot = [-1, 0, 0]
+    >>> for age, fp in enumerate([7, 7, 3, 7, 7]):
+    ...     slot = see_target(slot, fp, age)
+    >>> slot
+    [7, 3, 0]
+    >>> see_target(see_target([7, 1, 0], 3, 5), 5, 6)
+    [5, 1, 6]
+
+    """
+    target, days, since = slot
+    if fp == target:
+        return [target, days + 1, since]
+    if days > 1:
+        return [target, days - 1, since]
+    return [fp, 1, age] if days == 0 else [-1, 0, 0]
+
+
+def is_habit_target(slot: list[int], fp: int, age: int, min_days: int, min_span: int) -> bool:
+    """True when ``fp`` holds the slot of :func:`see_target` with ``min_days`` ordinary days,
+    first seen ``min_span`` days or more before day ``age``: a habit of weeks, not the
+    first days of a switch (which may begin with a few calls forwarded, then most).
+
+    >>> is_habit_target([7, 3, 0], 7, 6, 3, 7), is_habit_target([7, 3, 0], 7, 7, 3, 7)
+    (False, True)
+    """
+    return slot[0] == fp and slot[1] >= min_days and age - slot[2] >= min_span
 
 
 class Forwarding(base.AnomalyDetector):

@@ -34,6 +34,11 @@ State = dict[str, Any]
 
 FAMILIAR_SIZE = 2
 FAMILIAR_MIN = 3
+#: Ordinary days (no evidence; one call, or under half the calls) forwarded to one number,
+#: over at least so many days, that make it a habit's target: forwarding there is then no
+#: new number (forwarding.is_habit_target).
+TARGET_DAYS = 3
+TARGET_SPAN = 7
 ENGINE_KEY = "__engine__"  # the engine's own event-time position, in the population store
 NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
 SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise

@@ -14,7 +14,9 @@ key    meaning
 ``m``  every model's numbers in one record (:class:`Numbers`)
 ``s``  spend (tenths of a yuan) and usage (outgoing calls a day) models in one list
        (:meth:`detectors.spend.SpendDrop.pack`)
-``k``  familiar numbers: ``[fingerprint, count, ...]`` (Misra-Gries, 16-bit fingerprints)
+``k``  familiar numbers: a Misra-Gries summary of 16-bit fingerprints and their counts in one
+       integer (:func:`detectors.forwarding.see_contact`); a list ``[fingerprint, count,
+       ...]`` written by an earlier version is read as well
 ``t``  a running stay away (:class:`detectors.absence.AwayState`), absent when none runs
 ``a``  alert policy (:class:`detectors.policy.AlertPolicy` state), once it has alerted
 ``e``  event ids seen on each open day, dropped when the day closes
@@ -30,7 +32,9 @@ At most 11 keys at once, more than 10 rarely (``x`` drops ``o m s k t a g h``; `
 rare, ``g`` only with signals): a CPython dict of 6-10 keys takes 272 bytes, of 11-21 keys
 464. A state without ``h`` (written before contact windows were learned) needs no upgrade:
 its contact windows start with its next call; nor does one without ``t``, nor one whose
-``m`` lacks its last number (the usage CUSUM's dispersion, learned from then on). Zero
+``m`` lacks its last numbers (the usage CUSUM's dispersion, the forwarding habit's target:
+learned from then on) or whose open days lack their last (the day's forward target), nor
+one whose ``k`` is a list (packed into one integer when read: :func:`decode`). Zero
 floats are stored as the integer 0 (CPython shares small integers; a float is 24 bytes).
 Version 4 (this one) is upgraded from 1, 2 and 3 in place by :func:`detectors.upgrade.upgrade`.
 """
@@ -42,6 +46,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from detectors.absence import AwayState
+from detectors.forwarding import pack_familiar
 from detectors.presence import HomeState
 from detectors.record import Record, group
 
@@ -106,6 +111,8 @@ class DayCounts(Record):
     bill_cents: int = 0
     #: away flag after the day's last located call (-1: no located call)
     away_end: int = -1
+    #: fingerprint of the day's new off-net forward target (-1: none, -2: more than one)
+    target: int = -1
 
     #: the call counters (``n_in`` to ``n_away``), read in one step when the day closes
     counts: list[int]
@@ -174,14 +181,21 @@ class Numbers(Record):
     fwd_acc_in: float = 0
     fwd_acc_new: float = 0
     # usage: the daily counts' dispersion around the CUSUM's expectation (0: not learned;
-    # last, so a state written before it was learned reads as one number short)
+    # late, so a state written before it was learned reads as numbers short)
     cusum_phi: float = 0
+    # forwarding: the forward target seen on the most ordinary days (16-bit fingerprint,
+    # -1: none), its net count of such days, the age it was first seen at
+    # (forwarding.see_target)
+    fwd_target: int = -1
+    fwd_target_days: int = 0
+    fwd_target_since: int = 0
 
     # The models' states, each a slice of the numbers (loaded and stored in one step).
     usage: list[Any]
     incoming: list[Any]
     bill: list[Any]
     forwarding: list[Any]
+    habit_target: list[Any]
 
 
 DayCounts.counts = group(DayCounts, "n_in", "n_away")  # type: ignore[assignment]
@@ -189,6 +203,7 @@ Numbers.usage = group(Numbers, "cusum", "cusum_home")  # type: ignore[assignment
 Numbers.incoming = group(Numbers, "in_days", "in_fast")  # type: ignore[assignment]
 Numbers.bill = group(Numbers, "bill_n", "bill_day")  # type: ignore[assignment]
 Numbers.forwarding = group(Numbers, "fwd_days", "fwd_acc_new")  # type: ignore[assignment]
+Numbers.habit_target = group(Numbers, "fwd_target", "fwd_target_since")  # type: ignore[assignment]
 # HomeCell works on the numbers directly: they must begin with its state's fields.
 if Numbers.FIELDS[: len(HomeState.FIELDS)] != HomeState.FIELDS:
     raise TypeError("Numbers must begin with the fields of HomeState")
@@ -207,14 +222,21 @@ def decode(st: dict[str, Any]) -> None:
     """Make a state read back from JSON (plain lists) named records again, in place.
 
     The arrays are the same, so this only changes their Python type: a restored state
-    equals the one written, and needs no upgrade.
+    equals the one written, and needs no upgrade. A version-4 state written before the
+    last numbers were kept has its arrays completed with their defaults, and a list of
+    familiar numbers is packed into one integer.
     """
     if "m" in st:
         m = st["m"] = Numbers.of(st["m"])
-        if len(m) < len(Numbers.FIELDS):  # written before the CUSUM learned its dispersion
+        if len(m) < len(Numbers.FIELDS):  # written before its last numbers were learned
             m.extend(Numbers.DEFAULTS[len(m):])
     if "o" in st:
-        st["o"] = [DayCounts.of(row) for row in st["o"]]
+        st["o"] = rows = [DayCounts.of(row) for row in st["o"]]
+        for row in rows:
+            if len(row) < len(DayCounts.FIELDS):  # written before the day kept its target
+                row.extend(DayCounts.DEFAULTS[len(row):])
+    if type(st.get("k")) is list:  # the familiar numbers as a list, before one integer
+        st["k"] = pack_familiar(st["k"])
     if "p" in st:
         st["p"] = Profile.of(st["p"])
     if "x" in st:

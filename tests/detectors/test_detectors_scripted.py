@@ -409,6 +409,41 @@ def test_no_alert_on_a_habitual_on_net_forwarder() -> None:
     assert alerts == []
 
 
+def test_a_habit_of_forwarding_to_one_number_is_not_alerted_on_its_busy_days() -> None:
+    # About 15% of incoming calls forwarded to one number on another operator (a partner's
+    # line): under the habit share, so the model still watches forwarding off-net. Two
+    # days on which that number takes most calls are the habit's, not a switch; the same
+    # days forwarded to a number never forwarded to before are (forwarding.see_target).
+    def habit(d: int) -> Day:
+        return Day(in_calls=6, forward_to=UNICOM, forward_share=0.8 if d in (80, 81) else 0.15)
+
+    def switch_after_habit(d: int) -> Day:
+        if d in (80, 81):
+            return Day(in_calls=6, forward_to=TELECOM_FAMILY, forward_share=0.8)
+        return habit(d)
+
+    engine, alerts = World(crowd(habit=habit, switch=switch_after_habit)).run()
+    assert opened(alerts, "habit") == []
+    assert ("open", "red") in {(s, z) for _, s, z in opened(alerts, "switch")}
+    assert engine.subscribers["habit"]["m"].fwd_target_days >= 3
+    assert engine.subscribers["habit"]["m"].fwd_usual_new_off < 0.2
+
+
+def test_a_switch_that_begins_with_a_few_calls_forwarded_is_not_taken_for_a_habit() -> None:
+    # Five days with a call or two forwarded to a competitor's number (no evidence, each),
+    # then most: that number is no habit's after days, and the switch's evidence forgets
+    # it (forwarding.is_habit_target), so the episode runs to the port-out.
+    def switching(d: int) -> Day:
+        if d < 70:
+            return Day(in_calls=8)
+        return Day(in_calls=8, forward_to=UNICOM, forward_share=0.15 if d < 75 else 0.9)
+
+    engine, alerts = World(crowd(churner=switching)).run()
+    assert [(s, z) for _, s, z in opened(alerts, "churner")] == [
+        ("open", "yellow"), ("escalated", "red")]
+    assert engine.subscribers["churner"]["m"].habit_target == [-1, 0, 0]
+
+
 def test_overwhelming_first_day_of_forwarding_opens_red_at_the_close() -> None:
     # A quiet subscriber (about 2 incoming calls a day) forwards all of them to a number
     # on another operator: never 4 calls in one day to judge intra-day, but the first
