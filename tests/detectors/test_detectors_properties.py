@@ -1,6 +1,7 @@
 """Property tests of the engine: valid events never make it raise, its state round-trips
 exactly as plain JSON, and the result does not depend on how the calls and billing streams
-interleave (within the allowed lateness)."""
+interleave (within the allowed lateness); the familiar numbers packed in one integer are
+the textbook Misra-Gries summary."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detectors import Engine, EngineConfig
+from detectors.forwarding import familiar_numbers, is_familiar, pack_familiar, see_contact
 from stream.contracts import schema
 
 TZ = timezone(timedelta(hours=8))
@@ -199,3 +201,26 @@ def test_interleaving_of_calls_and_billing_does_not_matter(
             if sa[sid].get(k) != sb.get(sid, {}).get(k)}
     assert diff == {}
     assert a.population.store == b.population.store
+
+
+def _misra_gries(counts: dict[int, int], fp: int, size: int) -> dict[int, int]:
+    """The textbook Misra-Gries step, on a dict."""
+    if fp in counts:
+        return {**counts, fp: counts[fp] + 1}
+    if len(counts) < size:
+        return {**counts, fp: 1}
+    return {k: c - 1 for k, c in counts.items() if c > 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 7, 4242, 0xFFFE, 0xFFFF]), max_size=120))
+def test_familiar_numbers_in_one_integer_are_the_textbook_summary(fps: list[int]) -> None:
+    packed, counts = 0, {}
+    for fp in fps:
+        packed = see_contact(packed, fp, 2)
+        counts = _misra_gries(counts, fp, 2)
+        assert dict(familiar_numbers(packed)) == counts
+    assert all(is_familiar(packed, fp, c) and not is_familiar(packed, fp, c + 1)
+               for fp, c in counts.items())
+    flat = [x for pair in counts.items() for x in pair]
+    assert dict(familiar_numbers(pack_familiar(flat))) == counts
