@@ -8,7 +8,7 @@ from typing import Any
 
 from detectors.absence import VERDICTS
 from detectors.dedupe import prune
-from detectors.forwarding import Forwarding, see_target
+from detectors.forwarding import NO_TARGET, Forwarding, see_target
 from detectors.group_forwarding import GroupForwarding
 from detectors.judgement import (
     ENGINE_KEY,
@@ -202,7 +202,7 @@ class DayClose(Judgement):
                     m.habit_target = see_target(m.habit_target, row.target, m.age)
                 elif forwarded and row.target == m.fwd_target:
                     # Evidence of a switch to it: no habit's number (until learned anew).
-                    m.habit_target = [-1, 0, 0]
+                    m.habit_target = list(NO_TARGET)
                 fwd.close_day(n_in, n_fwd, n_new)
             # A held day still counts in its segment's totals: people travel at holidays,
             # and the segment's ratio that day must say so to those who stay.

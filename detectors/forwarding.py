@@ -7,6 +7,7 @@ from typing import Any
 from river import base
 
 __all__ = [
+    "NO_TARGET",
     "Forwarding",
     "familiar_numbers",
     "is_familiar",
@@ -87,6 +88,10 @@ def pack_familiar(items: list[int]) -> int:
     return packed
 
 
+#: The slot of :func:`see_target` holding no number.
+NO_TARGET = (-1, 0, 0)
+
+
 def see_target(slot: list[int], fp: int, age: int) -> list[int]:
     """Count one ordinary day (number ``age``) of forwarding to ``fp`` in a one-slot
     Misra-Gries summary ``[target, days, first day]``; returns the new slot.
@@ -98,7 +103,7 @@ def see_target(slot: list[int], fp: int, age: int) -> list[int]:
 
     Examples
     --------
-    >>> slot = [-1, 0, 0]
+    >>> slot = list(NO_TARGET)
     >>> for age, fp in enumerate([7, 7, 3, 7, 7]):
     ...     slot = see_target(slot, fp, age)
     >>> slot
@@ -112,7 +117,7 @@ def see_target(slot: list[int], fp: int, age: int) -> list[int]:
         return [target, days + 1, since]
     if days > 1:
         return [target, days - 1, since]
-    return [fp, 1, age] if days == 0 else [-1, 0, 0]
+    return [fp, 1, age] if days == 0 else list(NO_TARGET)
 
 
 def is_habit_target(slot: list[int], fp: int, age: int, min_days: int, min_span: int) -> bool:
@@ -135,8 +140,9 @@ class Forwarding(base.AnomalyDetector):
     steps by their own names, :meth:`close_day` and :meth:`evidence`, with plain numbers.
 
     Counted per day by the engine: incoming calls, forwarded calls, and forwarded to *new*
-    off-net numbers (another operator's, by prefix and the ported list, and not one of
-    the subscriber's familiar contacts, see :func:`see_contact`). Learned: exponentially
+    off-net numbers (another operator's, by prefix and the ported list, and neither one of
+    the subscriber's familiar contacts, see :func:`see_contact`, nor their habit's number,
+    see :func:`see_target`). Learned: exponentially
     weighted shares of forwarded and of new-off-net-forwarded incoming calls (span
     ``span_days``), so a habitual forwarder (voicemail, a colleague, even off-net) is
     recognised. Evidence adds today's counts to a decayed sum of the last days' (factor
