@@ -142,9 +142,8 @@ class Events(DayClose):
         row.n_off += 1
         fp = zlib.crc32(normalise(target).encode()) & 0xFFFF
         m = st["m"]
-        if is_familiar(st.get("k", 0), fp, FAMILIAR_MIN) or (
-                fp == m.fwd_target
-                and is_habit_target(m.habit_target, fp, m.age, TARGET_DAYS, TARGET_SPAN)):
+        if is_familiar(st.get("k", 0), fp, FAMILIAR_MIN) or is_habit_target(
+                m.habit_target, fp, m.age, TARGET_DAYS, TARGET_SPAN):
             return alerts
         row.n_new += 1
         row.operator = index

@@ -40,18 +40,21 @@ def see_contact(familiar: int, fp: int, size: int) -> int:
     ([(7, 2)], True, False)
 
     """
-    lanes = [(familiar >> (_LANE * i)) & _LANE_MASK for i in range(size)]
-    for i, entry in enumerate(lanes):
-        if entry and entry >> 16 == fp:
-            return familiar + (1 << (_LANE * i)) if entry & _COUNT_MASK < _COUNT_MASK \
-                else familiar
-    for i, entry in enumerate(lanes):
+    empty = -1
+    for shift in range(0, _LANE * size, _LANE):
+        entry = familiar >> shift & _LANE_MASK
         if not entry:
-            return familiar | ((fp << 16 | 1) << (_LANE * i))
+            empty = shift if empty < 0 else empty
+        elif entry >> 16 == fp:
+            return familiar + (1 << shift) if entry & _COUNT_MASK < _COUNT_MASK else familiar
+    if empty >= 0:
+        return familiar | (fp << 16 | 1) << empty
+    # Full, and fp is not in it: every count down by one (Misra-Gries), fp not taken.
     kept = 0
-    for i, entry in enumerate(lanes):
+    for shift in range(0, _LANE * size, _LANE):
+        entry = familiar >> shift & _LANE_MASK
         if entry & _COUNT_MASK > 1:
-            kept |= (entry - 1) << (_LANE * i)
+            kept |= entry - 1 << shift
     return kept
 
 
