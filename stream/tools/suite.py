@@ -34,6 +34,7 @@ from stream.tools.ceiling import detectability, detectability_summary
 from stream.tools.decay_budget import decay_budget
 from stream.tools.evaluate import LEVELS, Target, score
 from stream.tools.holiday_floor import holiday_floor
+from stream.tools.replay import DEFAULT_PARTITIONS
 from stream.tools.world import DAY_S, World, churner_type, load_world, parse_ts
 
 __all__ = ["SUITE_TARGETS", "TUNING_OFFSET", "HELD_OUT_OFFSET", "WorldJob", "run_world",
@@ -69,6 +70,8 @@ class WorldJob:
     workdir: str
     keep: bool = False
     calendar: bool = False
+    #: subscriber partitions the replay runs on (one engine each, as the service)
+    partitions: int = DEFAULT_PARTITIONS
 
 
 # --------------------------------------------------------------------------------------
@@ -167,7 +170,8 @@ def run_world(job: WorldJob) -> dict[str, Any]:
         config = with_ported_numbers(
             EngineConfig(holidays=world.holiday_calendar() if job.calendar else ()), out)
         with contextlib.redirect_stderr(io.StringIO()):  # the replay's progress lines
-            alerts = list(replay_directory(out, groups=True, engine_config=config))
+            alerts = list(replay_directory(out, groups=True, engine_config=config,
+                                           partitions=job.partitions))
         detectable = detectability(world)
         floor = holiday_floor(world)
         budget = decay_budget(world)
@@ -185,6 +189,7 @@ def run_world(job: WorldJob) -> dict[str, Any]:
         "subscribers": job.subscribers,
         "days": job.days,
         "holiday_calendar": job.calendar,
+        "partitions": job.partitions,
         "churners_ported_out": churners,
         "detectable_7d": able,
         "ceiling": round(able / churners, 4) if churners else None,
@@ -218,12 +223,15 @@ def run_world(job: WorldJob) -> dict[str, Any]:
 
 def run_suite(presets: list[str], seeds: list[int], *, subscribers: int = SUBSCRIBERS,
               days: int = 120, jobs: int = 2, keep: Path | None = None,
-              calendar: bool = False, progress: Any = None) -> list[dict[str, Any]]:
+              calendar: bool = False, partitions: int = DEFAULT_PARTITIONS,
+              progress: Any = None) -> list[dict[str, Any]]:
     """Rows of every (preset, seed) world, in preset then seed order.
 
     ``jobs`` worlds run at once (separate processes when above 1); ``keep``: leave the
     worlds in that directory rather than in a temporary one that is removed; ``calendar``:
-    the engine is given each world's holiday as the operator's calendar.
+    the engine is given each world's holiday as the operator's calendar; ``partitions``:
+    the subscriber partitions replayed, one engine each (what an engine compares a
+    subscriber with, its segment and the co-members it judges, is its partition's).
     """
     with contextlib.ExitStack() as stack:
         if keep is not None:
@@ -231,8 +239,8 @@ def run_suite(presets: list[str], seeds: list[int], *, subscribers: int = SUBSCR
             workdir = str(keep)
         else:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cw-suite-"))
-        todo = [WorldJob(p, s, subscribers, days, workdir, keep is not None, calendar)
-                for p in presets for s in seeds]
+        todo = [WorldJob(p, s, subscribers, days, workdir, keep is not None, calendar,
+                         partitions) for p in presets for s in seeds]
         rows: list[dict[str, Any]] = []
         if jobs <= 1:
             for job in todo:
@@ -432,6 +440,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="give the engine each world's holiday as the operator's calendar "
                             "(CHURNWATCH_ENGINE__HOLIDAYS); default: the engine sees "
                             "holidays only in the calls")
+    group.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
+                       help="subscriber partitions to replay each world on, one engine each "
+                            "(default %(default)s, the service's default "
+                            "CHURNWATCH_PARTITIONS)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -439,10 +451,11 @@ def run(args: argparse.Namespace) -> int:
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = [p for p in presets if p not in PRESETS]
-    if unknown or not presets or args.seeds < 1 or args.subscribers < 1:
+    if (unknown or not presets or args.seeds < 1 or args.subscribers < 1
+            or args.partitions < 1):
         print(f"evaluate --suite: presets must be among {', '.join(PRESETS)}"
               f"{' (not ' + ', '.join(unknown) + ')' if unknown else ''}; seeds and "
-              "subscribers positive", file=sys.stderr)
+              "subscribers and partitions positive", file=sys.stderr)
         return 2
     seeds = [args.seed_offset + k for k in range(1, args.seeds + 1)]
     started = time.perf_counter()
@@ -454,13 +467,13 @@ def run(args: argparse.Namespace) -> int:
 
     rows = run_suite(presets, seeds, subscribers=args.subscribers, days=args.days,
                      jobs=args.jobs, keep=args.keep_worlds, calendar=args.holiday_calendar,
-                     progress=progress)
+                     partitions=args.partitions, progress=progress)
     kind = ("tuning" if args.seed_offset == TUNING_OFFSET else
             "held out" if args.seed_offset >= HELD_OUT_OFFSET else "other")
     note = (f", seeds {seeds[0]}-{seeds[-1]} ({kind}), {args.subscribers:,} subscribers, "
             f"{args.days} days, holiday calendar "
             f"{'given' if args.holiday_calendar else 'not given'}, "
-            f"{time.perf_counter() - started:.0f} s")
+            f"{args.partitions} partitions, {time.perf_counter() - started:.0f} s")
     print(format_suite(rows, note))
     if args.json is not None:
         args.json.write_text(json.dumps({"rows": rows, "worst_case": worst_case(rows)},

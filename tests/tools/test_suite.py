@@ -61,11 +61,11 @@ def test_suite_runs_every_preset_end_to_end(tmp_path: Path, monkeypatch: pytest.
     out = tmp_path / "suite.json"
     args = _parser().parse_args(["--suite", "--seeds", "1", "--seed-offset", "100",
                                  "--subscribers", "40", "--days", "30", "--jobs", "2",
-                                 "--json", str(out)])
+                                 "--partitions", "2", "--json", str(out)])
     assert evaluate_command.run(args) == 0
     printed = capsys.readouterr()
     lines = printed.out.splitlines()
-    assert "seeds 101-101 (held out)" in lines[0]
+    assert "seeds 101-101 (held out)" in lines[0] and "2 partitions" in lines[0]
     header = lines[1].split()
     assert header[:3] == ["preset", "seed", "churn"] and "R7/ceil" in lines[1]
     rows = [line.split() for line in lines if line.split()[:1] in ([p] for p in PRESETS)]
@@ -79,7 +79,7 @@ def test_suite_runs_every_preset_end_to_end(tmp_path: Path, monkeypatch: pytest.
     assert [r["preset"] for r in report["rows"]] == list(PRESETS)
     assert len(report["worst_case"]) == len(suite.SUITE_TARGETS)
     for r in report["rows"]:
-        assert r["subscribers"] == 40 and r["seed"] == 101
+        assert r["subscribers"] == 40 and r["seed"] == 101 and r["partitions"] == 2
         assert set(r["levels"]) == set(ev.LEVELS) and set(r["diagnosis"]) == set(ev.LEVELS)
     # The worlds were written in a temporary directory, and it is gone.
     assert not list(scratch.iterdir())
@@ -128,3 +128,24 @@ def test_the_suite_gives_the_worlds_holiday_as_the_calendar_when_asked(
         assert rows[0]["holiday_calendar"] is calendar
     holiday = ev.load_world(tmp_path / "default-s1").holiday_calendar()
     assert len(holiday) == 1 and given == [(), holiday]
+
+
+def test_suite_replays_on_the_partitions_asked_for(tmp_path: Path) -> None:
+    # An engine judges a subscriber against its own partition (the segment's baseline, the
+    # co-members it sees), so the partitions change the figures: the suite must replay on
+    # the count asked for, as an operator's deployment runs.
+    from detectors import EngineConfig
+    from stream.tools.ceiling import detectability
+    from stream.tools.replay import replay_directory, with_ported_numbers
+
+    one, eight = (suite.run_suite(["no-cells"], [3], subscribers=80, days=60, jobs=1,
+                                  partitions=n, keep=tmp_path / f"p{n}")[0] for n in (1, 8))
+    assert (one["partitions"], eight["partitions"]) == (1, 8)
+    assert one["levels"]["yellow+"] != eight["levels"]["yellow+"]
+    world = tmp_path / "p8" / "no-cells-s3"
+    alerts = list(replay_directory(world, groups=True, partitions=8,
+                                   engine_config=with_ported_numbers(EngineConfig(), world)))
+    loaded = ev.load_world(world)
+    scored = ev.score(loaded, alerts, ev.LEVELS["yellow+"], detectability(loaded))
+    assert eight["levels"]["yellow+"]["alerts_per_1000_per_week"] == \
+        scored["alerts_per_1000_per_week"]
