@@ -15,10 +15,11 @@ from detectors.config import EngineConfig
 from detectors.contact import ContactWindows
 from detectors.days import Clock
 from detectors.forwarding import Forwarding
+from detectors.forwarding_caps import modest, unknown_line
 from detectors.group_forwarding import GroupForwarding
 from detectors.holiday import Holidays
 from detectors.numbers import OperatorLookup
-from detectors.outputs import Outputs, monthly_value
+from detectors.outputs import Outputs
 from detectors.policy import AlertPolicy
 from detectors.population import Population
 from detectors.presence import HomeCell
@@ -44,8 +45,6 @@ NEVER = AlertPolicy().resolved_at  # a policy that never alerted is not stored
 SPEND_SCALE = 10  # spend is kept in tenths of a yuan: short in the store, plenty precise
 SPEND_MILLI = 1000 // SPEND_SCALE
 CARRY_FWD_STRENGTH = {0.6: 0.55, 1.0: 0.75}
-#: The strongest a modest piece of evidence may be: yellow alone (yellow at 0.45, red 0.7).
-MODEST_STRENGTH = 0.5
 
 
 def _milli(amount: Any) -> int:
@@ -207,9 +206,13 @@ class Judgement(Outputs):
                     cfg.trip_days, self._operator_name(stay.operator, m.fwd_operator))
                 signals.append(self._at_holiday(sig, st, segment, day, stay.operator, member))
             elif strength > 0:
-                sig = self._modest(self._forward_signal(st, fwd, strength, today), st, spend)
+                sig = modest(self._forward_signal(st, fwd, strength, today), st, spend, cfg)
                 operator = (today.operator if today is not None and today.operator >= 0
                             else m.fwd_operator)
+                began = m.age - fwd.streak  # the line's age when this forwarding began
+                if (began < cfg.warmup_days and fwd.streak < cfg.trip_days
+                        and not self._circle_forwards(st, day, operator, member)):
+                    sig = unknown_line(sig, began, cfg)
                 signals.append(self._at_holiday(sig, st, segment, day, operator, member))
         if stay is not None and stay.confirmed and stay.verdict:
             signals.append(stay_signal(
@@ -399,13 +402,3 @@ class Judgement(Outputs):
         figures.update({"usual_share": fwd.usual_new_off, "operator": operator,
                         "carried_in": fwd.acc_in, "carried_forwarded": fwd.acc_new})
         return Signal("forwarding_off_net", value, summary, figures)
-
-    def _modest(self, sig: Signal, st: State, spend: SpendDrop) -> Signal:
-        """Cap forwarding evidence of a few calls on a low-value line below red: red asks
-        for a call within the working day, which a call or two forwarded on a line worth
-        less than ``config.low_value_month`` a month does not justify on its own."""
-        calls = sig.figures.get("forwarded", 0) + sig.figures.get("carried_forwarded", 0)
-        monthly = monthly_value(st, spend) if spend.n else 0.0
-        if calls < self.config.fwd_min_calls and monthly < self.config.low_value_month:
-            sig.strength = min(sig.strength, MODEST_STRENGTH)
-        return sig

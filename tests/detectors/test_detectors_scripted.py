@@ -722,3 +722,50 @@ def test_forwarding_held_back_for_a_possible_stay_away_counts_at_the_close() -> 
                         ("2026-03-18", "escalated", "red")]
     first = next(a for a in alerts if a["subscriber_id"] == "churner")
     assert first["reasons"][0]["code"] == "forwarding_off_net"
+
+
+# --------------------------------------------------------------------------------------
+# A line's first weeks: too little history to tell a trip from a switch
+# --------------------------------------------------------------------------------------
+
+
+def _trip_from(first: int, last: int, to: str) -> Script:
+    """A week away with incoming calls forwarded off-net to ``to``; quiet, then back."""
+    def script(d: int) -> Day:
+        if first <= d <= last:
+            return Day(out_calls=0.3, in_calls=4, forward_to=to, forward_share=0.9)
+        return Day()
+    return script
+
+
+def test_forwarding_off_net_in_a_line_s_first_weeks_is_yellow_it_may_be_a_trip() -> None:
+    # Everyone's history begins on day 0, as in a deployment's first weeks: a stay away
+    # cannot be recognised before four weeks (warmup_days), so forwarding off-net begun
+    # on day 16 may be a trip: a warning, not a call within the day; it resolves after
+    # the return.
+    _, alerts = World(crowd(away=_trip_from(16, 22, UNICOM)), days=45).run()
+    assert [z for _, _, z in opened(alerts, "away")] == ["yellow", "blue"]
+    reason = next(a for a in alerts if a["subscriber_id"] == "away")["reasons"][0]
+    assert reason["code"] == "forwarding_off_net"
+    assert ("it began when this line was known for 16 days, too few to tell a trip from a "
+            "switch: it may be a trip (red if it runs past 21 days)") in reason["summary"]
+
+
+def test_a_switch_begun_in_a_line_s_first_weeks_goes_red_once_it_outlasts_a_trip() -> None:
+    # Forwarding from day 16 (a noisy day breaks its run on day 25): yellow, then red once
+    # it has run past a trip's 21 days, as a stay away that persists.
+    _, alerts = World(crowd(churner=_forwarding_while_here(16, UNICOM)), days=60).run()
+    mine = [a for a in alerts if a["subscriber_id"] == "churner"]
+    assert [(a["status"], a["zone"]) for a in mine] == [("open", "yellow"), ("escalated", "red")]
+    assert mine[1]["ts"][:10] > (START + timedelta(days=16 + 21)).isoformat()
+    assert "(21 days running)" in mine[1]["reasons"][0]["summary"]
+
+
+def test_a_group_moving_in_its_first_weeks_is_red() -> None:
+    # A co-member forwarding to the same operator before it: a group moving, not a trip.
+    group = {"group_id": "G1", "account_id": "AC-G1"}
+    scripts = crowd(away=_trip_from(18, 40, "18900000001"),
+                    colleague=_forwarding_while_here(15, "18900000002"))
+    _, alerts = World(scripts, days=45, profiles={"away": group, "colleague": group}).run()
+    assert opened(alerts, "colleague")[0][1:] == ("open", "yellow")
+    assert opened(alerts, "away")[0][1:] == ("open", "red")
