@@ -454,7 +454,7 @@ def run(args: argparse.Namespace) -> int:
     if (unknown or not presets or args.seeds < 1 or args.subscribers < 1
             or args.partitions < 1):
         print(f"evaluate --suite: presets must be among {', '.join(PRESETS)}"
-              f"{' (not ' + ', '.join(unknown) + ')' if unknown else ''}; seeds and "
+              f"{' (not ' + ', '.join(unknown) + ')' if unknown else ''}; seeds, "
               "subscribers and partitions positive", file=sys.stderr)
         return 2
     seeds = [args.seed_offset + k for k in range(1, args.seeds + 1)]

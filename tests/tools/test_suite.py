@@ -149,3 +149,9 @@ def test_suite_replays_on_the_partitions_asked_for(tmp_path: Path) -> None:
     scored = ev.score(loaded, alerts, ev.LEVELS["yellow+"], detectability(loaded))
     assert eight["levels"]["yellow+"]["alerts_per_1000_per_week"] == \
         scored["alerts_per_1000_per_week"]
+
+
+def test_suite_refuses_no_partitions(capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parser().parse_args(["--suite", "--partitions", "0"])
+    assert evaluate_command.run(args) == 2
+    assert "seeds, subscribers and partitions positive" in capsys.readouterr().err
